@@ -1,0 +1,68 @@
+"""Human-readable renderings of a topology: text, mermaid and dot."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import nodes as n
+
+if TYPE_CHECKING:
+    from .topology import Topology
+
+
+def _label(node: n.Node) -> str:
+    if isinstance(node, n.SourceNode):
+        return f"source {node.topic}" + (" (repartition)" if node.internal else "")
+    if isinstance(node, n.SinkNode):
+        return f"sink {node.topic}" + (" (repartition)" if node.internal else "")
+    if isinstance(node, (n.AggregateNode, n.TableSourceNode)):
+        return f"{node.kind} {node.name} -> table {node.table}"
+    if isinstance(node, n.ProcessNode):
+        return f"process {node.name} stores={','.join(node.stores)}"
+    return f"{node.kind} {node.name}"
+
+
+def describe(topology: Topology, fmt: str = "text") -> str:
+    nodes = topology.nodes()
+    ids = {id(x): f"n{i}" for i, x in enumerate(nodes)}
+    if fmt == "mermaid":
+        lines = ["flowchart LR"]
+        for x in nodes:
+            lines.append(f'  {ids[id(x)]}["{_label(x)}"]')
+        for x in nodes:
+            for c in x.children:
+                lines.append(f"  {ids[id(x)]} --> {ids[id(c)]}")
+        for x in nodes:
+            if isinstance(x, n.SinkNode) and x.internal:
+                for s in topology.sources:
+                    if s.topic == x.topic:
+                        lines.append(f"  {ids[id(x)]} -.-> {ids[id(s)]}")
+        return "\n".join(lines)
+    if fmt == "dot":
+        lines = [f'digraph "{topology.name}" {{', "  rankdir=LR;"]
+        for x in nodes:
+            lines.append(f'  {ids[id(x)]} [label="{_label(x)}"];')
+        for x in nodes:
+            for c in x.children:
+                lines.append(f"  {ids[id(x)]} -> {ids[id(c)]};")
+        lines.append("}")
+        return "\n".join(lines)
+    if fmt != "text":
+        raise ValueError(f"unknown format {fmt!r} (text, mermaid, dot)")
+    out = [f"Topology {topology.name}" + (f": {topology.description}" if topology.description else "")]
+    out.append(f"  inputs:   {', '.join(topology.input_topics()) or '-'}")
+    out.append(f"  outputs:  {', '.join(topology.output_topics()) or '-'}")
+    out.append(f"  internal: {', '.join(topology.internal_topics()) or '-'}")
+    out.append(f"  dead letters: {topology.dlq_topic}")
+    for name, spec in topology.stores.items():
+        out.append(f"  table {name} ({spec.kind}), changelog {spec.changelog}")
+    out.append("  graph:")
+
+    def walk(node: n.Node, depth: int) -> None:
+        out.append("    " + "  " * depth + "-> " + _label(node))
+        for c in node.children:
+            walk(c, depth + 1)
+
+    for s in topology.sources:
+        walk(s, 0)
+    return "\n".join(out)

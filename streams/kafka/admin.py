@@ -1,0 +1,193 @@
+"""Admin helpers over aiokafka: topics, consumer groups and offsets.
+
+Async functions are the API; :func:`run` wraps one for synchronous callers (CLI, tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
+
+T = TypeVar("T")
+
+
+class BrokerUnavailable(RuntimeError):
+    """No broker answered at the configured address."""
+
+
+def run(coro: Awaitable[T]) -> T:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+async def _admin(bootstrap: str, timeout_ms: int = 10000) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    try:
+        await asyncio.wait_for(admin.start(), timeout_ms / 1000)
+    except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        await admin.close()
+        raise BrokerUnavailable(f"no Kafka broker answers at {bootstrap} ({exc or type(exc).__name__})") from exc
+    return admin
+
+
+def broker_answers(bootstrap: str) -> bool:
+    async def probe() -> bool:
+        try:
+            admin = await _admin(bootstrap, timeout_ms=3000)
+        except BrokerUnavailable:
+            return False
+        try:
+            await admin.list_topics()
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+            return False
+        finally:
+            await admin.close()
+
+    return run(probe())
+
+
+async def list_topics(bootstrap: str) -> set[str]:
+    admin = await _admin(bootstrap)
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> None:
+    """Create the topics that do not exist yet and wait until they have leaders."""
+    specs = list(specs)
+    admin = await _admin(bootstrap)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics([
+                    NewTopic(s.name, s.partitions, 1, topic_configs=s.config) for s in missing])
+            except TopicAlreadyExistsError:
+                pass
+            await _wait_for_topics(admin, [s.name for s in missing], present=True)
+    finally:
+        await admin.close()
+
+
+async def delete_topics(bootstrap: str, names: Iterable[str]) -> list[str]:
+    """Delete the named topics that exist; return those deleted."""
+    admin = await _admin(bootstrap)
+    try:
+        existing = set(await admin.list_topics())
+        doomed = [n for n in names if n in existing]
+        if doomed:
+            try:
+                await admin.delete_topics(doomed)
+            except UnknownTopicOrPartitionError:
+                pass
+            await _wait_for_topics(admin, doomed, present=False)
+        return doomed
+    finally:
+        await admin.close()
+
+
+async def _wait_for_topics(admin: AIOKafkaAdminClient, names: list[str], present: bool,
+                           timeout: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        existing = set(await admin.list_topics())
+        if all((n in existing) == present for n in names):
+            if not present:
+                return
+            described = await admin.describe_topics(names)
+            if all(t.get("error_code", 0) == 0 and t["partitions"] and
+                   all(p["leader"] >= 0 for p in t["partitions"]) for t in described):
+                return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"topics {names} did not become {'ready' if present else 'deleted'}")
+
+
+async def group_members(bootstrap: str, group: str) -> int:
+    """Number of live members of a consumer group (0 if the group is empty or unknown)."""
+    admin = await _admin(bootstrap)
+    try:
+        responses = await admin.describe_consumer_groups([group])
+        count = 0
+        for response in responses:
+            for entry in response.groups:
+                # (error_code, group_id, state, protocol_type, protocol, members, ...)
+                count += len(entry[5])
+        return count
+    finally:
+        await admin.close()
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if parts is None:
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public refresh
+            parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return {}
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: off for tp, off in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def committed_offsets(bootstrap: str, group: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+    """The group's committed offsets for the topics' partitions (missing: not committed)."""
+    admin = await _admin(bootstrap)
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    wanted = set(topics)
+    return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()
+            if tp.topic in wanted and meta.offset >= 0}
+
+
+async def reset_group_to_earliest(bootstrap: str, group: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+    """Commit the earliest available offset of every partition of ``topics`` for ``group``.
+
+    Uses manual assignment, so the consumer never joins the group; the group must be empty.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps: list[TopicPartition] = []
+        for topic in topics:
+            parts = consumer.partitions_for_topic(topic)
+            if parts is None:
+                await consumer._client.force_metadata_update()  # noqa: SLF001
+                parts = consumer.partitions_for_topic(topic) or set()
+            tps += [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return {}
+        consumer.assign(tps)
+        beginnings = await consumer.beginning_offsets(tps)
+        await consumer.commit({tp: off for tp, off in beginnings.items()})
+        return {(tp.topic, tp.partition): off for tp, off in beginnings.items()}
+    finally:
+        await consumer.stop()
+
+
+def describe(error: Any) -> str:
+    return str(error) or type(error).__name__

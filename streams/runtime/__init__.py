@@ -1,0 +1,1 @@
+"""How topologies run: compiled batch processors, tasks, the commit cycle and the worker."""

@@ -1,0 +1,1 @@
+"""State: per-task RocksDB stores, table views, changelog recovery."""

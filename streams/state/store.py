@@ -1,0 +1,190 @@
+"""RocksDB state of one task, committed in one WriteBatch.
+
+Layout: one RocksDB directory per task (``<state_dir>/<topology>/<task>/``) with
+
+* a column family per table: key bytes -> value bytes (the table's serde);
+* the column family ``__meta``: the task's input offsets (``offset:<topic>:<partition>`` ->
+  next offset), the highest upstream position applied per repartition source
+  (``upstream:<repartition topic>|<topic>:<partition>`` -> ``offset,index``) and the changelog
+  end offsets the state reflects (``changelog:<topic>``).
+
+Writes of a commit interval are buffered in memory (reads see them) and land together with the
+meta entries in one ``WriteBatch``: after a crash the state and the offsets it reflects agree.
+faust writes its offset key with a separate ``put``, so a crash between the two double-applies.
+
+Keys are raw bytes in RocksDB's lexicographic order, so window stores and join buffers can keep
+``key + big-endian timestamp`` keys and scan ranges with :meth:`TaskStore.range`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from rocksdict import AccessType, Options, Rdict, WriteBatch
+
+META = "__meta"
+
+
+def _options() -> Options:
+    opts = Options(raw_mode=True)
+    opts.create_if_missing(True)
+    opts.create_missing_column_families(True)
+    return opts
+
+
+class StoreLocked(RuntimeError):
+    """Another process holds this task's RocksDB."""
+
+
+class TaskStore:
+    """The RocksDB of one task, with a write buffer per table committed in one batch."""
+
+    def __init__(self, path: Path, tables: list[str], *, read_only: bool = False,
+                 lock_timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.tables = list(tables)
+        self.read_only = read_only
+        cfs = {name: Options(raw_mode=True) for name in [*self.tables, META]}
+        if not read_only:
+            self.path.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + lock_timeout
+        while True:
+            try:
+                if read_only:
+                    existing = set(Rdict.list_cf(str(self.path), Options(raw_mode=True)))
+                    cfs = {k: v for k, v in cfs.items() if k in existing}
+                    self.db = Rdict(str(self.path), options=_options(), column_families=cfs,
+                                    access_type=AccessType.read_only())
+                else:
+                    self.db = Rdict(str(self.path), options=_options(), column_families=cfs)
+                break
+            except Exception as exc:  # rocksdict raises plain Exception on a held LOCK
+                # On a rebalance the previous owner may still be closing this task's store.
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    if "lock" in str(exc).lower():
+                        raise StoreLocked(f"{self.path} is locked by another process") from exc
+                    raise
+                time.sleep(0.2)
+        self._cf = {name: self.db.get_column_family(name) for name in cfs}
+        self._handles = {name: self.db.get_column_family_handle(name) for name in cfs}
+        # table -> key -> value bytes (None = delete); ordered by first write.
+        self._pending: dict[str, dict[bytes, bytes | None]] = {t: {} for t in self.tables}
+
+    # -- reads ------------------------------------------------------------------------------------
+    def get(self, table: str, key: bytes) -> bytes | None:
+        pending = self._pending[table]
+        if key in pending:
+            return pending[key]
+        cf = self._cf.get(table)
+        return None if cf is None else cf.get(key)
+
+    def range(self, table: str, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Entries with ``start <= key < end`` in key order, buffered writes included."""
+        pending = {k: v for k, v in self._pending[table].items() if start <= k < end}
+        cf = self._cf.get(table)
+        db_items: Iterator[tuple[bytes, bytes]] = (
+            iter(()) if cf is None else iter(cf.items(from_key=start)))
+        merged: dict[bytes, bytes | None] = {}
+        for k, v in db_items:
+            if k >= end:
+                break
+            merged[k] = v
+        merged.update(pending)
+        for k in sorted(merged):
+            v = merged[k]
+            if v is not None:
+                yield k, v
+
+    def items(self, table: str) -> Iterator[tuple[bytes, bytes]]:
+        cf = self._cf.get(table)
+        if cf is None:
+            return iter(())
+        return iter(cf.items())
+
+    def meta(self) -> dict[str, str]:
+        cf = self._cf.get(META)
+        if cf is None:
+            return {}
+        return {k.decode(): v.decode() for k, v in cf.items()}
+
+    def approximate_keys(self, table: str) -> int:
+        cf = self._cf.get(table)
+        if cf is None:
+            return 0
+        return int(cf.property_int_value("rocksdb.estimate-num-keys") or 0)
+
+    # -- writes -----------------------------------------------------------------------------------
+    def put(self, table: str, key: bytes, value: bytes | None) -> None:
+        self._pending[table][key] = value
+
+    def pending(self, table: str) -> dict[bytes, bytes | None]:
+        return self._pending[table]
+
+    @property
+    def dirty(self) -> bool:
+        return any(self._pending.values())
+
+    def write(self, meta: dict[str, str]) -> None:
+        """Write all buffered table changes and ``meta`` in ONE WriteBatch."""
+        batch = WriteBatch(raw_mode=True)
+        for table, pending in self._pending.items():
+            handle = self._handles[table]
+            for key, value in pending.items():
+                if value is None:
+                    batch.delete(key, handle)
+                else:
+                    batch.put(key, value, handle)
+        meta_handle = self._handles[META]
+        for k, v in meta.items():
+            batch.put(k.encode(), v.encode(), meta_handle)
+        self.db.write(batch)
+        for pending in self._pending.values():
+            pending.clear()
+
+    def write_raw(self, table: str, entries: list[tuple[bytes, bytes | None]],
+                  meta: dict[str, str] | None = None) -> None:
+        """Bulk write (changelog restore), bypassing the buffer."""
+        batch = WriteBatch(raw_mode=True)
+        handle = self._handles[table]
+        for key, value in entries:
+            if value is None:
+                batch.delete(key, handle)
+            else:
+                batch.put(key, value, handle)
+        for k, v in (meta or {}).items():
+            batch.put(k.encode(), v.encode(), self._handles[META])
+        self.db.write(batch)
+
+    def discard_pending(self) -> None:
+        for pending in self._pending.values():
+            pending.clear()
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None  # type: ignore[assignment]
+
+    def disk_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+
+    @staticmethod
+    def destroy(path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def encode_offsets(offsets: dict[tuple[str, int], int]) -> bytes:
+    return json.dumps({f"{t}:{p}": o for (t, p), o in offsets.items()},
+                      separators=(",", ":")).encode()
+
+
+def decode_offsets(data: bytes | str) -> dict[tuple[str, int], int]:
+    raw = json.loads(data)
+    out = {}
+    for k, v in raw.items():
+        topic, _, part = k.rpartition(":")
+        out[(topic, int(part))] = int(v)
+    return out
