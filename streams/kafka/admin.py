@@ -134,15 +134,23 @@ async def group_members(bootstrap: str, group: str) -> int:
         await admin.close()
 
 
+async def topic_partitions(bootstrap: str, topics: Iterable[str]) -> dict[str, list[int]]:
+    """Partition numbers of each existing topic among ``topics`` (missing topics are left out)."""
+    admin = await _admin(bootstrap)
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    return {t["topic"]: sorted(p["partition"] for p in t["partitions"])
+            for t in described if t.get("error_code", 0) == 0 and t["partitions"]}
+
+
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    parts = (await topic_partitions(bootstrap, [topic])).get(topic, [])
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic)
-        if parts is None:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public refresh
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        tps = [TopicPartition(topic, p) for p in parts]
         if not tps:
             return {}
         ends = await consumer.end_offsets(tps)
@@ -168,17 +176,12 @@ async def reset_group_to_earliest(bootstrap: str, group: str, topics: Iterable[s
 
     Uses manual assignment, so the consumer never joins the group; the group must be empty.
     """
+    parts = await topic_partitions(bootstrap, topics)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
                                 enable_auto_commit=False)
     await consumer.start()
     try:
-        tps: list[TopicPartition] = []
-        for topic in topics:
-            parts = consumer.partitions_for_topic(topic)
-            if parts is None:
-                await consumer._client.force_metadata_update()  # noqa: SLF001
-                parts = consumer.partitions_for_topic(topic) or set()
-            tps += [TopicPartition(topic, p) for p in sorted(parts)]
+        tps = [TopicPartition(t, p) for t, ps in parts.items() for p in ps]
         if not tps:
             return {}
         consumer.assign(tps)

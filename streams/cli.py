@@ -1,0 +1,195 @@
+"""The ``streams`` command line. Errors are one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from . import registry
+from .config import ConfigError, load_settings
+from .kafka import admin, broker
+from .state.store import StoreLocked
+
+
+class UserError(click.ClickException):
+    """A failure explained in one line."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+_EXPECTED = (registry.UnknownTopology, ConfigError, broker.BrokerError, admin.BrokerUnavailable,
+             StoreLocked, LookupError, FileNotFoundError, PermissionError, TimeoutError)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except _EXPECTED as exc:
+            raise UserError(str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__)
+        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - no traceback for users
+            if os.environ.get("STREAMS_DEBUG"):
+                raise
+            name = type(exc).__name__
+            text = str(exc).strip().splitlines()
+            raise UserError(f"{name}: {text[0]}" if text else name)
+
+
+def _broker_option(f: Any) -> Any:
+    return click.option("--broker", envvar="STREAMS_BROKER", default=None,
+                        help="bootstrap address (default 127.0.0.1:9092)")(f)
+
+
+def _bootstrap(value: str | None) -> str:
+    return value or load_settings().broker
+
+
+@click.group(cls=_Group)
+def main() -> None:
+    """Stateful stream processing on Apache Kafka."""
+
+
+# -- kafka ------------------------------------------------------------------------------------------
+@main.group(cls=_Group)
+def kafka() -> None:
+    """A local single-node Apache Kafka (KRaft) for development, demo and tests."""
+
+
+@kafka.command("start")
+@click.option("--port", default=broker.DEFAULT_PORT, show_default=True)
+def kafka_start(port: int) -> None:
+    """Fetch (once), format and start the broker on 127.0.0.1:PORT."""
+    broker.start(port)
+
+
+@kafka.command("stop")
+@click.option("--port", default=broker.DEFAULT_PORT, show_default=True)
+def kafka_stop(port: int) -> None:
+    """Stop the broker that `streams kafka start` started."""
+    if broker.stop(port):
+        click.echo("kafka stopped")
+    else:
+        click.echo("kafka was not running")
+
+
+@kafka.command("status")
+@click.option("--port", default=broker.DEFAULT_PORT, show_default=True)
+def kafka_status(port: int) -> None:
+    """Say whether the local broker runs (exit 0) or not (exit 1)."""
+    running, pid = broker.status(port)
+    if running:
+        click.echo(f"kafka running at 127.0.0.1:{port} (pid {pid})")
+    else:
+        click.echo("kafka stopped")
+        sys.exit(1)
+
+
+# -- topologies -------------------------------------------------------------------------------------
+@main.command("topologies")
+def topologies_cmd() -> None:
+    """List the topologies with the topics they read and write."""
+    for name in registry.names():
+        t = registry.load(name)
+        click.echo(f"{name}\n  reads:  {', '.join(t.input_topics())}\n"
+                   f"  writes: {', '.join(t.output_topics())}")
+
+
+@main.command("describe")
+@click.argument("name")
+@click.option("--format", "fmt", type=click.Choice(["text", "mermaid", "dot"]), default="text")
+def describe_cmd(name: str, fmt: str) -> None:
+    """Show a topology's graph, topics and tables."""
+    click.echo(registry.load(name).describe(fmt))
+
+
+@main.command("worker")
+@click.argument("name")
+@click.option("--config", "config_file", default=None, help="extra TOML settings file")
+@click.option("--state-dir", envvar="STREAMS_STATE_DIR", default=None)
+@click.option("--metrics-port", type=int, default=None)
+@_broker_option
+@click.option("--log-level", default="INFO", show_default=True)
+def worker_cmd(name: str, config_file: str | None, state_dir: str | None,
+               metrics_port: int | None, broker: str | None, log_level: str) -> None:
+    """Run one worker of topology NAME until SIGTERM/SIGINT."""
+    from .runtime.worker import run_worker
+
+    logging.basicConfig(level=log_level.upper(),
+                        format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    topology = registry.load(name)
+    settings = load_settings(name, config_file, state_dir=state_dir, metrics_port=metrics_port,
+                             broker=broker)
+    if not admin.broker_answers(settings.broker):
+        raise UserError(f"no Kafka broker answers at {settings.broker} "
+                        "(start one with `streams kafka start` or set STREAMS_BROKER)")
+    sys.exit(run_worker(topology, settings))
+
+
+@main.command("generate")
+@click.argument("name")
+@click.option("--count", default=1000, show_default=True)
+@click.option("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
+@click.option("--seed", default=42, show_default=True)
+@_broker_option
+def generate_cmd(name: str, count: int, rate: float | None, seed: int, broker: str | None) -> None:
+    """Write realistic input events for reference topology NAME."""
+    from . import generate
+    from .runtime.worker import topic_specs
+
+    topology = registry.load(name)
+    bootstrap = _bootstrap(broker)
+    settings = load_settings(name)
+    asyncio.run(admin.ensure_topics(bootstrap, topic_specs(topology, settings.partitions)))
+    items = generate.events(name, count, seed)
+    sent = asyncio.run(generate.produce(bootstrap, items, rate))
+    topics = sorted({t for t, _, _ in items})
+    click.echo(f"sent {sent} events to {', '.join(topics)}")
+
+
+@main.command("consume", hidden=False)
+@click.argument("topic")
+@click.option("--limit", default=10, show_default=True)
+@click.option("--timeout", default=5.0, show_default=True)
+@_broker_option
+def consume_cmd(topic: str, limit: int, timeout: float, broker: str | None) -> None:
+    """Print up to LIMIT records of TOPIC from the beginning (key, value as JSON lines)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def read() -> list[Any]:
+        parts = (await admin.topic_partitions(_bootstrap(broker), [topic])).get(topic)
+        if not parts:
+            raise LookupError(f"topic {topic!r} does not exist")
+        c = AIOKafkaConsumer(bootstrap_servers=_bootstrap(broker), enable_auto_commit=False)
+        await c.start()
+        try:
+            c.assign([TopicPartition(topic, p) for p in parts])
+            await c.seek_to_beginning()
+            out: list[Any] = []
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while len(out) < limit and loop.time() < deadline:
+                for recs in (await c.getmany(timeout_ms=300)).values():
+                    out.extend(recs)
+            return out[:limit]
+        finally:
+            await c.stop()
+
+    for rec in asyncio.run(read()):
+        key = rec.key.decode(errors="replace") if rec.key else None
+        value = rec.value.decode(errors="replace") if rec.value else None
+        click.echo(json.dumps({"partition": rec.partition, "offset": rec.offset, "key": key,
+                               "value": value}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Settings: ``config/defaults.toml`` + ``config/<topology>.toml`` + environment + flags."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+def config_dir() -> Path:
+    """``STREAMS_CONFIG_DIR``, else ``./config``, else the repository's ``config/``."""
+    if os.environ.get("STREAMS_CONFIG_DIR"):
+        return Path(os.environ["STREAMS_CONFIG_DIR"])
+    if Path("config/defaults.toml").exists():
+        return Path("config")
+    return Path(__file__).resolve().parent.parent / "config"
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker: str = "127.0.0.1:9092"
+    state_dir: str = ".streams/state"
+    partitions: int = 4
+    processing_guarantee: str = "at_least_once"
+    commit_interval_ms: int = 1000
+    commit_every_records: int = 50000
+    max_batch_records: int = 5000
+    metrics_port: int = 9400
+    metrics_host: str = "127.0.0.1"
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def load_settings(topology: str | None = None, config_file: str | Path | None = None,
+                  **overrides: Any) -> Settings:
+    known = {f.name for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    layers = [config_dir() / "defaults.toml"]
+    if topology:
+        layers.append(config_dir() / f"{topology}.toml")
+    if config_file:
+        if not Path(config_file).exists():
+            raise ConfigError(f"config file {config_file} does not exist")
+        layers.append(Path(config_file))
+    for layer in layers:
+        for key, value in _read(layer).items():
+            if key not in known:
+                raise ConfigError(f"{layer}: unknown setting {key!r}")
+            values[key] = value
+    if os.environ.get("STREAMS_BROKER"):
+        values["broker"] = os.environ["STREAMS_BROKER"]
+    if os.environ.get("STREAMS_STATE_DIR"):
+        values["state_dir"] = os.environ["STREAMS_STATE_DIR"]
+    return Settings(**values).with_overrides(**overrides)

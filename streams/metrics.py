@@ -1,0 +1,54 @@
+"""Prometheus metrics of a worker (names are a public contract; all carry ``topology``)."""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self, topology: str) -> None:
+        self.topology = topology
+        self.registry = r = CollectorRegistry()
+        t = ["topology"]
+        self.consumed = Counter("streams_events_consumed_total", "Input records consumed",
+                                t + ["topic", "partition"], registry=r)
+        self.produced = Counter("streams_events_produced_total", "Records produced",
+                                t + ["topic"], registry=r)
+        self.lag = Gauge("streams_consumer_lag", "High watermark minus position",
+                         t + ["topic", "partition"], registry=r)
+        self.processing = Histogram("streams_processing_seconds", "Time to process one batch",
+                                    t, registry=r, buckets=_LATENCY_BUCKETS)
+        self.e2e = Histogram("streams_end_to_end_latency_seconds",
+                             "Wall time from record timestamp to its processing", t,
+                             registry=r, buckets=_LATENCY_BUCKETS)
+        self.commits = Counter("streams_commits_total", "Commits", t, registry=r)
+        self.commit_seconds = Histogram("streams_commit_seconds", "Commit duration", t,
+                                        registry=r, buckets=_LATENCY_BUCKETS)
+        self.transactions = Counter("streams_transactions_total", "Kafka transactions",
+                                    t + ["result"], registry=r)
+        self.table_keys = Gauge("streams_table_keys", "Approximate keys per table (local tasks)",
+                                t + ["table"], registry=r)
+        self.late = Counter("streams_late_events_total", "Records dropped as late", t + ["node"],
+                            registry=r)
+        self.dead_letters = Counter("streams_dead_letters_total", "Records sent to the DLQ",
+                                    t + ["reason"], registry=r)
+        self.rebalances = Counter("streams_rebalances_total", "Partition assignments", t,
+                                  registry=r)
+        self.recovery_remaining = Gauge("streams_recovery_records_remaining",
+                                        "Changelog records left to restore", t + ["table"],
+                                        registry=r)
+
+    def serve(self, host: str, port: int) -> int:
+        """Serve /metrics; if ``port`` is taken, use a free one. Returns the bound port."""
+        try:
+            server, _ = start_http_server(port, addr=host, registry=self.registry)
+        except OSError:
+            server, _ = start_http_server(0, addr=host, registry=self.registry)
+            log.warning("metrics port %s is taken; serving on %s", port, server.server_port)
+        return server.server_port

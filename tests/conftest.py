@@ -1,0 +1,178 @@
+"""Shared fixtures: the real local broker, worker subprocesses, topic helpers.
+
+Integration tests talk to a real Kafka broker: ``STREAMS_BROKER`` if set (CI starts one with
+``streams kafka start``), otherwise one started here on ``STREAMS_TEST_PORT`` (default 9092).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from streams.kafka import admin, broker as local_broker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bootstrap() -> str:
+    if os.environ.get("STREAMS_BROKER"):
+        return os.environ["STREAMS_BROKER"]
+    return f"127.0.0.1:{int(os.environ.get('STREAMS_TEST_PORT', '9092'))}"
+
+
+@pytest.fixture(scope="session")
+def kafka() -> str:
+    """Bootstrap address of a running real broker (started if needed)."""
+    bootstrap = _bootstrap()
+    if not admin.broker_answers(bootstrap):
+        port = int(bootstrap.rsplit(":", 1)[1])
+        local_broker.start(port, verbose=False)
+    return bootstrap
+
+
+def delete_topology_topics(bootstrap: str, topology: Any) -> None:
+    """Delete every topic the topology touches, so a test starts from empty topics (the
+    group's committed offsets of deleted topics go with them)."""
+    topics = (topology.input_topics() + topology.output_topics() + topology.internal_topics()
+              + [topology.dlq_topic])
+    admin.run(admin.delete_topics(bootstrap, topics))
+
+
+def create_topology_topics(bootstrap: str, topology: Any, partitions: int = 4) -> None:
+    from streams.runtime.worker import topic_specs
+
+    admin.run(admin.ensure_topics(bootstrap, topic_specs(topology, partitions)))
+
+
+def produce(bootstrap: str, events: list[tuple[str, Any, Any]], partition: int | None = None) -> None:
+    """Send (topic, key, value) triples; str keys and dict values are encoded as JSON/UTF-8,
+    bytes are sent as they are."""
+    from streams.dsl.serdes import json_dumps
+
+    async def send() -> None:
+        p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10, acks="all")
+        await p.start()
+        try:
+            futs = []
+            for topic, key, value in events:
+                kb = key.encode() if isinstance(key, str) else key
+                vb = value if isinstance(value, (bytes, type(None))) else json_dumps(value)
+                futs.append(await p.send(topic, vb, key=kb, partition=partition))
+            await asyncio.gather(*futs)
+        finally:
+            await p.stop()
+
+    asyncio.run(send())
+
+
+def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout: float = 60.0,
+               idle: float = 3.0) -> list[Any]:
+    """All records of ``topic`` from the beginning: waits until ``expect`` records arrived (or
+    ``timeout``), else until nothing new arrived for ``idle`` seconds."""
+
+    async def read() -> list[Any]:
+        parts = (await admin.topic_partitions(bootstrap, [topic])).get(topic, [])
+        if not parts:
+            return []
+        c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             isolation_level="read_committed")
+        await c.start()
+        try:
+            c.assign([TopicPartition(topic, p) for p in parts])
+            await c.seek_to_beginning()
+            out: list[Any] = []
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            last_new = loop.time()
+            while loop.time() < deadline:
+                batch = await c.getmany(timeout_ms=300)
+                for recs in batch.values():
+                    out.extend(recs)
+                    if recs:
+                        last_new = loop.time()
+                if expect is not None and len(out) >= expect:
+                    break
+                if expect is None and loop.time() - last_new > idle:
+                    break
+            return out
+        finally:
+            await c.stop()
+
+    return asyncio.run(read())
+
+
+def committed_offsets(bootstrap: str, group: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    return admin.run(admin.committed_offsets(bootstrap, group, topics))
+
+
+class WorkerProcess:
+    """``streams worker NAME`` as a subprocess (the real CLI entry point)."""
+
+    def __init__(self, name: str, bootstrap: str, state_dir: Path, log_path: Path,
+                 extra_env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
+        env = {**os.environ, "STREAMS_BROKER": bootstrap, "PYTHONUNBUFFERED": "1",
+               **(extra_env or {})}
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", name, "--state-dir", str(state_dir),
+             "--metrics-port", "0", *(args or [])],
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_assigned(self, timeout: float = 60.0) -> None:
+        """Wait until the worker logged a partition assignment."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "assigned" in self.log():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{self.log()[-3000:]}")
+            time.sleep(0.2)
+        raise AssertionError(f"worker got no assignment in {timeout}s:\n{self.log()[-3000:]}")
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self._log.close()
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+        self._log.close()
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Any]:
+    """Factory for worker subprocesses; all are killed at the end of the test."""
+    started: list[WorkerProcess] = []
+
+    def start(name: str, bootstrap: str, state_dir: Path | None = None, **kwargs: Any) -> WorkerProcess:
+        state = state_dir or tmp_path / "state"
+        w = WorkerProcess(name, bootstrap, state, tmp_path / f"worker-{len(started)}.log", **kwargs)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        if w.running:
+            w.kill()

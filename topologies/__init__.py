@@ -1,0 +1,1 @@
+"""Reference topologies: one module each, exposing ``topology``."""
