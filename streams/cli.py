@@ -191,5 +191,99 @@ def consume_cmd(topic: str, limit: int, timeout: float, broker: str | None) -> N
                                "value": value}))
 
 
+# -- tables -----------------------------------------------------------------------------------------
+@main.group(cls=_Group)
+def tables() -> None:
+    """List, read and reset a topology's tables."""
+
+
+def _state_dir_option(f: Any) -> Any:
+    return click.option("--state-dir", envvar="STREAMS_STATE_DIR", default=None,
+                        help="state directory of the workers on this host")(f)
+
+
+@tables.command("list")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@_state_dir_option
+@_broker_option
+def tables_list(name: str | None, as_json: bool, state_dir: str | None, broker: str | None) -> None:
+    """Every table of NAME (or of all topologies): kind, partitions, keys, bytes, offsets."""
+    from .state.inspect import table_infos
+
+    names = [name] if name else registry.names()
+    rows = []
+    for topo_name in names:
+        topology = registry.load(topo_name)
+        settings = load_settings(topo_name, state_dir=state_dir, broker=broker)
+        rows += asyncio.run(table_infos(topology, settings.state_dir, settings.broker))
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no tables")
+    for r in rows:
+        ends = ", ".join(f"{p}:{o}" for p, o in sorted(r.changelog_end_offsets.items()))
+        click.echo(f"{r.topology}/{r.table}  kind={r.kind}  partitions={r.partitions}  "
+                   f"keys~{r.keys_estimate} (estimate, local tasks {','.join(r.local_tasks) or '-'})"
+                   f"  bytes={r.bytes_on_disk}")
+        click.echo(f"  changelog {r.changelog} end offsets [{ends}]")
+        click.echo("  committed input offsets: " + (", ".join(
+            f"{k}={v}" for k, v in r.committed_input_offsets.items()) or "-"))
+        click.echo("  local input offsets:     " + (", ".join(
+            f"{k}={v}" for k, v in sorted(r.local_input_offsets.items())) or "-"))
+
+
+@tables.command("get")
+@click.argument("name")
+@click.argument("table")
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True)
+@_state_dir_option
+def tables_get(name: str, table: str, key: str, as_json: bool, state_dir: str | None) -> None:
+    """Print the value of KEY in TABLE (from this host's state)."""
+    from .dsl.serdes import json_dumps
+    from .state.inspect import get_value
+
+    topology = registry.load(name)
+    settings = load_settings(name, state_dir=state_dir)
+    value = get_value(topology, settings.state_dir, table, key)
+    text = json_dumps(value).decode()
+    click.echo(text if as_json else f"{key}: {text}")
+
+
+@tables.command("reset")
+@click.argument("name")
+@click.argument("table_names", metavar="[TABLE...]", nargs=-1)
+@click.option("--dry-run", is_flag=True, help="print the plan, change nothing")
+@click.option("--force", is_flag=True, help="go ahead even if workers are running")
+@_state_dir_option
+@_broker_option
+def tables_reset(name: str, table_names: tuple[str, ...], dry_run: bool, force: bool,
+                 state_dir: str | None, broker: str | None) -> None:
+    """Reset tables to be rebuilt from the input: group offsets to earliest, changelog and
+    repartition topics recreated, local state deleted."""
+    from .runtime.reset import ResetRefused, execute_reset, plan_reset
+
+    topology = registry.load(name)
+    settings = load_settings(name, state_dir=state_dir, broker=broker)
+    if not topology.stores:
+        raise UserError(f"topology {name!r} has no tables")
+    try:
+        plan = plan_reset(topology, settings.state_dir, settings.partitions, list(table_names))
+    except ResetRefused as exc:
+        raise UserError(str(exc)) from None
+    for line in plan.describe():
+        click.echo(line)
+    if dry_run:
+        click.echo("dry run: nothing changed")
+        return
+    try:
+        asyncio.run(execute_reset(plan, settings.broker, force, click.echo))
+    except ResetRefused as exc:
+        raise UserError(str(exc)) from None
+    click.echo("reset done")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,124 @@
+"""``streams tables reset``: Kafka Streams' application-reset tool and ``cleanUp()`` in one.
+
+Resetting a table means re-deriving it from the input, so the plan covers the sub-topologies
+that hold the tables *and* everything upstream of them through repartition topics; every table
+in that closure must be reset together (resetting one while its neighbour keeps its state would
+double-count the neighbour when the input is replayed).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..dsl import nodes as n
+from ..dsl.topology import Topology
+from ..kafka import admin
+from ..kafka.admin import TopicSpec
+from .compile import SubTopology, subtopologies
+
+
+class ResetRefused(RuntimeError):
+    pass
+
+
+@dataclass
+class ResetPlan:
+    topology: str
+    tables: list[str]
+    input_topics: list[str]        # group offsets -> earliest
+    recreate_topics: list[TopicSpec]  # changelog + repartition: delete and create empty
+    state_dirs: list[Path]         # local RocksDB task directories to delete
+
+    def describe(self) -> list[str]:
+        lines = [f"reset plan for topology {self.topology}: tables {', '.join(self.tables)}"]
+        lines.append(f"  1. check consumer group {self.topology!r} has no live members")
+        lines.append(f"  2. reset group {self.topology!r} offsets to earliest on: "
+                     f"{', '.join(self.input_topics) or '-'}")
+        lines.append("  3. delete and recreate: " +
+                     (", ".join(s.name for s in self.recreate_topics) or "-"))
+        lines.append("  4. delete local state: " +
+                     (", ".join(str(p) for p in self.state_dirs) or "- (none on this host)"))
+        return lines
+
+
+def _upstream(sub: SubTopology, subs: list[SubTopology]) -> list[SubTopology]:
+    internal = {s.topic for s in sub.sources if s.internal}
+    out = []
+    for other in subs:
+        for node in _nodes(other):
+            if isinstance(node, n.SinkNode) and node.internal and node.topic in internal:
+                out.append(other)
+                break
+    return out
+
+
+def _nodes(sub: SubTopology) -> list[n.Node]:
+    seen: dict[int, n.Node] = {}
+    stack: list[n.Node] = list(sub.sources)
+    while stack:
+        x = stack.pop()
+        if id(x) not in seen:
+            seen[id(x)] = x
+            stack.extend(x.children)
+    return list(seen.values())
+
+
+def plan_reset(topology: Topology, state_dir: str, partitions: int,
+               tables: list[str] | None = None) -> ResetPlan:
+    for t in tables or []:
+        if t not in topology.stores:
+            raise LookupError(f"topology {topology.name!r} has no table {t!r} "
+                              f"(tables: {', '.join(topology.stores) or 'none'})")
+    subs = subtopologies(topology)
+    if tables:
+        chosen = {s.index for s in subs if set(s.stores) & set(tables)}
+        frontier = [s for s in subs if s.index in chosen]
+        while frontier:
+            sub = frontier.pop()
+            for up in _upstream(sub, subs):
+                if up.index not in chosen:
+                    chosen.add(up.index)
+                    frontier.append(up)
+        affected = [s for s in subs if s.index in chosen]
+        involved = [t for s in affected for t in s.stores]
+        missing = [t for t in involved if t not in tables]
+        if missing:
+            raise ResetRefused(f"tables {', '.join(tables)} share input with "
+                               f"{', '.join(missing)}; reset them together")
+    else:
+        affected = subs
+    stores = [t for s in affected for t in s.stores]
+    inputs = list(dict.fromkeys(src.topic for s in affected for src in s.sources
+                                if not src.internal))
+    repartition = list(dict.fromkeys(src.topic for s in affected for src in s.sources
+                                     if src.internal))
+    recreate = [TopicSpec(t, partitions) for t in repartition]
+    recreate += [TopicSpec(topology.stores[t].changelog, partitions, {"cleanup.policy": "compact"})
+                 for t in stores]
+    root = Path(state_dir) / topology.name
+    dirs = sorted(p for s in affected for p in root.glob(f"{s.index}_*") if p.is_dir())
+    return ResetPlan(topology.name, stores, inputs, recreate, dirs)
+
+
+async def execute_reset(plan: ResetPlan, bootstrap: str, force: bool,
+                        say: Callable[[str], None]) -> None:
+    members = await admin.group_members(bootstrap, plan.topology)
+    if members and not force:
+        raise ResetRefused(f"consumer group {plan.topology!r} has {members} live member(s); "
+                           "stop its workers first (or use --force)")
+    say(f"[1/4] consumer group {plan.topology!r}: {members} live members")
+    names = [s.name for s in plan.recreate_topics]
+    await admin.delete_topics(bootstrap, names)
+    await admin.ensure_topics(bootstrap, plan.recreate_topics)
+    # Offsets of the recreated repartition topics go back to 0 too (they may outlive deletion).
+    reset = await admin.reset_group_to_earliest(
+        bootstrap, plan.topology,
+        plan.input_topics + [s.name for s in plan.recreate_topics if s.name.endswith("-repartition")])
+    say(f"[2/4] offsets reset to earliest on {len(reset)} partitions")
+    say(f"[3/4] recreated {len(names)} topics: {', '.join(names) or '-'}")
+    for path in plan.state_dirs:
+        shutil.rmtree(path, ignore_errors=True)
+    say(f"[4/4] deleted {len(plan.state_dirs)} local state directories")
