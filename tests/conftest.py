@@ -77,8 +77,9 @@ def produce(bootstrap: str, events: list[tuple[str, Any, Any]], partition: int |
 
 def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout: float = 60.0,
                idle: float = 3.0) -> list[Any]:
-    """All records of ``topic`` from the beginning: waits until ``expect`` records arrived (or
-    ``timeout``), else until nothing new arrived for ``idle`` seconds."""
+    """All records of ``topic`` from the beginning. With ``expect``: wait until that many
+    arrived (or ``timeout``); otherwise read up to the end offsets taken at the start, then keep
+    reading until nothing new arrived for ``idle`` seconds."""
 
     async def read() -> list[Any]:
         parts = (await admin.topic_partitions(bootstrap, [topic])).get(topic, [])
@@ -88,8 +89,10 @@ def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout
                              isolation_level="read_committed")
         await c.start()
         try:
-            c.assign([TopicPartition(topic, p) for p in parts])
+            tps = [TopicPartition(topic, p) for p in parts]
+            c.assign(tps)
             await c.seek_to_beginning()
+            ends = await c.end_offsets(tps)
             out: list[Any] = []
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
@@ -100,9 +103,12 @@ def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout
                     out.extend(recs)
                     if recs:
                         last_new = loop.time()
-                if expect is not None and len(out) >= expect:
-                    break
-                if expect is None and loop.time() - last_new > idle:
+                if expect is not None:
+                    if len(out) >= expect:
+                        break
+                    continue
+                reached = all([await c.position(tp) >= ends[tp] for tp in tps])
+                if reached and loop.time() - last_new > idle:
                     break
             return out
         finally:

@@ -242,7 +242,8 @@ def _identity(value: Any) -> Any:
 def _value_type(stream: Stream) -> Any:
     node: n.Node | None = stream.node
     while node is not None:
-        if isinstance(node, n.SourceNode):
+        if isinstance(node, (n.SourceNode, n.AggregateNode, n.TableSourceNode)):
+            # A table's updates carry the table's values (aggregates), not its input's type.
             return getattr(node.value_serde, "record", None)
         if isinstance(node, (n.MapNode, n.FlatMapNode, n.ProcessNode)) and node.parents and \
                 not isinstance(node.parents[0], n.BranchNode):

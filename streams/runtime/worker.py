@@ -56,6 +56,10 @@ def topic_specs(topology: Topology, partitions: int) -> list[TopicSpec]:
     return list(unique.values())
 
 
+class WorkerFailed(RuntimeError):
+    """The worker stopped because of an error it cannot recover from."""
+
+
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
@@ -64,7 +68,12 @@ class _Rebalance(ConsumerRebalanceListener):
         await self.worker.on_revoked(list(revoked))
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        await self.worker.on_assigned(list(assigned))
+        try:
+            await self.worker.on_assigned(list(assigned))
+        except Exception as exc:  # noqa: BLE001
+            # aiokafka would log this and carry on without the tasks; a worker that cannot
+            # open its state must stop instead (with a non-zero exit) so nothing is skipped.
+            self.worker.fail(exc)
 
 
 class Worker:
@@ -79,6 +88,7 @@ class Worker:
         self.metrics_port: int | None = None
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
+        self._fatal: BaseException | None = None
         self._inflight: list[asyncio.Future[Any]] = []
         self._since_commit = 0
         self._last_commit = time.monotonic()
@@ -87,6 +97,11 @@ class Worker:
 
     # -- lifecycle --------------------------------------------------------------------------------
     def stop(self) -> None:
+        self._stopping.set()
+
+    def fail(self, exc: BaseException) -> None:
+        log.error("fatal: %s: %s", type(exc).__name__, exc)
+        self._fatal = exc
         self._stopping.set()
 
     async def run(self) -> None:
@@ -114,6 +129,8 @@ class Worker:
             await self._loop()
         finally:
             await self._shutdown()
+        if self._fatal is not None:
+            raise WorkerFailed(str(self._fatal)) from self._fatal
 
     async def _loop(self) -> None:
         assert self.consumer is not None
@@ -329,7 +346,11 @@ def run_worker(topology: Topology, settings: Settings) -> int:
             loop.add_signal_handler(sig, worker.stop)
         await worker.run()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except WorkerFailed as exc:
+        log.error("worker failed: %s", exc)
+        return 1
     return 0
 
 

@@ -165,6 +165,10 @@ class TaskStore:
 
     def close(self) -> None:
         if self.db is not None:
+            # rocksdict's column-family objects keep the DB (and its LOCK) alive after close():
+            # drop them first, or the next owner of this task cannot open it.
+            self._cf.clear()
+            self._handles.clear()
             self.db.close()
             self.db = None  # type: ignore[assignment]
 

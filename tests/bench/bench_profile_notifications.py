@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -87,6 +88,7 @@ class Result:
     label: str
     seconds: float
     events_per_s: float
+    first_output_s: float  # process start -> first notification on the output topic
     output_records: int
     exact: bool
     content_ok: bool | None
@@ -107,7 +109,8 @@ def prepare(bootstrap: str, count: int, partitions: int) -> Counter[tuple[bytes,
     existing = admin.run(admin.list_topics(bootstrap))
     doomed = [INPUT_TOPIC, WORKER_OUT, WORKER_DLQ, FAUST_OUT, RAW_OUT]
     doomed += [t for t in existing if t.startswith(f"{FAUST_APP}-")]  # faust's internal topics
-    deleted = admin.run(admin.delete_topics(bootstrap, doomed))
+    # No duplicate names: the broker rejects a DeleteTopics request naming a topic twice.
+    deleted = admin.run(admin.delete_topics(bootstrap, list(dict.fromkeys(doomed))))
     if deleted:
         _log(f"deleted topics: {', '.join(sorted(deleted))}")
     specs = [admin.TopicSpec(t, partitions) for t in
@@ -130,8 +133,22 @@ def prepare(bootstrap: str, count: int, partitions: int) -> Counter[tuple[bytes,
     return expected
 
 
+def committed_offsets(bootstrap: str, group: str, topics: list[str],
+                      timeout: float = 60.0) -> dict[tuple[str, int], int]:
+    """admin.committed_offsets, retried while the broker's group coordinator comes up (a fresh
+    broker creates __consumer_offsets on first use)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return admin.run(admin.committed_offsets(bootstrap, group, topics))
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def check_fresh_group(bootstrap: str, group: str) -> None:
-    committed = admin.run(admin.committed_offsets(bootstrap, group, [INPUT_TOPIC]))
+    committed = committed_offsets(bootstrap, group, [INPUT_TOPIC])
     if committed:
         raise SystemExit(f"group {group} still has committed offsets on {INPUT_TOPIC}: "
                          f"{committed}; it would not read the input from the start")
@@ -158,8 +175,11 @@ async def measure(v: Variant, bootstrap: str, partitions: int, expected: int, co
                                 env={**os.environ, "PYTHONUNBUFFERED": "1", **v.env})
         try:
             n = 0
+            first = 0.0
             while True:
                 n = await _output_count(probe, tps)
+                if n and not first:
+                    first = time.monotonic() - started
                 if n >= expected:
                     elapsed = time.monotonic() - started
                     break
@@ -191,11 +211,12 @@ async def measure(v: Variant, bootstrap: str, partitions: int, expected: int, co
         await probe.stop()
     if final != expected:
         notes.append(f"output holds {final} records after stop, expected exactly {expected}")
-    committed = await admin.committed_offsets(bootstrap, v.group, [INPUT_TOPIC])
+    committed = await asyncio.to_thread(committed_offsets, bootstrap, v.group, [INPUT_TOPIC])
     committed_sum = sum(committed.values())
     if committed_sum != count:
         notes.append(f"group {v.group} committed {committed_sum} of {count} input offsets")
-    return Result(v.key, v.label, round(elapsed, 3), round(count / elapsed, 1), final,
+    return Result(v.key, v.label, round(elapsed, 3), round(count / elapsed, 1), round(first, 3),
+                  final,
                   final == expected, None, proc.returncode, round(stop_seconds, 2),
                   committed_sum, str(log_path), notes)
 
@@ -216,7 +237,8 @@ async def read_output(bootstrap: str, topic: str, partitions: int,
             for recs in (await c.getmany(timeout_ms=500, max_records=10000)).values():
                 for r in recs:
                     out[(r.key, r.value)] += 1
-            if all(await c.position(tp) >= ends[tp] for tp in tps):
+            positions = [await c.position(tp) for tp in tps]
+            if all(pos >= ends[tp] for pos, tp in zip(positions, tps)):
                 break
         return out
     finally:
@@ -235,18 +257,19 @@ def same_content(got: Counter[tuple[bytes, bytes]], want: Counter[tuple[bytes, b
 
 
 # -- main -------------------------------------------------------------------------------------------
-def variants(bootstrap: str, partitions: int, state_dir: Path) -> list[Variant]:
+def variants(bootstrap: str, partitions: int, work: Path) -> list[Variant]:
     py = sys.executable
     return [
         Variant("a", "streams worker", WORKER_GROUP, WORKER_OUT,
-                [py, "-m", "streams.cli", "worker", TOPOLOGY, "--state-dir", str(state_dir),
+                [py, "-m", "streams.cli", "worker", TOPOLOGY, "--state-dir", str(work / "state"),
                  "--metrics-port", "0"],
                 {"STREAMS_BROKER": bootstrap}),
         Variant("b", "faust agent", FAUST_APP, FAUST_OUT,
-                [py, str(HERE / "faust_baseline.py"), "worker", "-l", "warning"],
+                [py, str(HERE / "faust_baseline.py"), "worker", "-l", "warn"],
                 {"BENCH_BROKER": bootstrap, "BENCH_FAUST_APP_ID": FAUST_APP,
                  "BENCH_IN_TOPIC": INPUT_TOPIC, "BENCH_OUT_TOPIC": FAUST_OUT,
-                 "BENCH_PARTITIONS": str(partitions)}),
+                 "BENCH_PARTITIONS": str(partitions),
+                 "BENCH_FAUST_DATADIR": str(work / "faust-data")}),
         Variant("c", "raw aiokafka", RAW_GROUP, RAW_OUT,
                 [py, str(HERE / "raw_baseline.py")],
                 {"BENCH_BROKER": bootstrap, "BENCH_GROUP": RAW_GROUP,
@@ -274,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds per variant (default max(120, count/500))")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip comparing output contents with the expected records")
+    parser.add_argument("--work-dir", default=None,
+                        help="parent of the run's scratch dir (logs, worker state, faust data); "
+                             "default the system temp dir")
     parser.add_argument("--results", default=str(RESULTS), help="JSON results file")
     args = parser.parse_args(argv)
 
@@ -288,10 +314,12 @@ def main(argv: list[str] | None = None) -> int:
 
     expected = prepare(bootstrap, args.count, args.partitions)
     n_expected = sum(expected.values())
-    work = Path(tempfile.mkdtemp(prefix="bench-profile-notifications-"))
+    if args.work_dir:
+        Path(args.work_dir).mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-profile-notifications-", dir=args.work_dir))
     _log(f"logs and worker state in {work}")
     results: dict[str, Result] = {}
-    for v in variants(bootstrap, args.partitions, work / "state"):
+    for v in variants(bootstrap, args.partitions, work):
         if v.key not in args.variants:
             continue
         check_fresh_group(bootstrap, v.group)
@@ -315,11 +343,12 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"profile_notifications: {args.count} events, {n_expected} notifications, "
           f"{args.partitions} partitions, broker {bootstrap}")
-    print(f"{'variant':<18} {'seconds':>9} {'events/s':>11} {'outputs':>9}  ok")
+    print(f"{'variant':<18} {'seconds':>9} {'events/s':>11} {'1st out s':>10} {'outputs':>9}  ok")
     for r in results.values():
         ok = r.exact and r.content_ok is not False and not r.notes
         print(f"({r.key}) {r.label:<14} {r.seconds:>9.2f} {r.events_per_s:>11,.0f} "
-              f"{r.output_records:>9}  {'yes' if ok else 'NO: ' + '; '.join(r.notes)}")
+              f"{r.first_output_s:>10.2f} {r.output_records:>9}  "
+              f"{'yes' if ok else 'NO: ' + '; '.join(r.notes)}")
     if r_ab is not None:
         print(f"throughput ratio (a)/(b) streams/faust: {r_ab:.3f}")
     if r_ac is not None:

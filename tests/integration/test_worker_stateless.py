@@ -16,8 +16,8 @@ import pytest
 from streams import generate, registry
 from streams.kafka import admin
 
-from conftest import (committed_offsets, create_topology_topics, delete_topology_topics,
-                      produce, read_topic)
+from tests.conftest import (committed_offsets, create_topology_topics, delete_topology_topics,
+                            produce, read_topic)
 
 NAME = "profile_notifications"
 INPUT = "profile-views"
@@ -185,10 +185,10 @@ def test_two_workers_split_partitions(kafka: str, topology: Any, workers: Any,
     assert all(ports), ports
     consumed = [consumed_total(p) for p in ports if p]
     print(f"consumed per worker: {consumed}")
-    assert all(c > 0 for c in consumed), consumed
-    assert sum(consumed) == len(events), consumed
     # Each worker still holds the share it had before the input arrived (no rebalance since).
     assert last_assignment(a.log()) == ta and last_assignment(b.log()) == tb
+    assert all(c > 0 for c in consumed), consumed
+    assert sum(consumed) == len(events), consumed
 
     assert a.terminate(timeout=60) == 0, a.log()[-3000:]
     assert b.terminate(timeout=60) == 0, b.log()[-3000:]
@@ -290,10 +290,12 @@ def test_bad_input_goes_to_dlq(kafka: str, topology: Any, workers: Any) -> None:
         (INPUT, "u8", view(8, "Hiring Manager")),
         (INPUT, "u3", bad_title),
         (INPUT, "u9", view(9, "Designer")),
+        (INPUT, b"\xff\xfe", view(11, "CEO")),  # a key that is not UTF-8
     ]
     # One partition, so offsets are known: the record at index i has offset i.
     produce(kafka, batch, partition=0)
-    reasons = {1: "invalid JSON", 4: "expected a JSON object", 5: "timestamp", 7: "TypeError"}
+    reasons = {1: "invalid JSON", 4: "expected a JSON object", 5: "timestamp", 7: "TypeError",
+               9: "UTF-8"}
 
     w = workers(NAME, kafka)
     w.wait_assigned(timeout=60)

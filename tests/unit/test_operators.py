@@ -301,6 +301,47 @@ def test_record_source_delivers_record_instances() -> None:
     assert table == {"p1": ["u1", "u3"], "p2": ["skip"]}
 
 
+class ViewStats(faust.Record):
+    views: int
+
+
+def test_regrouping_a_table_of_a_record_source_delivers_the_aggregate_values() -> None:
+    """A table's update stream carries its aggregates, not the source's Record type (formerly
+    the second repartition decoded them as ``View`` and dead-lettered every update)."""
+    seen: list[Any] = []
+    t = Topology("t_regroup")
+    per_profile = t.stream("views", value=View).group_by(
+        lambda v: v.profile_id, name="by-profile").aggregate(
+        lambda: {"views": 0}, lambda a, v: {"views": a["views"] + 1}, name="per-profile")
+    (per_profile.to_stream()
+     .group_by(lambda a: (seen.append(a), str(a["views"]))[1], name="by-views")
+     .count(name="histogram"))
+    # with a Record aggregate, the regrouped values are that Record
+    typed = t.stream("views2", value=View).group_by(
+        lambda v: v.profile_id, name="by-profile2").aggregate(
+        lambda: ViewStats(views=0), lambda a, v: ViewStats(views=a.views + 1),
+        name="typed", value=ViewStats)
+    typed.to_stream().group_by(lambda a: (seen.append(a), str(a.views))[1],
+                               name="by-views2").count(name="histogram2")
+    profiles = ["p1", "p2", "p1", "p3", "p1"]
+    with TopologyTestDriver(t) as driver:
+        for i, p in enumerate(profiles):
+            v = {"viewer_id": f"u{i}", "profile_id": p, "ts": i}
+            driver.pipe("views", "k", v)
+            driver.pipe("views2", "k", v)
+        assert driver.read_records(t.dlq_topic) == []
+        histogram, histogram2 = driver.table("histogram"), driver.table("histogram2")
+    # every update (profile, running count) is counted under its running count
+    expected: Counter[str] = Counter()
+    running: Counter[str] = Counter()
+    for p in profiles:
+        running[p] += 1
+        expected[str(running[p])] += 1
+    assert histogram == histogram2 == dict(expected)
+    # pipes alternate views/views2: plain aggregate dict, then ViewStats, per input
+    assert [type(a) for a in seen] == [dict, ViewStats] * len(profiles)
+
+
 def test_record_missing_a_field_is_a_dead_letter() -> None:
     t = Topology("t_record_dlq")
     t.stream("views", value=View, timestamp="ts").map(lambda v: v.profile_id).to("out")
