@@ -56,6 +56,8 @@ def _bootstrap(value: str | None) -> str:
 @click.group(cls=_Group)
 def main() -> None:
     """Stateful stream processing on Apache Kafka."""
+    # aiokafka logs connection failures itself; the CLI reports them as one line instead.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 # -- kafka ------------------------------------------------------------------------------------------

@@ -38,7 +38,8 @@ async def _admin(bootstrap: str, timeout_ms: int = 10000) -> AIOKafkaAdminClient
         await asyncio.wait_for(admin.start(), timeout_ms / 1000)
     except (KafkaError, OSError, asyncio.TimeoutError) as exc:
         await admin.close()
-        raise BrokerUnavailable(f"no Kafka broker answers at {bootstrap} ({exc or type(exc).__name__})") from exc
+        raise BrokerUnavailable(f"no Kafka broker answers at {bootstrap} (start one with "
+                                "`streams kafka start` or set STREAMS_BROKER)") from exc
     return admin
 
 

@@ -1,0 +1,144 @@
+"""`streams tables list|get|reset` against the real broker and a real worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streams import generate
+from streams.kafka import admin
+from topologies.trip_stats import topology as trip_stats
+
+from tests.conftest import (ROOT, committed_offsets, create_topology_topics,
+                            delete_topology_topics, produce)
+from tests.integration.tables_support import driver_totals_oracle, local_table, wait_drained
+
+pytestmark = pytest.mark.broker
+
+REPARTITION = trip_stats.repartition_topics()
+ALL_TOPICS = ["rides", *trip_stats.internal_topics(), "driver-totals"]
+
+
+def streams_cli(kafka: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "STREAMS_BROKER": kafka}
+    return subprocess.run([sys.executable, "-m", "streams.cli", *args], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=120)
+
+
+def _snapshot(kafka: str, state: Path) -> dict:
+    """Everything a reset may change: group offsets, topic end offsets, local files."""
+    ends = {t: admin.run(admin.end_offsets(kafka, t)) for t in ALL_TOPICS}
+    files = sorted(str(p.relative_to(state)) for p in state.rglob("*") if p.is_file()
+                   and not p.name.startswith("LOG"))
+    return {"committed": committed_offsets(kafka, "trip_stats", ["rides", *REPARTITION]),
+            "ends": ends, "files": files}
+
+
+@pytest.fixture
+def processed(kafka: str, workers, tmp_path: Path):
+    """trip_stats after a worker processed 8k rides and stopped."""
+    delete_topology_topics(kafka, trip_stats)
+    create_topology_topics(kafka, trip_stats, partitions=4)
+    events = generate.events("trip_stats", 8_000, seed=21, start_ms=1_700_000_000_000)
+    produce(kafka, events)
+    state = tmp_path / "state"
+    w = workers("trip_stats", kafka, state_dir=state)
+    w.wait_assigned()
+    wait_drained(kafka, "trip_stats", ["rides", *REPARTITION])
+    assert w.terminate() == 0
+    return events, state
+
+
+def test_list_and_get_against_a_running_worker(kafka: str, workers, processed, tmp_path) -> None:
+    events, state = processed
+    oracle = driver_totals_oracle(events)
+    w = workers("trip_stats", kafka, state_dir=state)  # running while we read
+    w.wait_assigned()
+    some = sorted(oracle)[:5]
+    for driver in some:
+        got = streams_cli(kafka, "tables", "get", "trip_stats", "driver-totals", driver,
+                          "--json", "--state-dir", str(state))
+        assert got.returncode == 0, got.stderr
+        assert json.loads(got.stdout) == oracle[driver]
+    listed = streams_cli(kafka, "tables", "list", "trip_stats", "--json", "--state-dir", str(state))
+    assert listed.returncode == 0, listed.stderr
+    (info,) = json.loads(listed.stdout)
+    assert info["table"] == "driver-totals" and info["kind"] == "aggregate"
+    assert info["partitions"] == 4
+    assert info["changelog"] == "trip_stats-driver-totals-changelog"
+    # RocksDB's key count is an estimate; with this little data it is exact or very close.
+    assert abs(info["keys_estimate"] - len(oracle)) <= max(3, len(oracle) // 20)
+    committed = committed_offsets(kafka, "trip_stats", REPARTITION)
+    assert info["committed_input_offsets"] == {f"{t}:{p}": o for (t, p), o in sorted(committed.items())}
+    assert info["local_input_offsets"] == info["committed_input_offsets"]
+    ends = admin.run(admin.end_offsets(kafka, "trip_stats-driver-totals-changelog"))
+    assert {int(k): v for k, v in info["changelog_end_offsets"].items()} == ends
+    assert info["bytes_on_disk"] > 0
+    text = streams_cli(kafka, "tables", "list", "--state-dir", str(state))
+    assert text.returncode == 0 and "trip_stats/driver-totals" in text.stdout
+    assert w.running
+    assert w.terminate() == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["tables", "get", "nope", "t", "k"], "unknown topology"),
+    (["tables", "get", "trip_stats", "nope", "k"], "has no table"),
+    (["tables", "get", "trip_stats", "driver-totals", "no-such-driver"], "not found"),
+    (["tables", "reset", "trip_stats", "nope", "--dry-run"], "has no table"),
+])
+def test_cli_errors_are_one_line(kafka: str, processed, args: list[str], message: str) -> None:
+    _, state = processed
+    res = streams_cli(kafka, *args, "--state-dir", str(state))
+    assert res.returncode != 0
+    assert message in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+
+
+def test_no_broker_is_one_line(tmp_path: Path) -> None:
+    res = streams_cli("127.0.0.1:1", "tables", "list", "trip_stats", "--state-dir", str(tmp_path))
+    assert res.returncode != 0
+    assert "broker" in res.stderr.lower() and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_reset_dry_run_changes_nothing(kafka: str, processed) -> None:
+    _, state = processed
+    before = _snapshot(kafka, state)
+    res = streams_cli(kafka, "tables", "reset", "trip_stats", "--dry-run", "--state-dir", str(state))
+    assert res.returncode == 0, res.stderr
+    assert "trip_stats-driver-totals-changelog" in res.stdout and "rides" in res.stdout
+    assert "dry run" in res.stdout
+    assert _snapshot(kafka, state) == before
+
+
+def test_reset_refuses_with_a_live_worker(kafka: str, workers, processed) -> None:
+    _, state = processed
+    w = workers("trip_stats", kafka, state_dir=state)
+    w.wait_assigned()
+    before = _snapshot(kafka, state)
+    res = streams_cli(kafka, "tables", "reset", "trip_stats", "--state-dir", str(state))
+    assert res.returncode != 0
+    assert "live member" in res.stderr
+    assert _snapshot(kafka, state)["committed"] == before["committed"]
+    assert w.terminate() == 0
+
+
+def test_reset_then_rerun_gives_the_same_tables(kafka: str, workers, processed) -> None:
+    events, state = processed
+    first = local_table(state)
+    assert first == driver_totals_oracle(events)
+    res = streams_cli(kafka, "tables", "reset", "trip_stats", "--state-dir", str(state))
+    assert res.returncode == 0, res.stderr
+    assert not any(state.glob("trip_stats/1_*")), "local state must be deleted"
+    assert admin.run(admin.end_offsets(kafka, "trip_stats-driver-totals-changelog")) == \
+        {p: 0 for p in range(4)}, "changelog must be recreated empty"
+    assert all(o == 0 for o in committed_offsets(kafka, "trip_stats", ["rides"]).values())
+    w = workers("trip_stats", kafka, state_dir=state)
+    w.wait_assigned()
+    wait_drained(kafka, "trip_stats", ["rides", *REPARTITION])
+    assert w.terminate() == 0
+    assert local_table(state) == first
