@@ -123,6 +123,11 @@ def describe_cmd(name: str, fmt: str) -> None:
 def worker_cmd(name: str, config_file: str | None, state_dir: str | None,
                metrics_port: int | None, broker: str | None, log_level: str) -> None:
     """Run one worker of topology NAME until SIGTERM/SIGINT."""
+    import signal
+
+    # Until the worker's event loop installs its handlers, a stop request simply exits cleanly
+    # (nothing has been consumed yet).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     from .runtime.worker import run_worker
 
     logging.basicConfig(level=log_level.upper(),
