@@ -91,7 +91,7 @@ async def delete_topics(bootstrap: str, names: Iterable[str]) -> list[str]:
     admin = await _admin(bootstrap)
     try:
         existing = set(await admin.list_topics())
-        doomed = [n for n in names if n in existing]
+        doomed = [n for n in dict.fromkeys(names) if n in existing]
         if doomed:
             try:
                 await admin.delete_topics(doomed)

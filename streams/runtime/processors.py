@@ -35,6 +35,9 @@ class Rec:
 
 
 ORIGIN_HEADER = "streams-origin"
+# Below the producer's max_request_size (1 MiB): a larger output would fail the whole commit,
+# so it becomes a dead letter instead.
+MAX_RECORD_BYTES = 1_000_000
 
 
 class Processor:
@@ -158,6 +161,9 @@ class SinkProc(Processor):
         for rec in recs:
             try:
                 key, value = ks(rec.key), vs(rec.value)
+                size = len(key or b"") + len(value or b"")
+                if size > MAX_RECORD_BYTES:
+                    raise ValueError(f"output record of {size} bytes exceeds {MAX_RECORD_BYTES}")
             except Exception as exc:  # noqa: BLE001
                 self.fail(rec, exc)
                 continue

@@ -125,10 +125,14 @@ class Worker:
                                 listener=_Rebalance(self))
         log.info("worker for %s started (group %s, broker %s)", self.topology.name,
                  self.topology.name, s.broker)
+        clean = False
         try:
             await self._loop()
+            clean = self._fatal is None
         finally:
-            await self._shutdown()
+            # After an error (a failed send, a task that could not open) nothing may be
+            # committed: offsets would move past outputs that never reached Kafka.
+            await self._shutdown(commit=clean)
         if self._fatal is not None:
             raise WorkerFailed(str(self._fatal)) from self._fatal
 
@@ -155,13 +159,17 @@ class Worker:
         finally:
             stop_wait.cancel()
 
-    async def _shutdown(self) -> None:
-        log.info("worker for %s stopping: final commit", self.topology.name)
-        try:
-            async with self._lock:
-                await self._commit()
-        except Exception:  # noqa: BLE001 - still close the stores below
-            log.exception("final commit failed; uncommitted input will be processed again")
+    async def _shutdown(self, commit: bool) -> None:
+        if commit:
+            log.info("worker for %s stopping: final commit", self.topology.name)
+            try:
+                async with self._lock:
+                    await self._commit()
+            except Exception:  # noqa: BLE001 - still close the stores below
+                log.exception("final commit failed; uncommitted input will be processed again")
+        else:
+            log.warning("worker for %s stopping after an error: no final commit; uncommitted "
+                        "input will be processed again", self.topology.name)
         for task in self.tasks.values():
             task.close()
         self.tasks.clear()
@@ -242,9 +250,16 @@ class Worker:
         started = time.monotonic()
         for task in tasks:
             await self._send_outputs(task.prepare_commit())
-        if self._inflight:
-            inflight, self._inflight = self._inflight, []
-            await asyncio.gather(*inflight)
+        if self._inflight and self.producer is not None:
+            # One flush instead of awaiting tens of thousands of futures; then surface any
+            # failed send (which aborts this commit: nothing below may run).
+            await self.producer.flush()
+            for fut in self._inflight:
+                if not fut.done():
+                    await fut
+                elif fut.exception() is not None:
+                    raise fut.exception()  # type: ignore[misc]
+            self._inflight = []
         offsets: dict[TopicPartition, int] = {}
         for task in tasks:
             task.write_commit()

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from .store import TaskStore, decode_offsets
+from .store import TaskStore
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,14 @@ OFFSETS_HEADER = "streams-offsets"
 UPSTREAM_HEADER = "streams-upstream"
 
 
-def _committed_before(header: bytes | None, committed: dict[tuple[str, int], int]) -> bool:
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _committed_before(header: bytes | None, committed: dict[str, int]) -> bool:
+    """True if every input offset in the header is <= the committed one ("topic:partition")."""
     if header is None:
         return False
-    for tp, off in decode_offsets(header).items():
+    for tp, off in _raw_decode(header.decode())[0].items():
         if off > committed.get(tp, 0):
             return False
     return True
@@ -53,6 +57,11 @@ async def restore_task(bootstrap: str, store: TaskStore, tables: dict[str, str],
     await consumer.start()
     applied = 0
     upstream: dict[str, tuple[int, int]] = {}
+    committed_by_name = {f"{t}:{p}": o for (t, p), o in committed.items()}
+    # All changelog records of one commit share the same header bytes: decide once per commit.
+    last_header: bytes | None = None
+    last_ok = False
+    last_upstream: bytes | None = None
     try:
         for table, topic in tables.items():
             tp = TopicPartition(topic, partition)
@@ -75,10 +84,15 @@ async def restore_task(bootstrap: str, store: TaskStore, tables: dict[str, str],
                     if rec.offset >= end:
                         break
                     headers = dict(rec.headers or ())
-                    if _committed_before(headers.get(OFFSETS_HEADER), committed):
+                    header = headers.get(OFFSETS_HEADER)
+                    if header != last_header:
+                        last_header = header
+                        last_ok = _committed_before(header, committed_by_name)
+                    if last_ok:
                         pending.append((rec.key, rec.value))
                         up = headers.get(UPSTREAM_HEADER)
-                        if up:
+                        if up and up != last_upstream:
+                            last_upstream = up
                             for k, v in json.loads(up).items():
                                 o, i = (int(x) for x in v.split(","))
                                 if (o, i) > upstream.get(k, (-1, -1)):

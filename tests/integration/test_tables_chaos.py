@@ -85,11 +85,10 @@ def test_two_workers_kill_one_partitions_move_and_state_is_restored(kafka: str, 
     _fresh(kafka)
     events = generate.events("trip_stats", 20_000, seed=8, start_ms=1_700_000_000_000)
     first, second = events[:10_000], events[10_000:]
-    produce(kafka, first)
     a = workers("trip_stats", kafka, state_dir=tmp_path / "a")
     b = workers("trip_stats", kafka, state_dir=tmp_path / "b")
-    a.wait_assigned()
-    b.wait_assigned()
+    _wait_split(a, b)
+    produce(kafka, first)
     wait_drained(kafka, "trip_stats", ["rides", *REPARTITION])
     a.kill()  # its tasks move to b after the session timeout; b restores them from changelogs
     produce(kafka, second)
@@ -99,6 +98,17 @@ def test_two_workers_kill_one_partitions_move_and_state_is_restored(kafka: str, 
     oracle = driver_totals_oracle(events)
     # b holds every task now; a's directory is stale and ignored.
     _assert_exact(kafka, [tmp_path / "b"], oracle)
+
+
+def _wait_split(a, b, timeout: float = 90.0) -> None:
+    """Wait until the two workers' latest assignments are disjoint halves."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        last = [[ln for ln in w.log().splitlines() if "assigned" in ln][-1:] for w in (a, b)]
+        if all(x and "assigned 4 partitions" in x[0] for x in last):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"workers did not split the partitions:\n{a.log()[-2000:]}\n{b.log()[-2000:]}")
 
 
 def test_old_local_state_is_detected_and_corrected_from_changelog(kafka: str, workers,
