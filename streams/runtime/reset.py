@@ -18,6 +18,7 @@ from ..dsl.topology import Topology
 from ..kafka import admin
 from ..kafka.admin import TopicSpec
 from .compile import SubTopology, subtopologies
+from .worker import REPARTITION_CONFIG
 
 
 class ResetRefused(RuntimeError):
@@ -95,7 +96,7 @@ def plan_reset(topology: Topology, state_dir: str, partitions: int,
                                 if not src.internal))
     repartition = list(dict.fromkeys(src.topic for s in affected for src in s.sources
                                      if src.internal))
-    recreate = [TopicSpec(t, partitions) for t in repartition]
+    recreate = [TopicSpec(t, partitions, REPARTITION_CONFIG) for t in repartition]
     recreate += [TopicSpec(topology.stores[t].changelog, partitions, {"cleanup.policy": "compact"})
                  for t in stores]
     root = Path(state_dir) / topology.name

@@ -29,6 +29,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from aiokafka.partitioner import DefaultPartitioner
 
 from ..config import Settings
 from ..dsl.topology import Topology
@@ -42,11 +44,18 @@ from .task import Task
 log = logging.getLogger(__name__)
 
 
+# Repartition records carry event time; with the broker's time retention (7 days) old event
+# times would be deleted before the downstream task reads them. As in Kafka Streams they never
+# expire by time; the worker deletes them once consumed (see Worker._purge_repartition).
+REPARTITION_CONFIG = {"retention.ms": "-1", "cleanup.policy": "delete"}
+PURGE_INTERVAL_S = 30.0
+
+
 def topic_specs(topology: Topology, partitions: int) -> list[TopicSpec]:
     """Every topic the topology touches, with the partitions and configs it needs."""
     specs = [TopicSpec(t, partitions) for t in topology.input_topics()]
     specs += [TopicSpec(t, partitions) for t in topology.output_topics()]
-    specs += [TopicSpec(t, partitions) for t in topology.repartition_topics()]
+    specs += [TopicSpec(t, partitions, REPARTITION_CONFIG) for t in topology.repartition_topics()]
     specs += [TopicSpec(t, partitions, {"cleanup.policy": "compact"})
               for t in topology.changelog_topics()]
     specs.append(TopicSpec(topology.dlq_topic, partitions))
@@ -90,6 +99,10 @@ class Worker:
         self._stopping = asyncio.Event()
         self._fatal: BaseException | None = None
         self._inflight: list[asyncio.Future[Any]] = []
+        self._partitions: dict[str, list[int]] = {}
+        self._partitioner = DefaultPartitioner()
+        self._admin: AIOKafkaAdminClient | None = None
+        self._last_purge = time.monotonic()
         self._since_commit = 0
         self._last_commit = time.monotonic()
         self.consumer: AIOKafkaConsumer | None = None
@@ -177,6 +190,8 @@ class Worker:
             await self.consumer.stop()
         if self.producer is not None:
             await self.producer.stop()
+        if self._admin is not None:
+            await self._admin.close()
         log.info("worker for %s stopped", self.topology.name)
 
     # -- processing -------------------------------------------------------------------------------
@@ -219,17 +234,45 @@ class Worker:
         await self._send_outputs(outputs)
 
     async def _send_outputs(self, outputs: list[Any]) -> None:
+        """Hand outputs to the producer as whole batches per partition.
+
+        One ``send_batch`` per partition instead of one ``send()`` coroutine per record: the
+        partition is computed here with Kafka's default partitioner (murmur2 of the key, as
+        the Java client does, so co-partitioning with other producers holds).
+        """
         if not outputs:
             return
         assert self.producer is not None
-        send, inflight = self.producer.send, self._inflight
-        counts: dict[str, int] = {}
-        for topic, partition, key, value, ts, headers in outputs:
-            inflight.append(await send(topic, value=value, key=key, partition=partition,
-                                       timestamp_ms=ts, headers=headers))
-            counts[topic] = counts.get(topic, 0) + 1
-        for topic, n in counts.items():
-            self.metrics.produced.labels(self.topology.name, topic).inc(n)
+        groups: dict[tuple[str, int], list[Any]] = {}
+        partitioner = self._partitioner
+        for out in outputs:
+            topic, partition = out[0], out[1]
+            if partition is None:
+                parts = self._partitions.get(topic) or await self._topic_partitions(topic)
+                partition = partitioner(out[2], parts, parts)
+            group = groups.get((topic, partition))
+            if group is None:
+                groups[(topic, partition)] = group = []
+            group.append(out)
+        create, send_batch, inflight = self.producer.create_batch, self.producer.send_batch, self._inflight
+        for (topic, partition), group in groups.items():
+            batch = create()
+            for _t, _p, key, value, ts, headers in group:
+                if batch.append(key=key, value=value, timestamp=ts, headers=headers or []) is None:
+                    inflight.append(await send_batch(batch, topic, partition=partition))
+                    batch = create()
+                    batch.append(key=key, value=value, timestamp=ts, headers=headers or [])
+            inflight.append(await send_batch(batch, topic, partition=partition))
+            self.metrics.produced.labels(self.topology.name, topic).inc(len(group))
+
+    async def _topic_partitions(self, topic: str) -> list[int]:
+        assert self.producer is not None
+        await self.producer.client._wait_on_metadata(topic)  # noqa: SLF001 - no public API
+        parts = sorted(self.producer.client.cluster.partitions_for_topic(topic) or [])
+        if not parts:
+            raise RuntimeError(f"topic {topic!r} has no partitions")
+        self._partitions[topic] = parts
+        return parts
 
     def _update_lag(self, tps: Iterable[TopicPartition]) -> None:
         assert self.consumer is not None
@@ -272,6 +315,8 @@ class Worker:
                 # State already holds these offsets; whoever owns the partition next restores
                 # from the changelog up to the group's committed offsets.
                 log.warning("consumer offset commit failed (%s); local state is ahead", exc)
+            else:
+                await self._purge_repartition(offsets)
         self._since_commit = 0
         self._last_commit = time.monotonic()
         self.metrics.commits.labels(self.topology.name).inc()
@@ -283,6 +328,25 @@ class Worker:
                     keys[table] = keys.get(table, 0) + task.store.approximate_keys(table)
         for table, n in keys.items():
             self.metrics.table_keys.labels(self.topology.name, table).set(n)
+
+    async def _purge_repartition(self, committed: dict[TopicPartition, int]) -> None:
+        """Delete consumed records of repartition topics (they are kept without time retention)."""
+        now = time.monotonic()
+        if now - self._last_purge < PURGE_INTERVAL_S:
+            return
+        self._last_purge = now
+        internal = set(self.topology.repartition_topics())
+        doomed = {tp: RecordsToDelete(off) for tp, off in committed.items()
+                  if tp.topic in internal and off > 0}
+        if not doomed:
+            return
+        try:
+            if self._admin is None:
+                self._admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.broker)
+                await self._admin.start()
+            await self._admin.delete_records(doomed)
+        except Exception as exc:  # noqa: BLE001 - purging is housekeeping, never fatal
+            log.warning("could not purge repartition records: %s", exc)
 
     # -- rebalancing ------------------------------------------------------------------------------
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:

@@ -48,7 +48,7 @@ def _assert_exact(kafka: str, state_dirs: list[Path], oracle: dict) -> None:
 
 def test_kill_9_three_times_never_double_counts(kafka: str, workers, tmp_path: Path) -> None:
     _fresh(kafka)
-    events = generate.events("trip_stats", 50_000, seed=7, start_ms=1_700_000_000_000)
+    events = generate.events("trip_stats", 50_000, seed=7)
     produce(kafka, events)
     oracle = driver_totals_oracle(events)
     state = tmp_path / "state"
@@ -83,7 +83,7 @@ def _small_commits(tmp_path: Path) -> Path:
 def test_two_workers_kill_one_partitions_move_and_state_is_restored(kafka: str, workers,
                                                                    tmp_path: Path) -> None:
     _fresh(kafka)
-    events = generate.events("trip_stats", 20_000, seed=8, start_ms=1_700_000_000_000)
+    events = generate.events("trip_stats", 20_000, seed=8)
     first, second = events[:10_000], events[10_000:]
     a = workers("trip_stats", kafka, state_dir=tmp_path / "a")
     b = workers("trip_stats", kafka, state_dir=tmp_path / "b")
@@ -114,7 +114,7 @@ def _wait_split(a, b, timeout: float = 90.0) -> None:
 def test_old_local_state_is_detected_and_corrected_from_changelog(kafka: str, workers,
                                                                   tmp_path: Path) -> None:
     _fresh(kafka)
-    events = generate.events("trip_stats", 12_000, seed=9, start_ms=1_700_000_000_000)
+    events = generate.events("trip_stats", 12_000, seed=9)
     state, backup = tmp_path / "state", tmp_path / "backup"
     produce(kafka, events[:6_000])
     w = workers("trip_stats", kafka, state_dir=state)

@@ -44,7 +44,7 @@ def processed(kafka: str, workers, tmp_path: Path):
     """trip_stats after a worker processed 8k rides and stopped."""
     delete_topology_topics(kafka, trip_stats)
     create_topology_topics(kafka, trip_stats, partitions=4)
-    events = generate.events("trip_stats", 8_000, seed=21, start_ms=1_700_000_000_000)
+    events = generate.events("trip_stats", 8_000, seed=21)
     produce(kafka, events)
     state = tmp_path / "state"
     w = workers("trip_stats", kafka, state_dir=state)
@@ -142,3 +142,22 @@ def test_reset_then_rerun_gives_the_same_tables(kafka: str, workers, processed) 
     wait_drained(kafka, "trip_stats", ["rides", *REPARTITION])
     assert w.terminate() == 0
     assert local_table(state) == first
+
+
+def test_repartition_topics_never_expire_by_time(kafka: str, processed) -> None:
+    """Repartition records carry event time: time retention would delete old events before the
+    downstream task reads them, so the topic must have no time retention."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    async def config() -> dict:
+        client = AIOKafkaAdminClient(bootstrap_servers=kafka)
+        await client.start()
+        try:
+            (resp,) = await client.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, REPARTITION[0])])
+            return {entry[0]: entry[1] for entry in resp.resources[0][4]}
+        finally:
+            await client.close()
+
+    assert admin.run(config())["retention.ms"] == "-1"
