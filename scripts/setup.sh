@@ -7,8 +7,13 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 if ! .venv/bin/python -c "import streams, pytest, hypothesis, faust" 2>/dev/null \
-   || [ pyproject.toml -nt .venv/.installed ]; then
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[test]'
+   || [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
+  echo "installing the project into .venv (log: .venv/install.log) ..."
+  if ! { .venv/bin/pip install --upgrade pip && .venv/bin/pip install -e '.[test]'; } \
+       > .venv/install.log 2>&1; then
+    tail -20 .venv/install.log
+    echo "error: installing the project failed (see .venv/install.log)" >&2
+    exit 1
+  fi
   touch .venv/.installed
 fi

@@ -167,10 +167,18 @@ def generate_cmd(name: str, count: int, rate: float | None, seed: int, broker: s
 @click.argument("topic")
 @click.option("--limit", default=10, show_default=True)
 @click.option("--timeout", default=5.0, show_default=True)
+@click.option("--count", "count_only", is_flag=True, help="only print how many records TOPIC holds")
 @_broker_option
-def consume_cmd(topic: str, limit: int, timeout: float, broker: str | None) -> None:
+def consume_cmd(topic: str, limit: int, timeout: float, count_only: bool, broker: str | None) -> None:
     """Print up to LIMIT records of TOPIC from the beginning (key, value as JSON lines)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    if count_only:
+        ends = asyncio.run(admin.end_offsets(_bootstrap(broker), topic))
+        if not ends:
+            raise LookupError(f"topic {topic!r} does not exist")
+        click.echo(f"{topic}: {sum(ends.values())} records in {len(ends)} partitions")
+        return
 
     async def read() -> list[Any]:
         parts = (await admin.topic_partitions(_bootstrap(broker), [topic])).get(topic)
@@ -232,7 +240,8 @@ def tables_list(name: str | None, as_json: bool, state_dir: str | None, broker: 
     for r in rows:
         ends = ", ".join(f"{p}:{o}" for p, o in sorted(r.changelog_end_offsets.items()))
         click.echo(f"{r.topology}/{r.table}  kind={r.kind}  partitions={r.partitions}  "
-                   f"keys~{r.keys_estimate} (estimate, local tasks {','.join(r.local_tasks) or '-'})"
+                   f"keys={r.keys if r.keys_exact else f'~{r.keys} (estimate)'} "
+                   f"(local tasks {','.join(r.local_tasks) or '-'})"
                    f"  bytes={r.bytes_on_disk}")
         click.echo(f"  changelog {r.changelog} end offsets [{ends}]")
         click.echo("  committed input offsets: " + (", ".join(

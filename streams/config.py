@@ -26,6 +26,7 @@ class Settings:
     commit_interval_ms: int = 1000
     commit_every_records: int = 50000
     max_batch_records: int = 5000
+    session_timeout_ms: int = 15000
     metrics_port: int = 9400
     metrics_host: str = "127.0.0.1"
 

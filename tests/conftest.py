@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,6 +74,20 @@ def produce(bootstrap: str, events: list[tuple[str, Any, Any]], partition: int |
             await p.stop()
 
     asyncio.run(send())
+
+
+def produce_in_background(bootstrap: str, events: list[tuple[str, Any, Any]], chunk: int = 500,
+                          pause: float = 0.25) -> threading.Thread:
+    """Produce ``events`` in chunks with pauses from a thread (input that keeps arriving)."""
+
+    def run() -> None:
+        for i in range(0, len(events), chunk):
+            produce(bootstrap, events[i:i + chunk])
+            time.sleep(pause)
+
+    thread = threading.Thread(target=run, name="feeder", daemon=True)
+    thread.start()
+    return thread
 
 
 def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout: float = 60.0,

@@ -131,7 +131,8 @@ class Worker:
             auto_offset_reset="earliest", isolation_level="read_committed",
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_wait_ms=100,
-            session_timeout_ms=15000, heartbeat_interval_ms=3000, max_poll_interval_ms=300000)
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=max(100, s.session_timeout_ms // 5), max_poll_interval_ms=300000)
         await self.producer.start()
         await self.consumer.start()
         self.consumer.subscribe(topics=[t for s_ in self.subs for t in s_.topics],

@@ -19,7 +19,8 @@ class TableInfo:
     table: str
     kind: str
     partitions: int
-    keys_estimate: int
+    keys: int
+    keys_exact: bool
     bytes_on_disk: int
     changelog: str
     changelog_end_offsets: dict[int, int]
@@ -66,13 +67,16 @@ async def table_infos(topology: Topology, state_dir: str, bootstrap: str,
         spec = topology.stores[name]
         ends = await admin.end_offsets(bootstrap, spec.changelog)
         keys = size = 0
+        exact = True
         local_offsets: dict[str, int] = {}
         tasks = []
         for path in task_dirs(state_root, topology, name):
             sub = subs[int(path.name.split("_")[0])]
             store = open_read_only(path, sub.stores)
             try:
-                keys += store.approximate_keys(name)
+                n, is_exact = store.count_keys(name)
+                keys += n
+                exact = exact and is_exact
                 for k, v in store.meta().items():
                     if k.startswith("offset:"):
                         local_offsets[k.removeprefix("offset:")] = int(v)
@@ -83,7 +87,7 @@ async def table_infos(topology: Topology, state_dir: str, bootstrap: str,
         sub_topics = {t for s in subs.values() if name in s.stores for t in s.topics}
         infos.append(TableInfo(
             topology=topology.name, table=name, kind=spec.kind, partitions=len(ends),
-            keys_estimate=keys, bytes_on_disk=size, changelog=spec.changelog,
+            keys=keys, keys_exact=exact, bytes_on_disk=size, changelog=spec.changelog,
             changelog_end_offsets=ends, local_tasks=tasks, local_input_offsets=local_offsets,
             committed_input_offsets={f"{t}:{p}": o for (t, p), o in sorted(committed.items())
                                      if t in sub_topics}))

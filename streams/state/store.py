@@ -111,6 +111,18 @@ class TaskStore:
             return {}
         return {k.decode(): v.decode() for k, v in cf.items()}
 
+    def count_keys(self, table: str, limit: int = 200_000) -> tuple[int, bool]:
+        """(number of keys, exact?): counted up to ``limit``, RocksDB's estimate beyond."""
+        cf = self._cf.get(table)
+        if cf is None:
+            return 0, True
+        n = 0
+        for _ in cf.keys():
+            n += 1
+            if n > limit:
+                return max(n, self.approximate_keys(table)), False
+        return n, True
+
     def approximate_keys(self, table: str) -> int:
         cf = self._cf.get(table)
         if cf is None:
