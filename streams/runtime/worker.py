@@ -120,6 +120,7 @@ class Worker:
     async def run(self) -> None:
         s = self.settings
         await ensure_topics(s.broker, topic_specs(self.topology, s.partitions))
+        await self._check_copartitioning()
         if s.metrics_port >= 0:
             self.metrics_port = self.metrics.serve(s.metrics_host, s.metrics_port)
             log.info("metrics on http://%s:%d/metrics", s.metrics_host, self.metrics_port)
@@ -149,6 +150,18 @@ class Worker:
             await self._shutdown(commit=clean)
         if self._fatal is not None:
             raise WorkerFailed(str(self._fatal)) from self._fatal
+
+    async def _check_copartitioning(self) -> None:
+        """Topics read by one sub-topology must have equal partition counts: task p joins
+        partition p of each (Kafka Streams refuses to start otherwise, and so do we)."""
+        from ..kafka.admin import topic_partitions
+
+        counts = await topic_partitions(self.settings.broker, list(self.sub_of_topic))
+        for sub in self.subs:
+            sizes = {t: len(counts.get(t, [])) for t in sub.topics}
+            if len(set(sizes.values())) > 1:
+                raise WorkerFailed("topics read together must be co-partitioned, but have "
+                                   f"different partition counts: {sizes}")
 
     async def _loop(self) -> None:
         assert self.consumer is not None
