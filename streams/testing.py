@@ -85,6 +85,21 @@ class TopologyTestDriver:
         self._drain(task)
         self.commit()
 
+    def pipe_batch(self, topic: str, records: list[tuple[Any, Any, int | None]]) -> None:
+        """Send (key, value, timestamp) records as ONE batch, as the worker does after a poll."""
+        raws = []
+        for key, value, ts in records:
+            kb = KeySerde().serialize(key)
+            vb = value if isinstance(value, (bytes, type(None))) else json_dumps(value)
+            raws.append(self._append(topic, kb, vb, self.wall_clock_ms if ts is None else ts, []))
+        task = self._by_topic.get(topic)
+        if task is None:
+            raise KeyError(f"topology {self.topology.name!r} does not read topic {topic!r}")
+        if raws:
+            task.process(topic, raws)
+            self._drain(task)
+            self.commit()
+
     def _append(self, topic: str, key: bytes | None, value: bytes | None, ts: int,
                 headers: list) -> TestRecord:
         log = self.topics.setdefault(topic, [])
