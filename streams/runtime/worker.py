@@ -36,7 +36,7 @@ from ..config import Settings
 from ..dsl.topology import Topology
 from ..kafka.admin import TopicSpec, ensure_topics
 from ..metrics import Metrics
-from ..state.recovery import restore_task
+from ..state.recovery import local_state_behind, restore_task, restored_meta
 from ..state.store import TaskStore
 from .compile import SubTopology, subtopologies
 from .task import Task
@@ -408,8 +408,7 @@ class Worker:
             if off is not None and off >= 0:
                 committed[(topic, part)] = off
         local = task.offsets
-        behind = any(local.get(tp, 0) < off for tp, off in committed.items())
-        if not behind:
+        if not local_state_behind(local, committed):
             return task
         log.info("task %s: local state (%s) is behind the committed offsets (%s): restoring "
                  "from the changelog", task_id, dict(local) or "none", committed)
@@ -423,9 +422,7 @@ class Worker:
 
         _, upstream = await restore_task(self.settings.broker, store, tables, partition,
                                          committed, task_id, progress)
-        meta = {f"offset:{t}:{p}": str(o) for (t, p), o in committed.items()}
-        meta.update({f"upstream:{k}": f"{o},{i}" for k, (o, i) in upstream.items()})
-        store.write(meta)
+        store.write(restored_meta(committed, upstream))
         return Task(self.topology, sub, partition, store)
 
 

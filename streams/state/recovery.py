@@ -32,14 +32,60 @@ UPSTREAM_HEADER = "streams-upstream"
 _raw_decode = json.JSONDecoder().raw_decode
 
 
-def _committed_before(header: bytes | None, committed: dict[str, int]) -> bool:
-    """True if every input offset in the header is <= the committed one ("topic:partition")."""
-    if header is None:
-        return False
-    for tp, off in _raw_decode(header.decode())[0].items():
-        if off > committed.get(tp, 0):
+def local_state_behind(local: dict[tuple[str, int], int],
+                       committed: dict[tuple[str, int], int]) -> bool:
+    """Local state must be rebuilt when it reflects less input than the group committed (state
+    dir lost, copied back from an old backup, or the task ran elsewhere meanwhile). Local state
+    *ahead* of the group (crash between the WriteBatch and the offset commit) is kept."""
+    return any(local.get(tp, 0) < off for tp, off in committed.items())
+
+
+def restored_meta(committed: dict[tuple[str, int], int],
+                  upstream: dict[str, tuple[int, int]]) -> dict[str, str]:
+    """The ``__meta`` entries of a task restored as of the committed offsets."""
+    meta = {f"offset:{t}:{p}": str(o) for (t, p), o in committed.items()}
+    meta.update({f"upstream:{k}": f"{o},{i}" for k, (o, i) in upstream.items()})
+    return meta
+
+
+class ChangelogFilter:
+    """Decides which changelog records belong to finished commits (pure logic, no I/O).
+
+    ``accept(headers)`` is True when every input offset in the record's ``streams-offsets``
+    header is <= the group's committed offset; accepted records also advance the upstream
+    positions (``streams-upstream``) the task resumes its replay detection from. All records of
+    one commit share the same header bytes, so the decision is made once per commit.
+    """
+
+    def __init__(self, committed: dict[tuple[str, int], int]) -> None:
+        self.committed = {f"{t}:{p}": o for (t, p), o in committed.items()}
+        self.upstream: dict[str, tuple[int, int]] = {}
+        self._last_header: bytes | None = None
+        self._last_ok = False
+        self._last_upstream: bytes | None = None
+
+    def _finished(self, header: bytes | None) -> bool:
+        if header is None:
             return False
-    return True
+        for tp, off in _raw_decode(header.decode())[0].items():
+            if off > self.committed.get(tp, 0):
+                return False
+        return True
+
+    def accept(self, headers: dict[str, bytes]) -> bool:
+        header = headers.get(OFFSETS_HEADER)
+        if header != self._last_header:
+            self._last_header = header
+            self._last_ok = self._finished(header)
+        if self._last_ok:
+            up = headers.get(UPSTREAM_HEADER)
+            if up and up != self._last_upstream:
+                self._last_upstream = up
+                for k, v in json.loads(up).items():
+                    pos = tuple(int(x) for x in v.split(","))
+                    if pos > self.upstream.get(k, (-1, -1)):
+                        self.upstream[k] = pos  # type: ignore[assignment]
+        return self._last_ok
 
 
 async def restore_task(bootstrap: str, store: TaskStore, tables: dict[str, str], partition: int,
@@ -56,12 +102,7 @@ async def restore_task(bootstrap: str, store: TaskStore, tables: dict[str, str],
                                 fetch_max_bytes=64 * 1024 * 1024)
     await consumer.start()
     applied = 0
-    upstream: dict[str, tuple[int, int]] = {}
-    committed_by_name = {f"{t}:{p}": o for (t, p), o in committed.items()}
-    # All changelog records of one commit share the same header bytes: decide once per commit.
-    last_header: bytes | None = None
-    last_ok = False
-    last_upstream: bytes | None = None
+    decide = ChangelogFilter(committed)
     try:
         for table, topic in tables.items():
             tp = TopicPartition(topic, partition)
@@ -83,20 +124,8 @@ async def restore_task(bootstrap: str, store: TaskStore, tables: dict[str, str],
                 for rec in records:
                     if rec.offset >= end:
                         break
-                    headers = dict(rec.headers or ())
-                    header = headers.get(OFFSETS_HEADER)
-                    if header != last_header:
-                        last_header = header
-                        last_ok = _committed_before(header, committed_by_name)
-                    if last_ok:
+                    if decide.accept(dict(rec.headers or ())):
                         pending.append((rec.key, rec.value))
-                        up = headers.get(UPSTREAM_HEADER)
-                        if up and up != last_upstream:
-                            last_upstream = up
-                            for k, v in json.loads(up).items():
-                                o, i = (int(x) for x in v.split(","))
-                                if (o, i) > upstream.get(k, (-1, -1)):
-                                    upstream[k] = (o, i)
                     else:
                         skipped += 1
                     done += 1
@@ -118,4 +147,4 @@ async def restore_task(bootstrap: str, store: TaskStore, tables: dict[str, str],
                 on_progress(table, 0)
     finally:
         await consumer.stop()
-    return applied, upstream
+    return applied, decide.upstream
