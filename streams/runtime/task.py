@@ -13,7 +13,6 @@ worker (or the test driver) moves the outputs to Kafka and drives the commit cyc
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 from ..dsl.topology import Topology
@@ -173,5 +172,3 @@ def _header(headers: Any, name: str) -> bytes | None:
             return v
     return None
 
-
-HeaderGetter = Callable[[Any, str], bytes | None]

@@ -10,7 +10,7 @@ from typing import Any
 from ..dsl.topology import Topology
 from ..kafka import admin
 from ..runtime.compile import subtopologies
-from .store import META, TaskStore
+from .store import TaskStore
 
 
 @dataclass
@@ -118,4 +118,4 @@ def get_value(topology: Topology, state_dir: str, table: str, key: str) -> Any:
     raise LookupError(f"key {key!r} not found in table {table!r}")
 
 
-__all__ = ["META", "TableInfo", "get_value", "table_infos", "task_dirs"]
+__all__ = ["TableInfo", "get_value", "open_read_only", "table_infos", "task_dirs"]

@@ -143,3 +143,28 @@ def test_old_local_state_is_detected_and_corrected_from_changelog(kafka: str, wo
     _drain_and_stop(kafka, w)
     assert "behind the committed offsets" in w.log()
     _assert_exact(kafka, [state], driver_totals_oracle(events))
+
+
+def test_workers_sharing_a_state_dir_hand_tasks_over_without_lock_errors(
+        kafka: str, workers, tmp_path: Path) -> None:
+    """Two workers on one host, one state dir: on each rebalance the old owner closes the
+    task's RocksDB before the new owner opens it, and the new owner finds the state on disk."""
+    _fresh(kafka)
+    events = generate.events("trip_stats", 12_000, seed=10)
+    state = tmp_path / "shared"
+    a = workers("trip_stats", kafka, state_dir=state)
+    a.wait_assigned()
+    produce(kafka, events[:4_000])
+    wait_drained(kafka, "trip_stats", ["rides", *REPARTITION])
+    b = workers("trip_stats", kafka, state_dir=state)      # takes half of a's tasks
+    _wait_split(a, b)
+    produce(kafka, events[4_000:8_000])
+    wait_drained(kafka, "trip_stats", ["rides", *REPARTITION])
+    assert b.terminate() == 0                               # a takes them back
+    produce(kafka, events[8_000:])
+    wait_drained(kafka, "trip_stats", ["rides", *REPARTITION])
+    assert a.terminate() == 0
+    for w in (a, b):
+        assert "locked" not in w.log() and "Traceback" not in w.log(), w.log()[-3000:]
+        assert "restoring" not in w.log(), "state on the shared disk must be reused, not restored"
+    _assert_exact(kafka, [state], driver_totals_oracle(events))

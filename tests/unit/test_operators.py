@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import doctest
 import json
-from collections import Counter, defaultdict
+from collections import Counter
 from typing import Any
 
 import faust
