@@ -44,6 +44,11 @@ class TestRecord:
     headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
+def _encode(key: Any, value: Any) -> tuple[bytes | None, bytes | None]:
+    return KeySerde().serialize(key), (value if isinstance(value, (bytes, type(None)))
+                                       else json_dumps(value))
+
+
 class TopologyTestDriver:
     __test__ = False
 
@@ -70,28 +75,22 @@ class TopologyTestDriver:
     def pipe(self, topic: str, key: Any, value: Any, timestamp: int | None = None,
              headers: list[tuple[str, bytes]] | None = None) -> None:
         """Send one record (key: str or bytes; value: dict/list/str → JSON, bytes as is)."""
-        kb = KeySerde().serialize(key)
-        vb = value if isinstance(value, (bytes, type(None))) else json_dumps(value)
-        self.pipe_raw(topic, kb, vb, timestamp, headers)
+        self.pipe_raw(topic, *_encode(key, value), timestamp, headers)
 
     def pipe_raw(self, topic: str, key: bytes | None, value: bytes | None,
                  timestamp: int | None = None, headers: list[tuple[str, bytes]] | None = None) -> None:
-        rec = self._append(topic, key, value,
-                           self.wall_clock_ms if timestamp is None else timestamp, headers or [])
-        task = self._by_topic.get(topic)
-        if task is None:
-            raise KeyError(f"topology {self.topology.name!r} does not read topic {topic!r}")
-        task.process(topic, [rec])
-        self._drain(task)
-        self.commit()
+        self._run(topic, [self._input(topic, key, value, timestamp, headers or [])])
 
     def pipe_batch(self, topic: str, records: list[tuple[Any, Any, int | None]]) -> None:
         """Send (key, value, timestamp) records as ONE batch, as the worker does after a poll."""
-        raws = []
-        for key, value, ts in records:
-            kb = KeySerde().serialize(key)
-            vb = value if isinstance(value, (bytes, type(None))) else json_dumps(value)
-            raws.append(self._append(topic, kb, vb, self.wall_clock_ms if ts is None else ts, []))
+        self._run(topic, [self._input(topic, *_encode(key, value), ts, [])
+                          for key, value, ts in records])
+
+    def _input(self, topic: str, key: bytes | None, value: bytes | None, ts: int | None,
+               headers: list) -> TestRecord:
+        return self._append(topic, key, value, self.wall_clock_ms if ts is None else ts, headers)
+
+    def _run(self, topic: str, raws: list[TestRecord]) -> None:
         task = self._by_topic.get(topic)
         if task is None:
             raise KeyError(f"topology {self.topology.name!r} does not read topic {topic!r}")

@@ -234,10 +234,13 @@ class ProcessProc(Processor):
 class SourceProc(Processor):
     """Decodes raw consumer records into ``Rec``s; undecodable ones become dead letters."""
 
+    def __init__(self, node: n.Node, task: Task) -> None:
+        super().__init__(node, task)
+        self._timestamp = timestamp_extractor(node.timestamp)  # type: ignore[attr-defined]
+
     def process_raw(self, raws: list[Any]) -> None:
         node: n.SourceNode = self.node  # type: ignore[assignment]
-        kd, vd = node.key_serde.deserialize, node.value_serde.deserialize
-        ts_spec = node.timestamp
+        kd, vd, timestamp = node.key_serde.deserialize, node.value_serde.deserialize, self._timestamp
         out = []
         task = self.task
         if node.internal:
@@ -245,36 +248,43 @@ class SourceProc(Processor):
         for raw in raws:
             try:
                 value = vd(raw.value)
-                key = kd(raw.key)
-                ts = _timestamp(value, ts_spec, raw)
+                out.append(Rec(kd(raw.key), value, timestamp(value, raw), raw))
             except SerdeError as exc:
                 task.dead_letter(raw, str(exc), reason="decode")
-                continue
-            out.append(Rec(key, value, ts, raw))
         if out:
-            task.observe_time(out[-1].ts if len(out) == 1 else max(r.ts for r in out))
+            task.observe_time(max(r.ts for r in out))
         self.emit(out)
 
     def process(self, recs: list[Rec]) -> None:  # pragma: no cover - sources take raw input
         self.emit(recs)
 
 
-def _timestamp(value: Any, spec: Any, raw: Any) -> int:
+def timestamp_extractor(spec: str | Callable[[Any], int] | None) -> Callable[[Any, Any], int]:
+    """Build, once per source, ``f(value, raw) -> epoch ms``: the record timestamp (spec None),
+    a function of the value, or a field of a dict or Record. No usable number is a SerdeError."""
     if spec is None:
-        return raw.timestamp
+        return lambda _value, raw: raw.timestamp
+
+    def checked(ts: Any, what: str) -> int:
+        if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+            raise SerdeError(what)
+        return int(ts)
+
     if callable(spec):
-        try:
-            ts = spec(value)
-        except Exception as exc:  # noqa: BLE001
-            raise SerdeError(f"timestamp function failed: {exc}") from None
-    elif isinstance(value, dict):
-        ts = value.get(spec)
-    else:
-        ts = getattr(value, spec, None)
-    if isinstance(ts, bool) or not isinstance(ts, (int, float)):
-        raise SerdeError(f"missing or non-numeric timestamp field {spec!r}" if not callable(spec)
-                         else "timestamp function returned no number")
-    return int(ts)
+        def from_function(value: Any, _raw: Any) -> int:
+            try:
+                ts = spec(value)
+            except Exception as exc:  # noqa: BLE001 - user code
+                raise SerdeError(f"timestamp function failed: {exc}") from None
+            return checked(ts, "timestamp function returned no number")
+        return from_function
+
+    missing = f"missing or non-numeric timestamp field {spec!r}"
+
+    def from_field(value: Any, _raw: Any) -> int:
+        ts = value.get(spec) if isinstance(value, dict) else getattr(value, spec, None)
+        return checked(ts, missing)
+    return from_field
 
 
 PROCESSORS: dict[type[n.Node], type[Processor]] = {

@@ -12,17 +12,14 @@ worker (or the test driver) moves the outputs to Kafka and drives the commit cyc
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ..dsl.topology import Topology
-from ..state.store import TaskStore, encode_offsets
+from ..state.meta import OFFSETS_HEADER, UPSTREAM_HEADER, TaskMeta, encode_offsets, encode_upstream
+from ..state.store import TaskStore
 from ..state.table import TableView
 from .compile import SubTopology, build_processors
 from .processors import ORIGIN_HEADER
-
-OFFSETS_HEADER = "streams-offsets"
-UPSTREAM_HEADER = "streams-upstream"
 
 # (topic, partition or None, key, value, timestamp ms, headers or None)
 Output = tuple[str, int | None, bytes | None, bytes | None, int | None, list | None]
@@ -37,33 +34,20 @@ class Task:
         self.id = f"{sub.index}_{partition}"
         self.store = store
         self.tps = [(t, partition) for t in sub.topics]
-        self.offsets: dict[tuple[str, int], int] = {}
-        self.upstream: dict[str, tuple[int, int]] = {}
-        self.stream_time = -1
+        meta = TaskMeta() if store is None else TaskMeta.decode(store.meta())
+        self.offsets = meta.offsets
+        self.upstream = meta.upstream
+        self.stream_time = meta.stream_time
         self.outputs: list[Output] = []
         self.dead_letters: dict[str, int] = {}
-        self.records_processed = 0
         self._views: dict[str, TableView] = {}
         if store is not None:
             for name in sub.stores:
                 spec = topology.stores[name]
                 self._views[name] = TableView(store, name, spec.key_serde, spec.value_serde)
-            self._load_meta()
         self._sources = build_processors(sub, self)
 
     # -- state ------------------------------------------------------------------------------------
-    def _load_meta(self) -> None:
-        assert self.store is not None
-        for key, value in self.store.meta().items():
-            kind, _, rest = key.partition(":")
-            if kind == "offset":
-                topic, _, part = rest.rpartition(":")
-                self.offsets[(topic, int(part))] = int(value)
-            elif kind == "upstream":
-                off, idx = value.split(",")
-                self.upstream[rest] = (int(off), int(idx))
-            elif kind == "streamtime":
-                self.stream_time = int(value)
 
     def table(self, name: str) -> TableView:
         return self._views[name]
@@ -73,12 +57,19 @@ class Task:
         return self._views
 
     # -- processing -------------------------------------------------------------------------------
-    def process(self, topic: str, raws: list[Any]) -> None:
-        """Run one batch of raw records of one input partition through the graph."""
+    def process(self, topic: str, raws: list[Any]) -> int:
+        """Run one batch of raw records of one input partition through the graph; records below
+        the task's position (already reflected in its state) are skipped. Returns the number of
+        records processed."""
+        position = self.offsets.get((topic, self.partition))
+        if position is not None and raws and raws[0].offset < position:
+            raws = [r for r in raws if r.offset >= position]
+        if not raws:
+            return 0
         for source in self._sources[topic]:
             source.process_raw(raws)
         self.offsets[(topic, self.partition)] = raws[-1].offset + 1
-        self.records_processed += len(raws)
+        return len(raws)
 
     def observe_time(self, ts: int) -> None:
         if ts > self.stream_time:
@@ -132,8 +123,7 @@ class Task:
             return []
         headers = [(OFFSETS_HEADER, encode_offsets(self.offsets))]
         if self.upstream:
-            headers.append((UPSTREAM_HEADER, json.dumps(
-                {k: f"{o},{i}" for k, (o, i) in self.upstream.items()}).encode()))
+            headers.append((UPSTREAM_HEADER, encode_upstream(self.upstream)))
         out: list[Output] = []
         for name, view in self._views.items():
             topic = self.topology.stores[name].changelog
@@ -141,17 +131,10 @@ class Task:
                 out.append((topic, self.partition, kb, vb, None, headers))
         return out
 
-    def meta(self) -> dict[str, str]:
-        meta = {f"offset:{t}:{p}": str(o) for (t, p), o in self.offsets.items()}
-        meta.update({f"upstream:{k}": f"{o},{i}" for k, (o, i) in self.upstream.items()})
-        if self.stream_time >= 0:
-            meta["streamtime"] = str(self.stream_time)
-        return meta
-
     def write_commit(self) -> None:
         """State + offsets + upstream positions in one WriteBatch (after the producer flush)."""
         if self.store is not None:
-            self.store.write(self.meta())
+            self.store.write(TaskMeta(self.offsets, self.upstream, self.stream_time).encode())
 
     def abandon(self) -> None:
         """Forget uncommitted changes (the task is being closed without a commit)."""

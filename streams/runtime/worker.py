@@ -36,7 +36,8 @@ from ..config import Settings
 from ..dsl.topology import Topology
 from ..kafka.admin import TopicSpec, ensure_topics
 from ..metrics import Metrics
-from ..state.recovery import local_state_behind, restore_task, restored_meta
+from ..state.meta import TaskMeta
+from ..state.recovery import local_state_behind, restore_task
 from ..state.store import TaskStore
 from .compile import SubTopology, subtopologies
 from .task import Task
@@ -216,18 +217,14 @@ class Worker:
         newest_ts = 0
         for tp, records in batch.items():
             task = self._task_for(tp)
-            if task is None or not records:
+            if task is None:
                 continue
-            # Skip anything below the task's position (a replay already reflected in state).
-            next_off = task.offsets.get((tp.topic, tp.partition))
-            if next_off is not None and records[0].offset < next_off:
-                records = [r for r in records if r.offset >= next_off]
-                if not records:
-                    continue
-            task.process(tp.topic, records)
-            count += len(records)
+            done = task.process(tp.topic, records)
+            if not done:
+                continue
+            count += done
             newest_ts = max(newest_ts, records[-1].timestamp or 0)
-            m.consumed.labels(name, tp.topic, str(tp.partition)).inc(len(records))
+            m.consumed.labels(name, tp.topic, str(tp.partition)).inc(done)
             await self._send(task)
         self._since_commit += count
         m.processing.labels(name).observe(time.monotonic() - started)
@@ -302,8 +299,8 @@ class Worker:
                     max(0, high - pos))
 
     # -- commit -----------------------------------------------------------------------------------
-    async def _commit(self, tasks: Iterable[Task] | None = None) -> None:
-        tasks = list(self.tasks.values() if tasks is None else tasks)
+    async def _commit(self) -> None:
+        tasks = list(self.tasks.values())
         started = time.monotonic()
         for task in tasks:
             await self._send_outputs(task.prepare_commit())
@@ -422,7 +419,7 @@ class Worker:
 
         _, upstream = await restore_task(self.settings.broker, store, tables, partition,
                                          committed, task_id, progress)
-        store.write(restored_meta(committed, upstream))
+        store.write(TaskMeta(dict(committed), upstream).encode())
         return Task(self.topology, sub, partition, store)
 
 

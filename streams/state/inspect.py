@@ -10,6 +10,7 @@ from typing import Any
 from ..dsl.topology import Topology
 from ..kafka import admin
 from ..runtime.compile import subtopologies
+from .meta import TaskMeta
 from .store import TaskStore
 
 
@@ -77,9 +78,8 @@ async def table_infos(topology: Topology, state_dir: str, bootstrap: str,
                 n, is_exact = store.count_keys(name)
                 keys += n
                 exact = exact and is_exact
-                for k, v in store.meta().items():
-                    if k.startswith("offset:"):
-                        local_offsets[k.removeprefix("offset:")] = int(v)
+                for (topic, part), off in TaskMeta.decode(store.meta()).offsets.items():
+                    local_offsets[f"{topic}:{part}"] = off
             finally:
                 store.close()
             size += _dir_bytes(path)

@@ -21,12 +21,11 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from .meta import OFFSETS_HEADER, UPSTREAM_HEADER, decode_upstream
 from .store import TaskStore
 
 log = logging.getLogger(__name__)
 
-OFFSETS_HEADER = "streams-offsets"
-UPSTREAM_HEADER = "streams-upstream"
 
 
 _raw_decode = json.JSONDecoder().raw_decode
@@ -38,14 +37,6 @@ def local_state_behind(local: dict[tuple[str, int], int],
     dir lost, copied back from an old backup, or the task ran elsewhere meanwhile). Local state
     *ahead* of the group (crash between the WriteBatch and the offset commit) is kept."""
     return any(local.get(tp, 0) < off for tp, off in committed.items())
-
-
-def restored_meta(committed: dict[tuple[str, int], int],
-                  upstream: dict[str, tuple[int, int]]) -> dict[str, str]:
-    """The ``__meta`` entries of a task restored as of the committed offsets."""
-    meta = {f"offset:{t}:{p}": str(o) for (t, p), o in committed.items()}
-    meta.update({f"upstream:{k}": f"{o},{i}" for k, (o, i) in upstream.items()})
-    return meta
 
 
 class ChangelogFilter:
@@ -81,10 +72,9 @@ class ChangelogFilter:
             up = headers.get(UPSTREAM_HEADER)
             if up and up != self._last_upstream:
                 self._last_upstream = up
-                for k, v in json.loads(up).items():
-                    pos = tuple(int(x) for x in v.split(","))
+                for k, pos in decode_upstream(up).items():
                     if pos > self.upstream.get(k, (-1, -1)):
-                        self.upstream[k] = pos  # type: ignore[assignment]
+                        self.upstream[k] = pos
         return self._last_ok
 
 

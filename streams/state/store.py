@@ -3,10 +3,8 @@
 Layout: one RocksDB directory per task (``<state_dir>/<topology>/<task>/``) with
 
 * a column family per table: key bytes -> value bytes (the table's serde);
-* the column family ``__meta``: the task's input offsets (``offset:<topic>:<partition>`` ->
-  next offset), the highest upstream position applied per repartition source
-  (``upstream:<repartition topic>|<topic>:<partition>`` -> ``offset,index``) and the changelog
-  end offsets the state reflects (``changelog:<topic>``).
+* the column family ``__meta``: what the state reflects — input offsets, upstream positions,
+  stream time (format in :mod:`streams.state.meta`).
 
 Writes of a commit interval are buffered in memory (reads see them) and land together with the
 meta entries in one ``WriteBatch``: after a crash the state and the offsets it reflects agree.
@@ -18,7 +16,6 @@ Keys are raw bytes in RocksDB's lexicographic order, so window stores and join b
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -191,16 +188,3 @@ class TaskStore:
     def destroy(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
-
-def encode_offsets(offsets: dict[tuple[str, int], int]) -> bytes:
-    return json.dumps({f"{t}:{p}": o for (t, p), o in offsets.items()},
-                      separators=(",", ":")).encode()
-
-
-def decode_offsets(data: bytes | str) -> dict[tuple[str, int], int]:
-    raw = json.loads(data)
-    out = {}
-    for k, v in raw.items():
-        topic, _, part = k.rpartition(":")
-        out[(topic, int(part))] = int(v)
-    return out

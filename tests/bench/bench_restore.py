@@ -40,8 +40,10 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.kafka.admin import TopicSpec, delete_topics, ensure_topics
-from streams.state.recovery import OFFSETS_HEADER, ChangelogFilter, restore_task
-from streams.state.store import TaskStore, encode_offsets
+from streams.state.meta import OFFSETS_HEADER
+from streams.state.recovery import ChangelogFilter, restore_task
+from streams.state.meta import encode_offsets
+from streams.state.store import TaskStore
 
 TOPIC = "bench-restore-changelog"
 INPUT_TOPIC = "bench-input"
@@ -126,6 +128,19 @@ async def timed_restore(broker: str, path: Path, committed_upto: int) -> tuple[T
                                     {(INPUT_TOPIC, 0): committed_upto}, task_id="bench")
     elapsed = time.perf_counter() - started
     return store, {"applied": applied, "seconds": elapsed}
+
+
+def restore_and_verify(broker: str, path: Path, committed_upto: int, value_bytes: int) -> dict:
+    """Restore with ``committed_upto`` committed, check exactly that many keys came back."""
+    store, res = asyncio.run(timed_restore(broker, path, committed_upto))
+    try:
+        if res["applied"] != committed_upto:
+            raise AssertionError(f"restore applied {res['applied']}, expected {committed_upto}")
+        res.update(verify(store, committed_upto, value_bytes))
+    finally:
+        store.close()
+        TaskStore.destroy(path)
+    return res
 
 
 def verify(store: TaskStore, expected: int, value_bytes: int, samples: int = 2000) -> dict:
@@ -280,33 +295,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"baseline #{r + 1}: {b['records']} records in {b['seconds']:.2f}s "
                   f"({b['records_per_s']:,.0f} records/s)", flush=True)
 
-            store, res = asyncio.run(timed_restore(args.broker, tmp / f"full-{r}", n))
-            try:
-                if res["applied"] != n:
-                    raise AssertionError(f"restore applied {res['applied']}, expected {n}")
-                res.update(verify(store, n, args.value_bytes))
-            finally:
-                store.close()
+            res = restore_and_verify(args.broker, tmp / f"full-{r}", n, args.value_bytes)
             res["records_per_s"] = n / res["seconds"]
             restores.append(res)
             print(f"restore  #{r + 1}: {res['applied']} records in {res['seconds']:.2f}s "
                   f"({res['records_per_s']:,.0f} records/s); verified {res['keys']} keys, "
                   f"{res['sampled_values']} sampled values", flush=True)
-            TaskStore.destroy(tmp / f"full-{r}")
 
         half = n // 2
-        store, filt = asyncio.run(timed_restore(args.broker, tmp / "filtered", half))
-        try:
-            if filt["applied"] != half:
-                raise AssertionError(f"filtered restore applied {filt['applied']}, expected {half}")
-            filt.update(verify(store, half, args.value_bytes))
-        finally:
-            store.close()
+        filt = restore_and_verify(args.broker, tmp / "filtered", half, args.value_bytes)
         filt["records_read_per_s"] = n / filt["seconds"]
         print(f"filtered restore (committed={half}): applied {filt['applied']} of {n} records "
               f"in {filt['seconds']:.2f}s ({filt['records_read_per_s']:,.0f} records read/s); "
               f"verified {filt['keys']} keys", flush=True)
-        TaskStore.destroy(tmp / "filtered")
 
         best_b = max(baselines, key=lambda x: x["records_per_s"])
         best_r = max(restores, key=lambda x: x["records_per_s"])

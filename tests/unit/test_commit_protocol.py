@@ -20,7 +20,8 @@ from hypothesis import given, settings, strategies as st
 from streams.dsl.serdes import json_dumps
 from streams.runtime.compile import subtopologies
 from streams.runtime.task import Task
-from streams.state.recovery import ChangelogFilter, local_state_behind, restored_meta
+from streams.state.meta import TaskMeta
+from streams.state.recovery import ChangelogFilter, local_state_behind
 from streams.state.store import TaskStore
 from streams.testing import TestRecord
 from topologies.trip_stats import topology
@@ -81,7 +82,7 @@ class Deployment:
             for key, value, headers in self.changelog:
                 if decide.accept(headers):
                     store.write_raw(TABLE, [(key, value)])
-            store.write(restored_meta(committed, decide.upstream))
+            store.write(TaskMeta(dict(committed), decide.upstream).encode())
             task = Task(topology, DOWN, 0, store)
         self.down = task
         self.down_pos = task.offsets.get((REP, 0), self.down_committed or 0)

@@ -46,7 +46,10 @@ def test_full_reset_covers_every_table_and_input(tmp_path: Path) -> None:
     plan = plan_reset(_two_pipelines(), str(tmp_path), 4)
     assert sorted(plan.tables) == ["counts-a", "counts-b", "latest-b"]
     assert sorted(plan.input_topics) == ["a", "b"]
-    assert "nothing" not in " ".join(plan.describe())
+    text = "\n".join(plan.describe())
+    for name in ["a", "b", "plans-by-k-repartition", "plans-by-kb-repartition",
+                 "plans-counts-a-changelog", "plans-counts-b-changelog", "plans-latest-b-changelog"]:
+        assert name in text, f"the printed plan must name {name}"
 
 
 def test_unknown_table_is_refused(tmp_path: Path) -> None:
