@@ -151,7 +151,7 @@ def worker_cmd(name: str, config_file: str | None, state_dir: str | None,
 def generate_cmd(name: str, count: int, rate: float | None, seed: int, broker: str | None) -> None:
     """Write realistic input events for reference topology NAME."""
     from . import generate
-    from .runtime.worker import topic_specs
+    from .runtime.topics import topic_specs
 
     topology = registry.load(name)
     bootstrap = _bootstrap(broker)

@@ -38,6 +38,10 @@ class Metrics:
                             registry=r)
         self.dead_letters = Counter("streams_dead_letters_total", "Records sent to the DLQ",
                                     t + ["reason"], registry=r)
+        self.dropped = Counter("streams_dropped_records_total",
+                               "Records an operator skips by design (null value or key in an "
+                               "aggregation, no matching branch)", t + ["node", "reason"],
+                               registry=r)
         self.rebalances = Counter("streams_rebalances_total", "Partition assignments", t,
                                   registry=r)
         self.recovery_remaining = Gauge("streams_recovery_records_remaining",

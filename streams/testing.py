@@ -1,7 +1,11 @@
 """``TopologyTestDriver``: run a topology's compiled processors without a broker.
 
-It executes the same tasks, processors and RocksDB stores as the worker, with every topic on one
-partition; records written to a repartition topic are fed to the downstream task at once.
+It runs the same tasks, batch processors, RocksDB stores, commit protocol
+(:mod:`streams.runtime.checkpoint`) and open-or-restore decisions
+(:func:`streams.state.recovery.decide_open`) as the worker, over in-memory topics with one
+partition each. Records written to a repartition topic are fed to the downstream task as one
+batch, as the worker would poll them. Commits happen every ``commit_every`` input records and on
+:meth:`commit`, :meth:`table` and :meth:`close` — not after every record, so batch bugs show.
 
 >>> from streams import Topology
 >>> t = Topology("doc")
@@ -18,15 +22,21 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .dsl.serdes import KeySerde, json_dumps
 from .dsl.topology import Topology
-from .runtime.compile import subtopologies
-from .runtime.task import Task
+from .runtime import checkpoint
+from .runtime.compile import SubTopology, subtopologies
+from .runtime.task import Output, Task
+from .state.meta import Offsets, TaskId
+from .state.recovery import ChangelogFilter, apply_changelog, decide_open, restored_meta
 from .state.store import TaskStore
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -49,27 +59,143 @@ def _encode(key: Any, value: Any) -> tuple[bytes | None, bytes | None]:
                                        else json_dumps(value))
 
 
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (in-memory transports) without an event loop, so the
+    driver works inside users' async tests too."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise RuntimeError("an in-memory commit tried to wait on I/O")
+
+
+class MemoryTopics:
+    """In-memory topics (one partition each) and a consumer group's offsets: the driver's
+    :class:`~streams.runtime.checkpoint.CommitTransport`."""
+
+    def __init__(self, wall_clock: Any) -> None:
+        self.logs: dict[str, list[TestRecord]] = {}
+        self.group: Offsets = {}
+        self._wall_clock = wall_clock
+        self._written: dict[tuple[str, int], int] = {}
+        self.fail_next_flush: Exception | None = None  # for tests of failed sends
+
+    def append(self, topic: str, key: bytes | None, value: bytes | None, ts: int | None,
+               headers: list | None) -> TestRecord:
+        log = self.logs.setdefault(topic, [])
+        rec = TestRecord(topic, 0, len(log), key, value,
+                         self._wall_clock() if ts is None else ts, list(headers or []))
+        log.append(rec)
+        self._written[(topic, 0)] = len(log)
+        return rec
+
+    async def send(self, outputs: list[Output]) -> None:
+        for out in outputs:
+            self.append(out.topic, out.key, out.value, out.timestamp, out.headers)
+
+    async def flush(self) -> dict[tuple[str, int], int]:
+        if self.fail_next_flush is not None:
+            exc, self.fail_next_flush = self.fail_next_flush, None
+            raise exc
+        written, self._written = self._written, {}
+        return written
+
+    async def commit_offsets(self, offsets: Offsets) -> None:
+        self.group.update(offsets)
+
+    def end(self, topic: str) -> int:
+        return len(self.logs.get(topic, []))
+
+
+def open_task(topology: Topology, sub: SubTopology, partition: int, state_dir: Path,
+              kafka: MemoryTopics) -> Task:
+    """Open a task over in-memory topics with the worker's open-or-restore decision."""
+    if not sub.stores:
+        return Task(topology, sub, partition, None)
+    path = Path(state_dir) / str(TaskId(sub.id, partition))
+    task = Task(topology, sub, partition, TaskStore(path, sub.stores))
+    local = task.meta()
+    committed = {tp: off for tp, off in kafka.group.items() if tp in set(task.tps)}
+    ends = {topic: kafka.end(topic) for topic in task.changelogs}
+    decision = decide_open(local, committed, ends)
+    if decision.action == "resume":
+        task.offsets = {tp: o for tp, o in decision.resume_offsets.items() if tp in task.tps}
+        return task
+    task.close()
+    if decision.action == "wipe":
+        TaskStore.destroy(path)
+    store = TaskStore(path, sub.stores)
+    accept = ChangelogFilter(committed, task.tps,
+                             local.upstream if decision.action == "restore" else {})
+    repairs: dict[str, set[bytes]] = {}
+    for topic, table in task.changelogs.items():
+        if topic in decision.restore_from:
+            records = [r for r in kafka.logs.get(topic, [])[decision.restore_from[topic]:ends[topic]]
+                       if r is not None]  # None: removed by compaction
+            apply_changelog(store, table, records, accept, repairs.setdefault(table, set()))
+    store.write(restored_meta(local, decision, committed, ends, accept, task.shape).encode())
+    task = Task(topology, sub, partition, store)
+    task.repair(repairs)
+    return task
+
+
 class TopologyTestDriver:
     __test__ = False
 
     def __init__(self, topology: Topology, state_dir: str | Path | None = None,
-                 wall_clock_ms: int = 0) -> None:
+                 wall_clock_ms: int = 0, commit_every: int = 1000) -> None:
         self.topology = topology
         self._tmp = None if state_dir else tempfile.mkdtemp(prefix="streams-driver-")
         self.state_dir = Path(state_dir or self._tmp)  # type: ignore[arg-type]
         self.wall_clock_ms = wall_clock_ms
-        self.topics: dict[str, list[TestRecord]] = {}
+        self.commit_every = commit_every
+        self.kafka = MemoryTopics(lambda: self.wall_clock_ms)
+        self.topics = self.kafka.logs
         self._read_pos: dict[str, int] = {}
-        self._tasks: dict[str, Task] = {}
+        self._subs = subtopologies(topology)
+        self._tasks: dict[TaskId, Task] = {}
         self._by_topic: dict[str, Task] = {}
-        for sub in subtopologies(topology):
-            store = None
-            if sub.stores:
-                store = TaskStore(self.state_dir / f"{sub.index}_0", sub.stores)
-            task = Task(topology, sub, 0, store)
+        self._since_commit = 0
+        self._open_tasks()
+
+    # -- tasks ------------------------------------------------------------------------------------
+    def _open_tasks(self) -> None:
+        for sub in self._subs:
+            task = self._open_task(sub)
             self._tasks[task.id] = task
             for topic in sub.topics:
                 self._by_topic[topic] = task
+
+    def _open_task(self, sub: SubTopology) -> Task:
+        return open_task(self.topology, sub, 0, self.state_dir, self.kafka)
+
+    def restart(self, *, commit: bool = True, lose_state: bool = False) -> None:
+        """Stop and start the topology again on the same state directory, as a worker restart
+        does: ``commit=False`` is a crash (uncommitted work is lost, input after the group's
+        offsets is processed again by the next ``pipe``/``replay``); ``lose_state`` also deletes
+        the local state (a new host), which is then restored from the changelogs."""
+        if commit:
+            self.commit()
+        for task in self._tasks.values():
+            task.abandon()
+            task.close()
+        self._tasks.clear()
+        self._by_topic.clear()
+        if lose_state:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+        self._open_tasks()
+
+    def replay(self) -> None:
+        """Process every input record after the group's committed offsets again (what a worker
+        does after a crash), one batch per topic."""
+        for topic in self.topology.input_topics() + self.topology.repartition_topics():
+            task = self._by_topic.get(topic)
+            log = self.topics.get(topic, [])
+            start = self.kafka.group.get((topic, 0), 0)
+            if task is not None and log[start:]:
+                task.process(topic, log[start:])
+                self._drain(task)
 
     # -- input ------------------------------------------------------------------------------------
     def pipe(self, topic: str, key: Any, value: Any, timestamp: int | None = None,
@@ -88,7 +214,7 @@ class TopologyTestDriver:
 
     def _input(self, topic: str, key: bytes | None, value: bytes | None, ts: int | None,
                headers: list) -> TestRecord:
-        return self._append(topic, key, value, self.wall_clock_ms if ts is None else ts, headers)
+        return self.kafka.append(topic, key, value, ts, headers)
 
     def _run(self, topic: str, raws: list[TestRecord]) -> None:
         task = self._by_topic.get(topic)
@@ -97,29 +223,29 @@ class TopologyTestDriver:
         if raws:
             task.process(topic, raws)
             self._drain(task)
-            self.commit()
-
-    def _append(self, topic: str, key: bytes | None, value: bytes | None, ts: int,
-                headers: list) -> TestRecord:
-        log = self.topics.setdefault(topic, [])
-        rec = TestRecord(topic, 0, len(log), key, value, ts, list(headers))
-        log.append(rec)
-        return rec
+            self._since_commit += len(raws)
+            if self._since_commit >= self.commit_every:
+                self.commit()
 
     def _drain(self, task: Task) -> None:
-        for topic, _part, key, value, ts, headers in task.take_outputs():
-            rec = self._append(topic, key, value, ts if ts is not None else self.wall_clock_ms,
-                               headers or [])
+        """Write the task's outputs; hand each repartition topic's new records downstream as one
+        batch."""
+        fed: dict[str, list[TestRecord]] = {}
+        repartition = set(self.topology.repartition_topics())
+        for out in task.take_outputs():
+            rec = self.kafka.append(out.topic, out.key, out.value, out.timestamp, out.headers)
+            if out.topic in repartition:
+                fed.setdefault(out.topic, []).append(rec)
+        for topic, recs in fed.items():
             downstream = self._by_topic.get(topic)
-            if downstream is not None and topic in self.topology.repartition_topics():
-                downstream.process(topic, [rec])
+            if downstream is not None:
+                downstream.process(topic, recs)
                 self._drain(downstream)
 
     def commit(self) -> None:
-        for task in self._tasks.values():
-            for topic, _part, key, value, ts, headers in task.prepare_commit():
-                self._append(topic, key, value, ts or self.wall_clock_ms, headers or [])
-            task.write_commit()
+        """Run the worker's commit protocol for every task."""
+        run_sync(checkpoint.commit(self._tasks.values(), self.kafka))
+        self._since_commit = 0
 
     def advance_wall_clock(self, ms: int) -> None:
         self.wall_clock_ms += ms
@@ -140,7 +266,9 @@ class TopologyTestDriver:
         return log[start:]
 
     def table(self, name: str) -> dict[Any, Any]:
-        """The current contents of a table as {key: value}."""
+        """The current contents of a table as {key: value} (commits first, as a worker would
+        before anyone can read its state)."""
+        self.commit()
         for task in self._tasks.values():
             if name in task.tables:
                 view = task.tables[name]
@@ -151,10 +279,13 @@ class TopologyTestDriver:
         raise KeyError(f"no table {name!r} in topology {self.topology.name!r}")
 
     def close(self) -> None:
-        for task in self._tasks.values():
-            task.close()
-        if self._tmp:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+        try:
+            self.commit()
+        finally:
+            for task in self._tasks.values():
+                task.close()
+            if self._tmp:
+                shutil.rmtree(self._tmp, ignore_errors=True)
 
     def __enter__(self) -> TopologyTestDriver:
         return self

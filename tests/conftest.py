@@ -50,7 +50,7 @@ def delete_topology_topics(bootstrap: str, topology: Any) -> None:
 
 
 def create_topology_topics(bootstrap: str, topology: Any, partitions: int = 4) -> None:
-    from streams.runtime.worker import topic_specs
+    from streams.runtime.topics import topic_specs
 
     admin.run(admin.ensure_topics(bootstrap, topic_specs(topology, partitions)))
 

@@ -25,6 +25,10 @@ class SubTopology:
     stores: list[str] = field(default_factory=list)
 
     @property
+    def id(self) -> str:  # replaced by a stable id derived from the source topics
+        return str(self.index)
+
+    @property
     def topics(self) -> list[str]:
         return list(dict.fromkeys(s.topic for s in self.sources))
 

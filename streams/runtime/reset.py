@@ -8,6 +8,7 @@ double-count the neighbour when the input is replayed).
 
 from __future__ import annotations
 
+import glob
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from ..dsl.topology import Topology
 from ..kafka import admin
 from ..kafka.admin import TopicSpec
 from .compile import SubTopology, subtopologies
-from .worker import REPARTITION_CONFIG
+from .topics import CHANGELOG_CONFIG, REPARTITION_CONFIG
 
 
 class ResetRefused(RuntimeError):
@@ -75,15 +76,15 @@ def plan_reset(topology: Topology, state_dir: str, partitions: int,
                               f"(tables: {', '.join(topology.stores) or 'none'})")
     subs = subtopologies(topology)
     if tables:
-        chosen = {s.index for s in subs if set(s.stores) & set(tables)}
-        frontier = [s for s in subs if s.index in chosen]
+        chosen = {s.id for s in subs if set(s.stores) & set(tables)}
+        frontier = [s for s in subs if s.id in chosen]
         while frontier:
             sub = frontier.pop()
             for up in _upstream(sub, subs):
-                if up.index not in chosen:
-                    chosen.add(up.index)
+                if up.id not in chosen:
+                    chosen.add(up.id)
                     frontier.append(up)
-        affected = [s for s in subs if s.index in chosen]
+        affected = [s for s in subs if s.id in chosen]
         involved = [t for s in affected for t in s.stores]
         missing = [t for t in involved if t not in tables]
         if missing:
@@ -97,10 +98,10 @@ def plan_reset(topology: Topology, state_dir: str, partitions: int,
     repartition = list(dict.fromkeys(src.topic for s in affected for src in s.sources
                                      if src.internal))
     recreate = [TopicSpec(t, partitions, REPARTITION_CONFIG) for t in repartition]
-    recreate += [TopicSpec(topology.stores[t].changelog, partitions, {"cleanup.policy": "compact"})
+    recreate += [TopicSpec(topology.stores[t].changelog, partitions, CHANGELOG_CONFIG)
                  for t in stores]
     root = Path(state_dir) / topology.name
-    dirs = sorted(p for s in affected for p in root.glob(f"{s.index}_*") if p.is_dir())
+    dirs = sorted(p for s in affected for p in root.glob(f"{glob.escape(s.id)}_*") if p.is_dir())
     return ResetPlan(topology.name, stores, inputs, recreate, dirs)
 
 
@@ -112,8 +113,12 @@ async def execute_reset(plan: ResetPlan, bootstrap: str, force: bool,
                            "stop its workers first (or use --force)")
     say(f"[1/4] consumer group {plan.topology!r}: {members} live members")
     names = [s.name for s in plan.recreate_topics]
+    # Recreate internal topics with the partition counts they had (derived from the inputs).
+    sizes = await admin.topic_partitions(bootstrap, names)
+    specs = [TopicSpec(s.name, len(sizes[s.name]) if sizes.get(s.name) else s.partitions, s.config)
+             for s in plan.recreate_topics]
     await admin.delete_topics(bootstrap, names)
-    await admin.ensure_topics(bootstrap, plan.recreate_topics)
+    await admin.ensure_topics(bootstrap, specs)
     # Offsets of the recreated repartition topics go back to 0 too (they may outlive deletion).
     reset = await admin.reset_group_to_earliest(
         bootstrap, plan.topology,

@@ -1,28 +1,30 @@
 """A task: one sub-topology on one partition, with its state, offsets and pending outputs.
 
-The task is transport-free: it turns input batches into state changes and output records. The
-worker (or the test driver) moves the outputs to Kafka and drives the commit cycle:
-
-1. ``prepare_commit()`` serializes the interval's table changes and returns them as changelog
-   records, each carrying the task's input offsets (header ``streams-offsets``);
-2. the caller produces outputs + changelog records and flushes the producer;
-3. ``write_commit()`` writes state + offsets + upstream positions in ONE RocksDB WriteBatch;
-4. the caller commits the consumer offsets.
+The task is transport-free: it turns input batches into state changes and output records.
+:mod:`streams.runtime.checkpoint` drives its commit (the same code for the worker and the test
+driver): ``prepare_commit()`` returns the changelog records, the caller produces and flushes
+them, ``write_commit(positions)`` writes state + offsets + changelog positions in ONE WriteBatch.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..dsl.topology import Topology
-from ..state.meta import OFFSETS_HEADER, UPSTREAM_HEADER, TaskMeta, encode_offsets, encode_upstream
+from ..state.meta import (OFFSETS_HEADER, ORIGIN_HEADER, UPSTREAM_HEADER, TaskId, TaskMeta,
+                          decode_origin, encode_offsets, encode_upstream, header, shape_of)
 from ..state.store import TaskStore
 from ..state.table import TableView
 from .compile import SubTopology, build_processors
-from .processors import ORIGIN_HEADER
 
-# (topic, partition or None, key, value, timestamp ms, headers or None)
-Output = tuple[str, int | None, bytes | None, bytes | None, int | None, list | None]
+
+class Output(NamedTuple):
+    topic: str
+    partition: int | None  # None: by the key, with Kafka's default partitioner
+    key: bytes | None
+    value: bytes | None
+    timestamp: int | None
+    headers: list[tuple[str, bytes]] | None
 
 
 class Task:
@@ -31,16 +33,25 @@ class Task:
         self.topology = topology
         self.sub = sub
         self.partition = partition
-        self.id = f"{sub.index}_{partition}"
+        self.id = TaskId(sub.id, partition)
         self.store = store
         self.tps = [(t, partition) for t in sub.topics]
+        self.shape = shape_of(sub.topics, sub.stores)
         meta = TaskMeta() if store is None else TaskMeta.decode(store.meta())
-        self.offsets = meta.offsets
-        self.upstream = meta.upstream
+        # Meta holds exactly the task's current inputs: offsets of topics the topology no
+        # longer reads would poison the changelog headers and the group commit.
+        current = set(self.tps)
+        self.offsets = {tp: o for tp, o in meta.offsets.items() if tp in current}
+        self.upstream = {k: v for k, v in meta.upstream.items()
+                         if k.split("|", 1)[0] in sub.topics}
         self.stream_time = meta.stream_time
+        self.changelogs = {topology.stores[name].changelog: name for name in sub.stores}
+        self.changelog_positions = {t: meta.changelog.get(t, 0) for t in self.changelogs}
         self.outputs: list[Output] = []
         self.dead_letters: dict[str, int] = {}
+        self.dropped: dict[tuple[str, str], int] = {}
         self._views: dict[str, TableView] = {}
+        self._repairs: dict[str, set[bytes]] = {}
         if store is not None:
             for name in sub.stores:
                 spec = topology.stores[name]
@@ -48,13 +59,29 @@ class Task:
         self._sources = build_processors(sub, self)
 
     # -- state ------------------------------------------------------------------------------------
-
     def table(self, name: str) -> TableView:
         return self._views[name]
 
     @property
     def tables(self) -> dict[str, TableView]:
         return self._views
+
+    def repair(self, keys: dict[str, set[bytes]]) -> None:
+        """Write these keys' current values (or tombstones) to the changelog at the next commit:
+        a restore skipped records of theirs from unfinished commits, and the finished value must
+        be the latest record again before compaction keeps the unfinished one."""
+        for table, ks in keys.items():
+            if ks:
+                self._repairs.setdefault(table, set()).update(ks)
+
+    def approximate_keys(self) -> dict[str, int]:
+        """RocksDB's key estimate per table (cheap; for metrics)."""
+        store = self.store
+        return {} if store is None else {t: store.approximate_keys(t) for t in self._views}
+
+    def meta(self) -> TaskMeta:
+        return TaskMeta(dict(self.offsets), dict(self.upstream), self.stream_time,
+                        dict(self.changelog_positions), self.shape)
 
     # -- processing -------------------------------------------------------------------------------
     def process(self, topic: str, raws: list[Any]) -> int:
@@ -86,7 +113,7 @@ class Task:
         upstream = self.upstream
         fresh = []
         for raw in raws:
-            origin = _header(raw.headers, ORIGIN_HEADER)
+            origin = header(raw.headers, ORIGIN_HEADER)
             if origin is None:
                 fresh.append(raw)
                 continue
@@ -102,15 +129,31 @@ class Task:
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None, ts: int | None,
                 headers: list | None = None, partition: int | None = None) -> None:
-        self.outputs.append((topic, partition, key, value, ts, headers))
+        self.outputs.append(Output(topic, partition, key, value, ts, headers))
 
     def dead_letter(self, raw: Any, error: str, reason: str) -> None:
-        headers = [("error", error.encode()), ("source-topic", raw.topic.encode()),
-                   ("source-partition", str(raw.partition).encode()),
-                   ("source-offset", str(raw.offset).encode())]
-        self.outputs.append((self.topology.dlq_topic, None, raw.key, raw.value, raw.timestamp,
-                             headers))
+        """Route ``raw`` to the topology's dead-letter topic. After a repartition the source
+        headers name the original input record (from its origin header), not the internal
+        topic, which is named in ``via-topic``."""
+        topic, partition, offset = raw.topic, raw.partition, raw.offset
+        headers = [("error", error.encode()), ("reason", reason.encode())]
+        origin = header(raw.headers, ORIGIN_HEADER)
+        if origin is not None:
+            try:
+                o = decode_origin(origin)
+                headers.append(("via-topic", raw.topic.encode()))
+                topic, partition, offset = o.topic, o.partition, o.offset
+            except ValueError:
+                pass
+        headers += [("source-topic", topic.encode()), ("source-partition", str(partition).encode()),
+                    ("source-offset", str(offset).encode())]
+        self.outputs.append(Output(self.topology.dlq_topic, None, raw.key, raw.value,
+                                   raw.timestamp, headers))
         self.dead_letters[reason] = self.dead_letters.get(reason, 0) + 1
+
+    def count_dropped(self, node: str, reason: str) -> None:
+        """A record an operator skips by design (a tombstone in an aggregation, no branch)."""
+        self.dropped[(node, reason)] = self.dropped.get((node, reason), 0) + 1
 
     def take_outputs(self) -> list[Output]:
         out, self.outputs = self.outputs, []
@@ -127,14 +170,27 @@ class Task:
         out: list[Output] = []
         for name, view in self._views.items():
             topic = self.topology.stores[name].changelog
-            for kb, vb in view.flush():
-                out.append((topic, self.partition, kb, vb, None, headers))
+            flushed = view.flush()
+            for kb, vb in flushed:
+                out.append(Output(topic, self.partition, kb, vb, None, headers))
+            repairs = self._repairs.pop(name, None)
+            if repairs:
+                repairs.difference_update(kb for kb, _ in flushed)
+                for kb in sorted(repairs):
+                    out.append(Output(topic, self.partition, kb, self.store.get(name, kb), None,
+                                      headers))
         return out
 
-    def write_commit(self) -> None:
-        """State + offsets + upstream positions in one WriteBatch (after the producer flush)."""
-        if self.store is not None:
-            self.store.write(TaskMeta(self.offsets, self.upstream, self.stream_time).encode())
+    def write_commit(self, positions: dict[tuple[str, int], int] | None = None) -> None:
+        """State + offsets + upstream positions + changelog positions in one WriteBatch (after
+        the producer flush). ``positions``: end offsets of the changelog partitions written."""
+        if self.store is None:
+            return
+        for topic in self.changelogs:
+            end = (positions or {}).get((topic, self.partition))
+            if end is not None:
+                self.changelog_positions[topic] = end
+        self.store.write(self.meta().encode())
 
     def abandon(self) -> None:
         """Forget uncommitted changes (the task is being closed without a commit)."""
@@ -147,11 +203,3 @@ class Task:
         if self.store is not None:
             self.store.close()
             self.store = None
-
-
-def _header(headers: Any, name: str) -> bytes | None:
-    for k, v in headers or ():
-        if k == name:
-            return v
-    return None
-

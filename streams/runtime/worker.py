@@ -6,14 +6,8 @@ so a crash between the two double-applies or loses input. The framework therefor
 consume -> process -> commit cycle here, directly on aiokafka (which faust itself uses), while
 values are faust Records/JSON through the DSL's serdes.
 
-Commit cycle (at-least-once), for all tasks of this worker:
-  1. serialize table changes; produce them to the changelogs (with the input offsets in a header);
-  2. wait for every produced record (outputs and changelog) to be acknowledged;
-  3. write each task's state + input offsets + upstream positions in one RocksDB WriteBatch;
-  4. commit the consumer offsets.
-A crash before 3 leaves state and offsets as of the previous commit (inputs are replayed, outputs
-may repeat). A crash between 3 and 4 leaves local state ahead of the group: on restart the task
-resumes from its local offsets, so those inputs are not applied twice.
+The commit protocol is :mod:`streams.runtime.checkpoint`; what to do with local state when a
+task is opened is :func:`streams.state.recovery.decide_open`.
 """
 
 from __future__ import annotations
@@ -27,43 +21,30 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
-from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import IllegalStateError
 
 from ..config import Settings
 from ..dsl.topology import Topology
-from ..kafka.admin import TopicSpec, ensure_topics
+from ..kafka.admin import ensure_topics, topic_partitions
 from ..metrics import Metrics
-from ..state.meta import TaskMeta
-from ..state.recovery import local_state_behind, restore_task
+from ..state.meta import Offsets, TaskId, TaskMeta, shape_of
+from ..state.recovery import ChangelogFilter, decide_open, restore_task, restored_meta
 from ..state.store import TaskStore
+from . import checkpoint
 from .compile import SubTopology, subtopologies
+from .producer import KafkaTransport
 from .task import Task
+from .topics import REPARTITION_CONFIG, plan_topics, topic_specs
 
 log = logging.getLogger(__name__)
 
-
-# Repartition records carry event time; with the broker's time retention (7 days) old event
-# times would be deleted before the downstream task reads them. As in Kafka Streams they never
-# expire by time; the worker deletes them once consumed (see Worker._purge_repartition).
-REPARTITION_CONFIG = {"retention.ms": "-1", "cleanup.policy": "delete"}
 PURGE_INTERVAL_S = 30.0
 
 
-def topic_specs(topology: Topology, partitions: int) -> list[TopicSpec]:
-    """Every topic the topology touches, with the partitions and configs it needs."""
-    specs = [TopicSpec(t, partitions) for t in topology.input_topics()]
-    specs += [TopicSpec(t, partitions) for t in topology.output_topics()]
-    specs += [TopicSpec(t, partitions, REPARTITION_CONFIG) for t in topology.repartition_topics()]
-    specs += [TopicSpec(t, partitions, {"cleanup.policy": "compact"})
-              for t in topology.changelog_topics()]
-    specs.append(TopicSpec(topology.dlq_topic, partitions))
-    unique: dict[str, TopicSpec] = {}
-    for s in specs:
-        unique.setdefault(s.name, s)
-    return list(unique.values())
+class StateShapeMismatch(RuntimeError):
+    """Local state was written by a different shape of the topology."""
 
 
 class WorkerFailed(RuntimeError):
@@ -93,21 +74,19 @@ class Worker:
         self.subs = subtopologies(topology)
         self.sub_of_topic: dict[str, SubTopology] = {t: s for s in self.subs for t in s.topics}
         self.state_root = Path(settings.state_dir) / topology.name
-        self.tasks: dict[str, Task] = {}
+        self.tasks: dict[TaskId, Task] = {}
         self.metrics = Metrics(topology.name)
         self.metrics_port: int | None = None
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._fatal: BaseException | None = None
-        self._inflight: list[asyncio.Future[Any]] = []
-        self._partitions: dict[str, list[int]] = {}
-        self._partitioner = DefaultPartitioner()
         self._admin: AIOKafkaAdminClient | None = None
         self._last_purge = time.monotonic()
         self._since_commit = 0
         self._last_commit = time.monotonic()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
+        self.transport: KafkaTransport | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -120,8 +99,7 @@ class Worker:
 
     async def run(self) -> None:
         s = self.settings
-        await ensure_topics(s.broker, topic_specs(self.topology, s.partitions))
-        await self._check_copartitioning()
+        await self._ensure_topics()
         if s.metrics_port >= 0:
             self.metrics_port = self.metrics.serve(s.metrics_host, s.metrics_port)
             log.info("metrics on http://%s:%d/metrics", s.metrics_host, self.metrics_port)
@@ -137,8 +115,11 @@ class Worker:
             heartbeat_interval_ms=max(100, s.session_timeout_ms // 5), max_poll_interval_ms=300000)
         await self.producer.start()
         await self.consumer.start()
-        self.consumer.subscribe(topics=[t for s_ in self.subs for t in s_.topics],
-                                listener=_Rebalance(self))
+        produced = self.metrics.produced
+        self.transport = KafkaTransport(
+            self.producer, self.consumer,
+            on_produced=lambda topic, n: produced.labels(self.topology.name, topic).inc(n))
+        self.consumer.subscribe(topics=list(self.sub_of_topic), listener=_Rebalance(self))
         log.info("worker for %s started (group %s, broker %s)", self.topology.name,
                  self.topology.name, s.broker)
         clean = False
@@ -152,17 +133,18 @@ class Worker:
         if self._fatal is not None:
             raise WorkerFailed(str(self._fatal)) from self._fatal
 
-    async def _check_copartitioning(self) -> None:
-        """Topics read by one sub-topology must have equal partition counts: task p joins
-        partition p of each (Kafka Streams refuses to start otherwise, and so do we)."""
-        from ..kafka.admin import topic_partitions
-
-        counts = await topic_partitions(self.settings.broker, list(self.sub_of_topic))
-        for sub in self.subs:
-            sizes = {t: len(counts.get(t, [])) for t in sub.topics}
-            if len(set(sizes.values())) > 1:
-                raise WorkerFailed("topics read together must be co-partitioned, but have "
-                                   f"different partition counts: {sizes}")
+    async def _ensure_topics(self) -> None:
+        """Create missing topics with partition counts derived from the inputs; refuse to start
+        when topics read together are not co-partitioned (task p joins partition p of each, as
+        in Kafka Streams) or an internal topic has the wrong size."""
+        s = self.settings
+        names, _ = plan_topics(self.topology, {}, s.partitions)
+        existing = {t: len(p) for t, p in
+                    (await topic_partitions(s.broker, [x.name for x in names])).items()}
+        specs, problems = plan_topics(self.topology, existing, s.partitions)
+        if problems:
+            raise WorkerFailed(problems[0])
+        await ensure_topics(s.broker, specs)
 
     async def _loop(self) -> None:
         assert self.consumer is not None
@@ -198,9 +180,7 @@ class Worker:
         else:
             log.warning("worker for %s stopping after an error: no final commit; uncommitted "
                         "input will be processed again", self.topology.name)
-        for task in self.tasks.values():
-            task.close()
-        self.tasks.clear()
+        self._close_tasks()
         if self.consumer is not None:
             await self.consumer.stop()
         if self.producer is not None:
@@ -209,8 +189,15 @@ class Worker:
             await self._admin.close()
         log.info("worker for %s stopped", self.topology.name)
 
+    def _close_tasks(self) -> None:
+        for task in self.tasks.values():
+            task.abandon()
+            task.close()
+        self.tasks.clear()
+
     # -- processing -------------------------------------------------------------------------------
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        assert self.transport is not None
         started = time.monotonic()
         m, name = self.metrics, self.topology.name
         count = 0
@@ -225,65 +212,28 @@ class Worker:
             count += done
             newest_ts = max(newest_ts, records[-1].timestamp or 0)
             m.consumed.labels(name, tp.topic, str(tp.partition)).inc(done)
-            await self._send(task)
+            self._count_drops(task)
+            await self.transport.send(task.take_outputs())
         self._since_commit += count
         m.processing.labels(name).observe(time.monotonic() - started)
         if newest_ts > 0:
             m.e2e.labels(name).observe(max(0.0, time.time() - newest_ts / 1000))
         self._update_lag(batch.keys())
 
+    def _count_drops(self, task: Task) -> None:
+        name = self.topology.name
+        if task.dead_letters:
+            for reason, k in task.dead_letters.items():
+                self.metrics.dead_letters.labels(name, reason).inc(k)
+            task.dead_letters.clear()
+        if task.dropped:
+            for (node, reason), k in task.dropped.items():
+                self.metrics.dropped.labels(name, node, reason).inc(k)
+            task.dropped.clear()
+
     def _task_for(self, tp: TopicPartition) -> Task | None:
         sub = self.sub_of_topic.get(tp.topic)
-        return None if sub is None else self.tasks.get(f"{sub.index}_{tp.partition}")
-
-    async def _send(self, task: Task) -> None:
-        outputs = task.take_outputs()
-        if task.dead_letters:
-            for reason, n in task.dead_letters.items():
-                self.metrics.dead_letters.labels(self.topology.name, reason).inc(n)
-            task.dead_letters.clear()
-        await self._send_outputs(outputs)
-
-    async def _send_outputs(self, outputs: list[Any]) -> None:
-        """Hand outputs to the producer as whole batches per partition.
-
-        One ``send_batch`` per partition instead of one ``send()`` coroutine per record: the
-        partition is computed here with Kafka's default partitioner (murmur2 of the key, as
-        the Java client does, so co-partitioning with other producers holds).
-        """
-        if not outputs:
-            return
-        assert self.producer is not None
-        groups: dict[tuple[str, int], list[Any]] = {}
-        partitioner = self._partitioner
-        for out in outputs:
-            topic, partition = out[0], out[1]
-            if partition is None:
-                parts = self._partitions.get(topic) or await self._topic_partitions(topic)
-                partition = partitioner(out[2], parts, parts)
-            group = groups.get((topic, partition))
-            if group is None:
-                groups[(topic, partition)] = group = []
-            group.append(out)
-        create, send_batch, inflight = self.producer.create_batch, self.producer.send_batch, self._inflight
-        for (topic, partition), group in groups.items():
-            batch = create()
-            for _t, _p, key, value, ts, headers in group:
-                if batch.append(key=key, value=value, timestamp=ts, headers=headers or []) is None:
-                    inflight.append(await send_batch(batch, topic, partition=partition))
-                    batch = create()
-                    batch.append(key=key, value=value, timestamp=ts, headers=headers or [])
-            inflight.append(await send_batch(batch, topic, partition=partition))
-            self.metrics.produced.labels(self.topology.name, topic).inc(len(group))
-
-    async def _topic_partitions(self, topic: str) -> list[int]:
-        assert self.producer is not None
-        await self.producer.client._wait_on_metadata(topic)  # noqa: SLF001 - no public API
-        parts = sorted(self.producer.client.cluster.partitions_for_topic(topic) or [])
-        if not parts:
-            raise RuntimeError(f"topic {topic!r} has no partitions")
-        self._partitions[topic] = parts
-        return parts
+        return None if sub is None else self.tasks.get(TaskId(sub.id, tp.partition))
 
     def _update_lag(self, tps: Iterable[TopicPartition]) -> None:
         assert self.consumer is not None
@@ -300,55 +250,32 @@ class Worker:
 
     # -- commit -----------------------------------------------------------------------------------
     async def _commit(self) -> None:
-        tasks = list(self.tasks.values())
+        assert self.transport is not None
         started = time.monotonic()
-        for task in tasks:
-            await self._send_outputs(task.prepare_commit())
-        if self._inflight and self.producer is not None:
-            # One flush instead of awaiting tens of thousands of futures; then surface any
-            # failed send (which aborts this commit: nothing below may run).
-            await self.producer.flush()
-            for fut in self._inflight:
-                if not fut.done():
-                    await fut
-                elif fut.exception() is not None:
-                    raise fut.exception()  # type: ignore[misc]
-            self._inflight = []
-        offsets: dict[TopicPartition, int] = {}
-        for task in tasks:
-            task.write_commit()
-            for (topic, part), off in task.offsets.items():
-                offsets[TopicPartition(topic, part)] = off
-        if offsets and self.consumer is not None:
-            try:
-                await self.consumer.commit(offsets)
-            except (CommitFailedError, IllegalStateError) as exc:
-                # State already holds these offsets; whoever owns the partition next restores
-                # from the changelog up to the group's committed offsets.
-                log.warning("consumer offset commit failed (%s); local state is ahead", exc)
-            else:
-                await self._purge_repartition(offsets)
+        committed = await checkpoint.commit(self.tasks.values(), self.transport)
+        if committed:
+            await self._purge_repartition(committed)
         self._since_commit = 0
         self._last_commit = time.monotonic()
-        self.metrics.commits.labels(self.topology.name).inc()
-        self.metrics.commit_seconds.labels(self.topology.name).observe(time.monotonic() - started)
+        name = self.topology.name
+        self.metrics.commits.labels(name).inc()
+        self.metrics.commit_seconds.labels(name).observe(time.monotonic() - started)
         keys: dict[str, int] = {}
         for task in self.tasks.values():
-            if task.store is not None:
-                for table in task.tables:
-                    keys[table] = keys.get(table, 0) + task.store.approximate_keys(table)
+            for table, n in task.approximate_keys().items():
+                keys[table] = keys.get(table, 0) + n
         for table, n in keys.items():
-            self.metrics.table_keys.labels(self.topology.name, table).set(n)
+            self.metrics.table_keys.labels(name, table).set(n)
 
-    async def _purge_repartition(self, committed: dict[TopicPartition, int]) -> None:
+    async def _purge_repartition(self, committed: Offsets) -> None:
         """Delete consumed records of repartition topics (they are kept without time retention)."""
         now = time.monotonic()
         if now - self._last_purge < PURGE_INTERVAL_S:
             return
         self._last_purge = now
         internal = set(self.topology.repartition_topics())
-        doomed = {tp: RecordsToDelete(off) for tp, off in committed.items()
-                  if tp.topic in internal and off > 0}
+        doomed = {TopicPartition(t, p): RecordsToDelete(off) for (t, p), off in committed.items()
+                  if t in internal and off > 0}
         if not doomed:
             return
         try:
@@ -364,23 +291,24 @@ class Worker:
         async with self._lock:
             if not self.tasks:
                 return
-            try:
-                await self._commit()
-            except KafkaError:
-                log.exception("commit on revoke failed; uncommitted input will be reprocessed")
-            for task in self.tasks.values():
-                task.close()
-            log.info("closed %d tasks on revoke", len(self.tasks))
-            self.tasks.clear()
+            if self._fatal is None:
+                try:
+                    await self._commit()
+                except Exception as exc:  # noqa: BLE001
+                    # A failed send: nothing may be committed any more (see run()).
+                    self.fail(exc)
+            n = len(self.tasks)
+            self._close_tasks()
+            log.info("closed %d tasks on revoke", n)
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
         assert self.consumer is not None
         async with self._lock:
             self.metrics.rebalances.labels(self.topology.name).inc()
-            wanted: dict[str, tuple[SubTopology, int]] = {}
+            wanted: dict[TaskId, tuple[SubTopology, int]] = {}
             for tp in assigned:
                 sub = self.sub_of_topic[tp.topic]
-                wanted[f"{sub.index}_{tp.partition}"] = (sub, tp.partition)
+                wanted[TaskId(sub.id, tp.partition)] = (sub, tp.partition)
             for task_id, (sub, partition) in sorted(wanted.items()):
                 if task_id not in self.tasks:
                     self.tasks[task_id] = await self._open_task(sub, partition)
@@ -389,38 +317,78 @@ class Worker:
                 off = task.offsets.get((tp.topic, tp.partition)) if task else None
                 if off is not None:
                     self.consumer.seek(tp, off)
-            log.info("assigned %d partitions -> tasks %s", len(assigned), sorted(wanted))
+            log.info("assigned %d partitions -> tasks %s", len(assigned),
+                     sorted(str(t) for t in wanted))
 
     async def _open_task(self, sub: SubTopology, partition: int) -> Task:
+        """Open a task's state, restoring from the changelog what :func:`decide_open` asks for."""
         assert self.consumer is not None
-        task_id = f"{sub.index}_{partition}"
+        task_id = TaskId(sub.id, partition)
         if not sub.stores:
             return Task(self.topology, sub, partition, None)
-        path = self.state_root / task_id
+        path = self.state_root / str(task_id)
+        check_state_shape(path, self.topology, sub)
         store = await asyncio.to_thread(TaskStore, path, sub.stores)
         task = Task(self.topology, sub, partition, store)
-        committed: dict[tuple[str, int], int] = {}
+        local = task.meta()
+        committed: Offsets = {}
         for topic, part in task.tps:
             off = await self.consumer.committed(TopicPartition(topic, part))
             if off is not None and off >= 0:
                 committed[(topic, part)] = off
-        local = task.offsets
-        if not local_state_behind(local, committed):
+        tps = [TopicPartition(t, partition) for t in task.changelogs]
+        ends = {tp.topic: off for tp, off in (await self.consumer.end_offsets(tps)).items()}
+        decision = decide_open(local, committed, ends)
+        if decision.action == "resume":
+            task.offsets = {tp: off for tp, off in decision.resume_offsets.items()
+                            if tp in set(task.tps)}
             return task
-        log.info("task %s: local state (%s) is behind the committed offsets (%s): restoring "
-                 "from the changelog", task_id, dict(local) or "none", committed)
+        log.info("task %s: %s: %s (local offsets %s, changelog positions %s, group %s, "
+                 "changelog ends %s)", task_id, decision.action, decision.reason,
+                 dict(local.offsets) or "none", local.changelog or "none", committed, ends)
         task.close()
-        TaskStore.destroy(path)
-        store = await asyncio.to_thread(TaskStore, path, sub.stores)
+        if decision.action == "wipe":
+            TaskStore.destroy(path)
+            store = await asyncio.to_thread(TaskStore, path, sub.stores)
+            upstream: dict[str, tuple[int, int]] = {}
+        else:
+            store = await asyncio.to_thread(TaskStore, path, sub.stores)
+            upstream = local.upstream
+        accept = ChangelogFilter(committed, task.tps, upstream)
         tables = {name: self.topology.stores[name].changelog for name in sub.stores}
 
         def progress(table: str, remaining: int) -> None:
             self.metrics.recovery_remaining.labels(self.topology.name, table).set(remaining)
 
-        _, upstream = await restore_task(self.settings.broker, store, tables, partition,
-                                         committed, task_id, progress)
-        store.write(TaskMeta(dict(committed), upstream).encode())
-        return Task(self.topology, sub, partition, store)
+        repairs = await restore_task(self.settings.broker, store, tables, partition,
+                                     decision.restore_from, accept, ends, str(task_id), progress)
+        store.write(restored_meta(local, decision, committed, ends, accept, task.shape).encode())
+        task = Task(self.topology, sub, partition, store)
+        task.repair(repairs)
+        return task
+
+
+def check_state_shape(path: Path, topology: Topology, sub: SubTopology) -> None:
+    """Never open state that a different shape of the topology wrote (its tables would be
+    read as someone else's): say so in one line."""
+    existing = TaskStore.existing_tables(path)
+    if existing is None:
+        return
+    expected = sorted(sub.stores)
+    shape = None
+    if existing == expected:
+        store = TaskStore(path, sub.stores, read_only=True)
+        try:
+            shape = TaskMeta.decode(store.meta()).shape
+        finally:
+            store.close()
+        if shape is None or shape == shape_of(sub.topics, sub.stores):
+            return
+    raise StateShapeMismatch(
+        f"state in {path} was written by a different shape of topology {topology.name!r} "
+        f"(tables {', '.join(existing) or 'none'}; expected {', '.join(expected)}"
+        f"{'' if shape is None else ', other input topics'}): run `streams tables reset "
+        f"{topology.name}` to rebuild it")
 
 
 def run_worker(topology: Topology, settings: Settings) -> int:
@@ -441,4 +409,4 @@ def run_worker(topology: Topology, settings: Settings) -> int:
     return 0
 
 
-__all__ = ["Worker", "run_worker", "topic_specs"]
+__all__ = ["Worker", "run_worker", "topic_specs", "REPARTITION_CONFIG"]

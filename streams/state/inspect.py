@@ -3,6 +3,7 @@ opened read-only, which takes no lock)."""
 
 from __future__ import annotations
 
+import glob
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from ..dsl.topology import Topology
 from ..kafka import admin
 from ..runtime.compile import subtopologies
-from .meta import TaskMeta
+from .meta import TaskId, TaskMeta
 from .store import TaskStore
 
 
@@ -39,8 +40,8 @@ def task_dirs(state_root: Path, topology: Topology, table: str) -> list[Path]:
     out = []
     root = state_root / topology.name
     for sub in subs:
-        out += sorted(p for p in root.glob(f"{sub.index}_*") if p.is_dir() and
-                      (p / "CURRENT").exists())
+        out += sorted(p for p in root.glob(f"{glob.escape(sub.id)}_*") if p.is_dir() and
+                      (p / "CURRENT").exists() and TaskId.parse(p.name).sub == sub.id)
     return out
 
 
@@ -60,7 +61,7 @@ async def table_infos(topology: Topology, state_dir: str, bootstrap: str,
         if name not in topology.stores:
             raise LookupError(f"topology {topology.name!r} has no table {name!r} "
                               f"(tables: {', '.join(topology.stores) or 'none'})")
-    subs = {s.index: s for s in subtopologies(topology)}
+    subs = {s.id: s for s in subtopologies(topology)}
     committed = await admin.committed_offsets(bootstrap, topology.name,
                                               [t for s in subs.values() for t in s.topics])
     infos = []
@@ -72,7 +73,7 @@ async def table_infos(topology: Topology, state_dir: str, bootstrap: str,
         local_offsets: dict[str, int] = {}
         tasks = []
         for path in task_dirs(state_root, topology, name):
-            sub = subs[int(path.name.split("_")[0])]
+            sub = subs[TaskId.parse(path.name).sub]
             store = open_read_only(path, sub.stores)
             try:
                 n, is_exact = store.count_keys(name)
@@ -102,13 +103,13 @@ def get_value(topology: Topology, state_dir: str, table: str, key: str) -> Any:
     spec = topology.stores[table]
     kb = spec.key_serde.serialize(key)
     assert kb is not None
-    subs = {s.index: s for s in subtopologies(topology)}
+    subs = {s.id: s for s in subtopologies(topology)}
     paths = task_dirs(Path(state_dir), topology, table)
     if not paths:
         raise LookupError(f"no local state for table {table!r} under {state_dir} "
                           "(run a worker with this --state-dir first)")
     for path in paths:
-        store = open_read_only(path, subs[int(path.name.split("_")[0])].stores)
+        store = open_read_only(path, subs[TaskId.parse(path.name).sub].stores)
         try:
             raw = store.get(table, kb)
         finally:

@@ -1,23 +1,53 @@
 """What a task remembers next to its state, and how it is written down.
 
-* In RocksDB's ``__meta`` column family: input offsets (``offset:<topic>:<partition>`` -> next
-  offset), the highest upstream position applied per repartition source
-  (``upstream:<repartition topic>|<topic>:<partition>`` -> ``offset,index``) and stream time.
+* In RocksDB's ``__meta`` column family, written in the same WriteBatch as the state:
+  - ``offset:<topic>:<partition>`` -> the next input offset the state reflects;
+  - ``upstream:<repartition topic>|<topic>:<partition>`` -> ``offset,index``: the highest
+    upstream position applied per repartition source (replay detection);
+  - ``changelog:<topic>`` -> the end offset of the task's changelog partition right after the
+    commit that wrote this state. On open, this tells whether local state is current (equal to
+    the changelog's end), behind (someone else wrote after it: restore the difference) or from
+    another incarnation of the changelog (end below it: wipe);
+  - ``shape`` -> the sub-topology's source topics and stores, so that state written by a
+    different topology shape is never opened as this one;
+  - ``streamtime`` -> the largest timestamp the task has processed.
 * In changelog headers: ``streams-offsets`` (the input offsets as JSON ``{"topic:p": offset}``)
   and ``streams-upstream`` (the upstream positions as JSON ``{key: "offset,index"}``), so a
   restore can tell finished commits from unfinished ones.
+* ``streams-origin`` on repartition records: ``topic:partition:offset:index`` of the input
+  record they derive from.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 OFFSETS_HEADER = "streams-offsets"
 UPSTREAM_HEADER = "streams-upstream"
+ORIGIN_HEADER = "streams-origin"
 
 Offsets = dict[tuple[str, int], int]
 Positions = dict[str, tuple[int, int]]
+
+
+class TaskId(NamedTuple):
+    """A task: one sub-topology (by its stable id) on one partition; ``str()`` is its directory
+    name ``<sub>_<partition>``."""
+
+    sub: str
+    partition: int
+
+    def __str__(self) -> str:
+        return f"{self.sub}_{self.partition}"
+
+    @classmethod
+    def parse(cls, text: str) -> TaskId:
+        sub, _, part = text.rpartition("_")
+        if not sub or not part.isdigit():
+            raise ValueError(f"not a task id: {text!r}")
+        return cls(sub, int(part))
 
 
 @dataclass
@@ -25,12 +55,17 @@ class TaskMeta:
     offsets: Offsets = field(default_factory=dict)
     upstream: Positions = field(default_factory=dict)
     stream_time: int = -1
+    changelog: dict[str, int] = field(default_factory=dict)
+    shape: str | None = None
 
     def encode(self) -> dict[str, str]:
         meta = {f"offset:{t}:{p}": str(o) for (t, p), o in self.offsets.items()}
         meta.update({f"upstream:{k}": f"{o},{i}" for k, (o, i) in self.upstream.items()})
+        meta.update({f"changelog:{t}": str(o) for t, o in self.changelog.items()})
         if self.stream_time >= 0:
             meta["streamtime"] = str(self.stream_time)
+        if self.shape is not None:
+            meta["shape"] = self.shape
         return meta
 
     @classmethod
@@ -44,9 +79,22 @@ class TaskMeta:
             elif kind == "upstream":
                 off, idx = value.split(",")
                 meta.upstream[rest] = (int(off), int(idx))
+            elif kind == "changelog":
+                meta.changelog[rest] = int(value)
             elif kind == "streamtime":
                 meta.stream_time = int(value)
+            elif kind == "shape":
+                meta.shape = value
         return meta
+
+    @property
+    def empty(self) -> bool:
+        return not (self.offsets or self.changelog)
+
+
+def shape_of(topics: list[str], stores: list[str]) -> str:
+    return json.dumps({"topics": sorted(topics), "stores": sorted(stores)},
+                      separators=(",", ":"))
 
 
 def encode_offsets(offsets: Offsets) -> bytes:
@@ -61,3 +109,28 @@ def encode_upstream(upstream: Positions) -> bytes:
 
 def decode_upstream(data: bytes) -> Positions:
     return {k: (int(o), int(i)) for k, v in json.loads(data).items() for o, i in [v.split(",")]}
+
+
+class Origin(NamedTuple):
+    """Where a repartitioned record came from (its ``streams-origin`` header)."""
+
+    topic: str
+    partition: int
+    offset: int
+    index: int
+
+
+def encode_origin(topic: str, partition: int, offset: int, index: int) -> bytes:
+    return f"{topic}:{partition}:{offset}:{index}".encode()
+
+
+def decode_origin(data: bytes) -> Origin:
+    topic, part, off, idx = data.decode().rsplit(":", 3)
+    return Origin(topic, int(part), int(off), int(idx))
+
+
+def header(headers: Any, name: str) -> bytes | None:
+    for k, v in headers or ():
+        if k == name:
+            return v
+    return None

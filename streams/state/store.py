@@ -70,6 +70,15 @@ class TaskStore:
         self._handles = {name: self.db.get_column_family_handle(name) for name in cfs}
         # table -> key -> value bytes (None = delete); ordered by first write.
         self._pending: dict[str, dict[bytes, bytes | None]] = {t: {} for t in self.tables}
+        self._meta_keys = set(self.meta())
+
+    @staticmethod
+    def existing_tables(path: Path) -> list[str] | None:
+        """The tables (column families) of the RocksDB at ``path``; None if there is none."""
+        if not (Path(path) / "CURRENT").exists():
+            return None
+        cfs = Rdict.list_cf(str(path), Options(raw_mode=True))
+        return sorted(c for c in cfs if c not in ("default", META))
 
     # -- reads ------------------------------------------------------------------------------------
     def get(self, table: str, key: bytes) -> bytes | None:
@@ -138,7 +147,8 @@ class TaskStore:
         return any(self._pending.values())
 
     def write(self, meta: dict[str, str]) -> None:
-        """Write all buffered table changes and ``meta`` in ONE WriteBatch."""
+        """Write all buffered table changes and ``meta`` in ONE WriteBatch; ``meta`` replaces
+        the previous meta entries (keys it no longer has are deleted in the same batch)."""
         batch = WriteBatch(raw_mode=True)
         for table, pending in self._pending.items():
             handle = self._handles[table]
@@ -148,9 +158,12 @@ class TaskStore:
                 else:
                     batch.put(key, value, handle)
         meta_handle = self._handles[META]
+        for k in self._meta_keys - meta.keys():
+            batch.delete(k.encode(), meta_handle)
         for k, v in meta.items():
             batch.put(k.encode(), v.encode(), meta_handle)
         self.db.write(batch)
+        self._meta_keys = set(meta)
         for pending in self._pending.values():
             pending.clear()
 

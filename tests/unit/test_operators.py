@@ -401,7 +401,7 @@ def test_bad_records_go_to_the_dlq_and_processing_continues() -> None:
     assert len(dlq) == len(expected_bad)
     for rec, (offset, kb, vb, err) in zip(dlq, expected_bad):
         headers = dict(rec.headers)
-        assert [h for h, _ in rec.headers] == ["error", "source-topic", "source-partition",
+        assert [h for h, _ in rec.headers] == ["error", "reason", "source-topic", "source-partition",
                                                "source-offset"]
         assert rec.key == kb
         assert rec.value == vb

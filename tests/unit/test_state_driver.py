@@ -52,10 +52,22 @@ def test_process_reads_and_writes_stores_like_an_oracle(moves) -> None:
 def test_state_survives_a_restart_on_the_same_directory(tmp_path: Path) -> None:
     with TopologyTestDriver(_ledger(), state_dir=tmp_path) as driver:
         driver.pipe("moves", "a", {"id": 1, "amount": 10})
-    with TopologyTestDriver(_ledger(), state_dir=tmp_path) as driver:
+        driver.restart()
+        driver.read_output("balances-out")
         driver.pipe("moves", "a", {"id": 1, "amount": 10})   # duplicate id, remembered
         driver.pipe("moves", "a", {"id": 2, "amount": 5})
         assert driver.read_output("balances-out") == [("a", {"account": "a", "balance": 15})]
+
+
+def test_a_new_driver_on_old_state_wipes_it(tmp_path: Path) -> None:
+    """State whose changelog positions are beyond the (new, empty) changelog is from another
+    incarnation of the topics (as after `streams tables reset` on another host): wiped."""
+    with TopologyTestDriver(_ledger(), state_dir=tmp_path) as driver:
+        driver.pipe("moves", "a", {"id": 1, "amount": 10})
+    with TopologyTestDriver(_ledger(), state_dir=tmp_path) as driver:
+        assert driver.table("balances") == {}
+        driver.pipe("moves", "a", {"id": 1, "amount": 10})
+        assert driver.read_output("balances-out") == [("a", {"account": "a", "balance": 10})]
 
 
 def test_table_from_topic_keeps_latest_value_and_null_deletes() -> None:
