@@ -100,7 +100,8 @@ class Topology:
     def _check_input(self, topic: str) -> None:
         # A source on an internal topic would see the topology's own writes as input (and, on a
         # repartition topic, the origin headers would make them look like replays).
-        if topic in self.internal_topics():
+        claimed = [self.repartition_topic(name) for name in self._repartition_names]
+        if topic in self.internal_topics() or topic in claimed:
             raise ValueError(f"topic {topic!r} is an internal topic of topology {self.name!r} "
                              "(repartition or changelog) and cannot be read as an input")
 

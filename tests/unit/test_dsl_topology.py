@@ -78,6 +78,9 @@ def test_reading_an_own_internal_topic_is_refused() -> None:
         t.stream("loop-by-k-repartition")
     with pytest.raises(ValueError, match="'loop-counts-changelog' is an internal topic"):
         t.table("loop-counts-changelog", name="copy")
+    t.stream("in").group_by(lambda v: v["x"], name="later")  # named, not aggregated yet
+    with pytest.raises(ValueError, match="'loop-later-repartition' is an internal topic"):
+        t.stream("loop-later-repartition")
 
 
 def test_an_input_cannot_later_become_a_changelog_or_repartition_topic() -> None:
@@ -188,7 +191,7 @@ def test_the_reference_topology_keeps_its_topics() -> None:
     assert [sub.id for sub in subtopologies(topology)][0] == "rides"
 
 
-# -- item 8: nodes describe themselves --------------------------------------------------------------
+# -- item 8: nodes describe themselves ----------------------------------------------------------
 
 def test_nodes_name_their_stores_and_labels() -> None:
     t = Topology("self_describing")
