@@ -11,15 +11,7 @@ if TYPE_CHECKING:
 
 
 def _label(node: n.Node) -> str:
-    if isinstance(node, n.SourceNode):
-        return f"source {node.topic}" + (" (repartition)" if node.internal else "")
-    if isinstance(node, n.SinkNode):
-        return f"sink {node.topic}" + (" (repartition)" if node.internal else "")
-    if isinstance(node, (n.AggregateNode, n.TableSourceNode)):
-        return f"{node.kind} {node.name} -> table {node.table}"
-    if isinstance(node, n.ProcessNode):
-        return f"process {node.name} stores={','.join(node.stores)}"
-    return f"{node.kind} {node.name}"
+    return node.label()
 
 
 def describe(topology: Topology, fmt: str = "text") -> str:

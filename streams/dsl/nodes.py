@@ -11,9 +11,19 @@ from typing import Any
 
 from .serdes import Serde
 
+# ``Node.value_record()`` of a node whose values are its parent's values.
+INHERIT: Any = object()
+
+
+def _record_of(serde: Serde) -> Any:
+    return getattr(serde, "record", None)
+
 
 @dataclass(eq=False)
 class Node:
+    """A step of the graph. Subclasses describe themselves through the methods below, so code
+    that walks the graph (compile, describe, the DSL) needs no ``isinstance`` chains."""
+
     name: str
     children: list[Node] = field(default_factory=list, init=False)
     parents: list[Node] = field(default_factory=list, init=False)
@@ -27,6 +37,19 @@ class Node:
     def kind(self) -> str:
         return type(self).__name__.removesuffix("Node").lower()
 
+    def store_names(self) -> list[str]:
+        """The state stores this node reads or writes (they live in its sub-topology)."""
+        return []
+
+    def label(self) -> str:
+        """One line for ``describe``."""
+        return f"{self.kind} {self.name}"
+
+    def value_record(self) -> Any:
+        """The faust Record class of the values this node emits, None if they are not (known
+        to be) Records, or ``INHERIT`` if it emits its input values."""
+        return INHERIT
+
 
 @dataclass(eq=False)
 class SourceNode(Node):
@@ -36,10 +59,20 @@ class SourceNode(Node):
     timestamp: str | Callable[[Any], int] | None
     internal: bool = False  # a repartition topic written by this topology
 
+    def label(self) -> str:
+        return f"source {self.topic}" + (" (repartition)" if self.internal else "")
+
+    def value_record(self) -> Any:
+        return _record_of(self.value_serde)
+
 
 @dataclass(eq=False)
 class MapNode(Node):
     fn: Callable[[Any], Any]
+    passthrough: bool = False  # an identity map (a branch output): values keep their type
+
+    def value_record(self) -> Any:
+        return INHERIT if self.passthrough else None
 
 
 @dataclass(eq=False)
@@ -50,6 +83,9 @@ class FilterNode(Node):
 @dataclass(eq=False)
 class FlatMapNode(Node):
     fn: Callable[[Any], Iterable[Any]]
+
+    def value_record(self) -> Any:
+        return None
 
 
 @dataclass(eq=False)
@@ -76,6 +112,9 @@ class SinkNode(Node):
     value_serde: Serde
     internal: bool = False  # a repartition topic: records carry their source position
 
+    def label(self) -> str:
+        return f"sink {self.topic}" + (" (repartition)" if self.internal else "")
+
 
 @dataclass(eq=False)
 class AggregateNode(Node):
@@ -86,6 +125,16 @@ class AggregateNode(Node):
     adder: Callable[[Any, Any], Any]
     value_serde: Serde
 
+    def store_names(self) -> list[str]:
+        return [self.table]
+
+    def label(self) -> str:
+        return f"{self.kind} {self.name} -> table {self.table}"
+
+    def value_record(self) -> Any:
+        # A table's updates carry the table's values (aggregates), not its input's type.
+        return _record_of(self.value_serde)
+
 
 @dataclass(eq=False)
 class TableSourceNode(Node):
@@ -94,10 +143,28 @@ class TableSourceNode(Node):
     table: str
     value_serde: Serde
 
+    def store_names(self) -> list[str]:
+        return [self.table]
+
+    def label(self) -> str:
+        return f"{self.kind} {self.name} -> table {self.table}"
+
+    def value_record(self) -> Any:
+        return _record_of(self.value_serde)
+
 
 @dataclass(eq=False)
 class ProcessNode(Node):
     """A stateful step: ``fn(key, value, stores)`` returns the (key, value) pairs to emit."""
 
     fn: Callable[..., Iterable[tuple[Any, Any]] | None]
-    stores: list[str]
+    stores: list[str]  # (a field, hence ``store_names()`` rather than ``stores()``)
+
+    def store_names(self) -> list[str]:
+        return list(self.stores)
+
+    def label(self) -> str:
+        return f"process {self.name} stores={','.join(self.stores)}"
+
+    def value_record(self) -> Any:
+        return None

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import faust
+
 from . import nodes as n
 from .serdes import JsonSerde, KeySerde, Serde, serde_for
 
@@ -43,6 +45,14 @@ class Topology:
     >>> _ = t.stream("in").filter(lambda v: v["n"] > 1).to("out")
     >>> t.input_topics(), t.output_topics()
     (['in'], ['out'])
+
+    Table keys are compared as their serialized bytes (the default key serde writes a str as
+    UTF-8 and any other key as JSON): ``7`` and ``"7"`` are the same key of a table, and after a
+    repartition both arrive as ``"7"``. Use one key type per table.
+
+    Mistakes that would silently lose or mix data are refused while the topology is built, with
+    a ``ValueError``: two repartitions with the same name, a table declared twice, reading one of
+    the topology's own repartition or changelog topics as an input.
     """
 
     def __init__(self, name: str, description: str = "") -> None:
@@ -54,9 +64,12 @@ class Topology:
         self.stores: dict[str, StoreSpec] = {}
         self.exactly_once = False
         self._counter = 0
+        self._repartition_names: set[str] = set()
 
     # -- naming ---------------------------------------------------------------------------------
     def _next_name(self, kind: str) -> str:
+        # Node names only label the graph (describe, dead-letter reasons); no topic or state is
+        # named from this counter, so inserting an operator renames nothing persistent.
         self._counter += 1
         return f"{kind}-{self._counter:04d}"
 
@@ -70,6 +83,28 @@ class Topology:
     def changelog_topic(self, store: str) -> str:
         return f"{self.name}-{store}-changelog"
 
+    def _claim_repartition(self, name: str) -> str:
+        """Reserve the repartition ``name``; one name, one topic, one writer."""
+        if not _NAME.match(name) or name.startswith("__"):
+            raise ValueError(f"invalid repartition name {name!r}")
+        topic = self.repartition_topic(name)
+        if name in self._repartition_names:
+            raise ValueError(f"repartition {name!r} (topic {topic}) is used twice in topology "
+                             f"{self.name!r}; give each group_by a distinct name=")
+        if topic in self.input_topics():
+            raise ValueError(f"topic {topic!r} is an input of topology {self.name!r} and cannot "
+                             f"also be its repartition topic")
+        self._repartition_names.add(name)
+        return topic
+
+    def _check_input(self, topic: str) -> None:
+        # A source on an internal topic would see the topology's own writes as input (and, on a
+        # repartition topic, the origin headers would make them look like replays).
+        claimed = [self.repartition_topic(name) for name in self._repartition_names]
+        if topic in self.internal_topics() or topic in claimed:
+            raise ValueError(f"topic {topic!r} is an internal topic of topology {self.name!r} "
+                             "(repartition or changelog) and cannot be read as an input")
+
     # -- sources --------------------------------------------------------------------------------
     def stream(self, topic: str, *, key: Any = "str", value: Any = "json",
                timestamp: str | Callable[[Any], int] | None = None) -> Stream:
@@ -78,7 +113,11 @@ class Topology:
         ``value``: a faust Record class, "json" (a JSON object as dict) or a Serde.
         ``timestamp``: a field name (epoch ms), a function of the value, or None for the
         Kafka record timestamp. A record without a usable timestamp goes to the dead letters.
+        A topic may be read several times (and as a table too): every reader gets every record.
+
+        ``clicks = topology.stream("clicks", value=Click, timestamp="ts")``
         """
+        self._check_input(topic)
         node = n.SourceNode(self._next_name("source"), topic, serde_for(key), serde_for(value),
                             timestamp)
         self.sources.append(node)
@@ -86,7 +125,11 @@ class Topology:
 
     def table(self, topic: str, *, name: str | None = None, key: Any = "str",
               value: Any = "json") -> Table:
-        """Materialize ``topic`` as a table (latest value per key, a null value deletes)."""
+        """Materialize ``topic`` as a table (latest value per key, a null value deletes).
+
+        ``users = topology.table("users", value=User)``
+        """
+        self._check_input(topic)
         name = name or topic
         spec = self._add_store(name, serde_for(value), "table")
         source = n.SourceNode(self._next_name("source"), topic, serde_for(key), spec.value_serde,
@@ -96,7 +139,10 @@ class Topology:
         return Table(self, node, spec)
 
     def store(self, name: str, *, value: Any = "any-json") -> StoreSpec:
-        """Declare a keyed state store for :meth:`Stream.process`."""
+        """Declare a keyed state store for :meth:`Stream.process`.
+
+        ``balances = topology.store("balances")``
+        """
         return self._add_store(name, serde_for(value), "store")
 
     def _add_store(self, name: str, value_serde: Serde, kind: str) -> StoreSpec:
@@ -104,7 +150,11 @@ class Topology:
             raise ValueError(f"invalid table name {name!r}")
         if name in self.stores:
             raise ValueError(f"table {name!r} is declared twice in topology {self.name!r}")
-        spec = StoreSpec(name, value_serde, self.changelog_topic(name), kind, KeySerde())
+        changelog = self.changelog_topic(name)
+        if changelog in self.input_topics():
+            raise ValueError(f"topic {changelog!r} is an input of topology {self.name!r} and "
+                             f"cannot also be the changelog of table {name!r}")
+        spec = StoreSpec(name, value_serde, changelog, kind, KeySerde())
         self.stores[name] = spec
         return spec
 
@@ -146,15 +196,20 @@ def _unique(items: Iterable[str]) -> list[str]:
 
 
 class Stream:
-    """A keyed record stream. Operators return new streams; nothing runs until a worker starts."""
+    """A keyed record stream. Operators return new streams; nothing runs until a worker starts.
 
-    def __init__(self, topology: Topology, node: n.Node) -> None:
+    ``rekeyed`` is True when the key may differ from the partitioning key (after ``select_key``
+    or ``process`` since the source or the last repartition): ``group_by_key`` then repartitions.
+    """
+
+    def __init__(self, topology: Topology, node: n.Node, *, rekeyed: bool = False) -> None:
         self.topology = topology
         self.node = node
+        self.rekeyed = rekeyed
 
-    def _then(self, node: n.Node) -> Stream:
+    def _then(self, node: n.Node, *, rekeys: bool = False) -> Stream:
         self.node.add_child(node)
-        return Stream(self.topology, node)
+        return Stream(self.topology, node, rekeyed=self.rekeyed or rekeys)
 
     def _name(self, kind: str, name: str | None) -> str:
         return name or self.topology._next_name(kind)
@@ -164,24 +219,39 @@ class Stream:
         return self._then(n.MapNode(self._name("map", name), fn))
 
     def filter(self, predicate: Callable[[Any], bool], *, name: str | None = None) -> Stream:
-        """Keep the records whose value satisfies ``predicate``."""
+        """Keep the records whose value satisfies ``predicate``.
+
+        ``s.filter(lambda v: v["fare"] > 0)``
+        """
         return self._then(n.FilterNode(self._name("filter", name), predicate))
 
     def flat_map(self, fn: Callable[[Any], Iterable[Any]], *, name: str | None = None) -> Stream:
-        """Zero or more values per record, each with the record's key and timestamp."""
+        """Zero or more values per record, each with the record's key and timestamp.
+
+        ``s.flat_map(lambda v: v["items"])``
+        """
         return self._then(n.FlatMapNode(self._name("flatmap", name), fn))
 
     def select_key(self, fn: Callable[[Any], Any], *, name: str | None = None) -> Stream:
-        """Re-key each record by ``fn(value)`` (no repartition; ``to()`` partitions by it)."""
-        return self._then(n.SelectKeyNode(self._name("selectkey", name), fn))
+        """Re-key each record by ``fn(value)``. Nothing is repartitioned here: ``to()``
+        partitions by the new key, and a later ``group_by_key()`` repartitions first.
+
+        ``s.select_key(lambda v: v["profile_id"])``
+        """
+        return self._then(n.SelectKeyNode(self._name("selectkey", name), fn), rekeys=True)
 
     def peek(self, fn: Callable[[Any, Any], None], *, name: str | None = None) -> Stream:
-        """Call ``fn(key, value)`` for its side effect; records pass through unchanged."""
+        """Call ``fn(key, value)`` for its side effect; records pass through unchanged.
+
+        ``s.peek(lambda k, v: print(k, v))``
+        """
         return self._then(n.PeekNode(self._name("peek", name), fn))
 
     def branch(self, *predicates: Callable[[Any], bool], default: bool = False) -> list[Stream]:
-        """Split by the first matching predicate (records matching none are dropped, unless
-        ``default=True`` adds a last branch for them).
+        """Split by the first matching predicate: one stream per predicate.
+
+        Records matching no predicate are dropped (as in Kafka Streams' ``split()``) unless
+        ``default=True``, which adds a last stream that receives them.
 
         ``premium, regular, other = s.branch(is_premium, is_regular, default=True)``
         """
@@ -191,11 +261,15 @@ class Stream:
         out = []
         for i in range(len(preds)):
             out.append(Stream(self.topology, node.add_child(
-                n.MapNode(f"{node.name}-{i}", _identity))))
+                n.MapNode(f"{node.name}-{i}", _identity, passthrough=True)),
+                rekeyed=self.rekeyed))
         return out
 
     def to(self, topic: str, *, key: Any = None, value: Any = "any-json") -> Stream:
-        """Write every record to ``topic`` (partitioned by key, Kafka's default partitioner)."""
+        """Write every record to ``topic`` (partitioned by key, Kafka's default partitioner).
+
+        ``s.to("out")``
+        """
         key_serde = KeySerde() if key is None else serde_for(key)
         self.node.add_child(n.SinkNode(self.topology._next_name("sink"), topic, key_serde,
                                        serde_for(value)))
@@ -205,91 +279,150 @@ class Stream:
         """Re-key by ``key(value)`` and repartition through an internal topic, so that all
         records of a key meet in one task.
 
+        The topic is ``<topology>-<name>-repartition``; without ``name`` it is named after the
+        first aggregation's table (as Kafka Streams does), so it stays the same when operators
+        are added elsewhere. Each name may be used once per topology.
+
         ``rides.group_by(lambda r: r["driver_id"], name="by-driver").count(name="rides")``
         """
-        name = self._name("groupby", name)
-        topic = self.topology.repartition_topic(name)
-        sink = n.SinkNode(f"{name}-sink", topic, KeySerde(), JsonSerde(), internal=True)
-        self.node.add_child(n.SelectKeyNode(f"{name}-key", key)).add_child(sink)
-        source = n.SourceNode(f"{name}-source", topic, KeySerde(), JsonSerde(), None,
-                              internal=True)
-        self.topology.sources.append(source)
-        return GroupedStream(self.topology, source, value_type=_value_type(self))
+        if name is not None:
+            self.topology._claim_repartition(name)
+        return GroupedStream(self.topology, self.node, key=key, name=name, repartition=True,
+                             value_type=_value_type(self.node))
 
-    def group_by_key(self) -> GroupedStream:
-        """Group by the current key without repartitioning (the key must already be the
-        partitioning key)."""
-        return GroupedStream(self.topology, self.node, value_type=_value_type(self))
+    def group_by_key(self, *, name: str | None = None) -> GroupedStream:
+        """Group by the current key. If the key may have changed since the source or the last
+        repartition (``select_key``, ``process``), the records are repartitioned first, exactly
+        as by ``group_by`` (``name`` then names the repartition topic).
+
+        ``s.select_key(lambda v: v["user"]).group_by_key().count(name="per-user")``
+        """
+        if self.rekeyed and name is not None:
+            self.topology._claim_repartition(name)
+        return GroupedStream(self.topology, self.node, key=None, name=name,
+                             repartition=self.rekeyed, value_type=_value_type(self.node))
 
     def process(self, fn: Callable[..., Iterable[tuple[Any, Any]] | None], *,
                 stores: Iterable[str | StoreSpec] = (), name: str | None = None) -> Stream:
         """A stateful step: ``fn(key, value, stores)`` reads and writes the named stores
         (``stores["balances"].get(k)`` / ``.put(k, v)``) and returns the (key, value) pairs to
         emit downstream (or None). Store writes are committed atomically with the input offsets.
+        The emitted keys may differ from the input's, so a later ``group_by_key`` repartitions.
+
+        ``s.process(lambda k, v, st: [(k, v)], stores=["balances"])``
         """
         names = [s.name if isinstance(s, StoreSpec) else s for s in stores]
         for s in names:
             if s not in self.topology.stores:
                 raise ValueError(f"process() uses undeclared store {s!r}; declare it with "
                                  "topology.store(name)")
-        return self._then(n.ProcessNode(self._name("process", name), fn, names))
+        return self._then(n.ProcessNode(self._name("process", name), fn, names), rekeys=True)
 
 
 def _identity(value: Any) -> Any:
     return value
 
 
-def _value_type(stream: Stream) -> Any:
-    node: n.Node | None = stream.node
+def _value_type(node: n.Node | None) -> Any:
+    """The faust Record class of the values ``node`` emits, or None if unknown / not a Record."""
     while node is not None:
-        if isinstance(node, (n.SourceNode, n.AggregateNode, n.TableSourceNode)):
-            # A table's updates carry the table's values (aggregates), not its input's type.
-            return getattr(node.value_serde, "record", None)
-        if isinstance(node, (n.MapNode, n.FlatMapNode, n.ProcessNode)) and node.parents and \
-                not isinstance(node.parents[0], n.BranchNode):
-            return None
+        record = node.value_record()
+        if record is not n.INHERIT:
+            return record
         node = node.parents[0] if node.parents else None
     return None
 
 
 class GroupedStream:
-    """A stream grouped by key, ready for aggregation into a table."""
+    """A stream grouped by key, ready for aggregation into a table.
 
-    def __init__(self, topology: Topology, node: n.Node, value_type: Any = None) -> None:
+    When the grouping needs a repartition, it is built on the first aggregation (see
+    :meth:`_grouped`) and shared by every later aggregation of this grouped stream.
+
+    Table keys are compared as their serialized bytes: ``7`` and ``"7"`` are the same key
+    (use one key type per table).
+    """
+
+    def __init__(self, topology: Topology, node: n.Node, *,
+                 key: Callable[[Any], Any] | None = None, name: str | None = None,
+                 repartition: bool = False, value_type: Any = None) -> None:
         self.topology = topology
-        self.node = node
+        self.upstream = node
+        self.key = key  # None: keep the record's key
+        self.name = name
+        self.repartition = repartition
         self.value_type = value_type
-        if value_type is not None and isinstance(node, n.SourceNode) and node.internal:
-            # Repartitioned values travel as JSON; turn them back into the user's Record type.
-            node.value_serde = serde_for(value_type)
+        self._source: n.SourceNode | None = None
+
+    def _grouped(self, table: str) -> n.Node:
+        """The node whose records are partitioned by the grouping key, building the repartition
+        on first use. Its name is ``group_by(name=)`` if given, else ``table``: the first
+        aggregation's table, so the topic does not depend on operator order elsewhere."""
+        if not self.repartition:
+            return self.upstream
+        if self._source is None:
+            name = self.name if self.name is not None else table
+            topic = (self.topology.repartition_topic(name) if self.name is not None
+                     else self.topology._claim_repartition(name))
+            sink = n.SinkNode(f"{name}-sink", topic, KeySerde(), JsonSerde(), internal=True)
+            head = self.upstream
+            if self.key is not None:
+                head = head.add_child(n.SelectKeyNode(f"{name}-key", self.key))
+            head.add_child(sink)
+            # Repartitioned values travel as JSON; decode them back into the user's Record type.
+            value_serde = JsonSerde() if self.value_type is None else serde_for(self.value_type)
+            self._source = n.SourceNode(f"{name}-source", topic, KeySerde(), value_serde, None,
+                                        internal=True)
+            self.topology.sources.append(self._source)
+        return self._source
 
     def aggregate(self, initializer: Callable[[], Any], adder: Callable[[Any, Any], Any], *,
-                  name: str, value: Any = "any-json") -> Table:
+                  name: str, value: Any = None) -> Table:
         """Fold each key's values: ``agg = adder(agg, value)`` starting from ``initializer()``.
+
+        ``value`` is the serde of the table's values. Without it, ``initializer()`` is called
+        once while the topology is built: if it returns a faust Record, the table stores that
+        Record class (so the adder gets a Record back after a commit), else any JSON value.
 
         ``g.aggregate(lambda: {"rides": 0}, lambda a, v: {"rides": a["rides"] + 1}, name="t")``
         """
+        if value is None:
+            initial = initializer()
+            value = type(initial) if isinstance(initial, faust.Record) else "any-json"
         spec = self.topology._add_store(name, serde_for(value), "aggregate")
         node = n.AggregateNode(f"{name}-aggregate", name, initializer, adder, spec.value_serde)
-        self.node.add_child(node)
+        self._grouped(name).add_child(node)
         return Table(self.topology, node, spec)
 
     def count(self, *, name: str) -> Table:
-        """Number of records per key."""
-        return self.aggregate(lambda: 0, lambda agg, _v: agg + 1, name=name)
+        """Number of records per key. ``g.count(name="rides-per-driver")``"""
+        return self.aggregate(lambda: 0, lambda agg, _v: agg + 1, name=name, value="any-json")
 
-    def reduce(self, reducer: Callable[[Any, Any], Any], *, name: str) -> Table:
-        """Combine values per key; the first value of a key is its initial aggregate."""
+    def reduce(self, reducer: Callable[[Any, Any], Any], *, name: str,
+               value: Any = None) -> Table:
+        """Combine values per key; the first value of a key is its initial aggregate.
+
+        The reducer must return the stream's value type: the table stores values with the
+        stream's Record class when the source declared one (``value=`` overrides), so the
+        reducer gets Records back after a commit too, not dicts.
+
+        ``g.reduce(lambda a, v: v if v.ts > a.ts else a, name="latest")``
+        """
         first = object()
 
         def adder(agg: Any, value: Any) -> Any:
             return value if agg is first else reducer(agg, value)
 
-        return self.aggregate(lambda: first, adder, name=name)
+        if value is None:
+            value = self.value_type if self.value_type is not None else "any-json"
+        return self.aggregate(lambda: first, adder, name=name, value=value)
 
 
 class Table:
-    """A keyed table materialized in RocksDB (one column family per task) with a changelog."""
+    """A keyed table materialized in RocksDB (one column family per task) with a changelog.
+
+    Keys are compared as their serialized bytes: ``7`` and ``"7"`` are the same key.
+    """
 
     def __init__(self, topology: Topology, node: n.Node, spec: StoreSpec) -> None:
         self.topology = topology
@@ -301,10 +434,13 @@ class Table:
         return self.spec.name
 
     def to_stream(self) -> Stream:
-        """The table's updates as a stream of (key, new value)."""
+        """The table's updates as a stream of (key, new value).
+
+        ``table.to_stream().filter(lambda v: v["rides"] > 100).to("busy-drivers")``
+        """
         return Stream(self.topology, self.node)
 
     def to(self, topic: str, **kwargs: Any) -> Table:
-        """Write every update to ``topic``."""
+        """Write every update to ``topic``. ``table.to("driver-totals")``"""
         self.to_stream().to(topic, **kwargs)
         return self

@@ -7,6 +7,8 @@ sub-topology are co-partitioned, so partition p of each goes to task ``<sub>_<p>
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -20,9 +22,18 @@ if TYPE_CHECKING:
 
 @dataclass
 class SubTopology:
+    """A connected part of the graph; all its sources are read by the same tasks.
+
+    ``id`` is derived from what the sub-topology reads (its sorted source topics), so it stays
+    the same when pipelines are added to or removed from the topology, unlike ``index`` (its
+    position in the file). Task ids and state directories are ``f"{sub.id}_{partition}"``: an
+    id never contains ``_``, so the id is everything before the (only) underscore.
+    """
+
     index: int
     sources: list[n.SourceNode] = field(default_factory=list)
     stores: list[str] = field(default_factory=list)
+    id: str = ""
 
     @property
     def id(self) -> str:  # replaced by a stable id derived from the source topics
@@ -33,15 +44,34 @@ class SubTopology:
         return list(dict.fromkeys(s.topic for s in self.sources))
 
 
+_ID_PLAIN = re.compile(r"^[A-Za-z0-9.-]{1,60}$")
+_ID_PREFIX = 48
+
+
+def subtopology_id(topics: list[str]) -> str:
+    """A stable, readable id for the sub-topology reading ``topics``.
+
+    One topic whose name is already a valid id (``[A-Za-z0-9.-]``, at most 60 characters, not
+    only digits, which would look like an old index-based id) is its own id: ``"rides"``.
+    Anything else is a readable prefix plus the first 10 hex digits of the sha1 of the sorted
+    topic list: ``"trip-stats-rides-by-driver-repartition-3f2a..."``.
+    """
+    names = sorted(set(topics))
+    if len(names) == 1 and _ID_PLAIN.match(names[0]) and not names[0].isdigit():
+        return names[0]
+    digest = hashlib.sha1("\n".join(names).encode()).hexdigest()[:10]
+    prefix = re.sub(r"[^A-Za-z0-9.-]", "-", "-".join(names))[:_ID_PREFIX].strip("-.")
+    return f"{prefix}-{digest}" if prefix else digest
+
+
 def _stores_of(node: n.Node) -> list[str]:
-    if isinstance(node, (n.AggregateNode, n.TableSourceNode)):
-        return [node.table]
-    if isinstance(node, n.ProcessNode):
-        return list(node.stores)
-    return []
+    return node.store_names()
 
 
 def subtopologies(topology: Topology) -> list[SubTopology]:
+    """Split the graph into sub-topologies: nodes connected by edges, by a shared store, or by
+    reading the same topic (a topic's partition p feeds exactly one task, which runs every
+    source of that topic, so each reader gets every record)."""
     parent: dict[object, object] = {}
 
     def find(x: object) -> object:
@@ -61,6 +91,8 @@ def subtopologies(topology: Topology) -> list[SubTopology]:
             union(node, child)
         for store in _stores_of(node):
             union(node, ("store", store))
+    for source in topology.sources:
+        union(source, ("topic", source.topic))
     groups: dict[object, SubTopology] = {}
     subs: list[SubTopology] = []
     for source in topology.sources:
@@ -74,6 +106,23 @@ def subtopologies(topology: Topology) -> list[SubTopology]:
             sub = groups[find(node)]
             if store not in sub.stores:
                 sub.stores.append(store)
+    internal = set(topology.internal_topics())
+    for node in nodes:
+        if isinstance(node, n.SinkNode) and not node.internal:
+            if node.topic in internal:
+                raise ValueError(f"to({node.topic!r}) writes to an internal topic of topology "
+                                 f"{topology.name!r} (repartition or changelog)")
+            if node.topic in groups[find(node)].topics:
+                raise ValueError(f"to({node.topic!r}) writes to a topic its own pipeline reads "
+                                 f"in topology {topology.name!r}: the task would consume its "
+                                 "own output")
+    seen: dict[str, SubTopology] = {}
+    for sub in subs:
+        sub.id = subtopology_id(sub.topics)
+        if sub.id in seen:  # only possible if a topic is literally named like a hashed id
+            raise ValueError(f"sub-topologies reading {seen[sub.id].topics} and {sub.topics} "
+                             f"both get the id {sub.id!r}; rename one of the topics")
+        seen[sub.id] = sub
     return subs
 
 
