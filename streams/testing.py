@@ -136,7 +136,8 @@ def open_task(topology: Topology, sub: SubTopology, partition: int, state_dir: P
             apply_changelog(store, table, records, accept, repairs.setdefault(table, set()))
     store.write(restored_meta(local, decision, committed, ends, accept, task.shape).encode())
     task = Task(topology, sub, partition, store)
-    task.repair(repairs)
+    if task.repair(repairs):
+        run_sync(checkpoint.commit([task], kafka))
     return task
 
 

@@ -36,10 +36,6 @@ class SubTopology:
     id: str = ""
 
     @property
-    def id(self) -> str:  # replaced by a stable id derived from the source topics
-        return str(self.index)
-
-    @property
     def topics(self) -> list[str]:
         return list(dict.fromkeys(s.topic for s in self.sources))
 

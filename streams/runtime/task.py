@@ -66,13 +66,17 @@ class Task:
     def tables(self) -> dict[str, TableView]:
         return self._views
 
-    def repair(self, keys: dict[str, set[bytes]]) -> None:
+    def repair(self, keys: dict[str, set[bytes]]) -> bool:
         """Write these keys' current values (or tombstones) to the changelog at the next commit:
         a restore skipped records of theirs from unfinished commits, and the finished value must
-        be the latest record again before compaction keeps the unfinished one."""
+        be the latest record again before compaction keeps the unfinished one. The opener
+        commits right away, so only a compaction between a crash and the next open can still
+        lose such a key (at-least-once; exactly-once aborts unfinished commits instead).
+        Returns whether there is anything to repair."""
         for table, ks in keys.items():
             if ks:
                 self._repairs.setdefault(table, set()).update(ks)
+        return bool(self._repairs)
 
     def approximate_keys(self) -> dict[str, int]:
         """RocksDB's key estimate per table (cheap; for metrics)."""

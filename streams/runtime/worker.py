@@ -364,7 +364,9 @@ class Worker:
                                      decision.restore_from, accept, ends, str(task_id), progress)
         store.write(restored_meta(local, decision, committed, ends, accept, task.shape).encode())
         task = Task(self.topology, sub, partition, store)
-        task.repair(repairs)
+        if task.repair(repairs):
+            assert self.transport is not None
+            await checkpoint.commit([task], self.transport)
         return task
 
 
