@@ -40,6 +40,7 @@ class Task:
         self.stream_time = meta.stream_time
         self.outputs: list[Output] = []
         self.dead_letters: dict[str, int] = {}
+        self.dropped: dict[tuple[str, str], int] = {}
         self._views: dict[str, TableView] = {}
         if store is not None:
             for name in sub.stores:
@@ -111,6 +112,9 @@ class Task:
         self.outputs.append((self.topology.dlq_topic, None, raw.key, raw.value, raw.timestamp,
                              headers))
         self.dead_letters[reason] = self.dead_letters.get(reason, 0) + 1
+
+    def count_dropped(self, node, reason):
+        self.dropped[(node, reason)] = self.dropped.get((node, reason), 0) + 1
 
     def take_outputs(self) -> list[Output]:
         out, self.outputs = self.outputs, []
