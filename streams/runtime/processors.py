@@ -404,7 +404,8 @@ class SourceProc(Processor):
 
     def process_raw(self, raws: list[Any]) -> None:
         node: n.SourceNode = self.node  # type: ignore[assignment]
-        kd, vd, timestamp = node.key_serde.deserialize, node.value_serde.deserialize, self._timestamp
+        kd, vd = node.key_serde.deserialize, node.value_serde.deserialize
+        timestamp = self._timestamp
         out: list[Rec] = []
         append = out.append
         task = self.task

@@ -155,7 +155,7 @@ def test_results_do_not_depend_on_where_commits_fall(build: Any) -> None:
     assert len(out) == len(inputs)
 
 
-# -- 4. process() is all or nothing per record ------------------------------------------------------
+# -- 4. process() is all or nothing per record -----------------------------------------------------
 
 def _process_topology(name: str, step: Any) -> Topology:
     t = Topology(name)
@@ -253,7 +253,7 @@ def test_process_accepts_every_iterable_of_pairs(reasons: list[str]) -> None:
     assert reasons == []
 
 
-# -- 5. tombstones and null keys in aggregations ------------------------------------------------------
+# -- 5. tombstones and null keys in aggregations ---------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["count", "reduce", "aggregate"])
 def test_aggregations_skip_tombstones_and_null_keys(kind: str, dropped: Counter,
@@ -411,7 +411,7 @@ def test_flat_map_accepts_collections_and_generators(reasons: list[str]) -> None
     assert reasons == ["processing"]
 
 
-# -- 8. branch: unmatched records are counted -------------------------------------------------------
+# -- 8. branch: unmatched records are counted ------------------------------------------------------
 
 def test_branch_counts_records_matching_no_predicate(dropped: Counter) -> None:
     """Formerly records that matched no predicate vanished without a trace."""
