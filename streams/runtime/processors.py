@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from ..state.table import TableView
     from .task import Task
 
-__all__ = ["MAX_RECORD_BYTES", "ORIGIN_HEADER", "PROCESSORS", "Processor", "Rec", "ShapeError",
-           "timestamp_extractor"]
+__all__ = ["MAX_RECORD_BYTES", "MAX_TIMESTAMP_MS", "ORIGIN_HEADER", "PROCESSORS", "Processor",
+           "Rec", "ShapeError", "describe_error", "timestamp_extractor"]
 
 
 class Rec:
