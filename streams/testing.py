@@ -121,6 +121,8 @@ def open_task(topology: Topology, sub: SubTopology, partition: int, state_dir: P
     decision = decide_open(local, committed, ends)
     if decision.action == "resume":
         task.offsets = {tp: o for tp, o in decision.resume_offsets.items() if tp in task.tps}
+        if decision.finish_commit:
+            run_sync(kafka.commit_offsets(task.offsets))
         return task
     task.close()
     if decision.action == "wipe":

@@ -22,7 +22,16 @@ class SerdeError(ValueError):
     """Input that a serde cannot decode; the message is the dead-letter reason."""
 
 
+# Largest record (key + value bytes) the runtime writes: below the producer's max_request_size
+# (1 MiB) with room for headers. A larger sink or changelog record would fail the whole commit,
+# so the record that produced it becomes a dead letter instead.
+MAX_RECORD_BYTES = 1_000_000
+
+
 class Serde(Protocol):
+    """Optional attribute ``roundtrip_types``: exact types whose values ``deserialize`` turns
+    back into an equal value of the same type (state stores keep those objects decoded)."""
+
     def serialize(self, obj: Any) -> bytes | None: ...
 
     def deserialize(self, data: bytes | None) -> Any: ...
@@ -43,6 +52,8 @@ def json_dumps(obj: Any) -> bytes:
 
 
 class BytesSerde:
+    roundtrip_types: tuple[type, ...] = (bytes,)
+
     def serialize(self, obj: Any) -> bytes | None:
         return obj
 
@@ -51,6 +62,8 @@ class BytesSerde:
 
 
 class StringSerde:
+    roundtrip_types: tuple[type, ...] = (str,)
+
     def serialize(self, obj: Any) -> bytes | None:
         if obj is None:
             return None
@@ -64,11 +77,14 @@ class StringSerde:
         try:
             return data.decode()
         except UnicodeDecodeError as exc:
-            raise SerdeError(f"key is not UTF-8: {exc}") from None
+            raise SerdeError(f"not UTF-8: {exc}") from None
 
 
 class JsonSerde:
     """Any JSON value. Decimals are written as strings, faust Records as objects."""
+
+    # json gives back exactly these; tuples come back as lists and Decimals as strings.
+    roundtrip_types: tuple[type, ...] = (int, float, str, bool)
 
     def serialize(self, obj: Any) -> bytes | None:
         return None if obj is None else json_dumps(obj)
@@ -78,12 +94,17 @@ class JsonSerde:
             return None
         try:
             return json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
             raise SerdeError(f"invalid JSON: {exc}") from None
+        except RecursionError:
+            # the C decoder recurses per nesting level: b"[" * 100000 is a poison pill
+            raise SerdeError("invalid JSON: nested too deeply") from None
 
 
 class JsonObjectSerde(JsonSerde):
     """A JSON object (dict); anything else is a decode error."""
+
+    roundtrip_types: tuple[type, ...] = ()  # scalars do not decode at all
 
     def deserialize(self, data: bytes | None) -> Any:
         if data is None:
@@ -100,6 +121,8 @@ class RecordSerde:
     Missing required fields are a decode error (faust itself would raise TypeError later).
     """
 
+    roundtrip_types: tuple[type, ...] = ()
+
     def __init__(self, record: type[faust.Record]) -> None:
         self.record = record
         self._inner = JsonObjectSerde()
@@ -115,7 +138,7 @@ class RecordSerde:
             return None
         try:
             return self.record.from_data(obj)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise SerdeError(f"not a valid {self.record.__name__}: {exc}") from None
 
 

@@ -342,6 +342,9 @@ class Worker:
         if decision.action == "resume":
             task.offsets = {tp: off for tp, off in decision.resume_offsets.items()
                             if tp in set(task.tps)}
+            if decision.finish_commit:
+                assert self.transport is not None
+                await self.transport.commit_offsets(task.offsets)
             return task
         log.info("task %s: %s: %s (local offsets %s, changelog positions %s, group %s, "
                  "changelog ends %s)", task_id, decision.action, decision.reason,

@@ -49,6 +49,10 @@ class OpenDecision:
     reason: str
     resume_offsets: Offsets = field(default_factory=dict)
     restore_from: dict[str, int] = field(default_factory=dict)
+    # Local state holds a commit whose offset commit never happened: commit ``resume_offsets``
+    # now, so its changelog records count as finished before compaction can drop the finished
+    # records they overwrite.
+    finish_commit: bool = False
 
 
 def decide_open(local: TaskMeta, committed: Offsets, ends: dict[str, int]) -> OpenDecision:
@@ -70,10 +74,13 @@ def decide_open(local: TaskMeta, committed: Offsets, ends: dict[str, int]) -> Op
     ahead = any(off > committed.get(tp, 0) for tp, off in local.offsets.items())
     if all(pos == ends[t] for t, pos in positions.items()):
         # Nobody wrote after this state: inputs the group committed beyond it changed no state.
+        # If local state is ahead of the group (a crash between the WriteBatch and the offset
+        # commit), the opener finishes that commit: see OpenDecision.finish_commit.
         resume = dict(committed)
         for tp, off in local.offsets.items():
             resume[tp] = max(off, resume.get(tp, 0))
-        return OpenDecision("resume", "local state is current", resume_offsets=resume)
+        return OpenDecision("resume", "local state is current", resume_offsets=resume,
+                            finish_commit=ahead)
     if ahead:
         # Local state holds a commit the group never acknowledged, and someone else wrote the
         # changelog after it (from a base without that commit): it cannot be patched.

@@ -1,14 +1,27 @@
 """Typed, cached access to one table of a task.
 
-Dirty values stay Python objects until the commit serializes them once (an aggregate updated
-1000 times in a commit interval is encoded once, not 1000 times).
+Values are serialized when they are put, not at the commit:
+
+* an emitted update reflects the state right after its own record, even when the user's adder
+  mutates the aggregate in place (the buffer holds bytes, not the object the record carries);
+* ``get`` returns what the serde decodes, so a value has the same type before and after a
+  commit (a Record before, a dict after, was a bug);
+* a value that cannot be serialized, or whose changelog record would be too large, fails the
+  record that wrote it (a dead letter) instead of the commit.
+
+Decoded values of types the serde gives back unchanged (ints, strs, ... see
+``Serde.roundtrip_types``) are kept next to their bytes, so a counter is not re-decoded on every
+update. Mutable values are decoded afresh on each ``get``: the caller may mutate its copy.
+
+A per-record savepoint (``begin``/``rollback``/``release``) lets a processor undo the writes of a
+record whose processing failed.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..dsl.serdes import Serde
+from ..dsl.serdes import MAX_RECORD_BYTES, Serde
 from .store import TaskStore
 
 _MISSING = object()
@@ -22,7 +35,16 @@ class TableView:
         self.name = name
         self.key_serde = key_serde
         self.value_serde = value_serde
-        self._dirty: dict[bytes, Any] = {}
+        self._serialize = value_serde.serialize
+        self._deserialize = value_serde.deserialize
+        self._keep = frozenset(getattr(value_serde, "roundtrip_types", ()))
+        # key bytes -> value bytes (None = delete), ordered by first write since the commit
+        self._dirty: dict[bytes, bytes | None] = {}
+        # key bytes -> decoded value, only for dirty values of a ``roundtrip_types`` type
+        self._decoded: dict[bytes, Any] = {}
+        # savepoint: key bytes -> (previous dirty entry, previous decoded entry), or _MISSING
+        self._saving = False
+        self._undo: dict[bytes, tuple[Any, Any]] = {}
 
     def key_bytes(self, key: Any) -> bytes:
         data = self.key_serde.serialize(key)
@@ -30,32 +52,84 @@ class TableView:
             raise ValueError(f"table {self.name!r} cannot hold a null key")
         return data
 
+    # -- reads ------------------------------------------------------------------------------------
     def get(self, key: Any, default: Any = None) -> Any:
-        kb = self.key_bytes(key)
-        value = self._dirty.get(kb, _MISSING)
-        if value is _MISSING:
-            raw = self.store.get(self.name, kb)
-            return default if raw is None else self.value_serde.deserialize(raw)
-        return default if value is None else value
+        """The value of ``key`` as the serde decodes it (a fresh object for mutable values)."""
+        return self.get_by_bytes(self.key_bytes(key), default)
+
+    def get_by_bytes(self, kb: bytes, default: Any = None) -> Any:
+        value = self._decoded.get(kb, _MISSING)
+        if value is not _MISSING:
+            return value
+        vb = self._dirty.get(kb, _MISSING)
+        if vb is _MISSING:
+            vb = self.store.get(self.name, kb)
+        return default if vb is None else self._deserialize(vb)
 
     def __contains__(self, key: Any) -> bool:
         return self.get(key, _MISSING) is not _MISSING
 
+    # -- writes -----------------------------------------------------------------------------------
     def put(self, key: Any, value: Any) -> None:
-        self._dirty[self.key_bytes(key)] = value
+        """Serialize ``value`` now; raises (and changes nothing) if it cannot be serialized or
+        its changelog record would exceed ``MAX_RECORD_BYTES``. ``None`` deletes."""
+        self.put_by_bytes(self.key_bytes(key), value)
+
+    def put_by_bytes(self, kb: bytes, value: Any) -> None:
+        vb = None if value is None else self._serialize(value)
+        if vb is not None and len(kb) + len(vb) > MAX_RECORD_BYTES:
+            raise ValueError(f"table {self.name!r}: changelog record of {len(kb) + len(vb)} "
+                             f"bytes exceeds {MAX_RECORD_BYTES}")
+        if self._saving and kb not in self._undo:
+            self._undo[kb] = (self._dirty.get(kb, _MISSING), self._decoded.get(kb, _MISSING))
+        self._dirty[kb] = vb
+        if vb is not None and type(value) in self._keep:
+            self._decoded[kb] = value
+        elif self._decoded:
+            self._decoded.pop(kb, None)
 
     def delete(self, key: Any) -> None:
-        self._dirty[self.key_bytes(key)] = None
+        self.put_by_bytes(self.key_bytes(key), None)
 
+    # -- per-record savepoint ---------------------------------------------------------------------
+    def begin(self) -> None:
+        """Start logging overwritten entries so that ``rollback`` can undo the writes made from
+        now on. Not nestable; end it with ``rollback`` or ``release``."""
+        self._saving = True
+
+    def rollback(self) -> None:
+        """Undo every write since ``begin`` and end the savepoint."""
+        dirty, decoded = self._dirty, self._decoded
+        for kb, (vb, obj) in self._undo.items():
+            if vb is _MISSING:
+                dirty.pop(kb, None)
+            else:
+                dirty[kb] = vb
+            if obj is _MISSING:
+                decoded.pop(kb, None)
+            else:
+                decoded[kb] = obj
+        self.release()
+
+    def release(self) -> None:
+        """Keep the writes since ``begin`` and end the savepoint."""
+        if self._undo:
+            self._undo.clear()
+        self._saving = False
+
+    # -- commit -----------------------------------------------------------------------------------
     def flush(self) -> list[tuple[bytes, bytes | None]]:
-        """Serialize the dirty values into the store's batch; return them for the changelog."""
-        out = []
-        for kb, value in self._dirty.items():
-            vb = None if value is None else self.value_serde.serialize(value)
-            self.store.put(self.name, kb, vb)
-            out.append((kb, vb))
-        self._dirty.clear()
+        """Move the dirty values (already serialized) into the store's batch; return them for
+        the changelog."""
+        out = list(self._dirty.items())
+        put, name = self.store.put, self.name
+        for kb, vb in out:
+            put(name, kb, vb)
+        self.discard()
         return out
 
     def discard(self) -> None:
         self._dirty.clear()
+        self._decoded.clear()
+        self._undo.clear()
+        self._saving = False

@@ -22,13 +22,14 @@ def _two_pipelines() -> Topology:
 
 def test_reset_of_one_table_touches_only_its_pipeline(tmp_path: Path) -> None:
     t = _two_pipelines()
-    for d in ("0_0", "1_0", "2_0", "3_0"):
-        (tmp_path / "plans" / d).mkdir(parents=True)
+    for sub in subtopologies(t):
+        (tmp_path / "plans" / f"{sub.id}_0").mkdir(parents=True)
+    (tmp_path / "plans" / "a-other_0").mkdir()  # another sub-topology whose id starts alike
     plan = plan_reset(t, str(tmp_path), 4, ["counts-a"])
     assert plan.input_topics == ["a"]
     assert sorted(s.name for s in plan.recreate_topics) == [
         "plans-by-k-repartition", "plans-counts-a-changelog"]
-    subs = {topic: sub.index for sub in subtopologies(t) for topic in sub.topics}
+    subs = {topic: sub.id for sub in subtopologies(t) for topic in sub.topics}
     assert sorted(p.name for p in plan.state_dirs) == sorted(
         [f"{subs['a']}_0", f"{subs['plans-by-k-repartition']}_0"])
     changelog = next(s for s in plan.recreate_topics if s.name.endswith("changelog"))
@@ -46,10 +47,12 @@ def test_full_reset_covers_every_table_and_input(tmp_path: Path) -> None:
     plan = plan_reset(_two_pipelines(), str(tmp_path), 4)
     assert sorted(plan.tables) == ["counts-a", "counts-b", "latest-b"]
     assert sorted(plan.input_topics) == ["a", "b"]
+    assert sorted(s.name for s in plan.recreate_topics) == [
+        "plans-by-k-repartition", "plans-by-kb-repartition", "plans-counts-a-changelog",
+        "plans-counts-b-changelog", "plans-latest-b-changelog"]
     text = "\n".join(plan.describe())
-    for name in ["a", "b", "plans-by-k-repartition", "plans-by-kb-repartition",
-                 "plans-counts-a-changelog", "plans-counts-b-changelog", "plans-latest-b-changelog"]:
-        assert name in text, f"the printed plan must name {name}"
+    for spec in plan.recreate_topics:
+        assert spec.name in text, f"the printed plan must name {spec.name}"
 
 
 def test_unknown_table_is_refused(tmp_path: Path) -> None:
