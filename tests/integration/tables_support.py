@@ -10,6 +10,7 @@ from typing import Any
 
 from streams.kafka import admin
 from streams.runtime.compile import subtopologies
+from streams.state.meta import TaskId
 from streams.state.inspect import open_read_only, task_dirs
 from topologies.trip_stats import topology as trip_stats
 
@@ -26,10 +27,10 @@ def driver_totals_oracle(events: list[tuple[str, str, dict[str, Any]]]) -> dict[
 
 def local_table(state_dir: Path, table: str = "driver-totals") -> dict[str, Any]:
     """The table as stored in every local task directory (opened read-only)."""
-    subs = {s.index: s for s in subtopologies(trip_stats)}
+    subs = {s.id: s for s in subtopologies(trip_stats)}
     out: dict[str, Any] = {}
     for path in task_dirs(state_dir, trip_stats, table):
-        store = open_read_only(path, subs[int(path.name.split("_")[0])].stores)
+        store = open_read_only(path, subs[TaskId.parse(path.name).sub].stores)
         try:
             for k, v in store.items(table):
                 assert k.decode() not in out, f"key {k!r} in two tasks"
