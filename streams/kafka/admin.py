@@ -139,7 +139,11 @@ async def topic_partitions(bootstrap: str, topics: Iterable[str]) -> dict[str, l
     """Partition numbers of each existing topic among ``topics`` (missing topics are left out)."""
     admin = await _admin(bootstrap)
     try:
-        described = await admin.describe_topics(list(topics))
+        # Describe only topics that exist: a metadata request for a missing topic makes a
+        # broker with auto.create.topics.enable create it with its default partition count.
+        existing = set(await admin.list_topics())
+        wanted = [t for t in dict.fromkeys(topics) if t in existing]
+        described = await admin.describe_topics(wanted) if wanted else []
     finally:
         await admin.close()
     return {t["topic"]: sorted(p["partition"] for p in t["partitions"])

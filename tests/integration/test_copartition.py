@@ -25,3 +25,32 @@ def test_mismatched_partition_counts_are_refused(kafka: str, tmp_path) -> None:
     worker = Worker(t, Settings(broker=kafka, state_dir=str(tmp_path), metrics_port=-1))
     with pytest.raises(WorkerFailed, match="co-partitioned"):
         asyncio.run(worker.run())
+
+
+def _sized() -> Topology:
+    t = Topology("sized_check")
+    t.stream("sized-clicks").group_by(lambda v: v["user"], name="by-user").count(name="per-user")
+    return t
+
+
+def test_internal_topics_take_the_partition_count_of_an_existing_input(kafka: str,
+                                                                        tmp_path) -> None:
+    t = _sized()
+    admin.run(admin.delete_topics(kafka, ["sized-clicks", *t.internal_topics()]))
+    admin.run(admin.ensure_topics(kafka, [TopicSpec("sized-clicks", 6)]))
+    worker = Worker(t, Settings(broker=kafka, state_dir=str(tmp_path), metrics_port=-1,
+                                partitions=4))
+    asyncio.run(worker._ensure_topics())
+    sizes = admin.run(admin.topic_partitions(kafka, t.internal_topics()))
+    assert {name: len(parts) for name, parts in sizes.items()} == {
+        "sized_check-by-user-repartition": 6, "sized_check-per-user-changelog": 6}
+
+
+def test_an_internal_topic_of_the_wrong_size_is_refused(kafka: str, tmp_path) -> None:
+    t = _sized()
+    admin.run(admin.delete_topics(kafka, ["sized-clicks", *t.internal_topics()]))
+    admin.run(admin.ensure_topics(kafka, [TopicSpec("sized-clicks", 6),
+                                          TopicSpec("sized_check-per-user-changelog", 4)]))
+    worker = Worker(t, Settings(broker=kafka, state_dir=str(tmp_path), metrics_port=-1))
+    with pytest.raises(WorkerFailed, match="has 4 partitions but its sub-topology has 6 tasks"):
+        asyncio.run(worker.run())

@@ -14,9 +14,11 @@ from streams import generate
 from streams.kafka import admin
 from topologies.trip_stats import topology as trip_stats
 
-from tests.conftest import (ROOT, committed_offsets, create_topology_topics,
+from tests.conftest import (ROOT, committed_offsets, create_topology_topics, read_topic,
                             delete_topology_topics, produce)
-from tests.integration.tables_support import driver_totals_oracle, local_table, wait_drained
+from streams.state.inspect import task_dirs
+from tests.integration.tables_support import (driver_totals_oracle, latest_by_key, local_table,
+                                               wait_drained)
 
 pytestmark = pytest.mark.broker
 
@@ -133,7 +135,7 @@ def test_reset_then_rerun_gives_the_same_tables(kafka: str, workers, processed) 
     assert first == driver_totals_oracle(events)
     res = streams_cli(kafka, "tables", "reset", "trip_stats", "--state-dir", str(state))
     assert res.returncode == 0, res.stderr
-    assert not any(state.glob("trip_stats/1_*")), "local state must be deleted"
+    assert not task_dirs(state, trip_stats, "driver-totals"), "local state must be deleted"
     assert admin.run(admin.end_offsets(kafka, "trip_stats-driver-totals-changelog")) == \
         {p: 0 for p in range(4)}, "changelog must be recreated empty"
     assert all(o == 0 for o in committed_offsets(kafka, "trip_stats", ["rides"]).values())
@@ -142,6 +144,27 @@ def test_reset_then_rerun_gives_the_same_tables(kafka: str, workers, processed) 
     wait_drained(kafka, "trip_stats", ["rides", *REPARTITION])
     assert w.terminate() == 0
     assert local_table(state) == first
+
+
+def test_reset_on_another_host_wipes_this_hosts_state_on_open(kafka: str, workers, processed,
+                                                               tmp_path: Path) -> None:
+    """`tables reset` deletes local state only where it runs. A worker on another host finds its
+    changelog positions beyond the recreated (empty) changelog, wipes its state and rebuilds it,
+    so the changelog again holds every key (a later restore is complete)."""
+    events, state = processed           # this host's state, from before the reset
+    elsewhere = tmp_path / "other-host"
+    res = streams_cli(kafka, "tables", "reset", "trip_stats", "--state-dir", str(elsewhere))
+    assert res.returncode == 0, res.stderr
+    assert task_dirs(state, trip_stats, "driver-totals"), "this host still has its old state"
+    w = workers("trip_stats", kafka, state_dir=state)
+    w.wait_assigned()
+    wait_drained(kafka, "trip_stats", ["rides", *REPARTITION])
+    assert w.terminate() == 0
+    assert "wipe: changelog is behind local state" in w.log()
+    oracle = driver_totals_oracle(events)
+    assert local_table(state) == oracle
+    changelog = read_topic(kafka, "trip_stats-driver-totals-changelog", idle=0.5)
+    assert latest_by_key(changelog) == oracle
 
 
 def test_repartition_topics_never_expire_by_time(kafka: str, processed) -> None:
