@@ -363,7 +363,7 @@ class Worker:
         def progress(table: str, remaining: int) -> None:
             self.metrics.recovery_remaining.labels(self.topology.name, table).set(remaining)
 
-        repairs = await restore_task(self.settings.broker, store, tables, partition,
+        _, repairs = await restore_task(self.settings.broker, store, tables, partition,
                                      decision.restore_from, accept, ends, str(task_id), progress)
         store.write(restored_meta(local, decision, committed, ends, accept, task.shape).encode())
         task = Task(self.topology, sub, partition, store)

@@ -166,16 +166,17 @@ def restored_meta(local: TaskMeta, decision: OpenDecision, committed: Offsets,
 async def restore_task(bootstrap: str, store: TaskStore, tables: dict[str, str], partition: int,
                        restore_from: dict[str, int], accept: ChangelogFilter, ends: dict[str, int],
                        task_id: str, on_progress: Callable[[str, int], None] | None = None,
-                       batch: int = 20000) -> dict[str, set[bytes]]:
+                       batch: int = 20000) -> tuple[int, dict[str, set[bytes]]]:
     """Apply ``tables`` ({table: changelog topic}) of one task from ``restore_from[topic]`` up to
-    ``ends[topic]`` into ``store``, keeping what ``accept`` accepts. Returns, per table, the keys
-    of skipped records (see :func:`apply_changelog`)."""
+    ``ends[topic]`` into ``store``, keeping what ``accept`` accepts. Returns the number of records
+    applied and, per table, the keys of skipped records (see :func:`apply_changelog`)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 isolation_level="read_committed", auto_offset_reset="earliest",
                                 max_partition_fetch_bytes=8 * 1024 * 1024,
                                 fetch_max_bytes=64 * 1024 * 1024)
     await consumer.start()
     repairs: dict[str, set[bytes]] = {}
+    applied = 0
     try:
         for table, topic in tables.items():
             if topic not in restore_from:
@@ -201,6 +202,7 @@ async def restore_task(bootstrap: str, store: TaskStore, tables: dict[str, str],
                 records = (await consumer.getmany(tp, timeout_ms=1000, max_records=batch)).get(tp, [])
                 records = [r for r in records if r.offset < end]
                 ok = apply_changelog(store, table, records, accept, skipped_keys)
+                applied += ok
                 skipped += len(records) - ok
                 done += len(records)
                 if on_progress:
@@ -218,4 +220,4 @@ async def restore_task(bootstrap: str, store: TaskStore, tables: dict[str, str],
                 on_progress(table, 0)
     finally:
         await consumer.stop()
-    return repairs
+    return applied, repairs

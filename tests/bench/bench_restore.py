@@ -121,11 +121,23 @@ async def baseline_consume(broker: str, batch: int = 20000) -> dict:
 
 
 # -- restore --------------------------------------------------------------------------------------
+async def changelog_end(broker: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker)
+    await consumer.start()
+    try:
+        tp = TopicPartition(TOPIC, 0)
+        return (await consumer.end_offsets([tp]))[tp]
+    finally:
+        await consumer.stop()
+
+
 async def timed_restore(broker: str, path: Path, committed_upto: int) -> tuple[TaskStore, dict]:
     store = TaskStore(path, [TABLE])
     started = time.perf_counter()
-    applied, _ = await restore_task(broker, store, {TABLE: TOPIC}, 0,
-                                    {(INPUT_TOPIC, 0): committed_upto}, task_id="bench")
+    ends = await changelog_end(broker)
+    accept = ChangelogFilter({(INPUT_TOPIC, 0): committed_upto}, inputs=[(INPUT_TOPIC, 0)])
+    applied, _ = await restore_task(broker, store, {TABLE: TOPIC}, 0, {TOPIC: 0}, accept,
+                                    {TOPIC: ends}, task_id="bench")
     elapsed = time.perf_counter() - started
     return store, {"applied": applied, "seconds": elapsed}
 
