@@ -224,7 +224,7 @@ def _state_dir_option(f: Any) -> Any:
 @_broker_option
 def tables_list(name: str | None, as_json: bool, state_dir: str | None, broker: str | None) -> None:
     """Every table of NAME (or of all topologies): kind, partitions, keys, bytes, offsets."""
-    from .state.inspect import table_infos
+    from .tables.inspect import table_infos
 
     names = [name] if name else registry.names()
     rows = []
@@ -259,7 +259,7 @@ def tables_list(name: str | None, as_json: bool, state_dir: str | None, broker: 
 def tables_get(name: str, table: str, key: str, as_json: bool, state_dir: str | None) -> None:
     """Print the value of KEY in TABLE (from this host's state)."""
     from .dsl.serdes import json_dumps
-    from .state.inspect import get_value
+    from .tables.inspect import get_value
 
     topology = registry.load(name)
     settings = load_settings(name, state_dir=state_dir)
@@ -279,7 +279,7 @@ def tables_reset(name: str, table_names: tuple[str, ...], dry_run: bool, force: 
                  state_dir: str | None, broker: str | None) -> None:
     """Reset tables to be rebuilt from the input: group offsets to earliest, changelog and
     repartition topics recreated, local state deleted."""
-    from .runtime.reset import ResetRefused, execute_reset, plan_reset
+    from .tables.reset import ResetRefused, execute_reset, plan_reset
 
     topology = registry.load(name)
     settings = load_settings(name, state_dir=state_dir, broker=broker)

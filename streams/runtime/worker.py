@@ -29,22 +29,17 @@ from ..config import Settings
 from ..dsl.topology import Topology
 from ..kafka.admin import ensure_topics, topic_partitions
 from ..metrics import Metrics
-from ..state.meta import Offsets, TaskId, TaskMeta, shape_of
-from ..state.recovery import ChangelogFilter, decide_open, restore_task, restored_meta
-from ..state.store import TaskStore
+from ..state.meta import Offsets
 from . import checkpoint
-from .compile import SubTopology, subtopologies
+from .compile import subtopologies
 from .producer import KafkaTransport
 from .task import Task
+from .tasks import StateShapeMismatch, TaskManager, check_state_shape
 from .topics import REPARTITION_CONFIG, plan_topics, topic_specs
 
 log = logging.getLogger(__name__)
 
 PURGE_INTERVAL_S = 30.0
-
-
-class StateShapeMismatch(RuntimeError):
-    """Local state was written by a different shape of the topology."""
 
 
 class WorkerFailed(RuntimeError):
@@ -59,25 +54,21 @@ class _Rebalance(ConsumerRebalanceListener):
         await self.worker.on_revoked(list(revoked))
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        try:
-            await self.worker.on_assigned(list(assigned))
-        except Exception as exc:  # noqa: BLE001
-            # aiokafka would log this and carry on without the tasks; a worker that cannot
-            # open its state must stop instead (with a non-zero exit) so nothing is skipped.
-            self.worker.fail(exc)
+        await self.worker.on_assigned(list(assigned))
 
 
 class Worker:
+    """Consume -> process -> commit for one topology; tasks live in a :class:`TaskManager`."""
+
     def __init__(self, topology: Topology, settings: Settings) -> None:
         self.topology = topology
         self.settings = settings
         self.subs = subtopologies(topology)
-        self.sub_of_topic: dict[str, SubTopology] = {t: s for s in self.subs for t in s.topics}
+        self.topics = list(dict.fromkeys(t for s in self.subs for t in s.topics))
         self.state_root = Path(settings.state_dir) / topology.name
-        self.tasks: dict[TaskId, Task] = {}
         self.metrics = Metrics(topology.name)
         self.metrics_port: int | None = None
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # the main loop vs. the rebalance listener
         self._stopping = asyncio.Event()
         self._fatal: BaseException | None = None
         self._admin: AIOKafkaAdminClient | None = None
@@ -87,6 +78,7 @@ class Worker:
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.transport: KafkaTransport | None = None
+        self.tasks: TaskManager | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -98,7 +90,7 @@ class Worker:
         self._stopping.set()
 
     async def run(self) -> None:
-        s = self.settings
+        s, name = self.settings, self.topology.name
         await self._ensure_topics()
         if s.metrics_port >= 0:
             self.metrics_port = self.metrics.serve(s.metrics_host, s.metrics_port)
@@ -107,7 +99,7 @@ class Worker:
             bootstrap_servers=s.broker, acks="all", enable_idempotence=True, linger_ms=5,
             max_batch_size=512 * 1024, request_timeout_ms=30000)
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.broker, group_id=self.topology.name, enable_auto_commit=False,
+            bootstrap_servers=s.broker, group_id=name, enable_auto_commit=False,
             auto_offset_reset="earliest", isolation_level="read_committed",
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_wait_ms=100,
@@ -115,17 +107,21 @@ class Worker:
             heartbeat_interval_ms=max(100, s.session_timeout_ms // 5), max_poll_interval_ms=300000)
         await self.producer.start()
         await self.consumer.start()
-        produced = self.metrics.produced
+        produced, remaining = self.metrics.produced, self.metrics.recovery_remaining
         self.transport = KafkaTransport(
             self.producer, self.consumer,
-            on_produced=lambda topic, n: produced.labels(self.topology.name, topic).inc(n))
-        self.consumer.subscribe(topics=list(self.sub_of_topic), listener=_Rebalance(self))
-        log.info("worker for %s started (group %s, broker %s)", self.topology.name,
-                 self.topology.name, s.broker)
+            on_produced=lambda topic, n: produced.labels(name, topic).inc(n))
+        self.tasks = TaskManager(
+            self.topology, self.subs, self.state_root, s.broker, self.consumer, self.transport,
+            on_remaining=lambda table, n: remaining.labels(name, table).set(n))
+        self.consumer.subscribe(topics=self.topics, listener=_Rebalance(self))
+        log.info("worker for %s started (group %s, broker %s)", name, name, s.broker)
         clean = False
         try:
             await self._loop()
             clean = self._fatal is None
+        except Exception as exc:  # noqa: BLE001 - reported below as the worker's failure
+            self.fail(exc)
         finally:
             # After an error (a failed send, a task that could not open) nothing may be
             # committed: offsets would move past outputs that never reached Kafka.
@@ -147,13 +143,17 @@ class Worker:
         await ensure_topics(s.broker, specs)
 
     async def _loop(self) -> None:
-        assert self.consumer is not None
-        s = self.settings
+        assert self.consumer is not None and self.tasks is not None
+        s, tasks = self.settings, self.tasks
         stop_wait = asyncio.ensure_future(self._stopping.wait())
         try:
             while not self._stopping.is_set():
-                fetch = asyncio.ensure_future(
-                    self.consumer.getmany(timeout_ms=200, max_records=s.max_batch_records))
+                if tasks.busy:
+                    async with self._lock:
+                        await tasks.open_pending()
+                        await tasks.restore_step()
+                fetch = asyncio.ensure_future(self.consumer.getmany(
+                    timeout_ms=0 if tasks.restoring else 200, max_records=s.max_batch_records))
                 await asyncio.wait([fetch, stop_wait], return_when=asyncio.FIRST_COMPLETED)
                 if not fetch.done():
                     fetch.cancel()
@@ -170,8 +170,9 @@ class Worker:
             stop_wait.cancel()
 
     async def _shutdown(self, commit: bool) -> None:
+        name = self.topology.name
         if commit:
-            log.info("worker for %s stopping: final commit", self.topology.name)
+            log.info("worker for %s stopping: final commit", name)
             try:
                 async with self._lock:
                     await self._commit()
@@ -179,31 +180,26 @@ class Worker:
                 log.exception("final commit failed; uncommitted input will be processed again")
         else:
             log.warning("worker for %s stopping after an error: no final commit; uncommitted "
-                        "input will be processed again", self.topology.name)
-        self._close_tasks()
+                        "input will be processed again", name)
+        if self.tasks is not None:
+            await self.tasks.stop()
         if self.consumer is not None:
             await self.consumer.stop()
         if self.producer is not None:
             await self.producer.stop()
         if self._admin is not None:
             await self._admin.close()
-        log.info("worker for %s stopped", self.topology.name)
-
-    def _close_tasks(self) -> None:
-        for task in self.tasks.values():
-            task.abandon()
-            task.close()
-        self.tasks.clear()
+        log.info("worker for %s stopped", name)
 
     # -- processing -------------------------------------------------------------------------------
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        assert self.transport is not None
+        assert self.transport is not None and self.tasks is not None
         started = time.monotonic()
         m, name = self.metrics, self.topology.name
         count = 0
         newest_ts = 0
         for tp, records in batch.items():
-            task = self._task_for(tp)
+            task = self.tasks.task_for(tp)
             if task is None:
                 continue
             done = task.process(tp.topic, records)
@@ -231,18 +227,14 @@ class Worker:
                 self.metrics.dropped.labels(name, node, reason).inc(k)
             task.dropped.clear()
 
-    def _task_for(self, tp: TopicPartition) -> Task | None:
-        sub = self.sub_of_topic.get(tp.topic)
-        return None if sub is None else self.tasks.get(TaskId(sub.id, tp.partition))
-
     def _update_lag(self, tps: Iterable[TopicPartition]) -> None:
-        assert self.consumer is not None
+        assert self.consumer is not None and self.tasks is not None
         for tp in tps:
             try:
                 high = self.consumer.highwater(tp)
             except (IllegalStateError, KeyError):
                 continue
-            task = self._task_for(tp)
+            task = self.tasks.task_for(tp)
             pos = task.offsets.get((tp.topic, tp.partition)) if task else None
             if high is not None and pos is not None:
                 self.metrics.lag.labels(self.topology.name, tp.topic, str(tp.partition)).set(
@@ -250,9 +242,9 @@ class Worker:
 
     # -- commit -----------------------------------------------------------------------------------
     async def _commit(self) -> None:
-        assert self.transport is not None
+        assert self.transport is not None and self.tasks is not None
         started = time.monotonic()
-        committed = await checkpoint.commit(self.tasks.values(), self.transport)
+        committed = await checkpoint.commit(self.tasks.running.values(), self.transport)
         if committed:
             await self._purge_repartition(committed)
         self._since_commit = 0
@@ -261,7 +253,7 @@ class Worker:
         self.metrics.commits.labels(name).inc()
         self.metrics.commit_seconds.labels(name).observe(time.monotonic() - started)
         keys: dict[str, int] = {}
-        for task in self.tasks.values():
+        for task in self.tasks.running.values():
             for table, n in task.approximate_keys().items():
                 keys[table] = keys.get(table, 0) + n
         for table, n in keys.items():
@@ -286,114 +278,24 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - purging is housekeeping, never fatal
             log.warning("could not purge repartition records: %s", exc)
 
-    # -- rebalancing ------------------------------------------------------------------------------
+    # -- rebalancing (called by aiokafka's coordinator; only bookkeeping and the final commit) ----
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        assert self.tasks is not None
         async with self._lock:
-            if not self.tasks:
-                return
-            if self._fatal is None:
-                try:
-                    await self._commit()
-                except Exception as exc:  # noqa: BLE001
-                    # A failed send: nothing may be committed any more (see run()).
-                    self.fail(exc)
-            n = len(self.tasks)
-            self._close_tasks()
-            log.info("closed %d tasks on revoke", n)
+            try:
+                if self._fatal is None:
+                    await self.tasks.revoked()
+                else:
+                    self.tasks.close()
+            except Exception as exc:  # noqa: BLE001
+                # A failed send: nothing may be committed any more (see run()).
+                self.fail(exc)
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
-        assert self.consumer is not None
+        assert self.tasks is not None
         async with self._lock:
             self.metrics.rebalances.labels(self.topology.name).inc()
-            wanted: dict[TaskId, tuple[SubTopology, int]] = {}
-            for tp in assigned:
-                sub = self.sub_of_topic[tp.topic]
-                wanted[TaskId(sub.id, tp.partition)] = (sub, tp.partition)
-            for task_id, (sub, partition) in sorted(wanted.items()):
-                if task_id not in self.tasks:
-                    self.tasks[task_id] = await self._open_task(sub, partition)
-            for tp in assigned:
-                task = self._task_for(tp)
-                off = task.offsets.get((tp.topic, tp.partition)) if task else None
-                if off is not None:
-                    self.consumer.seek(tp, off)
-            log.info("assigned %d partitions -> tasks %s", len(assigned),
-                     sorted(str(t) for t in wanted))
-
-    async def _open_task(self, sub: SubTopology, partition: int) -> Task:
-        """Open a task's state, restoring from the changelog what :func:`decide_open` asks for."""
-        assert self.consumer is not None
-        task_id = TaskId(sub.id, partition)
-        if not sub.stores:
-            return Task(self.topology, sub, partition, None)
-        path = self.state_root / str(task_id)
-        check_state_shape(path, self.topology, sub)
-        store = await asyncio.to_thread(TaskStore, path, sub.stores)
-        task = Task(self.topology, sub, partition, store)
-        local = task.meta()
-        committed: Offsets = {}
-        for topic, part in task.tps:
-            off = await self.consumer.committed(TopicPartition(topic, part))
-            if off is not None and off >= 0:
-                committed[(topic, part)] = off
-        tps = [TopicPartition(t, partition) for t in task.changelogs]
-        ends = {tp.topic: off for tp, off in (await self.consumer.end_offsets(tps)).items()}
-        decision = decide_open(local, committed, ends)
-        if decision.action == "resume":
-            task.offsets = {tp: off for tp, off in decision.resume_offsets.items()
-                            if tp in set(task.tps)}
-            if decision.finish_commit:
-                assert self.transport is not None
-                await self.transport.commit_offsets(task.offsets)
-            return task
-        log.info("task %s: %s: %s (local offsets %s, changelog positions %s, group %s, "
-                 "changelog ends %s)", task_id, decision.action, decision.reason,
-                 dict(local.offsets) or "none", local.changelog or "none", committed, ends)
-        task.close()
-        if decision.action == "wipe":
-            TaskStore.destroy(path)
-            store = await asyncio.to_thread(TaskStore, path, sub.stores)
-            upstream: dict[str, tuple[int, int]] = {}
-        else:
-            store = await asyncio.to_thread(TaskStore, path, sub.stores)
-            upstream = local.upstream
-        accept = ChangelogFilter(committed, task.tps, upstream)
-        tables = {name: self.topology.stores[name].changelog for name in sub.stores}
-
-        def progress(table: str, remaining: int) -> None:
-            self.metrics.recovery_remaining.labels(self.topology.name, table).set(remaining)
-
-        _, repairs = await restore_task(self.settings.broker, store, tables, partition,
-                                     decision.restore_from, accept, ends, str(task_id), progress)
-        store.write(restored_meta(local, decision, committed, ends, accept, task.shape).encode())
-        task = Task(self.topology, sub, partition, store)
-        if task.repair(repairs):
-            assert self.transport is not None
-            await checkpoint.commit([task], self.transport)
-        return task
-
-
-def check_state_shape(path: Path, topology: Topology, sub: SubTopology) -> None:
-    """Never open state that a different shape of the topology wrote (its tables would be
-    read as someone else's): say so in one line."""
-    existing = TaskStore.existing_tables(path)
-    if existing is None:
-        return
-    expected = sorted(sub.stores)
-    shape = None
-    if existing == expected:
-        store = TaskStore(path, sub.stores, read_only=True)
-        try:
-            shape = TaskMeta.decode(store.meta()).shape
-        finally:
-            store.close()
-        if shape is None or shape == shape_of(sub.topics, sub.stores):
-            return
-    raise StateShapeMismatch(
-        f"state in {path} was written by a different shape of topology {topology.name!r} "
-        f"(tables {', '.join(existing) or 'none'}; expected {', '.join(expected)}"
-        f"{'' if shape is None else ', other input topics'}): run `streams tables reset "
-        f"{topology.name}` to rebuild it")
+            self.tasks.assigned(assigned)
 
 
 def run_worker(topology: Topology, settings: Settings) -> int:
@@ -414,4 +316,5 @@ def run_worker(topology: Topology, settings: Settings) -> int:
     return 0
 
 
-__all__ = ["Worker", "run_worker", "topic_specs", "REPARTITION_CONFIG"]
+__all__ = ["REPARTITION_CONFIG", "StateShapeMismatch", "Worker", "check_state_shape", "run_worker",
+           "topic_specs"]

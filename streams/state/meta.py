@@ -89,7 +89,7 @@ class TaskMeta:
 
     @property
     def empty(self) -> bool:
-        return not (self.offsets or self.changelog)
+        return not (self.offsets or any(self.changelog.values()))
 
 
 def shape_of(topics: list[str], stores: list[str]) -> str:

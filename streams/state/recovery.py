@@ -136,7 +136,8 @@ class ChangelogFilter:
 
 
 def apply_changelog(store: TaskStore, table: str, records: Iterable[Any],
-                    accept: ChangelogFilter, skipped: set[bytes]) -> int:
+                    accept: ChangelogFilter, skipped: set[bytes],
+                    meta: dict[str, str] | None = None) -> int:
     """Write the accepted ``records`` (with .key, .value, .headers) of one table's changelog
     into ``store`` in one WriteBatch; returns how many were applied and adds the keys of the
     skipped ones (from unfinished commits) to ``skipped``.
@@ -151,8 +152,8 @@ def apply_changelog(store: TaskStore, table: str, records: Iterable[Any],
             skipped.discard(rec.key)
         else:
             skipped.add(rec.key)
-    if pending:
-        store.write_raw(table, pending)
+    if pending or meta is not None:
+        store.write_raw(table, pending, meta)
     return len(pending)
 
 
@@ -163,61 +164,99 @@ def restored_meta(local: TaskMeta, decision: OpenDecision, committed: Offsets,
     return TaskMeta(dict(committed), dict(accept.upstream), stream_time, dict(ends), shape)
 
 
-async def restore_task(bootstrap: str, store: TaskStore, tables: dict[str, str], partition: int,
-                       restore_from: dict[str, int], accept: ChangelogFilter, ends: dict[str, int],
-                       task_id: str, on_progress: Callable[[str, int], None] | None = None,
-                       batch: int = 20000) -> tuple[int, dict[str, set[bytes]]]:
-    """Apply ``tables`` ({table: changelog topic}) of one task from ``restore_from[topic]`` up to
-    ``ends[topic]`` into ``store``, keeping what ``accept`` accepts. Returns the number of records
-    applied and, per table, the keys of skipped records (see :func:`apply_changelog`)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                isolation_level="read_committed", auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=8 * 1024 * 1024,
-                                fetch_max_bytes=64 * 1024 * 1024)
-    await consumer.start()
-    repairs: dict[str, set[bytes]] = {}
-    applied = 0
-    try:
-        for table, topic in tables.items():
-            if topic not in restore_from:
+class Restoration:
+    """Restores one task's tables from their changelogs in steps, so that the worker keeps
+    polling (and stays in its group) while a large table comes back.
+
+    Each step applies one fetch of records together with the progress so far (changelog
+    positions and upstream positions) in one WriteBatch: if the task is revoked in the middle,
+    whoever opens it next on this host continues from there (``decide_open`` sees positions
+    below the changelog's end) instead of starting over.
+    """
+
+    def __init__(self, task_id: str, store: TaskStore, changelogs: dict[str, str], partition: int,
+                 decision: OpenDecision, local: TaskMeta, committed: Offsets,
+                 ends: dict[str, int], inputs: Iterable[tuple[str, int]], shape: str,
+                 accept: ChangelogFilter | None = None) -> None:
+        self.task_id = task_id
+        self.store = store
+        self.changelogs = changelogs  # changelog topic -> table
+        self.partition = partition
+        self.decision = decision
+        self.base = local if decision.action == "restore" else TaskMeta(shape=shape)
+        self.committed = committed
+        self.ends = ends
+        self.shape = shape
+        self.accept = accept or ChangelogFilter(committed, inputs, self.base.upstream)
+        self.positions = {t: decision.restore_from.get(t, ends[t]) for t in ends}
+        self.repairs: dict[str, set[bytes]] = {table: set() for table in changelogs.values()}
+        self.total = sum(max(0, ends[t] - p) for t, p in self.positions.items())
+        self.applied = 0
+        self.started = time.monotonic()
+
+    @property
+    def done(self) -> bool:
+        return all(p >= self.ends[t] for t, p in self.positions.items())
+
+    def remaining(self, topic: str) -> int:
+        return max(0, self.ends[topic] - self.positions[topic])
+
+    def _progress(self) -> dict[str, str]:
+        meta = TaskMeta(dict(self.base.offsets), dict(self.accept.upstream), self.base.stream_time,
+                        {**self.base.changelog, **self.positions}, self.shape)
+        return meta.encode()
+
+    async def step(self, consumer: AIOKafkaConsumer, max_records: int = 20000) -> int:
+        """Read and apply one fetch of the first unfinished changelog; returns records read."""
+        for topic, table in self.changelogs.items():
+            position, end = self.positions[topic], self.ends[topic]
+            if position >= end:
                 continue
-            skipped_keys = repairs.setdefault(table, set())
-            tp = TopicPartition(topic, partition)
+            tp = TopicPartition(topic, self.partition)
             consumer.assign([tp])
-            start = restore_from[topic]
-            if start <= 0:
+            if position <= 0:
                 await consumer.seek_to_beginning(tp)
             else:
-                consumer.seek(tp, start)
-            end = ends[topic]
-            start = await consumer.position(tp)
-            total = max(0, end - start)
-            if total == 0:
-                continue
-            log.info("task %s: restoring table %s from %s[%d]: offsets %d..%d (%d records)",
-                     task_id, table, topic, partition, start, end, total)
-            started = last_log = time.monotonic()
-            done = skipped = 0
-            while await consumer.position(tp) < end:
-                records = (await consumer.getmany(tp, timeout_ms=1000, max_records=batch)).get(tp, [])
-                records = [r for r in records if r.offset < end]
-                ok = apply_changelog(store, table, records, accept, skipped_keys)
-                applied += ok
-                skipped += len(records) - ok
-                done += len(records)
-                if on_progress:
-                    on_progress(table, max(0, total - done))
-                now = time.monotonic()
-                if now - last_log > 2:
-                    log.info("task %s: restoring %s: %d%% (%d / %d records)", task_id, table,
-                             100 * done // total, done, total)
-                    last_log = now
-            elapsed = time.monotonic() - started
-            log.info("task %s: restored %s: %d records (%d from unfinished commits skipped) "
-                     "in %.2fs (%.0f records/s)", task_id, table, done - skipped, skipped,
-                     elapsed, done / elapsed if elapsed else 0)
-            if on_progress:
-                on_progress(table, 0)
+                consumer.seek(tp, position)
+            fetched = (await consumer.getmany(tp, timeout_ms=1000, max_records=max_records)).get(tp, [])
+            records = [r for r in fetched if r.offset < end]
+            self.positions[topic] = min(end, max(position, await consumer.position(tp)))
+            self.applied += apply_changelog(self.store, table, records, self.accept,
+                                            self.repairs[table], self._progress())
+            return len(records)
+        return 0
+
+    def finish(self) -> TaskMeta:
+        """The task's meta once every changelog is restored: state as of the group's offsets."""
+        log.info("task %s: restored %d of %d changelog records (the rest from unfinished commits) "
+                 "in %.2fs", self.task_id, self.applied, self.total,
+                 time.monotonic() - self.started)
+        return restored_meta(self.base, self.decision, self.committed, self.ends, self.accept,
+                             self.shape)
+
+
+async def restore_task(bootstrap: str, store: TaskStore, tables: dict[str, str], partition: int,
+                       restore_from: dict[str, int], accept: ChangelogFilter, ends: dict[str, int],
+                       task_id: str, batch: int = 20000) -> tuple[int, dict[str, set[bytes]]]:
+    """Restore ``tables`` ({table: changelog topic}) of one task in one go (a convenience over
+    :class:`Restoration` for tools and benchmarks). Returns the records applied and the keys
+    to repair per table."""
+    decision = OpenDecision("restore", "requested", restore_from=restore_from)
+    restoration = Restoration(task_id, store, {t: name for name, t in tables.items()}, partition,
+                              decision, TaskMeta(), {}, ends, [], "", accept)
+    consumer = restore_consumer(bootstrap)
+    await consumer.start()
+    try:
+        while not restoration.done:
+            await restoration.step(consumer, batch)
     finally:
         await consumer.stop()
-    return applied, repairs
+    return restoration.applied, restoration.repairs
+
+
+def restore_consumer(bootstrap: str) -> AIOKafkaConsumer:
+    """A consumer for changelogs: no group, committed records only, large fetches."""
+    return AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                            isolation_level="read_committed", auto_offset_reset="earliest",
+                            max_partition_fetch_bytes=8 * 1024 * 1024,
+                            fetch_max_bytes=64 * 1024 * 1024)

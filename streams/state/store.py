@@ -157,19 +157,15 @@ class TaskStore:
                     batch.delete(key, handle)
                 else:
                     batch.put(key, value, handle)
-        meta_handle = self._handles[META]
-        for k in self._meta_keys - meta.keys():
-            batch.delete(k.encode(), meta_handle)
-        for k, v in meta.items():
-            batch.put(k.encode(), v.encode(), meta_handle)
+        self._replace_meta(batch, meta)
         self.db.write(batch)
-        self._meta_keys = set(meta)
         for pending in self._pending.values():
             pending.clear()
 
     def write_raw(self, table: str, entries: list[tuple[bytes, bytes | None]],
                   meta: dict[str, str] | None = None) -> None:
-        """Bulk write (changelog restore), bypassing the buffer."""
+        """Bulk write (changelog restore), bypassing the buffer; with ``meta``, the meta entries
+        are replaced in the same WriteBatch (restore progress survives an interruption)."""
         batch = WriteBatch(raw_mode=True)
         handle = self._handles[table]
         for key, value in entries:
@@ -177,9 +173,17 @@ class TaskStore:
                 batch.delete(key, handle)
             else:
                 batch.put(key, value, handle)
-        for k, v in (meta or {}).items():
-            batch.put(k.encode(), v.encode(), self._handles[META])
+        if meta is not None:
+            self._replace_meta(batch, meta)
         self.db.write(batch)
+
+    def _replace_meta(self, batch: WriteBatch, meta: dict[str, str]) -> None:
+        handle = self._handles[META]
+        for k in self._meta_keys - meta.keys():
+            batch.delete(k.encode(), handle)
+        for k, v in meta.items():
+            batch.put(k.encode(), v.encode(), handle)
+        self._meta_keys = set(meta)
 
     def discard_pending(self) -> None:
         for pending in self._pending.values():

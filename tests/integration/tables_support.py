@@ -11,7 +11,7 @@ from typing import Any
 from streams.kafka import admin
 from streams.runtime.compile import subtopologies
 from streams.state.meta import TaskId
-from streams.state.inspect import open_read_only, task_dirs
+from streams.tables.inspect import open_read_only, task_dirs
 from topologies.trip_stats import topology as trip_stats
 
 

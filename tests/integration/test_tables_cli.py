@@ -16,7 +16,7 @@ from topologies.trip_stats import topology as trip_stats
 
 from tests.conftest import (ROOT, committed_offsets, create_topology_topics, read_topic,
                             delete_topology_topics, produce)
-from streams.state.inspect import task_dirs
+from streams.tables.inspect import task_dirs
 from tests.integration.tables_support import (driver_totals_oracle, latest_by_key, local_table,
                                                wait_drained)
 

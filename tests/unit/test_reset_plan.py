@@ -8,7 +8,7 @@ import pytest
 
 from streams import Topology
 from streams.runtime.compile import subtopologies
-from streams.runtime.reset import ResetRefused, plan_reset
+from streams.tables.reset import ResetRefused, plan_reset
 
 
 def _two_pipelines() -> Topology:

@@ -11,8 +11,8 @@ from typing import Any
 from ..dsl.topology import Topology
 from ..kafka import admin
 from ..runtime.compile import subtopologies
-from .meta import TaskId, TaskMeta
-from .store import TaskStore
+from ..state.meta import TaskId, TaskMeta
+from ..state.store import TaskStore
 
 
 @dataclass

@@ -14,12 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..dsl import nodes as n
 from ..dsl.topology import Topology
 from ..kafka import admin
 from ..kafka.admin import TopicSpec
-from .compile import SubTopology, subtopologies
-from .topics import CHANGELOG_CONFIG, REPARTITION_CONFIG
+from ..runtime.compile import SubTopology, subtopologies
+from ..runtime.topics import CHANGELOG_CONFIG, REPARTITION_CONFIG, written_repartitions
 
 
 class ResetRefused(RuntimeError):
@@ -47,25 +46,9 @@ class ResetPlan:
 
 
 def _upstream(sub: SubTopology, subs: list[SubTopology]) -> list[SubTopology]:
+    """The sub-topologies that write a repartition topic ``sub`` reads."""
     internal = {s.topic for s in sub.sources if s.internal}
-    out = []
-    for other in subs:
-        for node in _nodes(other):
-            if isinstance(node, n.SinkNode) and node.internal and node.topic in internal:
-                out.append(other)
-                break
-    return out
-
-
-def _nodes(sub: SubTopology) -> list[n.Node]:
-    seen: dict[int, n.Node] = {}
-    stack: list[n.Node] = list(sub.sources)
-    while stack:
-        x = stack.pop()
-        if id(x) not in seen:
-            seen[id(x)] = x
-            stack.extend(x.children)
-    return list(seen.values())
+    return [other for other in subs if internal & set(written_repartitions(other))]
 
 
 def plan_reset(topology: Topology, state_dir: str, partitions: int,

@@ -1,0 +1,226 @@
+"""The tasks a worker owns: opening them, restoring their state, closing them on a rebalance.
+
+As in Kafka Streams, the rebalance listener only records what was assigned; opening state and
+restoring it from the changelog happen in the worker's main loop, a step at a time, with the
+task's input partitions paused. So a large restore neither delays the group's rebalance nor
+exceeds its timeouts, the worker keeps polling (and stays in the group), and a task starts
+processing as soon as its own restore is complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from ..dsl.topology import Topology
+from ..state.meta import Offsets, TaskId, TaskMeta, shape_of
+from ..state.recovery import Restoration, decide_open, restore_consumer
+from ..state.store import TaskStore
+from . import checkpoint
+from .compile import SubTopology
+from .task import Task
+
+log = logging.getLogger(__name__)
+
+
+class StateShapeMismatch(RuntimeError):
+    """Local state was written by a different shape of the topology."""
+
+
+def check_state_shape(path: Path, topology: Topology, sub: SubTopology) -> None:
+    """Never open state that a different shape of the topology wrote (its tables would be
+    read as someone else's): say so in one line."""
+    existing = TaskStore.existing_tables(path)
+    if existing is None:
+        return
+    expected = sorted(sub.stores)
+    shape = None
+    if existing == expected:
+        store = TaskStore(path, sub.stores, read_only=True)
+        try:
+            shape = TaskMeta.decode(store.meta()).shape
+        finally:
+            store.close()
+        if shape is None or shape == shape_of(sub.topics, sub.stores):
+            return
+    raise StateShapeMismatch(
+        f"state in {path} was written by a different shape of topology {topology.name!r} "
+        f"(tables {', '.join(existing) or 'none'}; expected {', '.join(expected)}"
+        f"{'' if shape is None else ', other input topics'}): run `streams tables reset "
+        f"{topology.name}` to rebuild it")
+
+
+class TaskManager:
+    """Owns the worker's tasks: ``running`` process input; ``restoring`` wait for their state."""
+
+    def __init__(self, topology: Topology, subs: list[SubTopology], state_root: Path,
+                 bootstrap: str, consumer: AIOKafkaConsumer, transport: checkpoint.CommitTransport,
+                 on_remaining: Callable[[str, int], None] | None = None) -> None:
+        self.topology = topology
+        self.sub_of_topic = {t: s for s in subs for t in s.topics}
+        self.state_root = state_root
+        self.bootstrap = bootstrap
+        self.consumer = consumer
+        self.transport = transport
+        self.on_remaining = on_remaining
+        self.running: dict[TaskId, Task] = {}
+        self.restoring: dict[TaskId, Restoration] = {}
+        self._pending: dict[TaskId, SubTopology] = {}  # assigned, not opened yet
+        self._restorer: AIOKafkaConsumer | None = None
+        self._last_log = 0.0
+
+    # -- rebalance (no I/O beyond pausing partitions) ---------------------------------------------
+    def assigned(self, tps: list[TopicPartition]) -> None:
+        """Record an assignment; the main loop opens the tasks (:meth:`open_pending`)."""
+        for tp in tps:
+            sub = self.sub_of_topic[tp.topic]
+            task_id = TaskId(sub.id, tp.partition)
+            if task_id not in self.running:
+                self._pending[task_id] = sub
+        paused = [tp for tp in tps
+                  if TaskId(self.sub_of_topic[tp.topic].id, tp.partition) in self._pending]
+        if paused:
+            self.consumer.pause(*paused)
+        log.info("assigned %d partitions -> tasks %s", len(tps),
+                 sorted({str(TaskId(self.sub_of_topic[tp.topic].id, tp.partition)) for tp in tps}))
+
+    def task_for(self, tp: TopicPartition) -> Task | None:
+        sub = self.sub_of_topic.get(tp.topic)
+        return None if sub is None else self.running.get(TaskId(sub.id, tp.partition))
+
+    async def revoked(self) -> None:
+        """Commit the running tasks, then close everything (restores keep their progress)."""
+        try:
+            if self.running:
+                await checkpoint.commit(self.running.values(), self.transport)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for task in self.running.values():
+            task.abandon()
+            task.close()
+        for restoration in self.restoring.values():
+            restoration.store.close()
+        n = len(self.running) + len(self.restoring)
+        self.running.clear()
+        self.restoring.clear()
+        self._pending.clear()
+        if n:
+            log.info("closed %d tasks", n)
+
+    async def stop(self) -> None:
+        self.close()
+        if self._restorer is not None:
+            await self._restorer.stop()
+            self._restorer = None
+
+    # -- main loop --------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """Tasks are waiting to be opened or restored."""
+        return bool(self._pending or self.restoring)
+
+    async def open_pending(self) -> None:
+        while self._pending:
+            task_id, sub = self._pending.popitem()
+            await self._open(task_id, sub)
+
+    async def restore_step(self, budget_s: float = 0.5) -> None:
+        """Restore for about ``budget_s``, then return so the worker polls and processes."""
+        if not self.restoring:
+            return
+        if self._restorer is None:
+            self._restorer = restore_consumer(self.bootstrap)
+            await self._restorer.start()
+        deadline = time.monotonic() + budget_s
+        for task_id, restoration in list(self.restoring.items()):
+            while not restoration.done and time.monotonic() < deadline:
+                await restoration.step(self._restorer)
+            self._report(restoration)
+            if restoration.done:
+                del self.restoring[task_id]
+                await self._start(task_id, restoration)
+            if time.monotonic() >= deadline:
+                break
+
+    def _report(self, r: Restoration) -> None:
+        for topic, table in r.changelogs.items():
+            if self.on_remaining is not None:
+                self.on_remaining(table, r.remaining(topic))
+        now = time.monotonic()
+        if now - self._last_log > 2 or r.done:
+            self._last_log = now
+            left = sum(r.remaining(t) for t in r.changelogs)
+            pct = 100 if not r.total else 100 * (r.total - left) // r.total
+            log.info("task %s: restoring: %d%% (%d of %d changelog records)", r.task_id, pct,
+                     r.total - left, r.total)
+
+    # -- opening ----------------------------------------------------------------------------------
+    async def _committed(self, tps: list[tuple[str, int]]) -> Offsets:
+        out: Offsets = {}
+        for topic, part in tps:
+            off = await self.consumer.committed(TopicPartition(topic, part))
+            if off is not None and off >= 0:
+                out[(topic, part)] = off
+        return out
+
+    async def _open(self, task_id: TaskId, sub: SubTopology) -> None:
+        partition = task_id.partition
+        if not sub.stores:
+            await self._start_task(Task(self.topology, sub, partition, None))
+            return
+        path = self.state_root / str(task_id)
+        check_state_shape(path, self.topology, sub)
+        store = await asyncio.to_thread(TaskStore, path, sub.stores)
+        task = Task(self.topology, sub, partition, store)
+        local = task.meta()
+        committed = await self._committed(task.tps)
+        tps = [TopicPartition(t, partition) for t in task.changelogs]
+        ends = {tp.topic: off for tp, off in (await self.consumer.end_offsets(tps)).items()}
+        decision = decide_open(local, committed, ends)
+        if decision.action == "resume":
+            task.offsets = {tp: off for tp, off in decision.resume_offsets.items()
+                            if tp in set(task.tps)}
+            if decision.finish_commit:
+                await self.transport.commit_offsets(task.offsets)
+            await self._start_task(task)
+            return
+        log.info("task %s: %s: %s (local offsets %s, changelog positions %s, group %s, "
+                 "changelog ends %s)", task_id, decision.action, decision.reason,
+                 dict(local.offsets) or "none", local.changelog or "none", committed, ends)
+        task.close()
+        if decision.action == "wipe":
+            TaskStore.destroy(path)
+        store = await asyncio.to_thread(TaskStore, path, sub.stores)
+        self.restoring[task_id] = Restoration(
+            str(task_id), store, dict(task.changelogs), partition, decision, local, committed,
+            ends, task.tps, task.shape)
+
+    async def _start(self, task_id: TaskId, restoration: Restoration) -> None:
+        store = restoration.store
+        store.write(restoration.finish().encode())
+        sub = self.sub_of_topic[next(iter(self._topics_of(task_id)))]
+        task = Task(self.topology, sub, task_id.partition, store)
+        if task.repair(restoration.repairs):
+            await checkpoint.commit([task], self.transport)
+        await self._start_task(task)
+
+    def _topics_of(self, task_id: TaskId) -> list[str]:
+        return [t for t, s in self.sub_of_topic.items() if s.id == task_id.sub]
+
+    async def _start_task(self, task: Task) -> None:
+        """Seek the task's partitions to where its state says, then let them flow."""
+        self.running[task.id] = task
+        tps = [TopicPartition(t, p) for t, p in task.tps]
+        for tp in tps:
+            off = task.offsets.get((tp.topic, tp.partition))
+            if off is not None:
+                self.consumer.seek(tp, off)
+        assignment = self.consumer.assignment()
+        self.consumer.resume(*[tp for tp in tps if tp in assignment])

@@ -1,0 +1,1 @@
+"""Operating on a topology's tables from outside a worker: list, read and reset them."""
