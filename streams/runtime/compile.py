@@ -10,14 +10,11 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..dsl import nodes as n
 from ..dsl.topology import Topology
+from .context import ProcessorContext
 from .processors import PROCESSORS, Processor, SourceProc
-
-if TYPE_CHECKING:
-    from .task import Task
 
 
 @dataclass
@@ -122,14 +119,15 @@ def subtopologies(topology: Topology) -> list[SubTopology]:
     return subs
 
 
-def build_processors(sub: SubTopology, task: Task) -> dict[str, list[SourceProc]]:
-    """Instantiate the processors of ``sub`` for ``task``; return the source processors by topic."""
+def build_processors(sub: SubTopology, ctx: ProcessorContext) -> dict[str, list[SourceProc]]:
+    """Instantiate the processors of ``sub`` with the task's context ``ctx`` (each node once,
+    even where branches meet again); return the source processors by topic."""
     built: dict[int, Processor] = {}
 
     def build(node: n.Node) -> Processor:
         proc = built.get(id(node))
         if proc is None:
-            proc = PROCESSORS[type(node)](node, task)
+            proc = PROCESSORS[type(node)](node, ctx)
             built[id(node)] = proc
             proc.children = [build(c) for c in node.children]
         return proc

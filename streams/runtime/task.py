@@ -4,11 +4,14 @@ The task is transport-free: it turns input batches into state changes and output
 :mod:`streams.runtime.checkpoint` drives its commit (the same code for the worker and the test
 driver): ``prepare_commit()`` returns the changelog records, the caller produces and flushes
 them, ``write_commit(positions)`` writes state + offsets + changelog positions in ONE WriteBatch.
+
+Processors never see the task: it builds one :class:`~streams.runtime.context.ProcessorContext`
+for itself and compiles its sub-topology against that.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..dsl.topology import Topology
 from ..state.meta import (OFFSETS_HEADER, ORIGIN_HEADER, UPSTREAM_HEADER, TaskId, TaskMeta,
@@ -16,15 +19,9 @@ from ..state.meta import (OFFSETS_HEADER, ORIGIN_HEADER, UPSTREAM_HEADER, TaskId
 from ..state.store import TaskStore
 from ..state.table import TableView
 from .compile import SubTopology, build_processors
+from .context import Output, ProcessorContext, StreamTimeCallback
 
-
-class Output(NamedTuple):
-    topic: str
-    partition: int | None  # None: by the key, with Kafka's default partitioner
-    key: bytes | None
-    value: bytes | None
-    timestamp: int | None
-    headers: list[tuple[str, bytes]] | None
+__all__ = ["Output", "Task"]
 
 
 class Task:
@@ -50,13 +47,16 @@ class Task:
         self.outputs: list[Output] = []
         self.dead_letters: dict[str, int] = {}
         self.dropped: dict[tuple[str, str], int] = {}
+        self.late: dict[str, int] = {}  # node -> records that came after their window closed
+        self.stream_time_callbacks: list[StreamTimeCallback] = []
         self._views: dict[str, TableView] = {}
         self._repairs: dict[str, set[bytes]] = {}
         if store is not None:
             for name in sub.stores:
                 spec = topology.stores[name]
                 self._views[name] = TableView(store, name, spec.key_serde, spec.value_serde)
-        self._sources = build_processors(sub, self)
+        self.context = ProcessorContext(self)
+        self._sources = build_processors(sub, self.context)
 
     # -- state ------------------------------------------------------------------------------------
     def table(self, name: str) -> TableView:
@@ -91,50 +91,41 @@ class Task:
     def process(self, topic: str, raws: list[Any]) -> int:
         """Run one batch of raw records of one input partition through the graph; records below
         the task's position (already reflected in its state) are skipped. Returns the number of
-        records processed."""
+        records processed.
+
+        If the batch advanced stream time, the stream-time callbacks run once after the whole
+        batch went through the graph; their outputs join the batch's."""
         position = self.offsets.get((topic, self.partition))
         if position is not None and raws and raws[0].offset < position:
             raws = [r for r in raws if r.offset >= position]
         if not raws:
             return 0
+        before = self.stream_time
         for source in self._sources[topic]:
-            source.process_raw(raws)
+            source.on_raw_batch(raws)
+        if self.stream_time > before and self.stream_time_callbacks:
+            self._notify_stream_time()
         self.offsets[(topic, self.partition)] = raws[-1].offset + 1
         return len(raws)
 
-    def observe_time(self, ts: int) -> None:
-        if ts > self.stream_time:
-            self.stream_time = ts
+    def advance_stream_time(self, ts: int) -> bool:
+        """Move stream time to ``ts`` without input (e.g. to close windows of an idle
+        partition) and run the stream-time callbacks; nothing happens if ``ts`` is not later
+        than the current stream time. Returns whether it advanced. Outputs the callbacks send
+        wait in :meth:`take_outputs`, their store writes for the next commit."""
+        if ts <= self.stream_time:
+            return False
+        self.stream_time = ts
+        self._notify_stream_time()
+        return True
 
-    def skip_replayed(self, topic: str, raws: list[Any]) -> list[Any]:
-        """Drop repartitioned records this task already applied.
+    def _notify_stream_time(self) -> None:
+        now = self.stream_time
+        for callback in self.stream_time_callbacks:
+            callback(now)
 
-        After a crash the upstream task re-sends records at new offsets of the repartition topic;
-        each carries its source position (topic:partition:offset:index), and positions from one
-        upstream partition arrive in order, so anything at or below the highest position applied
-        is a replay.
-        """
-        upstream = self.upstream
-        fresh = []
-        for raw in raws:
-            origin = header(raw.headers, ORIGIN_HEADER)
-            if origin is None:
-                fresh.append(raw)
-                continue
-            src_topic, src_part, off, idx = origin.decode().rsplit(":", 3)
-            key = f"{topic}|{src_topic}:{src_part}"
-            pos = (int(off), int(idx))
-            last = upstream.get(key)
-            if last is not None and pos <= last:
-                continue
-            upstream[key] = pos
-            fresh.append(raw)
-        return fresh
-
-    def produce(self, topic: str, key: bytes | None, value: bytes | None, ts: int | None,
-                headers: list | None = None, partition: int | None = None) -> None:
-        self.outputs.append(Output(topic, partition, key, value, ts, headers))
-
+    # dead_letter and count_dropped stay here (the context delegates to them): they are the
+    # task's counters, which the worker reads and resets for its metrics.
     def dead_letter(self, raw: Any, error: str, reason: str) -> None:
         """Route ``raw`` to the topology's dead-letter topic. After a repartition the source
         headers name the original input record (from its origin header), not the internal

@@ -1,0 +1,143 @@
+"""The processor context: everything a processor may ask of the task that runs it.
+
+Processors never see the :class:`~streams.runtime.task.Task`. Each task creates one
+``ProcessorContext`` for itself and hands it to every processor it builds (Kafka Streams'
+``Processor.init(context)``): stores by name, sending records, dead letters and counters, stream
+time, and a callback when stream time advances (window close, join expiry; Bytewax's
+``notify_at``/``on_notify``). New processor kinds need nothing else, and this module imports
+nothing of the task, so ``processors`` and ``compile`` do not depend on ``task`` either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+from ..dsl.topology import Topology
+from ..state.meta import ORIGIN_HEADER, Positions, TaskId, header
+from ..state.table import TableView
+
+StreamTimeCallback = Callable[[int], None]
+
+
+class Output(NamedTuple):
+    """A record a task emits: to an output, repartition, dead-letter or changelog topic."""
+
+    topic: str
+    partition: int | None  # None: by the key, with Kafka's default partitioner
+    key: bytes | None
+    value: bytes | None
+    timestamp: int | None
+    headers: list[tuple[str, bytes]] | None
+
+
+class _TaskSide(Protocol):
+    """What the context uses of its task (structural, so this module needs no task import)."""
+
+    id: TaskId
+    partition: int
+    topology: Topology
+    outputs: list[Output]
+    stream_time: int
+    upstream: Positions
+    late: dict[str, int]
+    stream_time_callbacks: list[StreamTimeCallback]
+
+    def table(self, name: str) -> TableView: ...
+
+    def dead_letter(self, raw: Any, error: str, reason: str) -> None: ...
+
+    def count_dropped(self, node: str, reason: str) -> None: ...
+
+
+class ProcessorContext:
+    """One task's services for its processors. Cheap to call: every method is a few attribute
+    lookups on the task, and nothing here is per record unless the processor makes it so."""
+
+    __slots__ = ("_task", "task_id", "partition", "topology_name")
+
+    def __init__(self, task: _TaskSide) -> None:
+        self._task = task
+        self.task_id: TaskId = task.id
+        self.partition: int = task.partition
+        self.topology_name: str = task.topology.name
+
+    # -- state ------------------------------------------------------------------------------------
+    def store(self, name: str) -> TableView:
+        """The view of the task's store ``name`` (it must be one of the node's ``store_names()``,
+        or the sub-topology has no such store: KeyError)."""
+        return self._task.table(name)
+
+    # -- output -----------------------------------------------------------------------------------
+    def send(self, topic: str, key: bytes | None, value: bytes | None, timestamp: int | None,
+             headers: list[tuple[str, bytes]] | None = None,
+             partition: int | None = None) -> None:
+        """Emit a serialized record; it goes out with the task's current batch (before the
+        commit that covers the batch's input offsets)."""
+        # not cached: ``Task.take_outputs`` swaps the list
+        self._task.outputs.append(Output(topic, partition, key, value, timestamp, headers))
+
+    def dead_letter(self, raw: Any, error: str, reason: str) -> None:
+        """Route the input record ``raw`` to the topology's dead-letter topic."""
+        self._task.dead_letter(raw, error, reason)
+
+    def count_dropped(self, node: str, reason: str) -> None:
+        """A record ``node`` skips by design (a tombstone in an aggregation, no branch)."""
+        self._task.count_dropped(node, reason)
+
+    def count_late(self, node: str) -> None:
+        """A record ``node`` ignores because it arrived after its window or join closed."""
+        late = self._task.late
+        late[node] = late.get(node, 0) + 1
+
+    # -- time -------------------------------------------------------------------------------------
+    @property
+    def stream_time(self) -> int:
+        """The largest record timestamp the task has seen (-1 before the first)."""
+        return self._task.stream_time
+
+    def observe_time(self, ts: int) -> None:
+        """Advance stream time to ``ts`` if it is later. Registered callbacks run once at the
+        end of the batch, not here."""
+        task = self._task
+        if ts > task.stream_time:
+            task.stream_time = ts
+
+    def on_stream_time(self, callback: StreamTimeCallback) -> None:
+        """Call ``callback(new_stream_time)`` after every batch in which stream time advanced
+        (once, after the whole batch went through the graph) and on
+        ``Task.advance_stream_time``. It runs inside the task's batch/commit cycle: its store
+        writes are committed and its ``send``s go out like the batch's own. Register in the
+        processor's constructor."""
+        self._task.stream_time_callbacks.append(callback)
+
+    # -- repartition input ------------------------------------------------------------------------
+    def skip_replayed(self, topic: str, raws: list[Any]) -> list[Any]:
+        """``raws`` of the repartition topic ``topic`` without those this task already applied
+        (see :func:`skip_replayed`)."""
+        return skip_replayed(self._task.upstream, topic, raws)
+
+
+def skip_replayed(upstream: Positions, topic: str, raws: list[Any]) -> list[Any]:
+    """Drop repartitioned records already applied; record the new positions in ``upstream``.
+
+    After a crash the upstream task re-sends records at new offsets of the repartition topic;
+    each carries its source position (topic:partition:offset:index), and positions from one
+    upstream partition arrive in order, so anything at or below the highest position applied
+    is a replay.
+    """
+    fresh = []
+    for raw in raws:
+        origin = header(raw.headers, ORIGIN_HEADER)
+        if origin is None:
+            fresh.append(raw)
+            continue
+        src_topic, src_part, off, idx = origin.decode().rsplit(":", 3)
+        key = f"{topic}|{src_topic}:{src_part}"
+        pos = (int(off), int(idx))
+        last = upstream.get(key)
+        if last is not None and pos <= last:
+            continue
+        upstream[key] = pos
+        fresh.append(raw)
+    return fresh

@@ -1,0 +1,44 @@
+"""Batch processors: the compiled form of each DSL node, by family.
+
+* :mod:`.base`: ``Processor``, ``Rec``, errors and the resume-after-failure loop;
+* :mod:`.source`: ``SourceProc`` and timestamp extraction;
+* :mod:`.stateless`: map, filter, flat_map, select_key, peek, branch;
+* :mod:`.stateful`: aggregate, table source, process;
+* :mod:`.sinks`: ``SinkProc``.
+
+:data:`PROCESSORS` maps each node type to its processor class: a new node kind (windows, joins)
+is a node class in :mod:`streams.dsl.nodes`, a ``Processor(node, ctx)`` subclass here, and one
+entry below. Processors reach the task only through their
+:class:`~streams.runtime.context.ProcessorContext`.
+"""
+
+from __future__ import annotations
+
+from ...dsl import nodes as n
+from ...dsl.serdes import MAX_RECORD_BYTES
+from ...state.meta import ORIGIN_HEADER
+from ..context import ProcessorContext
+from .base import MAX_TIMESTAMP_MS, Processor, Rec, ShapeError, describe_error
+from .sinks import SinkProc
+from .source import SourceProc, timestamp_extractor
+from .stateful import AggregateProc, ProcessProc, TableSourceProc
+from .stateless import BranchProc, FilterProc, FlatMapProc, MapProc, PeekProc, SelectKeyProc
+
+__all__ = ["MAX_RECORD_BYTES", "MAX_TIMESTAMP_MS", "ORIGIN_HEADER", "PROCESSORS",
+           "AggregateProc", "BranchProc", "FilterProc", "FlatMapProc", "MapProc", "PeekProc",
+           "ProcessProc", "Processor", "ProcessorContext", "Rec", "SelectKeyProc", "ShapeError",
+           "SinkProc", "SourceProc", "TableSourceProc", "describe_error", "timestamp_extractor"]
+
+PROCESSORS: dict[type[n.Node], type[Processor]] = {
+    n.SourceNode: SourceProc,
+    n.MapNode: MapProc,
+    n.FilterNode: FilterProc,
+    n.FlatMapNode: FlatMapProc,
+    n.SelectKeyNode: SelectKeyProc,
+    n.PeekNode: PeekProc,
+    n.BranchNode: BranchProc,
+    n.SinkNode: SinkProc,
+    n.AggregateNode: AggregateProc,
+    n.TableSourceNode: TableSourceProc,
+    n.ProcessNode: ProcessProc,
+}
