@@ -250,6 +250,13 @@ class TopologyTestDriver:
         run_sync(checkpoint.commit(self._tasks.values(), self.kafka))
         self._since_commit = 0
 
+    def advance_stream_time(self, ts: int) -> None:
+        """Move every task's stream time to ``ts`` (as an idle partition's clock would), running
+        the stream-time callbacks (window closing) and writing what they emit."""
+        for task in list(self._tasks.values()):
+            if task.advance_stream_time(ts):
+                self._drain(task)
+
     def advance_wall_clock(self, ms: int) -> None:
         self.wall_clock_ms += ms
 

@@ -226,6 +226,10 @@ class Worker:
             for (node, reason), k in task.dropped.items():
                 self.metrics.dropped.labels(name, node, reason).inc(k)
             task.dropped.clear()
+        if task.late:
+            for node, k in task.late.items():
+                self.metrics.late.labels(name, node).inc(k)
+            task.late.clear()
 
     def _update_lag(self, tps: Iterable[TopicPartition]) -> None:
         assert self.consumer is not None and self.tasks is not None
