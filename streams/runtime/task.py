@@ -15,6 +15,7 @@ from ..state.meta import (OFFSETS_HEADER, ORIGIN_HEADER, UPSTREAM_HEADER, TaskId
                           decode_origin, encode_offsets, encode_upstream, header, shape_of)
 from ..state.store import TaskStore
 from ..state.table import TableView
+from ..state.views import open_view
 from .compile import SubTopology, build_processors
 
 
@@ -55,7 +56,7 @@ class Task:
         if store is not None:
             for name in sub.stores:
                 spec = topology.stores[name]
-                self._views[name] = TableView(store, name, spec.key_serde, spec.value_serde)
+                self._views[name] = open_view(store, spec)
         self._sources = build_processors(sub, self)
 
     # -- state ------------------------------------------------------------------------------------
