@@ -33,11 +33,26 @@ def _check(cls: str, field: str, value: Duration, *, positive: bool) -> int:
     return ms
 
 
-class _TimeWindows:
+class _Graced:
+    grace: Duration
+
+    @property
+    def grace_ms(self) -> int:
+        """How long after a window's end late records are still accepted, in ms."""
+        return _ms(self.grace)
+
+
+class _InclusiveEnd(_Graced):
+    def close_time(self, window_end: int) -> int:
+        """The stream time at which the window ending (inclusive) at ``window_end`` closes:
+        a record at ``window_end`` still belongs to it, so one ms after ``end + grace``."""
+        return window_end + self.grace_ms + 1
+
+
+class _TimeWindows(_Graced):
     """What tumbling and hopping windows share: epoch-aligned ``[start, start + size)``."""
 
     size: Duration
-    grace: Duration
 
     @property
     def size_ms(self) -> int:
@@ -46,10 +61,6 @@ class _TimeWindows:
     @property
     def advance_ms(self) -> int:
         raise NotImplementedError
-
-    @property
-    def grace_ms(self) -> int:
-        return _ms(self.grace)
 
     def windows_for(self, ts: int) -> list[tuple[int, int]]:
         """[(start, end)] of the windows holding ``ts``, by start (empty for ``ts < 0``)."""
@@ -118,7 +129,7 @@ class HoppingWindows(_TimeWindows):
 
 
 @dataclass(frozen=True)
-class SlidingWindows:
+class SlidingWindows(_InclusiveEnd):
     """Windows ``[start, end]``, inclusive at both ends, with ``end - start = max_difference``:
     two records are in a common window when their timestamps differ by at most
     ``max_difference`` (Kafka Streams' ``SlidingWindows.ofTimeDifferenceAndGrace``). Windows are
@@ -140,22 +151,14 @@ class SlidingWindows:
     def max_difference_ms(self) -> int:
         return _ms(self.max_difference)
 
-    @property
-    def grace_ms(self) -> int:
-        return _ms(self.grace)
-
     def windows_of_record(self, ts: int) -> tuple[tuple[int, int], tuple[int, int]]:
         """(the window ending at ``ts``, the window starting at ``ts + 1``), inclusive bounds."""
         d = self.max_difference_ms
         return (ts - d, ts), (ts + 1, ts + 1 + d)
 
-    def close_time(self, window_end: int) -> int:
-        """The stream time at which the window ending (inclusive) at ``window_end`` closes."""
-        return window_end + self.grace_ms + 1
-
 
 @dataclass(frozen=True)
-class SessionWindows:
+class SessionWindows(_InclusiveEnd):
     """Per-key sessions ``[start, end]`` (inclusive: the first and last record's timestamps):
     a record at ``ts`` merges with every session of its key that ends at ``ts - gap`` or later
     and starts at ``ts + gap`` or earlier.
@@ -175,22 +178,14 @@ class SessionWindows:
     def gap_ms(self) -> int:
         return _ms(self.gap)
 
-    @property
-    def grace_ms(self) -> int:
-        return _ms(self.grace)
-
     def merge_bounds(self, ts: int) -> tuple[int, int]:
         """(earliest end, latest start) of the sessions a record at ``ts`` merges with: the
         arguments of ``SessionStoreView.fetch_sessions``."""
         return ts - self.gap_ms, ts + self.gap_ms
 
-    def close_time(self, session_end: int) -> int:
-        """The stream time at which the session ending (inclusive) at ``session_end`` closes."""
-        return session_end + self.grace_ms + 1
-
 
 @dataclass(frozen=True)
-class JoinWindows:
+class JoinWindows(_Graced):
     """Stream-stream join window: a record at ``ts`` joins the other side's records with
     timestamps in ``[ts - before, ts + after]`` (inclusive).
 
@@ -216,10 +211,6 @@ class JoinWindows:
     @property
     def after_ms(self) -> int:
         return _ms(self.after)
-
-    @property
-    def grace_ms(self) -> int:
-        return _ms(self.grace)
 
     def bounds(self, ts: int) -> tuple[int, int]:
         """Inclusive range of the other side's timestamps a left record at ``ts`` joins."""

@@ -61,6 +61,14 @@ def _merge(base: Iterator[tuple[bytes, bytes]], ch: list[tuple[bytes, bytes | No
             yield k, cv
 
 
+def _keeping(items: Iterator[tuple[bytes, bytes]], opts: ReadOptions
+             ) -> Iterator[tuple[bytes, bytes]]:
+    # The iterator reads its upper bound from ``opts``: freeing ``opts`` while the iterator is
+    # in use silently truncates the scan, so this frame keeps it alive until the end.
+    yield from items
+    del opts
+
+
 class StoreLocked(RuntimeError):
     """Another process holds this task's RocksDB."""
 
@@ -129,7 +137,7 @@ class TaskStore:
             opts = ReadOptions()
             if end is not None:
                 opts.set_iterate_upper_bound(end)
-            db = iter(cf.items(from_key=start, read_opt=opts))
+            db = _keeping(cf.items(from_key=start, read_opt=opts), opts)
         return overlay(db, self._pending[table], start, end)
 
     def items(self, table: str) -> Iterator[tuple[bytes, bytes]]:
