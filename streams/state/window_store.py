@@ -77,7 +77,8 @@ class TimeKeyedView(StoreView):
         """Entries under ``prefix`` whose next time is in ``[t_from, t_to]``, in order."""
         if t_from > t_to:
             return iter(())
-        return self.range_bytes(prefix + time_bytes(t_from), prefix_end(prefix + time_bytes(t_to)))
+        end = prefix_end(prefix + time_bytes(t_to))
+        return self.range_bytes(prefix + time_bytes(t_from), end)
 
     def _indexed(self, t_from: int | None, t_to: int | None) -> list[bytes]:
         """Primary keys whose index time is in ``[t_from, t_to]`` (None: unbounded), by time."""
@@ -118,8 +119,7 @@ class TimeKeyedView(StoreView):
 class WindowStoreView(TimeKeyedView):
     """Kafka Streams' WindowStore: one value per (record key, window start).
 
-    >>> # view = open_view(store, spec)  with spec.kind == "window"
-    >>> # view.put("user-1", 60_000, 3); view.fetch("user-1", 0, 120_000)  -> [(60000, 3)]
+    ``view.put("user-1", 60_000, 3); view.fetch("user-1", 0, 120_000)  # [(60000, 3)]``
 
     The window end is not stored: a windowed operator knows its size (``end = start + size``).
     """
@@ -163,8 +163,8 @@ class SessionStoreView(TimeKeyedView):
     """Kafka Streams' SessionStore: one value per (record key, session start, session end),
     both ends inclusive. The time index is by session end: sessions close and expire by end.
 
-    >>> # view.put("user-1", 1_000, 4_000, 2)
-    >>> # view.fetch_sessions("user-1", 1_000 - gap, 5_000 + gap)  -> [((1000, 4000), 2)]
+    ``view.put("user-1", 1_000, 4_000, 2); view.fetch_sessions("user-1", 3_800, 4_800)``
+    gives ``[((1000, 4000), 2)]``: with a gap of 500, a record at 4300 joins that session.
     """
 
     def session_key(self, key: Any, start: int, end: int) -> bytes:
@@ -217,8 +217,8 @@ class JoinBufferView(TimeKeyedView):
     """The records of one side of a stream-stream join: per key, any number of values per
     timestamp, kept in insertion order.
 
-    >>> # buf.add("order-1", 1_000, {"qty": 2}); buf.add("order-1", 1_000, {"qty": 3})
-    >>> # buf.fetch("order-1", 500, 1_500)  -> [(1000, {"qty": 2}), (1000, {"qty": 3})]
+    ``buf.add("o-1", 1_000, {"qty": 2}); buf.add("o-1", 1_000, {"qty": 3})`` then
+    ``buf.fetch("o-1", 500, 1_500)`` gives ``[(1000, {"qty": 2}), (1000, {"qty": 3})]``.
     """
 
     def add(self, key: Any, ts: int, value: Any) -> None:
