@@ -10,8 +10,9 @@ Writes of a commit interval are buffered in memory (reads see them) and land tog
 meta entries in one ``WriteBatch``: after a crash the state and the offsets it reflects agree.
 faust writes its offset key with a separate ``put``, so a crash between the two double-applies.
 
-Keys are raw bytes in RocksDB's lexicographic order, so window stores and join buffers can keep
-``key + big-endian timestamp`` keys and scan ranges with :meth:`TaskStore.range`.
+Keys are raw bytes in RocksDB's lexicographic order, so window stores and join buffers keep
+``key + big-endian timestamp`` keys (encodings in :mod:`streams.state.window_store`) and scan
+ranges with :meth:`TaskStore.range`.
 """
 
 from __future__ import annotations
