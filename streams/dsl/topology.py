@@ -34,7 +34,7 @@ class StoreSpec:
     name: str
     value_serde: Serde
     changelog: str
-    kind: str  # "aggregate", "table", "store"
+    kind: str  # "aggregate", "table", "store"; "window", "session", "join-buffer" (state.views)
     key_serde: Serde
 
 

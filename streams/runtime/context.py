@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, Protocol
 
 from ..dsl.topology import Topology
 from ..state.meta import ORIGIN_HEADER, Positions, TaskId, header
-from ..state.table import TableView
+from ..state.table import StoreView
 
 StreamTimeCallback = Callable[[int], None]
 
@@ -43,7 +43,7 @@ class _TaskSide(Protocol):
     late: dict[str, int]
     stream_time_callbacks: list[StreamTimeCallback]
 
-    def table(self, name: str) -> TableView: ...
+    def table(self, name: str) -> StoreView: ...
 
     def dead_letter(self, raw: Any, error: str, reason: str) -> None: ...
 
@@ -63,7 +63,7 @@ class ProcessorContext:
         self.topology_name: str = task.topology.name
 
     # -- state ------------------------------------------------------------------------------------
-    def store(self, name: str) -> TableView:
+    def store(self, name: str) -> StoreView:
         """The view of the task's store ``name`` (it must be one of the node's ``store_names()``,
         or the sub-topology has no such store: KeyError)."""
         return self._task.table(name)

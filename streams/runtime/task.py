@@ -17,7 +17,8 @@ from ..dsl.topology import Topology
 from ..state.meta import (OFFSETS_HEADER, ORIGIN_HEADER, UPSTREAM_HEADER, TaskId, TaskMeta,
                           decode_origin, encode_offsets, encode_upstream, header, shape_of)
 from ..state.store import TaskStore
-from ..state.table import TableView
+from ..state.table import StoreView
+from ..state.views import open_view
 from .compile import SubTopology, build_processors
 from .context import Output, ProcessorContext, StreamTimeCallback
 
@@ -49,21 +50,21 @@ class Task:
         self.dropped: dict[tuple[str, str], int] = {}
         self.late: dict[str, int] = {}  # node -> records that came after their window closed
         self.stream_time_callbacks: list[StreamTimeCallback] = []
-        self._views: dict[str, TableView] = {}
+        self._views: dict[str, StoreView] = {}
         self._repairs: dict[str, set[bytes]] = {}
         if store is not None:
             for name in sub.stores:
                 spec = topology.stores[name]
-                self._views[name] = TableView(store, name, spec.key_serde, spec.value_serde)
+                self._views[name] = open_view(store, spec)
         self.context = ProcessorContext(self)
         self._sources = build_processors(sub, self.context)
 
     # -- state ------------------------------------------------------------------------------------
-    def table(self, name: str) -> TableView:
+    def table(self, name: str) -> StoreView:
         return self._views[name]
 
     @property
-    def tables(self) -> dict[str, TableView]:
+    def tables(self) -> dict[str, StoreView]:
         return self._views
 
     def repair(self, keys: dict[str, set[bytes]]) -> bool:

@@ -10,8 +10,9 @@ Writes of a commit interval are buffered in memory (reads see them) and land tog
 meta entries in one ``WriteBatch``: after a crash the state and the offsets it reflects agree.
 faust writes its offset key with a separate ``put``, so a crash between the two double-applies.
 
-Keys are raw bytes in RocksDB's lexicographic order, so window stores and join buffers can keep
-``key + big-endian timestamp`` keys and scan ranges with :meth:`TaskStore.range`.
+Keys are raw bytes in RocksDB's lexicographic order, so window stores and join buffers keep
+``key + big-endian timestamp`` keys (encodings in :mod:`streams.state.window_store`) and scan
+ranges with :meth:`TaskStore.range`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from rocksdict import AccessType, Options, Rdict, WriteBatch
+from rocksdict import AccessType, Options, Rdict, ReadOptions, WriteBatch
 
 META = "__meta"
 
@@ -31,6 +32,42 @@ def _options() -> Options:
     opts.create_if_missing(True)
     opts.create_missing_column_families(True)
     return opts
+
+
+def overlay(base: Iterator[tuple[bytes, bytes]], changes: dict[bytes, bytes | None],
+            start: bytes = b"", end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+    """Merge ``base`` (sorted, within ``[start, end)``) with the ``changes`` in that range
+    (a value replaces, ``None`` deletes), in key order. ``changes`` is read now, once; only its
+    keys in the range are sorted, so a large base is streamed, not materialized."""
+    ch = sorted((k, v) for k, v in changes.items() if start <= k and (end is None or k < end))
+    return _merge(base, ch)
+
+
+def _merge(base: Iterator[tuple[bytes, bytes]], ch: list[tuple[bytes, bytes | None]]
+           ) -> Iterator[tuple[bytes, bytes]]:
+    i, n = 0, len(ch)
+    for k, v in base:
+        while i < n and ch[i][0] < k:
+            if ch[i][1] is not None:
+                yield ch[i]  # type: ignore[misc]
+            i += 1
+        if i < n and ch[i][0] == k:
+            if ch[i][1] is not None:
+                yield ch[i]  # type: ignore[misc]
+            i += 1
+        else:
+            yield k, v
+    for k, cv in ch[i:]:
+        if cv is not None:
+            yield k, cv
+
+
+def _keeping(items: Iterator[tuple[bytes, bytes]], opts: ReadOptions
+             ) -> Iterator[tuple[bytes, bytes]]:
+    # The iterator reads its upper bound from ``opts``: freeing ``opts`` while the iterator is
+    # in use silently truncates the scan, so this frame keeps it alive until the end.
+    yield from items
+    del opts
 
 
 class StoreLocked(RuntimeError):
@@ -88,22 +125,21 @@ class TaskStore:
         cf = self._cf.get(table)
         return None if cf is None else cf.get(key)
 
-    def range(self, table: str, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Entries with ``start <= key < end`` in key order, buffered writes included."""
-        pending = {k: v for k, v in self._pending[table].items() if start <= k < end}
+    def range(self, table: str, start: bytes = b"", end: bytes | None = None
+              ) -> Iterator[tuple[bytes, bytes]]:
+        """Entries with ``start <= key < end`` (``end=None``: no upper bound) in key order,
+        buffered writes included: a buffered value replaces RocksDB's, a buffered delete hides
+        it. Lazy: RocksDB is read as the caller advances, through one bounded iterator; the
+        buffer is copied first, so writes made while iterating are not seen."""
         cf = self._cf.get(table)
-        db_items: Iterator[tuple[bytes, bytes]] = (
-            iter(()) if cf is None else iter(cf.items(from_key=start)))
-        merged: dict[bytes, bytes | None] = {}
-        for k, v in db_items:
-            if k >= end:
-                break
-            merged[k] = v
-        merged.update(pending)
-        for k in sorted(merged):
-            v = merged[k]
-            if v is not None:
-                yield k, v
+        if cf is None:
+            db: Iterator[tuple[bytes, bytes]] = iter(())
+        else:
+            opts = ReadOptions()
+            if end is not None:
+                opts.set_iterate_upper_bound(end)
+            db = _keeping(cf.items(from_key=start, read_opt=opts), opts)
+        return overlay(db, self._pending[table], start, end)
 
     def items(self, table: str) -> Iterator[tuple[bytes, bytes]]:
         cf = self._cf.get(table)

@@ -19,16 +19,19 @@ record whose processing failed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from ..dsl.serdes import MAX_RECORD_BYTES, Serde
-from .store import TaskStore
+from .store import TaskStore, overlay
 
 _MISSING = object()
 
 
-class TableView:
-    """``get``/``put``/``delete`` by user key for one table of one task."""
+class StoreView:
+    """One store (column family) of one task, by key bytes: the write buffer with its value
+    cache and savepoint, and the flush into the commit. :class:`TableView` and the window
+    views (:mod:`streams.state.window_store`) add typed keys on top."""
 
     def __init__(self, store: TaskStore, name: str, key_serde: Serde, value_serde: Serde) -> None:
         self.store = store
@@ -53,10 +56,6 @@ class TableView:
         return data
 
     # -- reads ------------------------------------------------------------------------------------
-    def get(self, key: Any, default: Any = None) -> Any:
-        """The value of ``key`` as the serde decodes it (a fresh object for mutable values)."""
-        return self.get_by_bytes(self.key_bytes(key), default)
-
     def get_by_bytes(self, kb: bytes, default: Any = None) -> Any:
         value = self._decoded.get(kb, _MISSING)
         if value is not _MISSING:
@@ -66,20 +65,30 @@ class TableView:
             vb = self.store.get(self.name, kb)
         return default if vb is None else self._deserialize(vb)
 
-    def __contains__(self, key: Any) -> bool:
-        return self.get(key, _MISSING) is not _MISSING
+    def range_bytes(self, start: bytes = b"", end: bytes | None = None
+                    ) -> Iterator[tuple[bytes, bytes]]:
+        """(key bytes, value bytes) with ``start <= key < end`` in key order: this view's
+        uncommitted writes over the store's (buffer and RocksDB)."""
+        return overlay(self.store.range(self.name, start, end), self._dirty, start, end)
+
+    def decode(self, kb: bytes, vb: bytes) -> Any:
+        """``vb`` (the value of ``kb``) decoded, from the cache when it holds it."""
+        value = self._decoded.get(kb, _MISSING)
+        return self._deserialize(vb) if value is _MISSING else value
 
     # -- writes -----------------------------------------------------------------------------------
-    def put(self, key: Any, value: Any) -> None:
-        """Serialize ``value`` now; raises (and changes nothing) if it cannot be serialized or
-        its changelog record would exceed ``MAX_RECORD_BYTES``. ``None`` deletes."""
-        self.put_by_bytes(self.key_bytes(key), value)
-
     def put_by_bytes(self, kb: bytes, value: Any) -> None:
+        """Serialize ``value`` now (``None`` deletes); raises, changing nothing, if it cannot be
+        serialized or the changelog record would exceed ``MAX_RECORD_BYTES``."""
         vb = None if value is None else self._serialize(value)
         if vb is not None and len(kb) + len(vb) > MAX_RECORD_BYTES:
             raise ValueError(f"table {self.name!r}: changelog record of {len(kb) + len(vb)} "
                              f"bytes exceeds {MAX_RECORD_BYTES}")
+        self.put_raw(kb, vb, value)
+
+    def put_raw(self, kb: bytes, vb: bytes | None, value: Any = _MISSING) -> None:
+        """Buffer already-serialized ``vb`` (None deletes) under the savepoint; ``value`` is its
+        decoded object, kept if the serde round-trips its type."""
         if self._saving and kb not in self._undo:
             self._undo[kb] = (self._dirty.get(kb, _MISSING), self._decoded.get(kb, _MISSING))
         self._dirty[kb] = vb
@@ -87,9 +96,6 @@ class TableView:
             self._decoded[kb] = value
         elif self._decoded:
             self._decoded.pop(kb, None)
-
-    def delete(self, key: Any) -> None:
-        self.put_by_bytes(self.key_bytes(key), None)
 
     # -- per-record savepoint ---------------------------------------------------------------------
     def begin(self) -> None:
@@ -133,3 +139,25 @@ class TableView:
         self._decoded.clear()
         self._undo.clear()
         self._saving = False
+
+
+class TableView(StoreView):
+    """``get``/``put``/``delete`` by user key for one key-value table of one task.
+
+    ``counts.put("k1", 3); counts.get("k1")  # -> 3``
+    """
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """The value of ``key`` as the serde decodes it (a fresh object for mutable values)."""
+        return self.get_by_bytes(self.key_bytes(key), default)
+
+    def __contains__(self, key: Any) -> bool:
+        return self.get(key, _MISSING) is not _MISSING
+
+    def put(self, key: Any, value: Any) -> None:
+        """Serialize ``value`` now; raises (and changes nothing) if it cannot be serialized or
+        its changelog record would exceed ``MAX_RECORD_BYTES``. ``None`` deletes."""
+        self.put_by_bytes(self.key_bytes(key), value)
+
+    def delete(self, key: Any) -> None:
+        self.put_by_bytes(self.key_bytes(key), None)

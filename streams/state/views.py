@@ -1,0 +1,44 @@
+"""Which view class serves each kind of store (:attr:`StoreSpec.kind`), in one place.
+
+=================================  ==========================================================
+kind                               view
+=================================  ==========================================================
+``aggregate``, ``table``, ``store``  :class:`~streams.state.table.TableView` (key -> value)
+``window``                         :class:`~streams.state.window_store.WindowStoreView`
+``session``                        :class:`~streams.state.window_store.SessionStoreView`
+``join-buffer``                    :class:`~streams.state.window_store.JoinBufferView`
+=================================  ==========================================================
+
+All of them are :class:`~streams.state.table.StoreView`\\ s: the task flushes, discards and
+savepoints them alike. Key encodings are in :mod:`streams.state.window_store`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .store import TaskStore
+from .table import StoreView, TableView
+from .window_store import JoinBufferView, SessionStoreView, WindowStoreView
+
+if TYPE_CHECKING:
+    from ..dsl.topology import StoreSpec
+
+VIEWS: dict[str, type[StoreView]] = {
+    "aggregate": TableView,
+    "table": TableView,
+    "store": TableView,
+    "window": WindowStoreView,
+    "session": SessionStoreView,
+    "join-buffer": JoinBufferView,
+}
+
+
+def open_view(store: TaskStore, spec: StoreSpec) -> StoreView:
+    """The view of ``spec``'s table in ``store``, of the class its kind calls for."""
+    try:
+        cls = VIEWS[spec.kind]
+    except KeyError:
+        raise ValueError(f"store {spec.name!r} has unknown kind {spec.kind!r}; "
+                         f"known: {', '.join(sorted(VIEWS))}") from None
+    return cls(store, spec.name, spec.key_serde, spec.value_serde)

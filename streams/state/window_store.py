@@ -1,0 +1,244 @@
+"""Window stores, session stores and join buffers: records addressed by (key, time...).
+
+They live in one column family of the task's RocksDB like a key-value table, so they share its
+per-commit WriteBatch, its changelog (``flush()`` returns the entries) and the per-record
+savepoint (``begin``/``rollback``/``release``) of :class:`~streams.state.table.StoreView`.
+
+Encodings (RocksDB orders keys as bytes, so these group by record key, then by time):
+
+* a time ``t`` (signed 64-bit epoch ms) is ``t + 2**63`` as 8 bytes big-endian, so negative
+  times sort before positive ones;
+* a record key is ``len(key bytes)`` as 4 bytes big-endian, then the key bytes (the length
+  prefix keeps ``"a"``'s entries apart from ``"ab"``'s); keys are shorter than 2**24 bytes, so
+  this primary key space always starts with ``0x00``;
+* window store:  ``len + key + start``;
+* session store: ``len + key + start + end``;
+* join buffer:   ``len + key + ts + seq`` (``seq``: 4 bytes big-endian, numbering the values of
+  one key at one ts in insertion order);
+* time index: ``0xff + time + primary key`` -> empty value, where time is the window start
+  (window store), the session end (session store) or the ts (join buffer). ``fetch_all`` and
+  ``expire_before`` read it, so they cost what they return, not a scan of every key. Index
+  entries are written, committed and changelogged with their record (a restore rebuilds them),
+  so the changelog and RocksDB's key counts hold two entries per record.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterator
+from typing import Any
+
+from .table import StoreView
+
+_OFFSET = 1 << 63
+_INDEX = b"\xff"
+_MAX_KEY = 1 << 24  # keeps the first byte of a primary key 0x00, below the index's 0xff
+_SEQ = 4
+
+
+def time_bytes(ts: int) -> bytes:
+    """``ts`` as 8 bytes that sort like the signed number.
+
+    >>> time_bytes(-1) < time_bytes(0) < time_bytes(1)
+    True
+    """
+    t = operator.index(ts)
+    if not -_OFFSET <= t < _OFFSET:
+        raise ValueError(f"timestamp {ts} does not fit in a signed 64-bit integer")
+    return (t + _OFFSET).to_bytes(8, "big")
+
+
+def time_of(data: bytes, at: int) -> int:
+    return int.from_bytes(data[at:at + 8], "big") - _OFFSET
+
+
+def key_prefix(kb: bytes) -> bytes:
+    """The prefix shared by every entry of the record key ``kb``: length, then the bytes."""
+    if len(kb) >= _MAX_KEY:
+        raise ValueError(f"key of {len(kb)} bytes is too long for a window store")
+    return len(kb).to_bytes(4, "big") + kb
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key above every key that starts with ``prefix`` (None: no such key)."""
+    p = prefix.rstrip(b"\xff")
+    return p[:-1] + bytes([p[-1] + 1]) if p else None
+
+
+class TimeKeyedView(StoreView):
+    """Shared machinery: primary entries ``key_prefix + times (+ seq)`` and the time index."""
+
+    def _write(self, pk: bytes, index_time: int, value: Any) -> None:
+        """Put (or with ``None`` delete) the record ``pk`` and its index entry."""
+        self.put_by_bytes(pk, value)  # first: if the value is refused, nothing has changed
+        self.put_raw(_INDEX + time_bytes(index_time) + pk, None if value is None else b"")
+
+    def _scan(self, prefix: bytes, t_from: int, t_to: int) -> Iterator[tuple[bytes, bytes]]:
+        """Entries under ``prefix`` whose next time is in ``[t_from, t_to]``, in order."""
+        if t_from > t_to:
+            return iter(())
+        end = prefix_end(prefix + time_bytes(t_to))
+        return self.range_bytes(prefix + time_bytes(t_from), end)
+
+    def _indexed(self, t_from: int | None, t_to: int | None) -> list[bytes]:
+        """Primary keys whose index time is in ``[t_from, t_to]`` (None: unbounded), by time."""
+        if t_from is not None and t_to is not None and t_from > t_to:
+            return []
+        start = _INDEX if t_from is None else _INDEX + time_bytes(t_from)
+        end = None if t_to is None else prefix_end(_INDEX + time_bytes(t_to))
+        return [ik[9:] for ik, _ in self.range_bytes(start, end)]
+
+    def _times(self, key: Any, t_from: int, t_to: int) -> list[tuple[int, Any]]:
+        """[(first time, value)] of ``key``'s entries with that time in ``[t_from, t_to]``."""
+        prefix = key_prefix(self.key_bytes(key))
+        at = len(prefix)
+        return [(time_of(pk, at), self.decode(pk, vb))
+                for pk, vb in self._scan(prefix, t_from, t_to)]
+
+    def _entries(self, pks: list[bytes]) -> Iterator[tuple[bytes, Any]]:
+        for pk in pks:
+            value = self.get_by_bytes(pk)
+            if value is not None:
+                yield pk, value
+
+    def _split(self, pk: bytes, times: int) -> tuple[Any, list[int]]:
+        """(decoded record key, its ``times`` times) of the primary key ``pk``."""
+        n = int.from_bytes(pk[:4], "big")
+        return (self.key_serde.deserialize(pk[4:4 + n]),
+                [time_of(pk, 4 + n + 8 * i) for i in range(times)])
+
+    def _expire(self, before: int) -> int:
+        """Delete every record whose index time is below ``before``; returns how many."""
+        expired = list(self.range_bytes(_INDEX, _INDEX + time_bytes(before)))
+        for ik, _ in expired:
+            self.put_raw(ik[9:], None)
+            self.put_raw(ik, None)
+        return len(expired)
+
+
+class WindowStoreView(TimeKeyedView):
+    """Kafka Streams' WindowStore: one value per (record key, window start).
+
+    ``view.put("user-1", 60_000, 3); view.fetch("user-1", 0, 120_000)  # [(60000, 3)]``
+
+    The window end is not stored: a windowed operator knows its size (``end = start + size``).
+    """
+
+    def window_key(self, key: Any, start: int) -> bytes:
+        return key_prefix(self.key_bytes(key)) + time_bytes(start)
+
+    def get(self, key: Any, start: int, default: Any = None) -> Any:
+        return self.get_by_bytes(self.window_key(key, start), default)
+
+    def put(self, key: Any, start: int, value: Any) -> None:
+        """Serialize ``value`` now (``None`` deletes), as :meth:`TableView.put`."""
+        self._write(self.window_key(key, start), start, value)
+
+    def delete(self, key: Any, start: int) -> None:
+        self.put(key, start, None)
+
+    def fetch(self, key: Any, start_from: int, start_to: int) -> list[tuple[int, Any]]:
+        """[(start, value)] of ``key``'s windows with ``start_from <= start <= start_to``,
+        by start."""
+        return self._times(key, start_from, start_to)
+
+    def fetch_all(self, start_from: int | None = None, start_to: int | None = None
+                  ) -> list[tuple[Any, int, Any]]:
+        """[(key, start, value)] of every key's windows with ``start_from <= start <= start_to``
+        (None: unbounded), by start, then key bytes. Reads the time index: the cost is the
+        number of windows returned (plus a point read each), not the size of the store. To
+        close windows at stream time T: ``fetch_all(None, T - grace - size)``."""
+        out = []
+        for pk, value in self._entries(self._indexed(start_from, start_to)):
+            key, (start,) = self._split(pk, 1)
+            out.append((key, start, value))
+        return out
+
+    def expire_before(self, start: int) -> int:
+        """Delete the windows of every key with a start below ``start``; returns how many."""
+        return self._expire(start)
+
+
+class SessionStoreView(TimeKeyedView):
+    """Kafka Streams' SessionStore: one value per (record key, session start, session end),
+    both ends inclusive. The time index is by session end: sessions close and expire by end.
+
+    ``view.put("user-1", 1_000, 4_000, 2); view.fetch_sessions("user-1", 3_800, 4_800)``
+    gives ``[((1000, 4000), 2)]``: with a gap of 500, a record at 4300 joins that session.
+    """
+
+    def session_key(self, key: Any, start: int, end: int) -> bytes:
+        if end < start:
+            raise ValueError(f"session end {end} is before its start {start}")
+        return key_prefix(self.key_bytes(key)) + time_bytes(start) + time_bytes(end)
+
+    def get(self, key: Any, start: int, end: int, default: Any = None) -> Any:
+        return self.get_by_bytes(self.session_key(key, start, end), default)
+
+    def put(self, key: Any, start: int, end: int, value: Any) -> None:
+        """Serialize ``value`` now (``None`` deletes), as :meth:`TableView.put`."""
+        self._write(self.session_key(key, start, end), end, value)
+
+    def delete(self, key: Any, start: int, end: int) -> None:
+        self.put(key, start, end, None)
+
+    def fetch_sessions(self, key: Any, earliest_end: int, latest_start: int
+                       ) -> list[tuple[tuple[int, int], Any]]:
+        """[((start, end), value)] of ``key``'s sessions with ``end >= earliest_end`` and
+        ``start <= latest_start``, by start: the sessions a record at ``ts`` merges with are
+        ``fetch_sessions(key, ts - gap, ts + gap)``. Scans the key's sessions that start up to
+        ``latest_start`` (expired ones are gone, so about retention / gap of them)."""
+        prefix = key_prefix(self.key_bytes(key))
+        at = len(prefix)
+        out = []
+        for pk, vb in self._scan(prefix, -_OFFSET, latest_start):
+            end = time_of(pk, at + 8)
+            if end >= earliest_end:
+                out.append(((time_of(pk, at), end), self.decode(pk, vb)))
+        return out
+
+    def fetch_all(self, end_from: int | None = None, end_to: int | None = None
+                  ) -> list[tuple[Any, int, int, Any]]:
+        """[(key, start, end, value)] of every session with ``end_from <= end <= end_to``
+        (None: unbounded), by end, from the time index. To close sessions at stream time T:
+        ``fetch_all(None, T - grace)``."""
+        out = []
+        for pk, value in self._entries(self._indexed(end_from, end_to)):
+            key, (start, end) = self._split(pk, 2)
+            out.append((key, start, end, value))
+        return out
+
+    def expire_before(self, end: int) -> int:
+        """Delete the sessions of every key that end below ``end``; returns how many."""
+        return self._expire(end)
+
+
+class JoinBufferView(TimeKeyedView):
+    """The records of one side of a stream-stream join: per key, any number of values per
+    timestamp, kept in insertion order.
+
+    ``buf.add("o-1", 1_000, {"qty": 2}); buf.add("o-1", 1_000, {"qty": 3})`` then
+    ``buf.fetch("o-1", 500, 1_500)`` gives ``[(1000, {"qty": 2}), (1000, {"qty": 3})]``.
+    """
+
+    def add(self, key: Any, ts: int, value: Any) -> None:
+        """Append ``value`` at ``ts`` (after the values already there; ``None`` is refused)."""
+        if value is None:
+            raise ValueError(f"join buffer {self.name!r} cannot hold a null value")
+        prefix = key_prefix(self.key_bytes(key)) + time_bytes(ts)
+        # The next sequence number after the last one at (key, ts): read from the data, so it
+        # survives restarts and rollbacks. Costs one seek; a (key, ts) rarely holds many values.
+        seq = 0
+        for pk, _ in self.range_bytes(prefix, prefix_end(prefix)):
+            seq = int.from_bytes(pk[-_SEQ:], "big") + 1
+        if seq >= 1 << (8 * _SEQ):
+            raise ValueError(f"join buffer {self.name!r}: too many values at one timestamp")
+        self._write(prefix + seq.to_bytes(_SEQ, "big"), ts, value)
+
+    def fetch(self, key: Any, ts_from: int, ts_to: int) -> list[tuple[int, Any]]:
+        """[(ts, value)] of ``key`` with ``ts_from <= ts <= ts_to``, by ts then insertion."""
+        return self._times(key, ts_from, ts_to)
+
+    def expire_before(self, ts: int) -> int:
+        """Delete the values of every key with a timestamp below ``ts``; returns how many."""
+        return self._expire(ts)
