@@ -48,6 +48,20 @@ class Metrics:
                                         "Changelog records left to restore", t + ["table"],
                                         registry=r)
 
+    def count_task_events(self, dead_letters: dict[str, int],
+                          dropped: dict[tuple[str, str], int], late: dict[str, int]) -> None:
+        """Move a task's per-batch counters into the metrics (and reset them)."""
+        t = self.topology
+        for reason, k in dead_letters.items():
+            self.dead_letters.labels(t, reason).inc(k)
+        for (node, reason), k in dropped.items():
+            self.dropped.labels(t, node, reason).inc(k)
+        for node, k in late.items():
+            self.late.labels(t, node).inc(k)
+        dead_letters.clear()
+        dropped.clear()
+        late.clear()
+
     def serve(self, host: str, port: int) -> int:
         """Serve /metrics; if ``port`` is taken, use a free one. Returns the bound port."""
         try:

@@ -8,10 +8,19 @@ yet are created with the configured default.
 
 from __future__ import annotations
 
+import logging
+import time
+
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+
 from ..dsl import nodes as n
 from ..dsl.topology import Topology
-from ..kafka.admin import TopicSpec
+from ..kafka.admin import TopicSpec, ensure_topics, topic_partitions
+from ..state.meta import Offsets
 from .compile import SubTopology, subtopologies
+
+log = logging.getLogger(__name__)
 
 # Repartition records carry event time; with the broker's time retention (7 days) old event
 # times would be deleted before the downstream task reads them. As in Kafka Streams they never
@@ -94,3 +103,51 @@ def plan_topics(topology: Topology, existing: dict[str, int],
                             f"sub-topology has {spec.partitions} tasks; run `streams tables "
                             f"reset {topology.name}` to recreate it")
     return list(unique.values()), problems
+
+
+async def prepare_topics(topology: Topology, bootstrap: str, default_partitions: int) -> None:
+    """Create the topology's missing topics with partition counts derived from its inputs;
+    raise :class:`TopicLayoutError` (one line) when topics read together are not co-partitioned
+    (task p joins partition p of each, as in Kafka Streams) or an internal topic has the wrong
+    size."""
+    names, _ = plan_topics(topology, {}, default_partitions)
+    existing = {t: len(p) for t, p in
+                (await topic_partitions(bootstrap, [x.name for x in names])).items()}
+    specs, problems = plan_topics(topology, existing, default_partitions)
+    if problems:
+        raise TopicLayoutError(problems[0])
+    await ensure_topics(bootstrap, specs)
+
+
+class RepartitionPurger:
+    """Deletes consumed records of repartition topics (they have no time retention), at most
+    every ``interval_s``; purging is housekeeping, so failures are only logged."""
+
+    def __init__(self, topology: Topology, bootstrap: str, interval_s: float = 30.0) -> None:
+        self.topics = set(topology.repartition_topics())
+        self.bootstrap = bootstrap
+        self.interval_s = interval_s
+        self._admin: AIOKafkaAdminClient | None = None
+        self._last = time.monotonic()
+
+    async def committed(self, offsets: Offsets) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval_s:
+            return
+        self._last = now
+        doomed = {TopicPartition(t, p): RecordsToDelete(off) for (t, p), off in offsets.items()
+                  if t in self.topics and off > 0}
+        if not doomed:
+            return
+        try:
+            if self._admin is None:
+                self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+                await self._admin.start()
+            await self._admin.delete_records(doomed)
+        except Exception as exc:  # noqa: BLE001 - housekeeping, never fatal
+            log.warning("could not purge repartition records: %s", exc)
+
+    async def close(self) -> None:
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None

@@ -21,25 +21,19 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import IllegalStateError
 
 from ..config import Settings
 from ..dsl.topology import Topology
-from ..kafka.admin import ensure_topics, topic_partitions
 from ..metrics import Metrics
-from ..state.meta import Offsets
 from . import checkpoint
 from .compile import subtopologies
 from .producer import KafkaTransport
-from .task import Task
-from .tasks import StateShapeMismatch, TaskManager, check_state_shape
-from .topics import REPARTITION_CONFIG, plan_topics, topic_specs
+from .tasks import TaskManager
+from .topics import RepartitionPurger, TopicLayoutError, prepare_topics
 
 log = logging.getLogger(__name__)
-
-PURGE_INTERVAL_S = 30.0
 
 
 class WorkerFailed(RuntimeError):
@@ -71,8 +65,7 @@ class Worker:
         self._lock = asyncio.Lock()  # the main loop vs. the rebalance listener
         self._stopping = asyncio.Event()
         self._fatal: BaseException | None = None
-        self._admin: AIOKafkaAdminClient | None = None
-        self._last_purge = time.monotonic()
+        self.purger = RepartitionPurger(topology, settings.broker)
         self._since_commit = 0
         self._last_commit = time.monotonic()
         self.consumer: AIOKafkaConsumer | None = None
@@ -91,7 +84,10 @@ class Worker:
 
     async def run(self) -> None:
         s, name = self.settings, self.topology.name
-        await self._ensure_topics()
+        try:
+            await prepare_topics(self.topology, s.broker, s.partitions)
+        except TopicLayoutError as exc:
+            raise WorkerFailed(str(exc)) from None
         if s.metrics_port >= 0:
             self.metrics_port = self.metrics.serve(s.metrics_host, s.metrics_port)
             log.info("metrics on http://%s:%d/metrics", s.metrics_host, self.metrics_port)
@@ -128,19 +124,6 @@ class Worker:
             await self._shutdown(commit=clean)
         if self._fatal is not None:
             raise WorkerFailed(str(self._fatal)) from self._fatal
-
-    async def _ensure_topics(self) -> None:
-        """Create missing topics with partition counts derived from the inputs; refuse to start
-        when topics read together are not co-partitioned (task p joins partition p of each, as
-        in Kafka Streams) or an internal topic has the wrong size."""
-        s = self.settings
-        names, _ = plan_topics(self.topology, {}, s.partitions)
-        existing = {t: len(p) for t, p in
-                    (await topic_partitions(s.broker, [x.name for x in names])).items()}
-        specs, problems = plan_topics(self.topology, existing, s.partitions)
-        if problems:
-            raise WorkerFailed(problems[0])
-        await ensure_topics(s.broker, specs)
 
     async def _loop(self) -> None:
         assert self.consumer is not None and self.tasks is not None
@@ -187,8 +170,7 @@ class Worker:
             await self.consumer.stop()
         if self.producer is not None:
             await self.producer.stop()
-        if self._admin is not None:
-            await self._admin.close()
+        await self.purger.close()
         log.info("worker for %s stopped", name)
 
     # -- processing -------------------------------------------------------------------------------
@@ -208,28 +190,13 @@ class Worker:
             count += done
             newest_ts = max(newest_ts, records[-1].timestamp or 0)
             m.consumed.labels(name, tp.topic, str(tp.partition)).inc(done)
-            self._count_drops(task)
+            m.count_task_events(task.dead_letters, task.dropped, task.late)
             await self.transport.send(task.take_outputs())
         self._since_commit += count
         m.processing.labels(name).observe(time.monotonic() - started)
         if newest_ts > 0:
             m.e2e.labels(name).observe(max(0.0, time.time() - newest_ts / 1000))
         self._update_lag(batch.keys())
-
-    def _count_drops(self, task: Task) -> None:
-        name = self.topology.name
-        if task.dead_letters:
-            for reason, k in task.dead_letters.items():
-                self.metrics.dead_letters.labels(name, reason).inc(k)
-            task.dead_letters.clear()
-        if task.dropped:
-            for (node, reason), k in task.dropped.items():
-                self.metrics.dropped.labels(name, node, reason).inc(k)
-            task.dropped.clear()
-        if task.late:
-            for node, k in task.late.items():
-                self.metrics.late.labels(name, node).inc(k)
-            task.late.clear()
 
     def _update_lag(self, tps: Iterable[TopicPartition]) -> None:
         assert self.consumer is not None and self.tasks is not None
@@ -250,7 +217,7 @@ class Worker:
         started = time.monotonic()
         committed = await checkpoint.commit(self.tasks.running.values(), self.transport)
         if committed:
-            await self._purge_repartition(committed)
+            await self.purger.committed(committed)
         self._since_commit = 0
         self._last_commit = time.monotonic()
         name = self.topology.name
@@ -262,25 +229,6 @@ class Worker:
                 keys[table] = keys.get(table, 0) + n
         for table, n in keys.items():
             self.metrics.table_keys.labels(name, table).set(n)
-
-    async def _purge_repartition(self, committed: Offsets) -> None:
-        """Delete consumed records of repartition topics (they are kept without time retention)."""
-        now = time.monotonic()
-        if now - self._last_purge < PURGE_INTERVAL_S:
-            return
-        self._last_purge = now
-        internal = set(self.topology.repartition_topics())
-        doomed = {TopicPartition(t, p): RecordsToDelete(off) for (t, p), off in committed.items()
-                  if t in internal and off > 0}
-        if not doomed:
-            return
-        try:
-            if self._admin is None:
-                self._admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.broker)
-                await self._admin.start()
-            await self._admin.delete_records(doomed)
-        except Exception as exc:  # noqa: BLE001 - purging is housekeeping, never fatal
-            log.warning("could not purge repartition records: %s", exc)
 
     # -- rebalancing (called by aiokafka's coordinator; only bookkeeping and the final commit) ----
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -320,5 +268,4 @@ def run_worker(topology: Topology, settings: Settings) -> int:
     return 0
 
 
-__all__ = ["REPARTITION_CONFIG", "StateShapeMismatch", "Worker", "check_state_shape", "run_worker",
-           "topic_specs"]
+__all__ = ["Worker", "WorkerFailed", "run_worker"]

@@ -17,7 +17,7 @@ from streams.runtime.compile import subtopologies
 from streams.runtime.producer import KafkaTransport
 from streams.runtime.task import Task
 from streams.runtime.topics import plan_topics
-from streams.runtime.worker import StateShapeMismatch, check_state_shape
+from streams.runtime.tasks import StateShapeMismatch, check_state_shape
 from streams.state.meta import OFFSETS_HEADER, TaskId, TaskMeta, encode_offsets
 from streams.state.recovery import ChangelogFilter
 from streams.state.store import TaskStore

@@ -25,7 +25,7 @@ from streams.dsl.serdes import json_dumps
 from streams.runtime import checkpoint
 from streams.runtime.compile import subtopologies
 from streams.runtime.task import Task
-from streams.testing import MemoryTopics, TestRecord, open_task, run_sync
+from streams.testing import MemoryTopics, open_task, run_sync
 from topologies.trip_stats import topology
 
 SUBS = subtopologies(topology)
