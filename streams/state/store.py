@@ -175,12 +175,7 @@ class TaskStore:
     def put(self, table: str, key: bytes, value: bytes | None) -> None:
         self._pending[table][key] = value
 
-    def pending(self, table: str) -> dict[bytes, bytes | None]:
-        return self._pending[table]
 
-    @property
-    def dirty(self) -> bool:
-        return any(self._pending.values())
 
     def write(self, meta: dict[str, str]) -> None:
         """Write all buffered table changes and ``meta`` in ONE WriteBatch; ``meta`` replaces
@@ -233,9 +228,6 @@ class TaskStore:
             self._handles.clear()
             self.db.close()
             self.db = None  # type: ignore[assignment]
-
-    def disk_bytes(self) -> int:
-        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
 
     @staticmethod
     def destroy(path: Path) -> None:

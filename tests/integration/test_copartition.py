@@ -10,6 +10,7 @@ from streams import Topology
 from streams.config import Settings
 from streams.kafka import admin
 from streams.kafka.admin import TopicSpec
+from streams.runtime.topics import prepare_topics
 from streams.runtime.worker import Worker, WorkerFailed
 
 pytestmark = pytest.mark.broker
@@ -38,9 +39,7 @@ def test_internal_topics_take_the_partition_count_of_an_existing_input(kafka: st
     t = _sized()
     admin.run(admin.delete_topics(kafka, ["sized-clicks", *t.internal_topics()]))
     admin.run(admin.ensure_topics(kafka, [TopicSpec("sized-clicks", 6)]))
-    worker = Worker(t, Settings(broker=kafka, state_dir=str(tmp_path), metrics_port=-1,
-                                partitions=4))
-    asyncio.run(worker._ensure_topics())
+    asyncio.run(prepare_topics(t, kafka, default_partitions=4))
     sizes = admin.run(admin.topic_partitions(kafka, t.internal_topics()))
     assert {name: len(parts) for name, parts in sizes.items()} == {
         "sized_check-by-user-repartition": 6, "sized_check-per-user-changelog": 6}
