@@ -80,8 +80,14 @@ class TaskManager:
         for tp in tps:
             sub = self.sub_of_topic[tp.topic]
             task_id = TaskId(sub.id, tp.partition)
-            if task_id not in self.running:
+            if task_id in self.running:
+                continue
+            if sub.stores:
                 self._pending[task_id] = sub
+            else:
+                # Stateless: nothing to open or restore, and the group's offsets are where it
+                # resumes, so it starts right away (no paused poll in between).
+                self.running[task_id] = Task(self.topology, sub, tp.partition, None)
         paused = [tp for tp in tps
                   if TaskId(self.sub_of_topic[tp.topic].id, tp.partition) in self._pending]
         if paused:
