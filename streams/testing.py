@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from .dsl.serdes import KeySerde, json_dumps
 from .dsl.topology import Topology
@@ -52,6 +52,18 @@ class TestRecord:
     value: bytes | None
     timestamp: int
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+class DeadLetter(NamedTuple):
+    """A record the topology routed to its dead-letter topic, with the reason headers decoded."""
+
+    key: bytes | None
+    value: bytes | None
+    reason: str
+    error: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
 
 
 def _encode(key: Any, value: Any) -> tuple[bytes | None, bytes | None]:
@@ -274,6 +286,15 @@ class TopologyTestDriver:
         start = self._read_pos.get(topic, 0)
         self._read_pos[topic] = len(log)
         return log[start:]
+
+    def read_dead_letters(self) -> list[DeadLetter]:
+        """Dead letters written since the last read, with their reasons and original position."""
+        out = []
+        for r in self.read_records(self.topology.dlq_topic):
+            h = {k: v.decode() for k, v in r.headers}
+            out.append(DeadLetter(r.key, r.value, h["reason"], h["error"], h["source-topic"],
+                                  int(h["source-partition"]), int(h["source-offset"])))
+        return out
 
     def table(self, name: str) -> dict[Any, Any]:
         """The current contents of a table as {key: value} (commits first, as a worker would

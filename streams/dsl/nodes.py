@@ -117,12 +117,10 @@ class SinkNode(Node):
 
 
 @dataclass(eq=False)
-class AggregateNode(Node):
-    """Non-windowed aggregation into a table: emits (key, new aggregate) on every update."""
+class _TableNode(Node):
+    """A node that materializes its records into the table ``table`` (values in ``value_serde``)."""
 
     table: str
-    initializer: Callable[[], Any]
-    adder: Callable[[Any, Any], Any]
     value_serde: Serde
 
     def store_names(self) -> list[str]:
@@ -137,20 +135,16 @@ class AggregateNode(Node):
 
 
 @dataclass(eq=False)
-class TableSourceNode(Node):
+class AggregateNode(_TableNode):
+    """Non-windowed aggregation into a table: emits (key, new aggregate) on every update."""
+
+    initializer: Callable[[], Any]
+    adder: Callable[[Any, Any], Any]
+
+
+@dataclass(eq=False)
+class TableSourceNode(_TableNode):
     """Materializes a topic as a table (latest value per key; None deletes)."""
-
-    table: str
-    value_serde: Serde
-
-    def store_names(self) -> list[str]:
-        return [self.table]
-
-    def label(self) -> str:
-        return f"{self.kind} {self.name} -> table {self.table}"
-
-    def value_record(self) -> Any:
-        return _record_of(self.value_serde)
 
 
 @dataclass(eq=False)

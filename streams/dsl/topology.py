@@ -390,7 +390,8 @@ class GroupedStream:
             initial = initializer()
             value = type(initial) if isinstance(initial, faust.Record) else "any-json"
         spec = self.topology._add_store(name, serde_for(value), "aggregate")
-        node = n.AggregateNode(f"{name}-aggregate", name, initializer, adder, spec.value_serde)
+        node = n.AggregateNode(f"{name}-aggregate", table=name, value_serde=spec.value_serde,
+                               initializer=initializer, adder=adder)
         self._grouped(name).add_child(node)
         return Table(self.topology, node, spec)
 

@@ -18,27 +18,7 @@ from hypothesis import strategies as st
 
 from streams import Topology
 from streams.runtime.processors import MAX_RECORD_BYTES
-from streams.runtime.task import Task
 from streams.testing import TopologyTestDriver
-
-
-@pytest.fixture
-def reasons(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The reason of every dead letter, in order."""
-    seen: list[str] = []
-    original = Task.dead_letter
-
-    def record(self: Task, raw: Any, error: str, reason: str) -> None:
-        seen.append(reason)
-        original(self, raw, error, reason)
-
-    monkeypatch.setattr(Task, "dead_letter", record)
-    return seen
-
-
-def dlq(driver: TopologyTestDriver, topology: Topology) -> list[tuple[int, str]]:
-    return [(int(dict(r.headers)["source-offset"]), dict(r.headers)["error"].decode())
-            for r in driver.read_records(topology.dlq_topic)]
 
 
 GOOD = b'{"ts": 7, "t": "7"}'
@@ -51,7 +31,7 @@ def _pipe_between_good_records(topology: Topology, key: bytes, value: bytes,
     with TopologyTestDriver(topology) as driver:
         driver.pipe_batch("in", [(b"g1", GOOD, 1), (key, value, ts), (b"g2", GOOD, 1)])
         driver.commit()
-        return driver.read_output("out"), dlq(driver, topology)
+        return driver.read_output("out"), [(d.source_offset, d.error) for d in driver.read_dead_letters()]
 
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
@@ -184,7 +164,7 @@ def test_aggregate_value_that_cannot_be_stored_is_a_dead_letter(bad: Any,
         driver.commit()
         assert driver.read_output("out") == [("a", 1), ("a", 2)]
         assert driver.table("c") == {"a": 2}
-        assert [offset for offset, _ in dlq(driver, t)] == [1]
+        assert [offset for offset, _ in [(d.source_offset, d.error) for d in driver.read_dead_letters()]] == [1]
         changelog = driver.read_records(t.changelog_topic("c"))
         assert changelog and all(len(r.value) < MAX_RECORD_BYTES for r in changelog)
     assert reasons == ["processing"]
@@ -209,7 +189,7 @@ def test_process_store_value_that_cannot_be_stored_is_a_dead_letter(bad: Any,
         driver.commit()
         assert driver.read_output("out") == [("a", 1), ("c", 3)]
         assert driver.table("s") == {"a": 1, "c": 3}
-        assert [offset for offset, _ in dlq(driver, t)] == [1]
+        assert [offset for offset, _ in [(d.source_offset, d.error) for d in driver.read_dead_letters()]] == [1]
     assert reasons == ["processing"]
 
 
@@ -225,7 +205,7 @@ def test_table_record_without_key_is_a_dead_letter(reasons: list[str]) -> None:
         assert driver.table("users") == {"u2": {"name": "bob"}}
         assert driver.read_output("out") == [("u1", {"name": "ann"}), ("u2", {"name": "bob"}),
                                              ("u1", None)]
-        ((offset, error),) = dlq(driver, t)
+        ((offset, error),) = [(d.source_offset, d.error) for d in driver.read_dead_letters()]
     assert offset == 1 and "key" in error
     assert reasons == ["null-key"]
 
@@ -240,6 +220,6 @@ def test_table_record_too_large_for_the_changelog_is_a_dead_letter(reasons: list
                                     (b"u2", b'{"n": 2}', 3)])
         driver.commit()
         assert driver.table("users") == {"u1": {"n": 1}, "u2": {"n": 2}}
-        ((offset, error),) = dlq(driver, t)
+        ((offset, error),) = [(d.source_offset, d.error) for d in driver.read_dead_letters()]
     assert offset == 1 and "exceeds" in error
     assert reasons == ["processing"]

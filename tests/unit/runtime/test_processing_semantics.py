@@ -30,26 +30,6 @@ def dropped(monkeypatch: pytest.MonkeyPatch) -> Counter:
     return calls
 
 
-@pytest.fixture
-def reasons(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The reason of every dead letter, in order."""
-    seen: list[str] = []
-    original = Task.dead_letter
-
-    def record(self: Task, raw: Any, error: str, reason: str) -> None:
-        seen.append(reason)
-        original(self, raw, error, reason)
-
-    monkeypatch.setattr(Task, "dead_letter", record)
-    return seen
-
-
-def dlq(driver: TopologyTestDriver, topology: Topology) -> list[tuple[int, str]]:
-    """(source offset, error) of the dead letters written since the last read."""
-    return [(int(dict(r.headers)["source-offset"]), dict(r.headers)["error"].decode())
-            for r in driver.read_records(topology.dlq_topic)]
-
-
 # -- 1. in-place aggregate adders ---------------------------------------------------------------
 
 def _mutating_counter(name: str) -> Topology:
@@ -98,7 +78,7 @@ def test_in_place_adder_that_raises_leaves_the_aggregate_unchanged() -> None:
         driver.pipe_batch("in", [("a", {}, 1), ("a", {"bad": True}, 2), ("a", {}, 3)])
         assert driver.read_output("c-out") == [("a", {"n": 1}), ("a", {"n": 2})]
         assert driver.table("c") == {"a": {"n": 2}}
-        assert [off for off, _ in dlq(driver, t)] == [1]
+        assert [off for off, _ in [(d.source_offset, d.error) for d in driver.read_dead_letters()]] == [1]
 
 
 # -- 2. state values have the serde's type, commit or not -----------------------------------------
@@ -148,7 +128,7 @@ def test_results_do_not_depend_on_where_commits_fall(build: Any) -> None:
                     driver.commit()
             else:
                 driver.pipe_batch("in", inputs)
-            results.append((driver.read_output("out"), dlq(driver, t)))
+            results.append((driver.read_output("out"), [(d.source_offset, d.error) for d in driver.read_dead_letters()]))
     assert results[0] == results[1]
     out, dead = results[0]
     assert dead == []
@@ -182,7 +162,7 @@ def test_process_that_raises_after_a_store_write_leaves_no_write() -> None:
         driver.pipe_batch("in", inputs)
         assert driver.read_output("out") == [("a", 1), ("b", 2), ("a", 4)]
         assert driver.table("s") == {"a": 4, "b": 2, "writes": 3}
-        assert [off for off, _ in dlq(driver, t)] == [1]
+        assert [off for off, _ in [(d.source_offset, d.error) for d in driver.read_dead_letters()]] == [1]
 
 
 def test_process_generator_that_raises_emits_nothing_for_its_record() -> None:
@@ -201,7 +181,7 @@ def test_process_generator_that_raises_emits_nothing_for_its_record() -> None:
         driver.pipe_batch("in", [("a", {"x": 1}, 1), ("b", {"x": 2}, 2), ("c", {"x": 3}, 3)])
         assert driver.read_output("out") == [("a", 1), ("a!", 1), ("c", 3), ("c!", 3)]
         assert driver.table("s") == {"a": 1, "c": 3}
-        ((offset, error),) = dlq(driver, t)
+        ((offset, error),) = [(d.source_offset, d.error) for d in driver.read_dead_letters()]
         assert offset == 1 and "boom after one yield" in error
 
 
@@ -231,7 +211,7 @@ def test_process_result_of_the_wrong_shape_is_a_dead_letter(bad: Any, what: str,
         driver.pipe_batch("in", [("a", {"x": 1}, 1), ("b", {"x": 2}, 2), ("c", {"x": 3}, 3)])
         assert driver.read_output("out") == [("a", 1), ("c", 3)]
         assert driver.table("s") == {"a": 1, "c": 3}
-        ((offset, error),) = dlq(driver, t)
+        ((offset, error),) = [(d.source_offset, d.error) for d in driver.read_dead_letters()]
     assert offset == 1
     assert reasons == ["shape"]
     assert "shaper" in error and what in error, error
@@ -342,7 +322,7 @@ def test_each_user_function_runs_once_per_record_when_records_fail(dropped: Coun
         driver.pipe_batch("in", [("k", {"n": n}, n) for n in ns])
         out_even = [v["n"] for _, v in driver.read_output("even")]
         out_div3 = [v["n"] for _, v in driver.read_output("div3")]
-        dead = sorted(off for off, _ in dlq(driver, t))
+        dead = sorted(off for off, _ in [(d.source_offset, d.error) for d in driver.read_dead_letters()])
 
     # oracle: every operator a record (or each of its flat_map copies) reaches, exactly once
     expected: Counter = Counter()
@@ -387,7 +367,7 @@ def test_flat_map_result_that_is_not_a_collection_is_a_dead_letter(bad: Any, wha
     with TopologyTestDriver(t) as driver:
         driver.pipe_batch("in", [("a", {"n": 0}, 1), ("b", {"n": 1}, 2), ("c", {"n": 2}, 3)])
         assert driver.read_output("out") == [("a", 0), ("c", 2)]
-        ((offset, error),) = dlq(driver, t)
+        ((offset, error),) = [(d.source_offset, d.error) for d in driver.read_dead_letters()]
     assert offset == 1 and reasons == ["shape"]
     assert "splitter" in error and what in error, error
 
