@@ -108,6 +108,13 @@ class TimeWindowAggregateProc(_WindowAggregateProc):
     def on_batch(self, recs: list[Rec]) -> None:
         node, ctx, store = self.wnode, self.ctx, self.store
         init, add, grace, update = node.initializer, node.adder, self.grace, not self.final
+        get, put, replace = store.get, store.put, store.replace
+        # Final mode: the aggregate object an adder returned is reused for the key's next record
+        # in this batch instead of decoding the stored bytes again (which ``get`` would do to
+        # protect against adders that mutate in place: update mode emits each state, so it
+        # needs those fresh copies). The stored bytes stay the truth: a failing record drops
+        # the objects it may have touched.
+        objects: dict[tuple[Any, int], Any] | None = None if update else {}
         now = ctx.stream_time
         out: list[Rec] = []
         for rec in recs:
@@ -127,13 +134,24 @@ class TimeWindowAggregateProc(_WindowAggregateProc):
             store.begin()
             try:
                 for start, end in open_:
-                    current = store.get(key, start, _NONE)
-                    agg = add(init() if current is _NONE else current, value)
-                    store.put(key, start, agg)
+                    current = _NONE if objects is None else objects.get((key, start), _NONE)
+                    if current is _NONE:
+                        current = get(key, start, _NONE)
+                    if current is _NONE:
+                        agg = add(init(), value)
+                        put(key, start, agg)
+                    else:
+                        agg = add(current, value)
+                        replace(key, start, agg)
+                    if objects is not None:
+                        objects[(key, start)] = agg
                     if update:
                         updates.append(self.output(key, agg, start, end, ts, rec.raw))
             except Exception as exc:  # noqa: BLE001 - user code; the record goes to the DLQ
                 store.rollback()
+                if objects is not None:
+                    for start, _end in open_:
+                        objects.pop((key, start), None)
                 self.fail(rec, exc)
                 continue
             store.release()
