@@ -195,7 +195,10 @@ class SessionWindowAggregateProc(_WindowAggregateProc):
                 continue
             if ts > now:
                 now = ts
-            sessions = store.fetch_sessions(key, ts - gap, ts + gap)
+            # A session that closed earlier (in this batch: it is deleted only at the end of
+            # it) is final: never merged into, whatever the batch boundaries.
+            sessions = [(b, a) for b, a in store.fetch_sessions(key, ts - gap, ts + gap)
+                        if now <= b[1] + grace]
             start = min([s for (s, _e), _a in sessions] + [ts])
             end = max([e for (_s, e), _a in sessions] + [ts])
             if now > end + grace:
