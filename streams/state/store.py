@@ -18,6 +18,7 @@ ranges with :meth:`TaskStore.range`.
 from __future__ import annotations
 
 import shutil
+from bisect import bisect_left
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,11 +36,19 @@ def _options() -> Options:
 
 
 def overlay(base: Iterator[tuple[bytes, bytes]], changes: dict[bytes, bytes | None],
-            start: bytes = b"", end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+            start: bytes = b"", end: bytes | None = None,
+            sorted_keys: list[bytes] | None = None) -> Iterator[tuple[bytes, bytes]]:
     """Merge ``base`` (sorted, within ``[start, end)``) with the ``changes`` in that range
     (a value replaces, ``None`` deletes), in key order. ``changes`` is read now, once; only its
-    keys in the range are sorted, so a large base is streamed, not materialized."""
-    ch = sorted((k, v) for k, v in changes.items() if start <= k and (end is None or k < end))
+    keys in the range are sorted, so a large base is streamed, not materialized. With
+    ``sorted_keys`` (the keys of ``changes``, sorted) the range is found by bisection instead
+    of a pass over every change: scans of a busy store stay cheap."""
+    if sorted_keys is not None:
+        lo = bisect_left(sorted_keys, start)
+        hi = len(sorted_keys) if end is None else bisect_left(sorted_keys, end, lo)
+        ch = [(k, changes[k]) for k in sorted_keys[lo:hi]]
+    else:
+        ch = sorted((k, v) for k, v in changes.items() if start <= k and (end is None or k < end))
     return _merge(base, ch)
 
 

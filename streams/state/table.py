@@ -19,6 +19,7 @@ record whose processing failed.
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,6 +49,8 @@ class StoreView:
         # savepoint: key bytes -> (previous dirty entry, previous decoded entry), or _MISSING
         self._saving = False
         self._undo: dict[bytes, tuple[Any, Any]] = {}
+        # the dirty keys in order, built on the first range scan and then kept up to date
+        self._sorted: list[bytes] | None = None
 
     def key_bytes(self, key: Any) -> bytes:
         data = self.key_serde.serialize(key)
@@ -69,7 +72,10 @@ class StoreView:
                     ) -> Iterator[tuple[bytes, bytes]]:
         """(key bytes, value bytes) with ``start <= key < end`` in key order: this view's
         uncommitted writes over the store's (buffer and RocksDB)."""
-        return overlay(self.store.range(self.name, start, end), self._dirty, start, end)
+        if self._sorted is None:
+            self._sorted = sorted(self._dirty)
+        return overlay(self.store.range(self.name, start, end), self._dirty, start, end,
+                       self._sorted)
 
     def decode(self, kb: bytes, vb: bytes) -> Any:
         """``vb`` (the value of ``kb``) decoded, from the cache when it holds it."""
@@ -91,6 +97,8 @@ class StoreView:
         decoded object, kept if the serde round-trips its type."""
         if self._saving and kb not in self._undo:
             self._undo[kb] = (self._dirty.get(kb, _MISSING), self._decoded.get(kb, _MISSING))
+        if self._sorted is not None and kb not in self._dirty:
+            insort(self._sorted, kb)
         self._dirty[kb] = vb
         if vb is not None and type(value) in self._keep:
             self._decoded[kb] = value
@@ -109,6 +117,10 @@ class StoreView:
         for kb, (vb, obj) in self._undo.items():
             if vb is _MISSING:
                 dirty.pop(kb, None)
+                if self._sorted is not None:
+                    i = bisect_left(self._sorted, kb)
+                    if i < len(self._sorted) and self._sorted[i] == kb:
+                        del self._sorted[i]
             else:
                 dirty[kb] = vb
             if obj is _MISSING:
@@ -135,6 +147,7 @@ class StoreView:
         return out
 
     def discard(self) -> None:
+        self._sorted = None
         self._dirty.clear()
         self._decoded.clear()
         self._undo.clear()

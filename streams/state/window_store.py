@@ -147,6 +147,12 @@ class WindowStoreView(TimeKeyedView):
         by start."""
         return self._times(key, start_from, start_to)
 
+    def starts(self, key: Any, start_from: int, start_to: int) -> list[int]:
+        """The starts of ``key``'s windows in ``[start_from, start_to]`` (values not decoded)."""
+        prefix = key_prefix(self.key_bytes(key))
+        at = len(prefix)
+        return [time_of(pk, at) for pk, _ in self._scan(prefix, start_from, start_to)]
+
     def fetch_all(self, start_from: int | None = None, start_to: int | None = None
                   ) -> list[tuple[Any, int, Any]]:
         """[(key, start, value)] of every key's windows with ``start_from <= start <= start_to``
@@ -243,6 +249,12 @@ class JoinBufferView(TimeKeyedView):
     def fetch(self, key: Any, ts_from: int, ts_to: int) -> list[tuple[int, Any]]:
         """[(ts, value)] of ``key`` with ``ts_from <= ts <= ts_to``, by ts then insertion."""
         return self._times(key, ts_from, ts_to)
+
+    def times(self, key: Any, ts_from: int, ts_to: int) -> list[int]:
+        """The timestamps of ``key``'s values in ``[ts_from, ts_to]`` (values not decoded)."""
+        prefix = key_prefix(self.key_bytes(key))
+        at = len(prefix)
+        return [time_of(pk, at) for pk, _ in self._scan(prefix, ts_from, ts_to)]
 
     def expire_before(self, ts: int) -> int:
         """Delete the values of every key with a timestamp below ``ts``; returns how many."""

@@ -176,7 +176,7 @@ class TimeWindowAggregateProc(_WindowAggregateProc):
 
 class SessionWindowAggregateProc(_WindowAggregateProc):
     """Session windows ``[first, last]`` per key, merged within ``gap``; closed when stream time
-    passes ``end + grace``."""
+    passes ``end + gap + grace`` (Kafka Streams' emit-on-window-close for sessions)."""
 
     def __init__(self, node: n.Node, ctx: ProcessorContext) -> None:
         super().__init__(node, ctx)
@@ -193,11 +193,9 @@ class SessionWindowAggregateProc(_WindowAggregateProc):
             if key is None or value is None:
                 ctx.count_dropped(node.name, "null-key" if key is None else "null-value")
                 continue
-            # A session closed by an earlier record (in this batch it is deleted only at the end
-            # of it) is final: never merged into, whatever the batch boundaries. One still open
-            # before this record may be merged, then the merged session's end decides lateness.
-            sessions = [(b, a) for b, a in store.fetch_sessions(key, ts - gap, ts + gap)
-                        if now <= b[1] + grace]
+            # Every session this record can reach is still open (it closes only once no on-time
+            # record can merge into it): the merged session's end decides lateness.
+            sessions = store.fetch_sessions(key, ts - gap, ts + gap)
             if ts > now:
                 now = ts
             start = min([s for (s, _e), _a in sessions] + [ts])
@@ -230,8 +228,9 @@ class SessionWindowAggregateProc(_WindowAggregateProc):
         self.emit(out)
 
     def close_until(self, now: int) -> list[Rec]:
-        """Sessions with ``end + grace < now`` close: emitted (final mode), deleted."""
-        last_end = now - self.grace - 1
+        """Sessions with ``end + gap + grace < now`` close: no on-time record (``ts >= now -
+        grace``) can merge into them any more. Emitted (final mode), deleted."""
+        last_end = now - self.gap - self.grace - 1
         closed = sorted(self.store.fetch_all(None, last_end), key=lambda r: (r[2], str(r[0])))
         out = []
         for key, start, end, agg in closed:
@@ -269,6 +268,12 @@ class SlidingWindowAggregateProc(_WindowAggregateProc):
     def on_batch(self, recs: list[Rec]) -> None:
         node, ctx, store, records = self.wnode, self.ctx, self.store, self.records
         add, grace, d, update = node.adder, self.grace, self.d, not self.final
+        # A record updates every window that contains it (about as many as records within d).
+        # In final mode those aggregates stay objects for the whole batch and are encoded once
+        # at its end; a failing record's windows are recomputed from the record buffer, which
+        # holds exactly the accepted records. Update mode emits every state, so it encodes each.
+        objects: dict[tuple[Any, int], Any] = {}
+        touched_by: dict[tuple[Any, int], Rec] = {}
         now = ctx.stream_time
         out: list[Rec] = []
         for rec in recs:
@@ -283,43 +288,60 @@ class SlidingWindowAggregateProc(_WindowAggregateProc):
                 self.late(rec, ts + 1, ts + 1 + d)
                 continue
             emitted: list[Rec] = []
+            touched: list[tuple[Any, int]] = []
             store.begin()
             records.begin()
             try:
-                existing = dict(store.fetch(key, max(0, ts - 2 * d), ts + 1))
-                for start, agg in sorted(existing.items()):
+                # Windows that contain ts, or whose existence decides what to create: their
+                # starts are in [ts - d, ts + 1].
+                existing = set(store.starts(key, max(0, ts - d), ts + 1))
+                for start in sorted(existing):
                     if start <= ts <= start + d and start + d >= close_before:
-                        agg = add(agg, value)
-                        store.put(key, start, agg)
+                        wk = (key, start)
+                        touched.append(wk)
+                        agg = objects.get(wk, _NONE)
+                        agg = add(store.get(key, start) if agg is _NONE else agg, value)
                         if update:
+                            store.replace(key, start, agg)
                             emitted.append(self.output(key, agg, start, start + d, ts, rec.raw))
-                earlier = records.fetch(key, ts - d - 1, ts - 1)
+                        else:
+                            objects[wk] = agg
+                            touched_by[wk] = rec
+                earlier = records.times(key, ts - d - 1, ts - 1)
                 records.add(key, ts, value)
                 created = []
                 if earlier:
-                    prev = earlier[-1][0]
+                    prev = earlier[-1]
                     if prev + 1 not in existing and prev + 1 + d >= ts:
                         created.append(prev + 1)
                 left = max(0, ts - d)
                 if left not in existing:
                     created.append(left)
-                later = records.fetch(key, ts + 1, ts + 1 + d)
-                if later and ts + 1 not in existing:
+                if ts + 1 not in existing and records.times(key, ts + 1, ts + 1 + d):
                     created.append(ts + 1)
                 for start in sorted(set(created)):
                     if start + d >= close_before:
                         agg = self._fold(key, start, start + d)
                         store.put(key, start, agg)
+                        objects.pop((key, start), None)
                         if update:
                             emitted.append(self.output(key, agg, start, start + d, ts, rec.raw))
             except Exception as exc:  # noqa: BLE001 - user code; the record goes to the DLQ
                 store.rollback()
                 records.rollback()
+                for wk in touched:  # maybe changed in place: rebuild from the accepted records
+                    if wk in objects:
+                        objects[wk] = self._fold(wk[0], wk[1], wk[1] + d)
                 self.fail(rec, exc)
                 continue
             store.release()
             records.release()
             out.extend(sorted(emitted, key=lambda r: r.value["window_start"]))
+        for (key, start), agg in objects.items():
+            try:
+                store.replace(key, start, agg)
+            except Exception as exc:  # noqa: BLE001 - an aggregate that cannot be stored
+                self.fail(touched_by[(key, start)], exc)
         out.extend(self.close_until(now))
         self.emit(out)
 
