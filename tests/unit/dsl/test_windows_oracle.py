@@ -628,3 +628,25 @@ def test_oracle_update_and_final_modes_agree(kind: str, data: st.DataObject) -> 
         for i in agg["ids"]:
             k, _, ts = all_inputs(sc)[i]
             assert k == key and ws <= ts and (ts <= we if kind == "session" else ts < we)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_late_record_after_a_repartition_names_the_original_input(mode: str) -> None:
+    """group_by repartitions: the late record is the one the window operator received (key =
+    group key), and its source headers name the original input record."""
+    t = Topology("winoracle2", late_topic=LATE)
+    (t.stream(IN, timestamp="ts").group_by(lambda v: v["city"], name="by-city")
+     .window(TumblingWindows(size=10)).count(name=NAME, emit=mode).to(OUT))
+    with TopologyTestDriver(t) as driver:
+        driver.pipe_batch(IN, [("r1", {"city": "x", "ts": 15}, 15),
+                               ("r2", {"city": "x", "ts": 3}, 3),
+                               ("r3", {"city": "x", "ts": 12}, 12)])
+        driver.advance_stream_time(100)
+        (late,) = driver.read_records(LATE)
+        out = read_out(driver)
+    h = _headers(late)
+    assert (late.key, json.loads(late.value)) == (b"x", {"city": "x", "ts": 3})
+    assert (h["reason"], h["source-topic"], h["source-partition"], h["source-offset"]) == (
+        "late", IN, "0", "1")
+    assert (h["window_start"], h["window_end"]) == ("0", "10")
+    assert out[-1] == ("x", {"value": 2, "window_start": 10, "window_end": 20}, 10, 20)
