@@ -9,9 +9,14 @@ times and session merges are recomputed here from the spec's definitions:
 * tumbling/hopping ``[start, start + size)``, starts multiples of ``advance`` and >= 0; a window
   closes when stream time >= end + grace; a record none of whose windows is open is late, a
   hopping record with some open windows updates only those;
-* sessions ``[first, last]`` inclusive; a record merges with the key's open sessions with
-  ``end >= ts - gap and start <= ts + gap``; a session closes when stream time >= end + grace + 1
-  and is deleted then (a closed session never changes again: it is not merged into a later one);
+* sessions ``[first, last]`` inclusive; a record merges with the key's sessions with
+  ``end >= ts - gap and start <= ts + gap``; the record is late if the merged session is closed
+  (stream time >= end + grace + 1, stream time including the record's own timestamp);
+* after each record, the windows/sessions that stream time closed are closed: emitted (final
+  mode) and deleted, so a later record -- even later in the same poll batch -- never changes
+  them (a session closed by an earlier record is not merged into a later one). A session that
+  only the current record's own timestamp closes is still there for that record to merge with
+  ("a record whose merged session would already be closed is late": merge first, then check);
 * emit "update": after each record, one output per updated window by increasing start (sessions:
   tombstones for the merged-away sessions first); emit "final": every window once, when it
   closes, in (window end, key) order per batch/advance.
@@ -105,12 +110,12 @@ class Oracle:
 
     def batch(self, records: list[tuple[str, dict, int]]) -> None:
         for key, value, ts in records:
-            self.stream_time = max(self.stream_time, ts)
-            self._close()
+            self.stream_time = max(self.stream_time, ts)  # the record's own timestamp counts
             if self.kind == "session":
                 self._session_record(key, value, ts)
             else:
                 self._time_record(key, value, ts)
+            self._close()  # record by record, not once per batch
         self._flush()
 
     def advance_to(self, ts: int) -> None:
@@ -304,7 +309,7 @@ def scenarios(draw: st.DrawFn, kind: str, max_records: int = 40) -> Scenario:
         st.integers(-scale, scale),              # jitter around it
         st.integers(0, 9),                       # 0: a big jump backwards
         st.integers(-5, 20)),                    # the value's integer field
-        min_size=count, max_size=count))
+        min_size=count, max_size=max_records))
     base = draw(st.integers(0, 30))
     records = []
     for i, (key, drift, jitter, jump, n) in enumerate(steps):
@@ -650,3 +655,25 @@ def test_late_record_after_a_repartition_names_the_original_input(mode: str) -> 
         "late", IN, "0", "1")
     assert (h["window_start"], h["window_end"]) == ("0", "10")
     assert out[-1] == ("x", {"value": 2, "window_start": 10, "window_end": 20}, 10, 20)
+
+
+@pytest.mark.parametrize("split", [True, False], ids=["batches", "one-batch"])
+@pytest.mark.parametrize("mode", MODES)
+def test_session_closed_by_an_earlier_record_of_the_batch_is_not_merged(mode: str,
+                                                                        split: bool) -> None:
+    """Gap 2, grace 0: after 0 and 3, stream time 3 closes [0,0] (3 >= 0 + 0 + 1): it is
+    final (emitted, deleted). 1 then merges with [3,3] only -- whether 3 and 1 came in one poll
+    batch or not (stream time advances record by record)."""
+    recs = [("a", 0), ("a", 3), ("a", 1)]
+    batches = [[r] for r in recs] if split else [recs]
+    out, late, after = _run(SessionWindows(gap=2), mode, batches)
+    assert late == []
+    def v(s: int, e: int, ids: list[int]) -> tuple:
+        return ("a", {**_agg(ids, [1] * len(ids)), "window_start": s, "window_end": e}, s, e)
+    if mode == "final":
+        assert out + after == [v(0, 0, [0]), v(1, 3, [1, 2])]
+    else:
+        assert normalize(out) == [v(0, 0, [0]), v(3, 3, [1]), ("a", None, 3, 3), v(1, 3, [1, 2])]
+    o = _oracle_run("session", mode, batches, gap=2)
+    o.advance_to(10_000)
+    assert normalize(out + after) == normalize(expected_outputs(o.out, "aggregate"))
