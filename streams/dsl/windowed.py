@@ -12,7 +12,8 @@ Semantics (Kafka Streams' where it settled them):
 * **Session** windows are ``[first ts, last ts]`` per key (inclusive). A record at ``ts`` merges
   every session of its key with ``end >= ts - gap`` and ``start <= ts + gap`` into one; the
   aggregates are combined with ``merger`` (in start order), then the record is added. A session
-  **closes when stream time > end + grace**.
+  **closes when stream time > end + grace**; a closed session is final and is never merged into
+  (Kafka Streams may still merge a closed session that its store has not expired yet).
 * A record updates each of its windows that is still open; a record **none of whose windows is
   open is late**: it is dropped, counted in ``streams_late_events_total{node}`` and written to
   the topology's ``late_topic`` if it has one, with headers ``reason`` = late, ``node`` and the
@@ -58,10 +59,7 @@ class WindowedStream:
     """A grouped stream cut into windows of event time, ready for aggregation."""
 
     def __init__(self, grouped: GroupedStream, spec: Any) -> None:
-        if isinstance(spec, SlidingWindows):
-            raise NotImplementedError("sliding windows are not available yet; use "
-                                      "HoppingWindows with a small advance meanwhile")
-        if not isinstance(spec, (TumblingWindows, HoppingWindows, SessionWindows)):
+        if not isinstance(spec, (TumblingWindows, HoppingWindows, SlidingWindows, SessionWindows)):
             raise TypeError(f"not a window spec: {spec!r}")
         self.grouped = grouped
         self.spec = spec
@@ -89,6 +87,10 @@ class WindowedStream:
             value = type(initial) if isinstance(initial, faust.Record) else "any-json"
         spec = topology._add_store(name, serde_for(value), "session" if session else "window",
                                    self.spec)
+        if isinstance(self.spec, SlidingWindows):
+            # The records themselves: a window created late must aggregate the ones it covers.
+            topology._add_store(f"{name}-records", self.grouped._value_serde(), "join-buffer",
+                                self.spec)
         node = n.WindowAggregateNode(
             f"{name}-window", table=name, value_serde=spec.value_serde, initializer=initializer,
             adder=adder, merger=merger, window=self.spec, emit=emit, result=result,
