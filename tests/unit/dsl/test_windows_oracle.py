@@ -333,7 +333,7 @@ def ops_for(kind: str) -> st.SearchStrategy[str]:
     return st.sampled_from(["aggregate", "aggregate", "count", "sum"])
 
 
-SETTINGS = settings(max_examples=60, deadline=None,
+SETTINGS = settings(max_examples=60, deadline=None, report_multiple_bugs=False,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -365,10 +365,12 @@ def test_windowed_aggregation_matches_the_oracle(kind: str, mode: str, data: st.
         assert late_headers(late_records) == oracle.late_windows
     assert normalize(got) == normalize(want)
     if mode == "final":
-        # every window exactly once, globally in (end, key) order; no tombstones
+        # every window exactly once, globally in (end, key) order; no tombstones. (Two final
+        # sessions of a key may share a start: [0,0] closes, then 0 still merges into an open
+        # [1,2] -- but never an end: a new session ending there would be closed, late.)
         assert all(v is not None for _, v, _, _ in got)
         assert [(we, k) for k, _, _, we in got] == sorted((we, k) for k, _, _, we in got)
-        assert len({(k, ws) for k, _, ws, _ in got}) == len(got)
+        assert len({(k, we) for k, _, _, we in got}) == len(got)
 
 
 # -- 4. restarts ----------------------------------------------------------------------------------
@@ -383,7 +385,7 @@ RESTARTS = {
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", KINDS)
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=40, deadline=None, report_multiple_bugs=False,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_restart_in_the_middle_matches_the_oracle(kind: str, mode: str,
