@@ -193,9 +193,11 @@ class SessionWindowAggregateProc(_WindowAggregateProc):
             if key is None or value is None:
                 ctx.count_dropped(node.name, "null-key" if key is None else "null-value")
                 continue
-            # Every session this record can reach is still open (it closes only once no on-time
-            # record can merge into it): the merged session's end decides lateness.
-            sessions = store.fetch_sessions(key, ts - gap, ts + gap)
+            # A session closed by an earlier record (in this batch it is deleted only at the end
+            # of it) is final: never merged into, whatever the batch boundaries. A session still
+            # open before this record may absorb it; the merged session's end decides lateness.
+            sessions = [(b, a) for b, a in store.fetch_sessions(key, ts - gap, ts + gap)
+                        if now <= b[1] + gap + grace]
             if ts > now:
                 now = ts
             start = min([s for (s, _e), _a in sessions] + [ts])

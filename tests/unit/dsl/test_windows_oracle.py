@@ -10,8 +10,9 @@ times and session merges are recomputed here from the spec's definitions:
   closes when stream time >= end + grace; a record none of whose windows is open is late, a
   hopping record with some open windows updates only those;
 * sessions ``[first, last]`` inclusive; a record merges with the key's sessions with
-  ``end >= ts - gap and start <= ts + gap``; the record is late if the merged session is closed
-  (stream time >= end + grace + 1, stream time including the record's own timestamp);
+  ``end >= ts - gap and start <= ts + gap``; the record is late if the merged session ended too
+  long ago (stream time > end + grace, stream time including the record's own timestamp); a
+  session closes when stream time > end + gap + grace (no on-time record can merge any more);
 * after each record, the windows/sessions that stream time closed are closed: emitted (final
   mode) and deleted, so a later record -- even later in the same poll batch -- never changes
   them (a session closed by an earlier record is not merged into a later one). A session that
@@ -82,8 +83,8 @@ class Oracle:
         return [(s, s + self.size) for s in range(0, ts + 1, step) if s <= ts < s + self.size]
 
     def is_closed(self, end: int) -> bool:
-        if self.kind == "session":  # inclusive end
-            return self.stream_time >= end + self.grace + 1
+        if self.kind == "session":  # inclusive end; closed once no on-time record can merge
+            return self.stream_time > end + self.gap + self.grace
         return self.stream_time >= end + self.grace  # exclusive end
 
     def _close(self) -> None:
@@ -142,7 +143,7 @@ class Oracle:
         merged.sort(key=lambda x: x[0])
         start = min([x[0] for x in merged] + [ts])
         end = max([x[1] for x in merged] + [ts])
-        if self.is_closed(end):
+        if self.stream_time > end + self.grace:  # the merged session ended too long ago
             self.late.append(value["id"])
             return
         agg = initializer()
@@ -480,7 +481,7 @@ def test_kafka_session_example_final(batches: list) -> None:
 @pytest.mark.parametrize("batches", [[[10], [12], [20], [16]], [[10, 12, 20, 16]]],
                          ids=["one-by-one", "one-batch"])
 def test_session_example_without_grace_does_not_reopen_a_closed_session(batches: list) -> None:
-    """Grace 0: at stream time 20, [10,12] is closed (20 >= 12 + 0 + 1) and emitted; 16 then
+    """Grace 0: at stream time 20, [10,12] is closed (20 > 12 + 5 + 0) and emitted; 16 then
     merges only with [20,20] (a closed session never changes again)."""
     out, after, late = _session_run("final", 0, batches)
     first = ("k", {**_agg([0, 1], [10, 12]), "window_start": 10, "window_end": 12}, 10, 12)
