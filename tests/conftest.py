@@ -45,7 +45,7 @@ def delete_topology_topics(bootstrap: str, topology: Any) -> None:
     """Delete every topic the topology touches, so a test starts from empty topics (the
     group's committed offsets of deleted topics go with them)."""
     topics = (topology.input_topics() + topology.output_topics() + topology.internal_topics()
-              + [topology.dlq_topic])
+              + [topology.dlq_topic] + ([topology.late_topic] if topology.late_topic else []))
     admin.run(admin.delete_topics(bootstrap, topics))
 
 

@@ -12,7 +12,7 @@ from ..dsl.topology import Topology
 from ..kafka import admin
 from ..runtime.compile import subtopologies
 from ..state.meta import TaskId, TaskMeta
-from ..dsl.windows import HoppingWindows, SessionWindows, SlidingWindows, TumblingWindows
+from ..dsl.windows import HoppingWindows, SlidingWindows, TumblingWindows
 from ..state.store import TaskStore
 from ..state.views import open_view
 from ..state.window_store import SessionStoreView, WindowStoreView
@@ -58,21 +58,17 @@ def task_dirs(state_root: Path, topology: Topology, table: str) -> list[Path]:
 
 def window_spec(spec: Any) -> Any | None:
     """The window specification (TumblingWindows, ...) of a windowed store's StoreSpec, or None:
-    the one place that knows where the spec keeps it."""
-    return getattr(spec, "window", None) or getattr(spec, "windows", None)
+    the one place that knows where the spec keeps it (``StoreSpec.window``)."""
+    return getattr(spec, "window", None)
 
 
 def describe_window(w: Any) -> str | None:
-    """``"tumbling 60000 ms, grace 30000 ms"`` and the like; None if ``w`` is unknown."""
-    if isinstance(w, TumblingWindows):
-        return f"tumbling {w.size_ms} ms, grace {w.grace_ms} ms"
-    if isinstance(w, HoppingWindows):
-        return f"hopping {w.size_ms} ms advance {w.advance_ms} ms, grace {w.grace_ms} ms"
-    if isinstance(w, SlidingWindows):
-        return f"sliding {w.max_difference_ms} ms, grace {w.grace_ms} ms"
-    if isinstance(w, SessionWindows):
-        return f"session gap {w.gap_ms} ms, grace {w.grace_ms} ms"
-    return None if w is None else str(w)
+    """``"tumbling 60000 ms, grace 30000 ms"`` and the like (the spec's own ``describe()``, as
+    `streams describe` shows it); None without a spec."""
+    if w is None:
+        return None
+    describe = getattr(w, "describe", None)
+    return describe() if callable(describe) else str(w)
 
 
 def window_end(w: Any, start: int) -> int | None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +18,11 @@ from streams.state.views import open_view
 from streams.tables import inspect
 
 
-@dataclass(frozen=True)
-class WindowedSpec(StoreSpec):
-    window: Any = None
-
-
 def _topology(kind: str, window: Any) -> Topology:
-    """A topology with one table "w" made windowed (its spec swapped for a windowed one)."""
+    """A topology with one windowed table "w"."""
     t = Topology("inspect-win")
-    t.stream("in").group_by(lambda v: v["k"], name="by-k").count(name="w")
-    old = t.stores["w"]
-    t.stores["w"] = WindowedSpec(old.name, old.value_serde, old.changelog, kind, old.key_serde,
-                                 window=window)
+    t.stream("in").group_by(lambda v: v["k"], name="by-k").window(window).count(name="w")
+    assert t.stores["w"].kind == kind and t.stores["w"].window == window
     return t
 
 
@@ -83,7 +75,7 @@ def test_describe_window_specs() -> None:
     d = inspect.describe_window
     assert d(TumblingWindows(size=60_000, grace=30_000)) == "tumbling 60000 ms, grace 30000 ms"
     assert d(HoppingWindows(size=300_000, advance=60_000, grace=30_000)) == \
-        "hopping 300000 ms advance 60000 ms, grace 30000 ms"
+        "hopping 300000 ms every 60000 ms, grace 30000 ms"
     assert d(SessionWindows(gap=1_800_000, grace=30_000)) == "session gap 1800000 ms, grace 30000 ms"
     assert d(SlidingWindows(max_difference=600_000, grace=30_000)) == \
         "sliding 600000 ms, grace 30000 ms"
