@@ -298,14 +298,22 @@ class TopologyTestDriver:
 
     def table(self, name: str) -> dict[Any, Any]:
         """The current contents of a table as {key: value} (commits first, as a worker would
-        before anyone can read its state)."""
+        before anyone can read its state). Windowed tables: {key: {window start: value}}, or
+        {key: {(start, end): value}} for sessions."""
         self.commit()
         for task in self._tasks.values():
             if name in task.tables:
                 view = task.tables[name]
+                kind = self.topology.stores[name].kind
+                if kind in ("window", "session"):
+                    windows: dict[Any, dict[Any, Any]] = {}
+                    for key, *bounds, value in view.fetch_all():  # type: ignore[attr-defined]
+                        windows.setdefault(key, {})[bounds[0] if kind == "window"
+                                                    else tuple(bounds)] = value
+                    return windows
                 out = {}
                 for kb, vb in task.store.items(name):  # type: ignore[union-attr]
-                    out[kb.decode()] = view.value_serde.deserialize(vb)
+                    out[kb.decode()] = view.decode(kb, vb)
                 return out
         raise KeyError(f"no table {name!r} in topology {self.topology.name!r}")
 

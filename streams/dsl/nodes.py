@@ -177,8 +177,16 @@ class WindowAggregateNode(_TableNode):
     result: Callable[[Any], Any] | None = None  # aggregate -> output value (e.g. mean)
     late_topic: str | None = None
 
+    def store_names(self) -> list[str]:
+        from .windows import SlidingWindows
+
+        if isinstance(self.window, SlidingWindows):
+            return [self.table, f"{self.table}-records"]
+        return [self.table]
+
     def label(self) -> str:
-        return f"{self.kind} {self.name} ({self.window.describe()}, emit {self.emit}) -> table {self.table}"
+        return (f"{self.kind} {self.name} ({self.window.describe()}, emit {self.emit}) "
+                f"-> table {self.table}")
 
     def value_record(self) -> Any:
         return None  # outputs are dicts with the window bounds

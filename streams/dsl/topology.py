@@ -383,6 +383,10 @@ class GroupedStream:
             self.topology.sources.append(self._source)
         return self._source
 
+    def _value_serde(self) -> Serde:
+        """The serde of the grouped values (how a store would keep them as they are)."""
+        return serde_for(self.value_type) if self.value_type is not None else JsonSerde()
+
     def window(self, spec: Any) -> WindowedStream:
         """Aggregate per window of event time: ``spec`` is a :class:`~streams.TumblingWindows`,
         :class:`~streams.HoppingWindows` or :class:`~streams.SessionWindows` (see

@@ -58,10 +58,7 @@ class WindowedStream:
     """A grouped stream cut into windows of event time, ready for aggregation."""
 
     def __init__(self, grouped: GroupedStream, spec: Any) -> None:
-        if isinstance(spec, SlidingWindows):
-            raise NotImplementedError("sliding windows are not available yet; use "
-                                      "HoppingWindows with a small advance meanwhile")
-        if not isinstance(spec, (TumblingWindows, HoppingWindows, SessionWindows)):
+        if not isinstance(spec, (TumblingWindows, HoppingWindows, SlidingWindows, SessionWindows)):
             raise TypeError(f"not a window spec: {spec!r}")
         self.grouped = grouped
         self.spec = spec
@@ -89,6 +86,10 @@ class WindowedStream:
             value = type(initial) if isinstance(initial, faust.Record) else "any-json"
         spec = topology._add_store(name, serde_for(value), "session" if session else "window",
                                    self.spec)
+        if isinstance(self.spec, SlidingWindows):
+            # The records themselves: a window created late must aggregate the ones it covers.
+            topology._add_store(f"{name}-records", self.grouped._value_serde(), "join-buffer",
+                                self.spec)
         node = n.WindowAggregateNode(
             f"{name}-window", table=name, value_serde=spec.value_serde, initializer=initializer,
             adder=adder, merger=merger, window=self.spec, emit=emit, result=result,

@@ -102,6 +102,14 @@ class TumblingWindows(_TimeWindows):
     def describe(self) -> str:
         return f"tumbling {self.size_ms} ms, grace {self.grace_ms} ms"
 
+    def windows_for(self, ts: int) -> list[tuple[int, int]]:
+        # The one window, without the hopping loop (this runs once per record).
+        if ts < 0:
+            return []
+        size = _ms(self.size)
+        start = ts - ts % size
+        return [(start, start + size)]
+
 
 @dataclass(frozen=True)
 class HoppingWindows(_TimeWindows):

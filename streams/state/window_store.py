@@ -134,6 +134,11 @@ class WindowStoreView(TimeKeyedView):
         """Serialize ``value`` now (``None`` deletes), as :meth:`TableView.put`."""
         self._write(self.window_key(key, start), start, value)
 
+    def replace(self, key: Any, start: int, value: Any) -> None:
+        """Overwrite an existing window's value (its time-index entry is already there, so
+        only the window itself is written — and sent to the changelog)."""
+        self.put_by_bytes(self.window_key(key, start), value)
+
     def delete(self, key: Any, start: int) -> None:
         self.put(key, start, None)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from ...dsl import nodes as n
 from ...dsl.serdes import MAX_RECORD_BYTES
-from ...dsl.windows import SessionWindows
+from ...dsl.windows import SessionWindows, SlidingWindows
 from ...state.meta import ORIGIN_HEADER
 from ..context import ProcessorContext
 from .base import MAX_TIMESTAMP_MS, Processor, Rec, ShapeError, describe_error
@@ -27,20 +27,23 @@ from .sinks import SinkProc
 from .source import SourceProc, timestamp_extractor
 from .stateful import AggregateProc, ProcessProc, TableSourceProc
 from .stateless import BranchProc, FilterProc, FlatMapProc, MapProc, PeekProc, SelectKeyProc
-from .windowed import SessionWindowAggregateProc, TimeWindowAggregateProc
+from .windowed import (SessionWindowAggregateProc, SlidingWindowAggregateProc,
+                       TimeWindowAggregateProc)
 
 
 def window_aggregate(node: n.Node, ctx: ProcessorContext) -> Processor:
     """The processor of a windowed aggregation, by its window family."""
     if isinstance(node.window, SessionWindows):  # type: ignore[attr-defined]
         return SessionWindowAggregateProc(node, ctx)
+    if isinstance(node.window, SlidingWindows):  # type: ignore[attr-defined]
+        return SlidingWindowAggregateProc(node, ctx)
     return TimeWindowAggregateProc(node, ctx)
 
 
 __all__ = ["MAX_RECORD_BYTES", "MAX_TIMESTAMP_MS", "ORIGIN_HEADER", "PROCESSORS",
            "AggregateProc", "BranchProc", "FilterProc", "FlatMapProc", "MapProc", "PeekProc",
            "ProcessProc", "Processor", "ProcessorContext", "Rec", "SelectKeyProc", "ShapeError",
-           "SessionWindowAggregateProc", "SinkProc", "SourceProc", "TableSourceProc",
+           "SessionWindowAggregateProc", "SinkProc", "SlidingWindowAggregateProc", "SourceProc", "TableSourceProc",
            "TimeWindowAggregateProc", "describe_error", "timestamp_extractor"]
 
 PROCESSORS: dict[type[n.Node], Callable[[n.Node, ProcessorContext], Processor]] = {

@@ -21,7 +21,7 @@ from ...state.meta import source_headers
 from ..context import ProcessorContext
 from .base import Processor, Rec
 
-__all__ = ["SessionWindowAggregateProc", "TimeWindowAggregateProc"]
+__all__ = ["SessionWindowAggregateProc", "SlidingWindowAggregateProc", "TimeWindowAggregateProc"]
 
 _NONE = object()
 
@@ -108,6 +108,13 @@ class TimeWindowAggregateProc(_WindowAggregateProc):
     def on_batch(self, recs: list[Rec]) -> None:
         node, ctx, store = self.wnode, self.ctx, self.store
         init, add, grace, update = node.initializer, node.adder, self.grace, not self.final
+        get, put, replace = store.get, store.put, store.replace
+        # Final mode: the aggregate object an adder returned is reused for the key's next record
+        # in this batch instead of decoding the stored bytes again (which ``get`` would do to
+        # protect against adders that mutate in place: update mode emits each state, so it
+        # needs those fresh copies). The stored bytes stay the truth: a failing record drops
+        # the objects it may have touched.
+        objects: dict[tuple[Any, int], Any] | None = None if update else {}
         now = ctx.stream_time
         out: list[Rec] = []
         for rec in recs:
@@ -127,13 +134,24 @@ class TimeWindowAggregateProc(_WindowAggregateProc):
             store.begin()
             try:
                 for start, end in open_:
-                    current = store.get(key, start, _NONE)
-                    agg = add(init() if current is _NONE else current, value)
-                    store.put(key, start, agg)
+                    current = _NONE if objects is None else objects.get((key, start), _NONE)
+                    if current is _NONE:
+                        current = get(key, start, _NONE)
+                    if current is _NONE:
+                        agg = add(init(), value)
+                        put(key, start, agg)
+                    else:
+                        agg = add(current, value)
+                        replace(key, start, agg)
+                    if objects is not None:
+                        objects[(key, start)] = agg
                     if update:
                         updates.append(self.output(key, agg, start, end, ts, rec.raw))
             except Exception as exc:  # noqa: BLE001 - user code; the record goes to the DLQ
                 store.rollback()
+                if objects is not None:
+                    for start, _end in open_:
+                        objects.pop((key, start), None)
                 self.fail(rec, exc)
                 continue
             store.release()
@@ -217,3 +235,107 @@ class SessionWindowAggregateProc(_WindowAggregateProc):
                 out.append(self.closed_output(key, agg, start, end, end))
             self.store.delete(key, start, end)
         return out
+
+
+class SlidingWindowAggregateProc(_WindowAggregateProc):
+    """Kafka Streams' record-aligned sliding windows ``[start, start + d]`` (inclusive).
+
+    The windows are the ones Kafka Streams creates: for each record at ``ts`` its *left* window
+    ``[ts - d, ts]`` (``[0, d]`` for ``ts < d``), its *right* window ``[ts + 1, ts + 1 + d]``
+    once a later record falls in it, and the previous record's right window when this record
+    falls in it. Each window aggregates every accepted record within its bounds, in timestamp
+    order (a window created by a late-arriving record includes the earlier records it covers:
+    the records are kept in a buffer store ``<name>-records`` until no new window can need
+    them). A window closes when stream time > end + grace; a record is late when even its right
+    window is closed (stream time >= ts + 1 + d + grace) and otherwise updates the open windows.
+    """
+
+    def __init__(self, node: n.Node, ctx: ProcessorContext) -> None:
+        super().__init__(node, ctx)
+        self.d = self.wnode.window.max_difference_ms
+        self.records = ctx.store(sliding_buffer(self.wnode.table))
+
+    def _fold(self, key: Any, start: int, end: int) -> Any:
+        init, add = self.wnode.initializer, self.wnode.adder
+        agg = init()
+        for _ts, value in self.records.fetch(key, start, end):
+            agg = add(agg, value)
+        return agg
+
+    def on_batch(self, recs: list[Rec]) -> None:
+        node, ctx, store, records = self.wnode, self.ctx, self.store, self.records
+        add, grace, d, update = node.adder, self.grace, self.d, not self.final
+        now = ctx.stream_time
+        out: list[Rec] = []
+        for rec in recs:
+            key, value, ts = rec.key, rec.value, rec.ts
+            if key is None or value is None:
+                ctx.count_dropped(node.name, "null-key" if key is None else "null-value")
+                continue
+            if ts > now:
+                now = ts
+            close_before = now - grace  # a window is open while its end >= this
+            if ts + 1 + d < close_before + 1:
+                self.late(rec, ts + 1, ts + 1 + d)
+                continue
+            emitted: list[Rec] = []
+            store.begin()
+            records.begin()
+            try:
+                existing = dict(store.fetch(key, max(0, ts - 2 * d), ts + 1))
+                for start, agg in sorted(existing.items()):
+                    if start <= ts <= start + d and start + d >= close_before:
+                        agg = add(agg, value)
+                        store.put(key, start, agg)
+                        if update:
+                            emitted.append(self.output(key, agg, start, start + d, ts, rec.raw))
+                earlier = records.fetch(key, ts - d - 1, ts - 1)
+                records.add(key, ts, value)
+                created = []
+                if earlier:
+                    prev = earlier[-1][0]
+                    if prev + 1 not in existing and prev + 1 + d >= ts:
+                        created.append(prev + 1)
+                left = max(0, ts - d)
+                if left not in existing:
+                    created.append(left)
+                later = records.fetch(key, ts + 1, ts + 1 + d)
+                if later and ts + 1 not in existing:
+                    created.append(ts + 1)
+                for start in sorted(set(created)):
+                    if start + d >= close_before:
+                        agg = self._fold(key, start, start + d)
+                        store.put(key, start, agg)
+                        if update:
+                            emitted.append(self.output(key, agg, start, start + d, ts, rec.raw))
+            except Exception as exc:  # noqa: BLE001 - user code; the record goes to the DLQ
+                store.rollback()
+                records.rollback()
+                self.fail(rec, exc)
+                continue
+            store.release()
+            records.release()
+            out.extend(sorted(emitted, key=lambda r: r.value["window_start"]))
+        out.extend(self.close_until(now))
+        self.emit(out)
+
+    def close_until(self, now: int) -> list[Rec]:
+        """Windows with ``end + grace < now`` close: emitted (final mode), deleted; buffered
+        records no new window can include (older than ``now - 2d - grace``) expire."""
+        d = self.d
+        last_start = now - self.grace - 1 - d
+        out = []
+        if last_start >= 0:
+            closed = sorted(self.store.fetch_all(None, last_start),
+                            key=lambda r: (r[1] + d, str(r[0])))
+            for key, start, agg in closed:
+                if self.final:
+                    out.append(self.closed_output(key, agg, start, start + d, start + d))
+                self.store.delete(key, start)
+        self.records.expire_before(now - 2 * d - self.grace - 1)
+        return out
+
+
+def sliding_buffer(table: str) -> str:
+    """The store that keeps a sliding-window aggregation's records."""
+    return f"{table}-records"
