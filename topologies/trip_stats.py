@@ -10,18 +10,17 @@ rides {ride_id, rider_id, driver_id, city, fare, ts} keyed by city; event time =
         {rider_id, window_start, window_end, rides}
   -> group_by driver_id (repartition `rides-by-driver`)
      -> table `driver-totals` {driver_id, rides, fare_total}, every update -> `driver-totals`
+     -> sliding windows of 10 min, grace 30 s, emit final, only windows with rides > 5
+        -> `busy-drivers` {driver_id, window_start, window_end, rides}
 Rides later than a window's grace are dropped, counted (streams_late_events_total{node}) and
 written to `rides-late` (once per windowed aggregation they are late for; header `node`).
 Fares are decimal strings; totals are computed with Decimal and written with two places.
-
-Not here yet: `busy-drivers` (sliding windows of 10 min by driver_id, rides > 5) needs
-SlidingWindows, which the window operators do not implement yet.
 """
 
 from datetime import timedelta
 from decimal import Decimal
 
-from streams import HoppingWindows, SessionWindows, Topology, TumblingWindows
+from streams import HoppingWindows, SessionWindows, SlidingWindows, Topology, TumblingWindows
 
 topology = Topology("trip_stats", description="ride statistics per city, rider and driver",
                     late_topic="rides-late")
@@ -54,6 +53,15 @@ def add_city_ride(stats: dict, ride: dict) -> dict:
             "fare_total": _money(Decimal(stats["fare_total"]) + Decimal(ride["fare"]))}
 
 
+# -- per driver and sliding window ---------------------------------------------------------------
+def new_driver_count() -> dict:
+    return {"driver_id": None, "rides": 0}
+
+
+def add_driver_ride(count: dict, ride: dict) -> dict:
+    return {"driver_id": ride["driver_id"], "rides": count["rides"] + 1}
+
+
 # -- per rider session ----------------------------------------------------------------------------
 def new_session() -> dict:
     return {"rider_id": None, "rides": 0}
@@ -84,6 +92,10 @@ by_city = rides.group_by(lambda ride: ride["city"], name="rides-by-city")
                  emit="final")
       .to("rider-sessions"))
 
-(rides.group_by(lambda ride: ride["driver_id"], name="rides-by-driver")
-      .aggregate(new_totals, add_ride, name="driver-totals")
-      .to("driver-totals"))
+by_driver = rides.group_by(lambda ride: ride["driver_id"], name="rides-by-driver")
+by_driver.aggregate(new_totals, add_ride, name="driver-totals").to("driver-totals")
+(by_driver.window(SlidingWindows(max_difference=timedelta(minutes=10), grace=GRACE))
+          .aggregate(new_driver_count, add_driver_ride, name="busy-drivers", emit="final")
+          .to_stream()
+          .filter(lambda window: window["rides"] > 5)
+          .to("busy-drivers"))

@@ -70,8 +70,9 @@ def test_list_and_get_against_a_running_worker(kafka: str, workers, processed, t
     listed = streams_cli(kafka, "tables", "list", "trip_stats", "--json", "--state-dir", str(state))
     assert listed.returncode == 0, listed.stderr
     infos = {i["table"]: i for i in json.loads(listed.stdout)}
-    assert sorted(infos) == ["driver-totals", "rider-sessions", "rides-per-city-1m",
-                             "rides-per-city-5m"]
+    assert sorted(infos) == ["busy-drivers", "busy-drivers-records", "driver-totals",
+                             "rider-sessions", "rides-per-city-1m", "rides-per-city-5m"]
+    assert infos["busy-drivers"]["window"] == "sliding 600000 ms, grace 30000 ms"
     info = infos["driver-totals"]
     assert info["kind"] == "aggregate" and info["window"] is None
     assert info["partitions"] == 4

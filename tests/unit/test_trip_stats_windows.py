@@ -55,7 +55,7 @@ def test_per_city_windows_and_late_rides_match_the_oracle() -> None:
         # Final: only closed windows so far, each once, with its final aggregate.
         closed = {k: v for k, v in oracle_1m.items() if k[1] + MIN + GRACE <= now}
         assert len(before) == len(closed)
-        driver.advance_stream_time(now + 10 * MIN)       # everything closes
+        driver.advance_stream_time(now + 20 * MIN)       # everything closes
         emitted = before + driver.read_output("rides-per-city-1m")
         got = {(k, v["window_start"]): [v["rides"], Decimal(v["fare_total"])] for k, v in emitted}
         assert len(got) == len(emitted), "each window once"
@@ -83,6 +83,23 @@ def test_per_city_windows_and_late_rides_match_the_oracle() -> None:
         assert sum(v["rides"] for _, v in sessions) + n_late == len(rides)
         assert all(v["window_start"] <= v["window_end"] and v["rider_id"] == k
                    for k, v in sessions)
+        # Busy drivers: sliding windows of 10 min with more than 5 rides, each once; a window's
+        # count is every ride in its bounds (inclusive) that arrived while it was open.
+        busy = driver.read_output("busy-drivers")
+        assert busy and all(v["rides"] > 5 and v["driver_id"] == k and
+                            v["window_end"] - v["window_start"] == 10 * MIN for k, v in busy)
+        assert len({(k, v["window_start"]) for k, v in busy}) == len(busy)
+        now_at: list[int] = []
+        driver_now: int = -1
+        for r in rides:  # the driver task sees the rides in input order, too
+            driver_now = max(driver_now, r["ts"])
+            now_at.append(driver_now)
+        for k, v in busy[:200]:
+            s, e = v["window_start"], v["window_end"]
+            expected = sum(1 for r, at in zip(rides, now_at) if r["driver_id"] == k and
+                           s <= r["ts"] <= e and at <= e + GRACE)
+            assert v["rides"] == expected, (k, v)
         # Closed windows are deleted (with their time index entries): the stores are empty.
         assert driver.table("rides-per-city-1m") == {}
         assert driver.table("rides-per-city-5m") == {}
+        assert driver.table("busy-drivers") == {}
