@@ -18,6 +18,7 @@ from ..state.views import open_view
 from ..state.window_store import SessionStoreView, WindowStoreView
 
 WINDOWED_KINDS = ("window", "session")
+TIME_KEYED_KINDS = (*WINDOWED_KINDS, "join-buffer")  # primary entries + a time index
 _MIN, _MAX = -(1 << 63), (1 << 63) - 1
 # Primary entries of a window/session store start with 0x00 (the key length's first byte),
 # its time index entries with 0xff (see streams.state.window_store): a window is a key below.
@@ -82,8 +83,9 @@ def window_end(w: Any, start: int) -> int | None:
 
 
 def count_windows(store: TaskStore, table: str) -> tuple[int, int]:
-    """(windows, distinct record keys) of a window or session store: its primary entries, not
-    its time index entries (each window has one of each)."""
+    """(windows, distinct record keys) of a window or session store (for a join buffer:
+    (records, keys)): its primary entries, not its time index entries (one of each per
+    window)."""
     windows = keys = 0
     last = b""
     for kb, _ in store.range(table, b"", _INDEX):
@@ -126,10 +128,10 @@ async def table_infos(topology: Topology, state_dir: str, bootstrap: str,
             sub = subs[TaskId.parse(path.name).sub]
             store = open_read_only(path, sub.stores)
             try:
-                if spec.kind in WINDOWED_KINDS:
+                if spec.kind in TIME_KEYED_KINDS:
                     w, n = count_windows(store, name)
                     windows += w
-                    keys += n  # a key's windows are all in one task
+                    keys += n  # a key's entries are all in one task
                 else:
                     n, is_exact = store.count_keys(name)
                     keys += n
