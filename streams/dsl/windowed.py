@@ -12,7 +12,8 @@ Semantics (Kafka Streams' where it settled them):
 * **Session** windows are ``[first ts, last ts]`` per key (inclusive). A record at ``ts`` merges
   every session of its key with ``end >= ts - gap`` and ``start <= ts + gap`` into one; the
   aggregates are combined with ``merger`` (in start order), then the record is added. A session
-  **closes when stream time > end + grace**.
+  **closes when stream time > end + grace**; a closed session is final and is never merged into
+  (Kafka Streams may still merge a closed session that its store has not expired yet).
 * A record updates each of its windows that is still open; a record **none of whose windows is
   open is late**: it is dropped, counted in ``streams_late_events_total{node}`` and written to
   the topology's ``late_topic`` if it has one, with headers ``reason`` = late, ``node`` and the

@@ -193,9 +193,13 @@ class SessionWindowAggregateProc(_WindowAggregateProc):
             if key is None or value is None:
                 ctx.count_dropped(node.name, "null-key" if key is None else "null-value")
                 continue
+            # A session closed by an earlier record (in this batch it is deleted only at the end
+            # of it) is final: never merged into, whatever the batch boundaries. One still open
+            # before this record may be merged, then the merged session's end decides lateness.
+            sessions = [(b, a) for b, a in store.fetch_sessions(key, ts - gap, ts + gap)
+                        if now <= b[1] + grace]
             if ts > now:
                 now = ts
-            sessions = store.fetch_sessions(key, ts - gap, ts + gap)
             start = min([s for (s, _e), _a in sessions] + [ts])
             end = max([e for (_s, e), _a in sessions] + [ts])
             if now > end + grace:
