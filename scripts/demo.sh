@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Demo: a local Kafka broker, then two reference topologies on generated input:
-# profile_notifications (stateless) and trip_stats (a RocksDB table fed through a repartition).
+# profile_notifications (stateless) and trip_stats (windowed aggregations per city and rider, a
+# RocksDB table per driver, late rides to rides-late).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -28,10 +29,18 @@ streams consume profile-views --count
 streams consume profile-view-notifications --count
 streams consume profile-view-notifications --limit 5
 
-echo; echo "== trip_stats: the driver-totals table (RocksDB, read-only while the worker runs)"
+echo; echo "== trip_stats: final 1-minute windows per city (each emitted once, when it closes)"
+streams consume rides-per-city-1m --count
+streams consume rides-per-city-1m --limit 5
+echo; echo "== trip_stats: rides that came later than the 30 s grace (dropped, kept here)"
+streams consume rides-late --count
+
+echo; echo "== trip_stats: the tables (RocksDB, read-only while the worker runs)"
 streams tables list trip_stats
 streams tables get trip_stats driver-totals d7
 streams tables get trip_stats driver-totals d42
+echo; echo "== trip_stats: the still-open 5-minute windows of berlin"
+streams tables get trip_stats rides-per-city-5m berlin || true
 echo; echo "== a few worker metrics (http://127.0.0.1:9401/metrics)"
 curl -s http://127.0.0.1:9401/metrics | grep -E '^streams_(events_consumed_total|commits_total|table_keys)' | head -6 || true
 

@@ -157,7 +157,7 @@ def generate_cmd(name: str, count: int, rate: float | None, seed: int, broker: s
     bootstrap = _bootstrap(broker)
     settings = load_settings(name)
     asyncio.run(admin.ensure_topics(bootstrap, topic_specs(topology, settings.partitions)))
-    items = generate.events(name, count, seed)
+    items = generate.events(name, count, seed, rate=rate)
     sent = asyncio.run(generate.produce(bootstrap, items, rate))
     topics = sorted({t for t, _, _ in items})
     click.echo(f"sent {sent} events to {', '.join(topics)}")
@@ -243,6 +243,8 @@ def tables_list(name: str | None, as_json: bool, state_dir: str | None, broker: 
                    f"keys={r.keys if r.keys_exact else f'~{r.keys} (estimate)'} "
                    f"(local tasks {','.join(r.local_tasks) or '-'})"
                    f"  bytes={r.bytes_on_disk}")
+        if r.window is not None:
+            click.echo(f"  windows: {r.window}; {r.windows} stored")
         click.echo(f"  changelog {r.changelog} end offsets [{ends}]")
         click.echo("  committed input offsets: " + (", ".join(
             f"{k}={v}" for k, v in r.committed_input_offsets.items()) or "-"))
@@ -257,15 +259,32 @@ def tables_list(name: str | None, as_json: bool, state_dir: str | None, broker: 
 @click.option("--json", "as_json", is_flag=True)
 @_state_dir_option
 def tables_get(name: str, table: str, key: str, as_json: bool, state_dir: str | None) -> None:
-    """Print the value of KEY in TABLE (from this host's state)."""
+    """Print the value of KEY in TABLE (from this host's state); for a windowed table every
+    window of KEY, one line each (with --json: {"window_start", "window_end", "value"})."""
     from .dsl.serdes import json_dumps
-    from .tables.inspect import get_value
+    from .tables.inspect import get_value, get_windows, is_windowed
 
     topology = registry.load(name)
     settings = load_settings(name, state_dir=state_dir)
+    if is_windowed(topology, table):
+        for w in get_windows(topology, settings.state_dir, table, key):
+            if as_json:
+                click.echo(json_dumps(w).decode())
+            else:
+                s, e = w["window_start"], w["window_end"]
+                bounds = f"[{s}, {e})" if _end_exclusive(topology, table) else f"[{s}, {e}]"
+                click.echo(f"{key} {bounds}: {json_dumps(w['value']).decode()}")
+        return
     value = get_value(topology, settings.state_dir, table, key)
     text = json_dumps(value).decode()
     click.echo(text if as_json else f"{key}: {text}")
+
+
+def _end_exclusive(topology: Any, table: str) -> bool:
+    from .dsl.windows import HoppingWindows, TumblingWindows
+    from .tables.inspect import window_spec
+
+    return isinstance(window_spec(topology.stores[table]), (TumblingWindows, HoppingWindows))
 
 
 @tables.command("reset")

@@ -27,6 +27,9 @@ class Settings:
     commit_every_records: int = 50000
     max_batch_records: int = 5000
     session_timeout_ms: int = 15000
+    # > 0: a task whose input is quiet this long has its stream time follow the wall clock, so
+    # final windows close without a next event; records arriving after that may become late.
+    idle_close_ms: int = 0
     metrics_port: int = 9400
     metrics_host: str = "127.0.0.1"
 

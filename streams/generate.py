@@ -25,7 +25,8 @@ SOURCES = ["search", "feed", "profile", "email", "people-you-may-know"]
 CITIES = ["berlin", "paris", "london", "madrid", "rome", "vienna", "lisbon", "prague"]
 
 
-def profile_views(rng: random.Random, count: int, start_ms: int) -> Iterator[Event]:
+def profile_views(rng: random.Random, count: int, start_ms: int, step_ms: float = 10
+                  ) -> Iterator[Event]:
     for i in range(count):
         viewer = f"u{rng.randrange(5000)}"
         yield "profile-views", viewer, {
@@ -33,17 +34,29 @@ def profile_views(rng: random.Random, count: int, start_ms: int) -> Iterator[Eve
             "viewer_title": rng.choice(TITLES),
             "profile_id": f"p{rng.randrange(1000)}",
             "source": rng.choice(SOURCES),
-            "ts": start_ms + i * 10,
+            "ts": start_ms + int(i * step_ms),
         }
 
 
-def rides(rng: random.Random, count: int, start_ms: int) -> Iterator[Event]:
-    """Rides keyed by city, up to 20 s out of order and a few much later."""
+RIDE_DISORDER_MS = 20_000         # rides arrive up to this much out of order ...
+RIDE_LATE_SHARE = 0.01            # ... except about this share of them,
+RIDE_LATE_MS = (31_000, 120_000)  # which are this much behind: beyond trip_stats' 30 s grace
+
+
+def rides(rng: random.Random, count: int, start_ms: int, step_ms: float = 100
+          ) -> Iterator[Event]:
+    """Rides keyed by city. A base clock starts at ``start_ms`` and advances ``step_ms`` per
+    ride (``--rate R`` makes it 1000/R, so event time keeps pace with the wall clock); a ride's
+    ``ts`` is the base minus a random 0-20 s (out of order), and about 1 % of the rides are
+    31-120 s behind the base instead: later than the 30 s grace of trip_stats' windows (whether
+    one is actually late depends on its window and on the stream time when it arrives)."""
     for i in range(count):
         city = rng.choice(CITIES)
-        ts = start_ms + i * 100 - rng.randrange(20_000)
-        if rng.random() < 0.01:
-            ts -= rng.randrange(60_000, 300_000)
+        base = start_ms + int(i * step_ms)
+        if rng.random() < RIDE_LATE_SHARE:
+            ts = base - rng.randint(*RIDE_LATE_MS)
+        else:
+            ts = base - rng.randint(0, RIDE_DISORDER_MS)
         fare = Decimal(rng.randrange(500, 6000)) / 100
         yield "rides", city, {
             "ride_id": f"r{i}", "rider_id": f"rider{rng.randrange(2000)}",
@@ -52,17 +65,24 @@ def rides(rng: random.Random, count: int, start_ms: int) -> Iterator[Event]:
         }
 
 
-GENERATORS: dict[str, Callable[[random.Random, int, int], Iterator[Event]]] = {
+GENERATORS: dict[str, Callable[..., Iterator[Event]]] = {
     "profile_notifications": profile_views,
     "trip_stats": rides,
 }
 
 
-def events(name: str, count: int, seed: int = 42, start_ms: int | None = None) -> list[Event]:
+def events(name: str, count: int, seed: int = 42, start_ms: int | None = None,
+           rate: float | None = None, step_ms: float | None = None) -> list[Event]:
+    """``count`` events of topology ``name``, the same for the same arguments. Event time
+    starts at ``start_ms`` (default: now) and advances ``step_ms`` per event (default
+    ``1000 / rate`` with a ``rate``, else the generator's own step)."""
     if name not in GENERATORS:
         raise LookupError(f"no generator for topology {name!r} (have: {', '.join(GENERATORS)})")
     start = int(time.time() * 1000) if start_ms is None else start_ms
-    return list(GENERATORS[name](random.Random(seed), count, start))
+    if step_ms is None and rate:
+        step_ms = 1000 / rate
+    extra = {} if step_ms is None else {"step_ms": step_ms}
+    return list(GENERATORS[name](random.Random(seed), count, start, **extra))
 
 
 async def produce(bootstrap: str, items: list[Event], rate: float | None = None) -> int:

@@ -46,6 +46,8 @@ def describe(topology: Topology, fmt: str = "text") -> str:
     out.append(f"  outputs:  {', '.join(topology.output_topics()) or '-'}")
     out.append(f"  internal: {', '.join(topology.internal_topics()) or '-'}")
     out.append(f"  dead letters: {topology.dlq_topic}")
+    if topology.late_topic:
+        out.append(f"  late records: {topology.late_topic}")
     for name, spec in topology.stores.items():
         out.append(f"  table {name} ({spec.kind}), changelog {spec.changelog}")
     out.append("  graph:")

@@ -29,6 +29,7 @@ from ..dsl.topology import Topology
 from ..metrics import Metrics
 from . import checkpoint
 from .compile import subtopologies
+from .idle import IdleTracker
 from .producer import KafkaTransport
 from .tasks import TaskManager
 from .topics import RepartitionPurger, TopicLayoutError, prepare_topics
@@ -68,6 +69,7 @@ class Worker:
         self.purger = RepartitionPurger(topology, settings.broker)
         self._since_commit = 0
         self._last_commit = time.monotonic()
+        self.idle = IdleTracker(settings.idle_close_ms)
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.transport: KafkaTransport | None = None
@@ -145,6 +147,9 @@ class Worker:
                 if batch:
                     async with self._lock:
                         await self._process(batch)
+                if self.idle.enabled:
+                    async with self._lock:
+                        await self._idle_close()
                 if (self._since_commit >= s.commit_every_records or
                         time.monotonic() - self._last_commit >= s.commit_interval_ms / 1000):
                     async with self._lock:
@@ -188,6 +193,7 @@ class Worker:
             if not done:
                 continue
             count += done
+            self.idle.seen(task.id)
             newest_ts = max(newest_ts, records[-1].timestamp or 0)
             m.consumed.labels(name, tp.topic, str(tp.partition)).inc(done)
             m.count_task_events(task.dead_letters, task.dropped, task.late)
@@ -197,6 +203,21 @@ class Worker:
         if newest_ts > 0:
             m.e2e.labels(name).observe(max(0.0, time.time() - newest_ts / 1000))
         self._update_lag(batch.keys())
+
+    async def _idle_close(self) -> None:
+        """Advance the stream time of the tasks whose input has been quiet for
+        ``idle_close_ms`` by the wall time that passed (see :mod:`streams.runtime.idle`), and send
+        what their stream-time callbacks (window closing) emitted, as after a batch. Only tasks
+        that have seen a record (stream time >= 0): an empty task has no clock to advance."""
+        assert self.transport is not None and self.tasks is not None
+        running = self.tasks.running
+        for task_id, elapsed in self.idle.due(running):
+            task = running.get(task_id)
+            if task is None or task.stream_time < 0 or not task.advance_stream_time(
+                    task.stream_time + elapsed):
+                continue
+            self.metrics.count_task_events(task.dead_letters, task.dropped, task.late)
+            await self.transport.send(task.take_outputs())
 
     def _update_lag(self, tps: Iterable[TopicPartition]) -> None:
         assert self.consumer is not None and self.tasks is not None

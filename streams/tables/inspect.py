@@ -12,7 +12,17 @@ from ..dsl.topology import Topology
 from ..kafka import admin
 from ..runtime.compile import subtopologies
 from ..state.meta import TaskId, TaskMeta
+from ..dsl.windows import HoppingWindows, SlidingWindows, TumblingWindows
 from ..state.store import TaskStore
+from ..state.views import open_view
+from ..state.window_store import SessionStoreView, WindowStoreView
+
+WINDOWED_KINDS = ("window", "session")
+TIME_KEYED_KINDS = (*WINDOWED_KINDS, "join-buffer")  # primary entries + a time index
+_MIN, _MAX = -(1 << 63), (1 << 63) - 1
+# Primary entries of a window/session store start with 0x00 (the key length's first byte),
+# its time index entries with 0xff (see streams.state.window_store): a window is a key below.
+_INDEX = b"\xff"
 
 
 @dataclass
@@ -29,6 +39,8 @@ class TableInfo:
     local_tasks: list[str]
     local_input_offsets: dict[str, int] = field(default_factory=dict)
     committed_input_offsets: dict[str, int] = field(default_factory=dict)
+    window: str | None = None   # windowed tables: the window spec, e.g. "tumbling 60000 ms, ..."
+    windows: int | None = None  # windowed tables: windows stored locally (``keys``: their keys)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -43,6 +55,46 @@ def task_dirs(state_root: Path, topology: Topology, table: str) -> list[Path]:
         out += sorted(p for p in root.glob(f"{glob.escape(sub.id)}_*") if p.is_dir() and
                       (p / "CURRENT").exists() and TaskId.parse(p.name).sub == sub.id)
     return out
+
+
+def window_spec(spec: Any) -> Any | None:
+    """The window specification (TumblingWindows, ...) of a windowed store's StoreSpec, or None:
+    the one place that knows where the spec keeps it (``StoreSpec.window``)."""
+    return getattr(spec, "window", None)
+
+
+def describe_window(w: Any) -> str | None:
+    """``"tumbling 60000 ms, grace 30000 ms"`` and the like (the spec's own ``describe()``, as
+    `streams describe` shows it); None without a spec."""
+    if w is None:
+        return None
+    describe = getattr(w, "describe", None)
+    return describe() if callable(describe) else str(w)
+
+
+def window_end(w: Any, start: int) -> int | None:
+    """The end of the window starting at ``start`` in a window store (the store keeps only the
+    start): exclusive for tumbling/hopping, inclusive for sliding windows."""
+    if isinstance(w, (TumblingWindows, HoppingWindows)):
+        return start + w.size_ms
+    if isinstance(w, SlidingWindows):
+        return start + w.max_difference_ms
+    return None
+
+
+def count_windows(store: TaskStore, table: str) -> tuple[int, int]:
+    """(windows, distinct record keys) of a window or session store (for a join buffer:
+    (records, keys)): its primary entries, not its time index entries (one of each per
+    window)."""
+    windows = keys = 0
+    last = b""
+    for kb, _ in store.range(table, b"", _INDEX):
+        windows += 1
+        prefix = kb[:4 + int.from_bytes(kb[:4], "big")]
+        if prefix != last:
+            keys += 1
+            last = prefix
+    return windows, keys
 
 
 def open_read_only(path: Path, tables: list[str]) -> TaskStore:
@@ -68,7 +120,7 @@ async def table_infos(topology: Topology, state_dir: str, bootstrap: str,
     for name in names:
         spec = topology.stores[name]
         ends = await admin.end_offsets(bootstrap, spec.changelog)
-        keys = size = 0
+        keys = size = windows = 0
         exact = True
         local_offsets: dict[str, int] = {}
         tasks = []
@@ -76,9 +128,14 @@ async def table_infos(topology: Topology, state_dir: str, bootstrap: str,
             sub = subs[TaskId.parse(path.name).sub]
             store = open_read_only(path, sub.stores)
             try:
-                n, is_exact = store.count_keys(name)
-                keys += n
-                exact = exact and is_exact
+                if spec.kind in TIME_KEYED_KINDS:
+                    w, n = count_windows(store, name)
+                    windows += w
+                    keys += n  # a key's entries are all in one task
+                else:
+                    n, is_exact = store.count_keys(name)
+                    keys += n
+                    exact = exact and is_exact
                 for (topic, part), off in TaskMeta.decode(store.meta()).offsets.items():
                     local_offsets[f"{topic}:{part}"] = off
             finally:
@@ -92,23 +149,19 @@ async def table_infos(topology: Topology, state_dir: str, bootstrap: str,
             changelog_end_offsets=ends, local_tasks=tasks, local_input_offsets=local_offsets,
             committed_input_offsets={f"{t}:{p}": o for (t, p), o in sorted(committed.items())
                                      if t in sub_topics}))
+        if spec.kind in WINDOWED_KINDS:
+            infos[-1].window = describe_window(window_spec(spec)) or spec.kind
+            infos[-1].windows = windows
     return infos
 
 
 def get_value(topology: Topology, state_dir: str, table: str, key: str) -> Any:
     """The value of ``key`` in ``table`` from the local task stores; LookupError if absent."""
-    if table not in topology.stores:
-        raise LookupError(f"topology {topology.name!r} has no table {table!r} "
-                          f"(tables: {', '.join(topology.stores) or 'none'})")
-    spec = topology.stores[table]
+    spec = _spec(topology, table)
     kb = spec.key_serde.serialize(key)
     assert kb is not None
     subs = {s.id: s for s in subtopologies(topology)}
-    paths = task_dirs(Path(state_dir), topology, table)
-    if not paths:
-        raise LookupError(f"no local state for table {table!r} under {state_dir} "
-                          "(run a worker with this --state-dir first)")
-    for path in paths:
+    for path in _local_dirs(topology, state_dir, table):
         store = open_read_only(path, subs[TaskId.parse(path.name).sub].stores)
         try:
             raw = store.get(table, kb)
@@ -119,4 +172,52 @@ def get_value(topology: Topology, state_dir: str, table: str, key: str) -> Any:
     raise LookupError(f"key {key!r} not found in table {table!r}")
 
 
-__all__ = ["TableInfo", "get_value", "open_read_only", "table_infos", "task_dirs"]
+def get_windows(topology: Topology, state_dir: str, table: str, key: str) -> list[dict[str, Any]]:
+    """Every window of ``key`` in the windowed ``table`` (from the local task stores), by
+    start: ``{"window_start", "window_end", "value"}``; LookupError if it has none.
+    ``window_end`` is exclusive for tumbling/hopping windows, inclusive for sliding windows and
+    sessions (None if the store does not say and the window spec is unknown)."""
+    spec = _spec(topology, table)
+    if spec.kind not in WINDOWED_KINDS:
+        raise LookupError(f"table {table!r} is not windowed (kind {spec.kind})")
+    w = window_spec(spec)
+    subs = {s.id: s for s in subtopologies(topology)}
+    out: list[dict[str, Any]] = []
+    for path in _local_dirs(topology, state_dir, table):
+        store = open_read_only(path, subs[TaskId.parse(path.name).sub].stores)
+        try:
+            view = open_view(store, spec)
+            if isinstance(view, SessionStoreView):
+                out += [{"window_start": s, "window_end": e, "value": v}
+                        for (s, e), v in view.fetch_sessions(key, _MIN, _MAX)]
+            elif isinstance(view, WindowStoreView):
+                out += [{"window_start": s, "window_end": window_end(w, s), "value": v}
+                        for s, v in view.fetch(key, _MIN, _MAX)]
+        finally:
+            store.close()
+    if not out:
+        raise LookupError(f"key {key!r} has no windows in table {table!r}")
+    return sorted(out, key=lambda r: (r["window_start"], r["window_end"] or 0))
+
+
+def is_windowed(topology: Topology, table: str) -> bool:
+    return _spec(topology, table).kind in WINDOWED_KINDS
+
+
+def _spec(topology: Topology, table: str) -> Any:
+    if table not in topology.stores:
+        raise LookupError(f"topology {topology.name!r} has no table {table!r} "
+                          f"(tables: {', '.join(topology.stores) or 'none'})")
+    return topology.stores[table]
+
+
+def _local_dirs(topology: Topology, state_dir: str, table: str) -> list[Path]:
+    paths = task_dirs(Path(state_dir), topology, table)
+    if not paths:
+        raise LookupError(f"no local state for table {table!r} under {state_dir} "
+                          "(run a worker with this --state-dir first)")
+    return paths
+
+
+__all__ = ["TableInfo", "count_windows", "describe_window", "get_value", "get_windows",
+           "window_spec", "open_read_only", "table_infos", "task_dirs"]

@@ -24,6 +24,7 @@ from tests.integration.tables_support import driver_totals_oracle, latest_by_key
 pytestmark = pytest.mark.broker
 
 REPARTITION = trip_stats.repartition_topics()
+SOURCES = ["rides", *REPARTITION]  # 4 partitions each
 
 
 def _fresh(kafka: str) -> None:
@@ -116,7 +117,7 @@ def _wait_split(a, b, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         last = [[ln for ln in w.log().splitlines() if "assigned" in ln][-1:] for w in (a, b)]
-        if all(x and "assigned 4 partitions" in x[0] for x in last):
+        if all(x and f"assigned {len(SOURCES) * 4 // 2} partitions" in x[0] for x in last):
             return
         time.sleep(0.3)
     raise AssertionError(f"workers did not split the partitions:\n{a.log()[-2000:]}\n{b.log()[-2000:]}")

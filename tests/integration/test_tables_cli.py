@@ -69,20 +69,38 @@ def test_list_and_get_against_a_running_worker(kafka: str, workers, processed, t
         assert json.loads(got.stdout) == oracle[driver]
     listed = streams_cli(kafka, "tables", "list", "trip_stats", "--json", "--state-dir", str(state))
     assert listed.returncode == 0, listed.stderr
-    (info,) = json.loads(listed.stdout)
-    assert info["table"] == "driver-totals" and info["kind"] == "aggregate"
+    infos = {i["table"]: i for i in json.loads(listed.stdout)}
+    assert sorted(infos) == ["busy-drivers", "busy-drivers-records", "driver-totals",
+                             "rider-sessions", "rides-per-city-1m", "rides-per-city-5m"]
+    assert infos["busy-drivers"]["window"] == "sliding 600000 ms, grace 30000 ms"
+    info = infos["driver-totals"]
+    assert info["kind"] == "aggregate" and info["window"] is None
     assert info["partitions"] == 4
     assert info["changelog"] == "trip_stats-driver-totals-changelog"
     # Small tables are counted exactly (RocksDB's estimate only beyond 200k keys).
     assert info["keys_exact"] and info["keys"] == len(oracle)
-    committed = committed_offsets(kafka, "trip_stats", REPARTITION)
+    committed = committed_offsets(kafka, "trip_stats", ["trip_stats-rides-by-driver-repartition"])
     assert info["committed_input_offsets"] == {f"{t}:{p}": o for (t, p), o in sorted(committed.items())}
     assert info["local_input_offsets"] == info["committed_input_offsets"]
     ends = admin.run(admin.end_offsets(kafka, "trip_stats-driver-totals-changelog"))
     assert {int(k): v for k, v in info["changelog_end_offsets"].items()} == ends
     assert info["bytes_on_disk"] > 0
+    # Windowed tables: the spec, and the windows still open (closed ones are deleted).
+    one_min = infos["rides-per-city-1m"]
+    assert one_min["kind"] == "window" and one_min["window"] == "tumbling 60000 ms, grace 30000 ms"
+    assert 0 < one_min["windows"] <= 8 * 3 and one_min["keys"] <= 8  # 8 cities, <= 90 s open
+    assert infos["rider-sessions"]["window"] == "session gap 1800000 ms, grace 30000 ms"
     text = streams_cli(kafka, "tables", "list", "--state-dir", str(state))
     assert text.returncode == 0 and "trip_stats/driver-totals" in text.stdout
+    assert "windows: hopping 300000 ms every 60000 ms, grace 30000 ms;" in text.stdout
+    city = events[-1][1]
+    got = streams_cli(kafka, "tables", "get", "trip_stats", "rides-per-city-5m", city, "--json",
+                      "--state-dir", str(state))
+    assert got.returncode == 0, got.stderr
+    windows = [json.loads(line) for line in got.stdout.splitlines()]
+    assert windows and all(w["window_end"] - w["window_start"] == 300_000 and
+                           w["value"]["city"] == city for w in windows)
+    assert [w["window_start"] for w in windows] == sorted(w["window_start"] for w in windows)
     assert w.running
     assert w.terminate() == 0
 

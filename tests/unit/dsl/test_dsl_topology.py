@@ -186,8 +186,17 @@ def test_subtopology_ids_are_safe_path_and_task_id_parts() -> None:
 def test_the_reference_topology_keeps_its_topics() -> None:
     from topologies.trip_stats import topology
 
-    assert topology.repartition_topics() == ["trip_stats-rides-by-driver-repartition"]
-    assert topology.changelog_topics() == ["trip_stats-driver-totals-changelog"]
+    assert sorted(topology.repartition_topics()) == [
+        "trip_stats-rides-by-city-repartition", "trip_stats-rides-by-driver-repartition",
+        "trip_stats-rides-by-rider-repartition"]
+    assert sorted(topology.changelog_topics()) == [
+        "trip_stats-busy-drivers-changelog", "trip_stats-busy-drivers-records-changelog",
+        "trip_stats-driver-totals-changelog", "trip_stats-rider-sessions-changelog",
+        "trip_stats-rides-per-city-1m-changelog", "trip_stats-rides-per-city-5m-changelog"]
+    assert topology.late_topic == "rides-late"
+    assert sorted(topology.output_topics()) == [
+        "busy-drivers", "driver-totals", "rider-sessions", "rides-per-city-1m",
+        "rides-per-city-5m"]
     assert [sub.id for sub in subtopologies(topology)][0] == "rides"
 
 

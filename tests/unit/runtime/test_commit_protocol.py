@@ -1,7 +1,8 @@
 """Model-based test of the at-least-once commit protocol, without a broker.
 
-The real tasks of ``trip_stats`` (an upstream task that repartitions rides by driver and a
-downstream task that aggregates them into a RocksDB table) run over in-memory topics with the
+The real tasks of ``trip_stats`` (an upstream task that repartitions rides by driver — and by
+city and rider for the windowed aggregations, not followed here — and a downstream task that
+aggregates them into a RocksDB table) run over in-memory topics with the
 worker's own commit protocol (:func:`streams.runtime.checkpoint.commit`) and open-or-restore
 decision (:func:`streams.state.recovery.decide_open`, via :func:`streams.testing.open_task`).
 The downstream task moves between two hosts with their own state directories. Hypothesis
@@ -31,7 +32,7 @@ from topologies.trip_stats import topology
 SUBS = subtopologies(topology)
 UP = next(s for s in SUBS if "rides" in s.topics)
 DOWN = next(s for s in SUBS if "driver-totals" in s.stores)
-REP = topology.repartition_topics()[0]
+REP = next(t for t in DOWN.topics if t in topology.repartition_topics())  # rides by driver
 TABLE = "driver-totals"
 CHANGELOG = topology.stores[TABLE].changelog
 
