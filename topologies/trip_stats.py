@@ -1,7 +1,7 @@
 """Ride statistics: windowed per city and per rider, and running totals per driver.
 
 rides {ride_id, rider_id, driver_id, city, fare, ts} keyed by city; event time = ts
-  -> group_by city (repartition `rides-by-city`)
+  -> grouped by its key, the city (already partitioned by it: no repartition)
      -> tumbling 1 min, grace 30 s, emit final  -> `rides-per-city-1m`
      -> hopping 5 min every 1 min, grace 30 s, emit on update -> `rides-per-city-5m`
         {city, window_start, window_end, rides, fare_total}
@@ -77,7 +77,7 @@ def merge_sessions(a: dict, b: dict) -> dict:
 
 rides = topology.stream("rides", timestamp="ts")
 
-by_city = rides.group_by(lambda ride: ride["city"], name="rides-by-city")
+by_city = rides.group_by_key()  # rides are keyed by city
 (by_city.window(TumblingWindows(size=timedelta(minutes=1), grace=GRACE))
         .aggregate(new_city_stats, add_city_ride, name="rides-per-city-1m", emit="final")
         .to("rides-per-city-1m"))

@@ -55,7 +55,7 @@ def test_per_city_windows_and_late_rides_match_the_oracle() -> None:
         # Final: only closed windows so far, each once, with its final aggregate.
         closed = {k: v for k, v in oracle_1m.items() if k[1] + MIN + GRACE <= now}
         assert len(before) == len(closed)
-        driver.advance_stream_time(now + 20 * MIN)       # everything closes
+        driver.advance_stream_time(now + 40 * MIN)       # everything closes (sessions: gap 30 min)
         emitted = before + driver.read_output("rides-per-city-1m")
         got = {(k, v["window_start"]): [v["rides"], Decimal(v["fare_total"])] for k, v in emitted}
         assert len(got) == len(emitted), "each window once"

@@ -187,8 +187,7 @@ def test_the_reference_topology_keeps_its_topics() -> None:
     from topologies.trip_stats import topology
 
     assert sorted(topology.repartition_topics()) == [
-        "trip_stats-rides-by-city-repartition", "trip_stats-rides-by-driver-repartition",
-        "trip_stats-rides-by-rider-repartition"]
+        "trip_stats-rides-by-driver-repartition", "trip_stats-rides-by-rider-repartition"]
     assert sorted(topology.changelog_topics()) == [
         "trip_stats-busy-drivers-changelog", "trip_stats-busy-drivers-records-changelog",
         "trip_stats-driver-totals-changelog", "trip_stats-rider-sessions-changelog",
