@@ -162,3 +162,23 @@ class ProcessNode(Node):
 
     def value_record(self) -> Any:
         return None
+
+
+@dataclass(eq=False)
+class WindowAggregateNode(_TableNode):
+    """Aggregation per key and window of event time (see :mod:`streams.dsl.windowed`); emits
+    ``{...aggregate, window_start, window_end}`` on every update or once per closed window."""
+
+    initializer: Callable[[], Any]
+    adder: Callable[[Any, Any], Any]
+    merger: Callable[[Any, Any], Any] | None
+    window: Any
+    emit: str  # "update" | "final"
+    result: Callable[[Any], Any] | None = None  # aggregate -> output value (e.g. mean)
+    late_topic: str | None = None
+
+    def label(self) -> str:
+        return f"{self.kind} {self.name} ({self.window.describe()}, emit {self.emit}) -> table {self.table}"
+
+    def value_record(self) -> Any:
+        return None  # outputs are dicts with the window bounds

@@ -17,12 +17,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 
 from . import nodes as n
 from .serdes import JsonSerde, KeySerde, Serde, serde_for
+
+if TYPE_CHECKING:
+    from .windowed import WindowedStream
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -36,6 +39,7 @@ class StoreSpec:
     changelog: str
     kind: str  # "aggregate", "table", "store"; "window", "session", "join-buffer" (state.views)
     key_serde: Serde
+    window: Any = None  # the window spec of a windowed aggregate's store
 
 
 class Topology:
@@ -55,7 +59,9 @@ class Topology:
     the topology's own repartition or changelog topics as an input.
     """
 
-    def __init__(self, name: str, description: str = "") -> None:
+    def __init__(self, name: str, description: str = "", *, late_topic: str | None = None) -> None:
+        """``late_topic``: where windowed aggregations write the records they drop as late
+        (none by default: late records are only counted)."""
         if not _NAME.match(name):
             raise ValueError(f"topology name {name!r} may only use letters, digits, '.', '_', '-'")
         self.name = name
@@ -63,6 +69,7 @@ class Topology:
         self.sources: list[n.SourceNode] = []
         self.stores: dict[str, StoreSpec] = {}
         self.exactly_once = False
+        self.late_topic = late_topic
         self._counter = 0
         self._repartition_names: set[str] = set()
 
@@ -145,7 +152,7 @@ class Topology:
         """
         return self._add_store(name, serde_for(value), "store")
 
-    def _add_store(self, name: str, value_serde: Serde, kind: str) -> StoreSpec:
+    def _add_store(self, name: str, value_serde: Serde, kind: str, window: Any = None) -> StoreSpec:
         if not _NAME.match(name) or name.startswith("__"):
             raise ValueError(f"invalid table name {name!r}")
         if name in self.stores:
@@ -154,7 +161,7 @@ class Topology:
         if changelog in self.input_topics():
             raise ValueError(f"topic {changelog!r} is an input of topology {self.name!r} and "
                              f"cannot also be the changelog of table {name!r}")
-        spec = StoreSpec(name, value_serde, changelog, kind, KeySerde())
+        spec = StoreSpec(name, value_serde, changelog, kind, KeySerde(), window)
         self.stores[name] = spec
         return spec
 
@@ -375,6 +382,17 @@ class GroupedStream:
                                         internal=True)
             self.topology.sources.append(self._source)
         return self._source
+
+    def window(self, spec: Any) -> WindowedStream:
+        """Aggregate per window of event time: ``spec`` is a :class:`~streams.TumblingWindows`,
+        :class:`~streams.HoppingWindows` or :class:`~streams.SessionWindows` (see
+        :mod:`streams.dsl.windowed` for the semantics).
+
+        ``rides.group_by(city, name="by-city").window(TumblingWindows(60_000, grace=30_000))``
+        """
+        from .windowed import WindowedStream
+
+        return WindowedStream(self, spec)
 
     def aggregate(self, initializer: Callable[[], Any], adder: Callable[[Any, Any], Any], *,
                   name: str, value: Any = None) -> Table:

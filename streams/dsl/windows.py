@@ -99,6 +99,9 @@ class TumblingWindows(_TimeWindows):
     def advance_ms(self) -> int:
         return self.size_ms
 
+    def describe(self) -> str:
+        return f"tumbling {self.size_ms} ms, grace {self.grace_ms} ms"
+
 
 @dataclass(frozen=True)
 class HoppingWindows(_TimeWindows):
@@ -127,6 +130,9 @@ class HoppingWindows(_TimeWindows):
     def advance_ms(self) -> int:
         return _ms(self.advance)
 
+    def describe(self) -> str:
+        return f"hopping {self.size_ms} ms every {self.advance_ms} ms, grace {self.grace_ms} ms"
+
 
 @dataclass(frozen=True)
 class SlidingWindows(_InclusiveEnd):
@@ -150,6 +156,9 @@ class SlidingWindows(_InclusiveEnd):
     @property
     def max_difference_ms(self) -> int:
         return _ms(self.max_difference)
+
+    def describe(self) -> str:
+        return f"sliding {self.max_difference_ms} ms, grace {self.grace_ms} ms"
 
     def windows_of_record(self, ts: int) -> tuple[tuple[int, int], tuple[int, int]]:
         """(the window ending at ``ts``, the window starting at ``ts + 1``), inclusive bounds."""
@@ -177,6 +186,9 @@ class SessionWindows(_InclusiveEnd):
     @property
     def gap_ms(self) -> int:
         return _ms(self.gap)
+
+    def describe(self) -> str:
+        return f"session gap {self.gap_ms} ms, grace {self.grace_ms} ms"
 
     def merge_bounds(self, ts: int) -> tuple[int, int]:
         """(earliest end, latest start) of the sessions a record at ``ts`` merges with: the

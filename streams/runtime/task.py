@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..dsl.topology import Topology
-from ..state.meta import (OFFSETS_HEADER, ORIGIN_HEADER, UPSTREAM_HEADER, TaskId, TaskMeta,
-                          decode_origin, encode_offsets, encode_upstream, header, shape_of)
+from ..state.meta import (OFFSETS_HEADER, STREAM_TIME_HEADER, UPSTREAM_HEADER, TaskId, TaskMeta,
+                          encode_offsets, encode_upstream, shape_of, source_headers)
 from ..state.store import TaskStore
 from ..state.table import StoreView
 from ..state.views import open_view
@@ -131,18 +131,7 @@ class Task:
         """Route ``raw`` to the topology's dead-letter topic. After a repartition the source
         headers name the original input record (from its origin header), not the internal
         topic, which is named in ``via-topic``."""
-        topic, partition, offset = raw.topic, raw.partition, raw.offset
-        headers = [("error", error.encode()), ("reason", reason.encode())]
-        origin = header(raw.headers, ORIGIN_HEADER)
-        if origin is not None:
-            try:
-                o = decode_origin(origin)
-                headers.append(("via-topic", raw.topic.encode()))
-                topic, partition, offset = o.topic, o.partition, o.offset
-            except ValueError:
-                pass
-        headers += [("source-topic", topic.encode()), ("source-partition", str(partition).encode()),
-                    ("source-offset", str(offset).encode())]
+        headers = [("error", error.encode()), ("reason", reason.encode()), *source_headers(raw)]
         self.outputs.append(Output(self.topology.dlq_topic, None, raw.key, raw.value,
                                    raw.timestamp, headers))
         self.dead_letters[reason] = self.dead_letters.get(reason, 0) + 1
@@ -161,6 +150,8 @@ class Task:
         if self.store is None:
             return []
         headers = [(OFFSETS_HEADER, encode_offsets(self.offsets))]
+        if self.stream_time >= 0:
+            headers.append((STREAM_TIME_HEADER, str(self.stream_time).encode()))
         if self.upstream:
             headers.append((UPSTREAM_HEADER, encode_upstream(self.upstream)))
         out: list[Output] = []

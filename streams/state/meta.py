@@ -13,7 +13,8 @@
   - ``streamtime`` -> the largest timestamp the task has processed.
 * In changelog headers: ``streams-offsets`` (the input offsets as JSON ``{"topic:p": offset}``)
   and ``streams-upstream`` (the upstream positions as JSON ``{key: "offset,index"}``), so a
-  restore can tell finished commits from unfinished ones.
+  restore can tell finished commits from unfinished ones, and ``streams-time`` (the task's
+  stream time), so restored windows close when they would have.
 * ``streams-origin`` on repartition records: ``topic:partition:offset:index`` of the input
   record they derive from.
 """
@@ -26,6 +27,7 @@ from typing import Any, NamedTuple
 
 OFFSETS_HEADER = "streams-offsets"
 UPSTREAM_HEADER = "streams-upstream"
+STREAM_TIME_HEADER = "streams-time"
 ORIGIN_HEADER = "streams-origin"
 
 Offsets = dict[tuple[str, int], int]
@@ -134,3 +136,23 @@ def header(headers: Any, name: str) -> bytes | None:
         if k == name:
             return v
     return None
+
+
+def source_headers(raw: Any) -> list[tuple[str, bytes]]:
+    """``source-topic``/``-partition``/``-offset`` of the input record ``raw`` derives from:
+    after a repartition, the original input (from its origin header) and ``via-topic`` naming
+    the internal topic."""
+    topic, partition, offset = raw.topic, raw.partition, raw.offset
+    headers: list[tuple[str, bytes]] = []
+    origin = header(raw.headers, ORIGIN_HEADER)
+    if origin is not None:
+        try:
+            o = decode_origin(origin)
+        except ValueError:
+            pass
+        else:
+            headers.append(("via-topic", raw.topic.encode()))
+            topic, partition, offset = o.topic, o.partition, o.offset
+    return headers + [("source-topic", topic.encode()),
+                      ("source-partition", str(partition).encode()),
+                      ("source-offset", str(offset).encode())]

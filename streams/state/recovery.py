@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from .meta import OFFSETS_HEADER, UPSTREAM_HEADER, Offsets, Positions, TaskMeta, decode_upstream
+from .meta import OFFSETS_HEADER, STREAM_TIME_HEADER, UPSTREAM_HEADER, Offsets, Positions, TaskMeta, decode_upstream
 from .store import TaskStore
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,7 @@ class ChangelogFilter:
         self.committed = {f"{t}:{p}": o for (t, p), o in committed.items()}
         self.inputs = None if inputs is None else {f"{t}:{p}" for t, p in inputs}
         self.upstream: Positions = dict(upstream or {})
+        self.stream_time = -1  # the largest stream time of the accepted commits
         self._last_header: bytes | None = None
         self._last_ok = False
         self._last_upstream: bytes | None = None
@@ -126,6 +127,9 @@ class ChangelogFilter:
             self._last_header = header
             self._last_ok = self._finished(header)
         if self._last_ok:
+            st = headers.get(STREAM_TIME_HEADER)
+            if st is not None and int(st) > self.stream_time:
+                self.stream_time = int(st)
             up = headers.get(UPSTREAM_HEADER)
             if up and up != self._last_upstream:
                 self._last_upstream = up
@@ -161,7 +165,8 @@ def restored_meta(local: TaskMeta, decision: OpenDecision, committed: Offsets,
                   ends: dict[str, int], accept: ChangelogFilter, shape: str) -> TaskMeta:
     """What the task's meta says after the restore ``decision`` was carried out."""
     stream_time = local.stream_time if decision.action == "restore" else -1
-    return TaskMeta(dict(committed), dict(accept.upstream), stream_time, dict(ends), shape)
+    return TaskMeta(dict(committed), dict(accept.upstream), max(stream_time, accept.stream_time),
+                    dict(ends), shape)
 
 
 class Restoration:
@@ -202,7 +207,8 @@ class Restoration:
         return max(0, self.ends[topic] - self.positions[topic])
 
     def _progress(self) -> dict[str, str]:
-        meta = TaskMeta(dict(self.base.offsets), dict(self.accept.upstream), self.base.stream_time,
+        meta = TaskMeta(dict(self.base.offsets), dict(self.accept.upstream),
+                        max(self.base.stream_time, self.accept.stream_time),
                         {**self.base.changelog, **self.positions}, self.shape)
         return meta.encode()
 

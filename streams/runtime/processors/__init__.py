@@ -4,6 +4,7 @@
 * :mod:`.source`: ``SourceProc`` and timestamp extraction;
 * :mod:`.stateless`: map, filter, flat_map, select_key, peek, branch;
 * :mod:`.stateful`: aggregate, table source, process;
+* :mod:`.windowed`: windowed aggregations (tumbling/hopping, sessions);
 * :mod:`.sinks`: ``SinkProc``.
 
 :data:`PROCESSORS` maps each node type to its processor class: a new node kind (windows, joins)
@@ -14,8 +15,11 @@ entry below. Processors reach the task only through their
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ...dsl import nodes as n
 from ...dsl.serdes import MAX_RECORD_BYTES
+from ...dsl.windows import SessionWindows
 from ...state.meta import ORIGIN_HEADER
 from ..context import ProcessorContext
 from .base import MAX_TIMESTAMP_MS, Processor, Rec, ShapeError, describe_error
@@ -23,13 +27,23 @@ from .sinks import SinkProc
 from .source import SourceProc, timestamp_extractor
 from .stateful import AggregateProc, ProcessProc, TableSourceProc
 from .stateless import BranchProc, FilterProc, FlatMapProc, MapProc, PeekProc, SelectKeyProc
+from .windowed import SessionWindowAggregateProc, TimeWindowAggregateProc
+
+
+def window_aggregate(node: n.Node, ctx: ProcessorContext) -> Processor:
+    """The processor of a windowed aggregation, by its window family."""
+    if isinstance(node.window, SessionWindows):  # type: ignore[attr-defined]
+        return SessionWindowAggregateProc(node, ctx)
+    return TimeWindowAggregateProc(node, ctx)
+
 
 __all__ = ["MAX_RECORD_BYTES", "MAX_TIMESTAMP_MS", "ORIGIN_HEADER", "PROCESSORS",
            "AggregateProc", "BranchProc", "FilterProc", "FlatMapProc", "MapProc", "PeekProc",
            "ProcessProc", "Processor", "ProcessorContext", "Rec", "SelectKeyProc", "ShapeError",
-           "SinkProc", "SourceProc", "TableSourceProc", "describe_error", "timestamp_extractor"]
+           "SessionWindowAggregateProc", "SinkProc", "SourceProc", "TableSourceProc",
+           "TimeWindowAggregateProc", "describe_error", "timestamp_extractor"]
 
-PROCESSORS: dict[type[n.Node], type[Processor]] = {
+PROCESSORS: dict[type[n.Node], Callable[[n.Node, ProcessorContext], Processor]] = {
     n.SourceNode: SourceProc,
     n.MapNode: MapProc,
     n.FilterNode: FilterProc,
@@ -41,4 +55,5 @@ PROCESSORS: dict[type[n.Node], type[Processor]] = {
     n.AggregateNode: AggregateProc,
     n.TableSourceNode: TableSourceProc,
     n.ProcessNode: ProcessProc,
+    n.WindowAggregateNode: window_aggregate,
 }

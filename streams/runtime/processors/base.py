@@ -31,13 +31,15 @@ class Rec:
     """One record in flight. ``raw`` is the input record it derives from (for dead letters and
     for the source position that repartitioned records carry)."""
 
-    __slots__ = ("key", "value", "ts", "raw")
+    __slots__ = ("key", "value", "ts", "raw", "headers")
 
-    def __init__(self, key: Any, value: Any, ts: int, raw: Any) -> None:
+    def __init__(self, key: Any, value: Any, ts: int, raw: Any,
+                 headers: list[tuple[str, bytes]] | None = None) -> None:
         self.key = key
         self.value = value
         self.ts = ts
         self.raw = raw
+        self.headers = headers  # headers for sinks to write (window bounds), rarely set
 
     def __repr__(self) -> str:
         return f"Rec(key={self.key!r}, value={self.value!r}, ts={self.ts})"

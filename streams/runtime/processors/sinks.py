@@ -35,9 +35,9 @@ class SinkProc(Processor):
             except Exception as exc:  # noqa: BLE001
                 self.fail(rec, exc)
                 continue
-            headers = None
+            headers = rec.headers
             if internal:
-                headers = [(ORIGIN_HEADER, self._origin(rec))]
+                headers = [(ORIGIN_HEADER, self._origin(rec)), *(headers or ())]
             send(topic, key, value, rec.ts, headers)
 
     def _origin(self, rec: Rec) -> bytes:

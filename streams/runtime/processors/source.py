@@ -18,7 +18,7 @@ class SourceProc(Processor):
     """Decodes raw consumer records into ``Rec``s. A record whose key or value does not decode
     (whatever the serde raises) is a dead letter "decode"; one without a valid timestamp a dead
     letter "timestamp". Nothing a record contains can make ``on_raw_batch`` raise. Advances
-    stream time to the batch's largest timestamp before its records go downstream."""
+    stream time to the batch's largest timestamp once its records went through the graph."""
 
     def __init__(self, node: n.Node, ctx: ProcessorContext) -> None:
         super().__init__(node, ctx)
@@ -51,9 +51,10 @@ class SourceProc(Processor):
                             else describe_error(exc), reason="timestamp")
                 continue
             append(Rec(key, value, ts, raw))
+        self.emit(out)
+        # After the graph: window operators advance stream time record by record themselves.
         if out:
             ctx.observe_time(max(r.ts for r in out))
-        self.emit(out)
 
     def on_batch(self, recs: list[Rec]) -> None:  # pragma: no cover - sources take raw input
         self.emit(recs)

@@ -1,0 +1,187 @@
+"""Windowed aggregations on event time: ``grouped.window(spec).aggregate(...)``.
+
+Semantics (Kafka Streams' where it settled them):
+
+* **Stream time** is the largest record timestamp the task has processed; it is persisted with
+  the task's state and restored from the changelog. Within a poll batch it advances record by
+  record as the window operator sees them (a record's own timestamp counts).
+* **Tumbling** windows are ``[start, start + size)`` with ``start`` a multiple of ``size``;
+  **hopping** windows ``[start, start + size)`` for every multiple of ``advance`` with
+  ``start <= ts < start + size`` (no start below 0). Such a window **closes when stream time >=
+  end + grace**.
+* **Session** windows are ``[first ts, last ts]`` per key (inclusive). A record at ``ts`` merges
+  every session of its key with ``end >= ts - gap`` and ``start <= ts + gap`` into one; the
+  aggregates are combined with ``merger`` (in start order), then the record is added. A session
+  **closes when stream time > end + grace**.
+* A record updates each of its windows that is still open; a record **none of whose windows is
+  open is late**: it is dropped, counted in ``streams_late_events_total{node}`` and written to
+  the topology's ``late_topic`` if it has one, with headers ``reason`` = late, ``node`` and the
+  original record's source position (a hopping record with some windows open is not late; a
+  record late for several windowed aggregations is written once for each, named by ``node``). Records with a null key or value are skipped and counted as dropped.
+* ``emit="update"``: after each record, one output per window it updated (by window start).
+  Session merges first retract each merged-away session: a tombstone (value None) keyed by the
+  group key with headers ``window_start``/``window_end`` naming the old session.
+  ``emit="final"``: each window is emitted once, when it closes, ordered by (window end, key); a
+  crash may only repeat such a record as an exact duplicate.
+* A window is deleted from the store when it closes, so stored windows stay bounded.
+
+Outputs are keyed by the group key; their value is the aggregate's fields (a dict or faust Record)
+plus ``window_start`` and ``window_end`` (epoch ms; the end is exclusive for tumbling and hopping,
+inclusive for sessions), or ``{"value": aggregate, "window_start": ..., "window_end": ...}`` for
+other aggregates. Every output carries headers ``window_start`` and ``window_end``.
+
+>>> from streams import Topology, TumblingWindows
+>>> t = Topology("clicks")
+>>> counts = (t.stream("clicks", timestamp="ts").group_by(lambda v: v["user"], name="by-user")
+...            .window(TumblingWindows(size=60_000, grace=10_000)).count(name="clicks-1m"))
+>>> _ = counts.to("clicks-per-minute")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import faust
+
+from . import nodes as n
+from .serdes import serde_for
+from .windows import HoppingWindows, SessionWindows, SlidingWindows, TumblingWindows
+
+if TYPE_CHECKING:
+    from .topology import GroupedStream, Stream, StoreSpec
+
+EMIT_MODES = ("update", "final")
+
+
+class WindowedStream:
+    """A grouped stream cut into windows of event time, ready for aggregation."""
+
+    def __init__(self, grouped: GroupedStream, spec: Any) -> None:
+        if isinstance(spec, SlidingWindows):
+            raise NotImplementedError("sliding windows are not available yet; use "
+                                      "HoppingWindows with a small advance meanwhile")
+        if not isinstance(spec, (TumblingWindows, HoppingWindows, SessionWindows)):
+            raise TypeError(f"not a window spec: {spec!r}")
+        self.grouped = grouped
+        self.spec = spec
+
+    def aggregate(self, initializer: Callable[[], Any], adder: Callable[[Any, Any], Any], *,
+                  name: str, emit: str = "update",
+                  merger: Callable[[Any, Any], Any] | None = None,
+                  value: Any = None, result: Callable[[Any], Any] | None = None) -> WindowedTable:
+        """Fold each window's values per key: ``agg = adder(agg, value)`` from
+        ``initializer()``. Session windows also need ``merger(agg1, agg2)`` to combine the
+        aggregates of sessions a record joins. ``emit`` is "update" or "final"; ``value`` the
+        serde of stored aggregates (a faust Record class is inferred from the initializer).
+
+        ``w.aggregate(lambda: {"rides": 0}, lambda a, r: {"rides": a["rides"] + 1},
+        merger=lambda a, b: {"rides": a["rides"] + b["rides"]}, name="sessions", emit="final")``
+        """
+        if emit not in EMIT_MODES:
+            raise ValueError(f"emit must be one of {EMIT_MODES}, got {emit!r}")
+        session = isinstance(self.spec, SessionWindows)
+        if session and merger is None:
+            raise ValueError(f"session windows need merger= to combine sessions ({name!r})")
+        topology = self.grouped.topology
+        if value is None:
+            initial = initializer()
+            value = type(initial) if isinstance(initial, faust.Record) else "any-json"
+        spec = topology._add_store(name, serde_for(value), "session" if session else "window",
+                                   self.spec)
+        node = n.WindowAggregateNode(
+            f"{name}-window", table=name, value_serde=spec.value_serde, initializer=initializer,
+            adder=adder, merger=merger, window=self.spec, emit=emit, result=result,
+            late_topic=topology.late_topic)
+        self.grouped._grouped(name).add_child(node)
+        return WindowedTable(self.grouped, node, spec)
+
+    def count(self, *, name: str, emit: str = "update") -> WindowedTable:
+        """Records per key and window: ``{"value": n, "window_start": .., "window_end": ..}``."""
+        return self.aggregate(_zero, _count, merger=_add, name=name, emit=emit, value="any-json")
+
+    def sum(self, fn: Callable[[Any], Any], *, name: str, emit: str = "update") -> WindowedTable:
+        """Sum of ``fn(value)`` (int or float; for money, aggregate Decimal strings yourself)."""
+        return self.aggregate(_zero, lambda a, v: a + fn(v), merger=_add, name=name, emit=emit,
+                              value="any-json")
+
+    def min(self, fn: Callable[[Any], Any], *, name: str, emit: str = "update") -> WindowedTable:
+        """Smallest ``fn(value)`` per key and window."""
+        pick = _pick(min)
+        return self.aggregate(_none, lambda a, v: pick(a, fn(v)), merger=pick, name=name,
+                              emit=emit, value="any-json")
+
+    def max(self, fn: Callable[[Any], Any], *, name: str, emit: str = "update") -> WindowedTable:
+        """Largest ``fn(value)`` per key and window."""
+        pick = _pick(max)
+        return self.aggregate(_none, lambda a, v: pick(a, fn(v)), merger=pick, name=name,
+                              emit=emit, value="any-json")
+
+    def mean(self, fn: Callable[[Any], Any], *, name: str, emit: str = "update") -> WindowedTable:
+        """Mean of ``fn(value)`` per key and window (stored as sum and count)."""
+        return self.aggregate(
+            lambda: {"sum": 0, "count": 0},
+            lambda a, v: {"sum": a["sum"] + fn(v), "count": a["count"] + 1},
+            merger=lambda a, b: {"sum": a["sum"] + b["sum"], "count": a["count"] + b["count"]},
+            name=name, emit=emit, value="any-json", result=lambda a: a["sum"] / a["count"])
+
+    def reduce(self, reducer: Callable[[Any, Any], Any], *, name: str,
+               emit: str = "update") -> WindowedTable:
+        """Combine the values of each window; the first value is the initial aggregate (and
+        ``reducer`` also merges sessions)."""
+        value_type = self.grouped.value_type
+        return self.aggregate(_none, lambda a, v: v if a is None else reducer(a, v),
+                              merger=lambda a, b: b if a is None else (a if b is None
+                                                                        else reducer(a, b)),
+                              name=name, emit=emit,
+                              value=value_type if value_type is not None else "any-json")
+
+
+def _zero() -> int:
+    return 0
+
+
+def _none() -> None:
+    return None
+
+
+def _count(agg: int, _value: Any) -> int:
+    return agg + 1
+
+
+def _add(a: Any, b: Any) -> Any:
+    return a + b
+
+
+def _pick(choose: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def pick(a: Any, b: Any) -> Any:
+        return b if a is None else (a if b is None else choose(a, b))
+    return pick
+
+
+class WindowedTable:
+    """The windows of a windowed aggregation (a RocksDB window store with a changelog)."""
+
+    def __init__(self, grouped: GroupedStream, node: n.WindowAggregateNode,
+                 spec: StoreSpec) -> None:
+        self.topology = grouped.topology
+        self.node = node
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def to_stream(self) -> Stream:
+        """The windowed results as a stream: key = group key, value = what :meth:`to` writes.
+
+        ``busy = table.to_stream().filter(lambda v: v["rides"] > 5).to("busy-drivers")``
+        """
+        from .topology import Stream
+
+        return Stream(self.topology, self.node)
+
+    def to(self, topic: str, **kwargs: Any) -> WindowedTable:
+        """Write the results to ``topic``. ``table.to("rides-per-city-1m")``"""
+        self.to_stream().to(topic, **kwargs)
+        return self
