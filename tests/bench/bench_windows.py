@@ -366,10 +366,13 @@ def _run_env(v: Variant, run_dir: Path) -> dict[str, str]:
 
 
 async def _progress(client: AIOKafkaAdminClient, probe: AIOKafkaConsumer, group: str,
-                    topics: list[str], ends_cache: dict[TopicPartition, int]) -> tuple[bool, int]:
+                    topics: list[str], parts: dict[str, list[int]],
+                    ends_cache: dict[TopicPartition, int]) -> tuple[bool, int]:
     """(done, committed input offsets). Done: every partition of every topic committed to its
     end; topics after the first are only looked at once the first is done (their end offsets
-    are final then: at-least-once flushes what it produced before committing)."""
+    are final then: at-least-once flushes what it produced before committing). A topic is only
+    asked about once it exists (a metadata request for a missing topic would let the broker
+    auto-create it with one partition)."""
     try:
         offsets = await client.list_consumer_group_offsets(group)
     except KafkaError:
@@ -377,13 +380,17 @@ async def _progress(client: AIOKafkaAdminClient, probe: AIOKafkaConsumer, group:
     committed = {tp: m.offset for tp, m in offsets.items() if m.offset >= 0}
     in_sum = sum(off for tp, off in committed.items() if tp.topic == topics[0])
     for i, topic in enumerate(topics):
-        parts = probe._client.cluster.partitions_for_topic(topic)
-        if not parts:
-            await probe._client.force_metadata_update()
-            return False, in_sum
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        if i == 0 and all(tp in ends_cache for tp in tps):
-            ends = {tp: ends_cache[tp] for tp in tps}
+        if topic not in parts:
+            if topic not in await client.list_topics():
+                return False, in_sum
+            desc = await client.describe_topics([topic])
+            found = sorted(p["partition"] for p in desc[0]["partitions"])
+            if not found:
+                return False, in_sum
+            parts[topic] = found
+        tps = [TopicPartition(topic, p) for p in parts[topic]]
+        if i == 0 and ends_cache:
+            ends = dict(ends_cache)
         else:
             ends = await probe.end_offsets(tps)
             if i == 0:
@@ -401,10 +408,8 @@ async def measure(v: Variant, bootstrap: str, count: int, timeout: float, run_di
     probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await client.start()
     await probe.start()
-    probe._client.add_topic(INPUT_TOPIC)
-    for t in v.check_topics:
-        probe._client.add_topic(t)
     ends_cache: dict[TopicPartition, int] = {}
+    parts: dict[str, list[int]] = {}
     try:
         with open(log_path, "wb") as log_fh:
             started = time.monotonic()
@@ -414,7 +419,7 @@ async def measure(v: Variant, bootstrap: str, count: int, timeout: float, run_di
                 last_report = started
                 while True:
                     done, consumed = await _progress(client, probe, v.group, v.check_topics,
-                                                     ends_cache)
+                                                     parts, ends_cache)
                     if done:
                         elapsed = time.monotonic() - started
                         break
