@@ -614,9 +614,9 @@ def write_chart(path: Path, summary: dict[str, dict[str, Any]], count: int) -> s
     bars = ax.bar(labels, med, color=[colors.get(k, "#7f7f7f") for k in keys],
                   label="median run")
     ax.scatter(labels, best, color="black", marker="_", s=400, zorder=3, label="best run")
-    for b, m in zip(bars, med):
-        ax.annotate(f"{m:,.0f}", (b.get_x() + b.get_width() / 2, m), ha="center", va="bottom",
-                    fontsize=9, xytext=(0, 2), textcoords="offset points")
+    for b, m, top in zip(bars, med, best):
+        ax.annotate(f"{m:,.0f}", (b.get_x() + b.get_width() / 2, max(m, top)), ha="center",
+                    va="bottom", fontsize=9, xytext=(0, 4), textcoords="offset points")
     ax.set_ylabel("events/s (input consumed and committed)")
     ax.set_title(f"1-min tumbling window per city, {count:,} rides, 4 partitions")
     ax.legend(loc="upper left", fontsize=8)
