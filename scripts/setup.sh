@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Create .venv and install the project with its test extra (idempotent).
+# Create .venv and install the project with its test and bench extras (idempotent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import streams, pytest, hypothesis, faust" 2>/dev/null \
+if ! .venv/bin/python -c "import streams, pytest, hypothesis, faust, quixstreams, matplotlib" 2>/dev/null \
    || [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
   echo "installing the project into .venv (log: .venv/install.log) ..."
-  if ! { .venv/bin/pip install --upgrade pip && .venv/bin/pip install -e '.[test]'; } \
+  if ! { .venv/bin/pip install --upgrade pip && .venv/bin/pip install -e '.[test,bench]'; } \
        > .venv/install.log 2>&1; then
     tail -20 .venv/install.log
     echo "error: installing the project failed (see .venv/install.log)" >&2

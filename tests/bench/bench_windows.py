@@ -1,0 +1,797 @@
+"""Windowed-aggregation benchmark: this framework vs. faust-streaming vs. Quix Streams vs. a bare
+aiokafka loop, on rides per city and 1-minute tumbling window (grace 30 s).
+
+Standalone script (not collected by pytest; needs the ``bench`` extra: quixstreams, matplotlib)::
+
+    python tests/bench/bench_windows.py                       # 1,000,000 rides, 3 repeats
+    python tests/bench/bench_windows.py --count 20000 --repeat 1   # quick check
+
+What it does:
+
+1. deletes the topics and consumer groups it uses (all named ``wbench...``, plus Quix's
+   ``changelog__wbench-quix--...``), then produces COUNT rides once into ``wbench-rides``
+   (4 partitions, keyed by city, 20 cities, seed 42): JSON ~150 B
+   ``{ride_id, rider_id, driver_id, city, fare ("12.34"), ts}``, one ride per 10 ms of event
+   time ending about now, each up to 20 s out of order (so nothing is late with 30 s grace);
+   the Kafka record timestamp is ``ts`` too;
+2. runs, one after the other, in ``--repeat`` rounds (a b c d, a b c d, ...), each variant as a
+   subprocess with a fresh consumer group, state and output topic, timing from process start
+   until its group has committed every input offset (and, for (a), every offset of its
+   repartition topic), polled every 0.1 s; then stops it with SIGTERM:
+
+   a. this framework: tests/bench/windows_topology.py run by tests/bench/windows_runner.py
+      (group ``wbench_windows``, output ``wbench-out-streams``, emit="final");
+   b. faust-streaming: tests/bench/windows_faust.py, a tumbling windowed table
+      (group/app ``wbench-faust``; result = the table's changelog);
+   c. Quix Streams: tests/bench/windows_quix.py, ``tumbling_window().reduce().final()``
+      (group ``wbench-quix``, output ``wbench-out-quix``);
+   d. a bare aiokafka loop adding rides to a dict per (city, window): the Python ceiling
+      (tests/bench/windows_raw.py, group ``wbench-raw``; writes its dict to a file on exit);
+
+3. verifies every run against an oracle computed here from the generated rides (count and
+   Decimal fare sum per (city, window_start)) -- see ``verify()`` for what "agree" means --
+   prints a table and writes tests/bench/results/windows.json and windows.png.
+
+``--profile`` additionally runs (a) once under ``python -m cProfile -o`` and records its
+hottest functions in the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import pstats
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from aiokafka.protocol.admin import DeleteGroupsRequest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from streams.kafka import admin  # noqa: E402
+
+INPUT_TOPIC = "wbench-rides"
+SEED = 42
+SPACING_MS = 10          # event time between consecutive rides
+DISORDER_MS = 20_000     # rides are up to this much out of order
+WINDOW_MS = 60_000
+GRACE_MS = 30_000
+CITIES = ["amsterdam", "athens", "barcelona", "berlin", "brussels", "bucharest", "budapest",
+          "copenhagen", "dublin", "helsinki", "lisbon", "london", "madrid", "milan", "oslo",
+          "paris", "prague", "rome", "stockholm", "vienna"]
+RESULTS = HERE / "results" / "windows.json"
+CHART = HERE / "results" / "windows.png"
+INPUT_META = Path(tempfile.gettempdir()) / "wbench-input.json"
+
+STREAMS_TOPOLOGY = "wbench_windows"
+STREAMS_OUT = "wbench-out-streams"
+STREAMS_REPARTITION = f"{STREAMS_TOPOLOGY}-wbench-rides-by-city-repartition"
+FAUST_APP = "wbench-faust"
+FAUST_CHANGELOG = f"{FAUST_APP}-ride-totals-changelog"
+QUIX_GROUP = "wbench-quix"
+QUIX_OUT = "wbench-out-quix"
+RAW_GROUP = "wbench-raw"
+
+Window = tuple[str, int]            # (city, window_start ms)
+Agg = tuple[int, str]               # (rides, fare_total "12.34")
+
+
+def _log(msg: str) -> None:
+    print(f"[wbench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# -- input and oracle -------------------------------------------------------------------------------
+def rides(count: int, seed: int, start_ms: int) -> list[tuple[str, dict[str, Any]]]:
+    """(city, ride) pairs: one ride per SPACING_MS of event time, each up to DISORDER_MS early."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        city = CITIES[rng.randrange(len(CITIES))]
+        out.append((city, {
+            "ride_id": f"ride-{i:09d}-{rng.getrandbits(48):012x}",
+            "rider_id": f"rider-{rng.randrange(500_000):07d}",
+            "driver_id": f"driver-{rng.randrange(50_000):06d}",
+            "city": city,
+            "fare": f"{Decimal(rng.randrange(450, 9000)) / 100:.2f}",
+            "ts": start_ms + i * SPACING_MS - rng.randrange(DISORDER_MS + 1),
+        }))
+    return out
+
+
+@dataclass
+class Oracle:
+    windows: dict[Window, Agg]
+    city_max_ts: dict[str, int]        # largest ts per city (key)
+    partition_max_ts: dict[int, int]   # largest ts per input partition
+    city_partition: dict[str, int]
+
+    def close_time(self, w: Window) -> int:
+        return w[1] + WINDOW_MS + GRACE_MS
+
+    def surely_closed(self) -> set[Window]:
+        """Closed by the largest timestamp of its own key: closed under any per-key or
+        per-partition notion of stream time."""
+        return {w for w in self.windows if self.close_time(w) <= self.city_max_ts[w[0]]}
+
+    def possibly_closed(self) -> set[Window]:
+        """Closed by the largest timestamp of any partition (the most any variant may close)."""
+        top = max(self.partition_max_ts.values())
+        return {w for w in self.windows if self.close_time(w) <= top}
+
+
+def oracle_for(data: list[tuple[str, dict[str, Any]]], city_partition: dict[str, int]) -> Oracle:
+    sums: dict[Window, list] = {}
+    city_max: dict[str, int] = {}
+    part_max: dict[int, int] = {}
+    for city, ride in data:
+        ts = ride["ts"]
+        w = (city, ts - ts % WINDOW_MS)
+        agg = sums.setdefault(w, [0, Decimal(0)])
+        agg[0] += 1
+        agg[1] += Decimal(ride["fare"])
+        city_max[city] = max(city_max.get(city, ts), ts)
+        p = city_partition[city]
+        part_max[p] = max(part_max.get(p, ts), ts)
+    return Oracle({w: (n, f"{total:.2f}") for w, (n, total) in sums.items()}, city_max,
+                  part_max, city_partition)
+
+
+async def _produce(bootstrap: str, data: list[tuple[str, dict[str, Any]]]) -> dict[str, int]:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all",
+                                max_batch_size=1024 * 1024)
+    await producer.start()
+    try:
+        futures = []
+        partition_of: dict[str, int] = {}
+        pending: list[tuple[str, Any]] = []
+        for city, ride in data:
+            fut = await producer.send(INPUT_TOPIC, json.dumps(ride, separators=(",", ":")).encode(),
+                                      key=city.encode(), timestamp_ms=ride["ts"])
+            futures.append(fut)
+            if city not in partition_of and len(pending) < 1000:
+                pending.append((city, fut))
+        await asyncio.gather(*futures)
+        for city, fut in pending:
+            partition_of.setdefault(city, fut.result().partition)
+        return partition_of
+    finally:
+        await producer.stop()
+
+
+async def _delete_groups(bootstrap: str, groups: list[str], timeout: float = 60.0) -> None:
+    """Delete consumer groups (waiting while a stopped member still counts as a member)."""
+    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await client.start()
+    try:
+        for group in groups:
+            deadline = time.monotonic() + timeout
+            while True:
+                node = await client.find_coordinator(group)
+                resp = await client._send_request(DeleteGroupsRequest([group]), node)
+                code = dict(resp.results).get(group, 0)
+                if code in (0, 69):       # deleted / GROUP_ID_NOT_FOUND
+                    break
+                if code in (68, 14, 15, 16) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.5)  # NON_EMPTY_GROUP / coordinator loading, moving
+                    continue
+                raise RuntimeError(f"cannot delete consumer group {group}: error code {code}")
+    finally:
+        await client.close()
+
+
+def _ours(topic: str) -> bool:
+    return (topic.startswith(("wbench-", f"{STREAMS_TOPOLOGY}-"))
+            or f"__{QUIX_GROUP}--" in topic)
+
+
+def reset_topics(bootstrap: str, names: list[str], create: list[str], partitions: int) -> None:
+    existing = admin.run(admin.list_topics(bootstrap))
+    doomed = [t for t in existing if t in names or any(t.startswith(p) for p in names
+                                                         if p.endswith(("-", "--")))]
+    doomed = [t for t in doomed if _ours(t)]
+    if doomed:
+        admin.run(admin.delete_topics(bootstrap, sorted(set(doomed))))
+    if create:
+        admin.run(admin.ensure_topics(bootstrap, [admin.TopicSpec(t, partitions) for t in create]))
+
+
+ALL_GROUPS = [STREAMS_TOPOLOGY, FAUST_APP, QUIX_GROUP, RAW_GROUP]
+
+
+def prepare(bootstrap: str, count: int, partitions: int, reuse: bool) -> Oracle:
+    """Fresh input (or the previous run's, with --reuse-input) and the oracle for it."""
+    if reuse and INPUT_META.exists():
+        meta = json.loads(INPUT_META.read_text())
+        ends = admin.run(admin.end_offsets(bootstrap, INPUT_TOPIC)) if INPUT_TOPIC in \
+            admin.run(admin.list_topics(bootstrap)) else {}
+        if (meta.get("count") == count and meta.get("seed") == SEED
+                and meta.get("partitions") == partitions and sum(ends.values()) == count):
+            _log(f"reusing {count} rides in {INPUT_TOPIC} (produced {meta['produced_at']})")
+            data = rides(count, SEED, meta["start_ms"])
+            return oracle_for(data, meta["city_partition"])
+    admin.run(_delete_groups(bootstrap, ALL_GROUPS))
+    reset_topics(bootstrap, [INPUT_TOPIC, STREAMS_OUT, QUIX_OUT, f"{STREAMS_TOPOLOGY}-",
+                             f"{FAUST_APP}-", f"changelog__{QUIX_GROUP}--",
+                             f"repartition__{QUIX_GROUP}--"], [INPUT_TOPIC], partitions)
+    start_ms = int(time.time() * 1000) - count * SPACING_MS
+    data = rides(count, SEED, start_ms)
+    size = sum(len(json.dumps(r, separators=(",", ":"))) for _, r in data[:1000]) / min(count, 1000)
+    started = time.monotonic()
+    city_partition = asyncio.run(_produce(bootstrap, data))
+    ends = admin.run(admin.end_offsets(bootstrap, INPUT_TOPIC))
+    if sum(ends.values()) != count:
+        raise SystemExit(f"{INPUT_TOPIC} holds {sum(ends.values())} records, not {count}")
+    _log(f"produced {count} rides (~{size:.0f} B each) to {INPUT_TOPIC} ({partitions} partitions: "
+         f"{dict(sorted(ends.items()))}) in {time.monotonic() - started:.1f}s")
+    INPUT_META.write_text(json.dumps({"count": count, "seed": SEED, "partitions": partitions,
+                                      "start_ms": start_ms, "city_partition": city_partition,
+                                      "produced_at": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+    return oracle_for(data, city_partition)
+
+
+# -- variants ---------------------------------------------------------------------------------------
+@dataclass
+class Variant:
+    key: str
+    label: str
+    group: str
+    cmd: list[str]
+    env: dict[str, str]
+    check_topics: list[str]           # committed == end on all of these = done
+    reset_names: list[str]            # topics (or prefixes ending in - / --) deleted before a run
+    create_topics: list[str]          # created (empty) before a run
+    reader: Callable[[str, int, Path], Any]   # (bootstrap, partitions, run dir) -> results
+
+
+@dataclass
+class Run:
+    seconds: float
+    events_per_s: float
+    stop_seconds: float
+    exit_code: int | None
+    log: str
+    check: dict[str, Any] = field(default_factory=dict)
+
+
+async def _read_topic(bootstrap: str, topic: str, partitions: int) -> list[Any]:
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                         max_partition_fetch_bytes=8 * 1024 * 1024)
+    await c.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        ends = await c.end_offsets(tps)
+        out = []
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            for recs in (await c.getmany(timeout_ms=500, max_records=50000)).values():
+                out.extend(recs)
+            if all([await c.position(tp) >= ends[tp] for tp in tps]):
+                return out
+        raise RuntimeError(f"could not read {topic} to its end")
+    finally:
+        await c.stop()
+
+
+def read_final_topic(topic: str) -> Callable[[str, int, Path], Any]:
+    """Windows emitted once each as {rides, fare_total, window_start, ...}: (dict, duplicates)."""
+    def read(bootstrap: str, partitions: int, run_dir: Path) -> tuple[dict[Window, Agg], int]:
+        got: dict[Window, Agg] = {}
+        dups = 0
+        for r in asyncio.run(_read_topic(bootstrap, topic, partitions)):
+            v = json.loads(r.value)
+            w = (r.key.decode(), int(v["window_start"]))
+            if w in got:
+                dups += 1
+            got[w] = (v["rides"], v["fare_total"])
+        return got, dups
+    return read
+
+
+def read_faust_changelog(bootstrap: str, partitions: int, run_dir: Path) -> tuple[dict, int]:
+    """The last value per (city, window) in the table's changelog. faust keys windowed tables
+    as JSON [key, [start_s, end_s]]."""
+    got: dict[Window, Agg] = {}
+    for r in asyncio.run(_read_topic(bootstrap, FAUST_CHANGELOG, partitions)):
+        city, (start, _end) = json.loads(r.key)
+        w = (city, round(start * 1000))
+        if r.value is None:
+            got.pop(w, None)
+            continue
+        v = json.loads(r.value)
+        got[w] = (v["rides"], v["fare_total"])
+    return got, 0
+
+
+def read_raw_file(bootstrap: str, partitions: int, run_dir: Path) -> tuple[dict, int]:
+    data = json.loads((run_dir / "raw-result.json").read_text())
+    return {(city, int(s)): (n, total) for city, ws in data.items()
+            for s, (n, total) in ws.items()}, 0
+
+
+def variants(bootstrap: str, partitions: int) -> list[Variant]:
+    py = sys.executable
+    common = {"BENCH_BROKER": bootstrap, "BENCH_IN_TOPIC": INPUT_TOPIC,
+              "BENCH_PARTITIONS": str(partitions)}
+    return [
+        Variant("a", "streams (this framework)", STREAMS_TOPOLOGY,
+                [py, str(HERE / "windows_runner.py")],
+                {**common, "BENCH_OUT_TOPIC": STREAMS_OUT},
+                [INPUT_TOPIC, STREAMS_REPARTITION], [STREAMS_OUT, f"{STREAMS_TOPOLOGY}-"],
+                [STREAMS_OUT], read_final_topic(STREAMS_OUT)),
+        Variant("b", "faust-streaming", FAUST_APP,
+                [py, str(HERE / "windows_faust.py"), "worker", "-l", "warn"],
+                {**common, "BENCH_FAUST_APP_ID": FAUST_APP},
+                [INPUT_TOPIC], [f"{FAUST_APP}-"], [], read_faust_changelog),
+        Variant("c", "quixstreams", QUIX_GROUP,
+                [py, str(HERE / "windows_quix.py")],
+                {**common, "BENCH_GROUP": QUIX_GROUP, "BENCH_OUT_TOPIC": QUIX_OUT},
+                [INPUT_TOPIC], [QUIX_OUT, f"changelog__{QUIX_GROUP}--",
+                                f"repartition__{QUIX_GROUP}--"],
+                [QUIX_OUT], read_final_topic(QUIX_OUT)),
+        Variant("d", "raw aiokafka loop", RAW_GROUP,
+                [py, str(HERE / "windows_raw.py")],
+                {**common, "BENCH_GROUP": RAW_GROUP}, [INPUT_TOPIC], [], [], read_raw_file),
+    ]
+
+
+def _run_env(v: Variant, run_dir: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(
+                os.pathsep),
+            **v.env,
+            "BENCH_STATE_DIR": str(run_dir / "state"),
+            "BENCH_FAUST_DATADIR": str(run_dir / "faust-data"),
+            "BENCH_RESULT_FILE": str(run_dir / "raw-result.json")}
+
+
+async def _progress(client: AIOKafkaAdminClient, probe: AIOKafkaConsumer, group: str,
+                    topics: list[str], parts: dict[str, list[int]],
+                    ends_cache: dict[TopicPartition, int]) -> tuple[bool, int]:
+    """(done, committed input offsets). Done: every partition of every topic committed to its
+    end; topics after the first are only looked at once the first is done (their end offsets
+    are final then: at-least-once flushes what it produced before committing). A topic is only
+    asked about once it exists (a metadata request for a missing topic would let the broker
+    auto-create it with one partition)."""
+    try:
+        offsets = await client.list_consumer_group_offsets(group)
+    except KafkaError:
+        return False, 0
+    committed = {tp: m.offset for tp, m in offsets.items() if m.offset >= 0}
+    in_sum = sum(off for tp, off in committed.items() if tp.topic == topics[0])
+    for i, topic in enumerate(topics):
+        if topic not in parts:
+            if topic not in await client.list_topics():
+                return False, in_sum
+            desc = await client.describe_topics([topic])
+            found = sorted(p["partition"] for p in desc[0]["partitions"])
+            if not found:
+                return False, in_sum
+            parts[topic] = found
+        tps = [TopicPartition(topic, p) for p in parts[topic]]
+        if i == 0 and ends_cache:
+            ends = dict(ends_cache)
+        else:
+            ends = await probe.end_offsets(tps)
+            if i == 0:
+                ends_cache.update(ends)
+        if any(committed.get(tp, -1) < end for tp, end in ends.items()):
+            return False, in_sum
+    return True, in_sum
+
+
+async def measure(v: Variant, bootstrap: str, count: int, timeout: float, run_dir: Path,
+                  cmd: list[str] | None = None) -> Run:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / f"{v.key}.log"
+    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await client.start()
+    await probe.start()
+    ends_cache: dict[TopicPartition, int] = {}
+    parts: dict[str, list[int]] = {}
+    try:
+        with open(log_path, "wb") as log_fh:
+            started = time.monotonic()
+            proc = subprocess.Popen(cmd or v.cmd, stdout=log_fh, stderr=subprocess.STDOUT,
+                                    cwd=ROOT, env=_run_env(v, run_dir))
+            try:
+                last_report = started
+                while True:
+                    done, consumed = await _progress(client, probe, v.group, v.check_topics,
+                                                     parts, ends_cache)
+                    if done:
+                        elapsed = time.monotonic() - started
+                        break
+                    if proc.poll() is not None:
+                        raise RuntimeError(
+                            f"{v.label} exited early with {proc.returncode} ({consumed}/{count} "
+                            f"committed); log {log_path}:\n"
+                            f"{log_path.read_text(errors='replace')[-3000:]}")
+                    now = time.monotonic()
+                    if now - started > timeout:
+                        raise RuntimeError(f"{v.label}: {consumed}/{count} input offsets committed "
+                                           f"after {timeout:.0f}s; log {log_path}")
+                    if now - last_report > 30:
+                        _log(f"  ... {consumed}/{count} committed after {now - started:.0f}s")
+                        last_report = now
+                    await asyncio.sleep(0.1)
+                stop_started = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                while proc.poll() is None and time.monotonic() - stop_started < 60:
+                    await asyncio.sleep(0.05)
+                stop_seconds = time.monotonic() - stop_started
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(30)
+    finally:
+        await probe.stop()
+        await client.close()
+    return Run(round(elapsed, 3), round(count / elapsed, 1), round(stop_seconds, 2),
+               proc.returncode, str(log_path))
+
+
+# -- verification -----------------------------------------------------------------------------------
+def verify(key: str, got: dict[Window, Agg], dups: int, oracle: Oracle) -> dict[str, Any]:
+    """Every window a variant reports must equal the oracle (rides and fare sum). Variants that
+    emit only closed windows ((a), (c)) must report every window closed by its own key's
+    largest timestamp and none that no partition's largest timestamp closed; faust's changelog
+    and the raw dict must hold every window (their last values are complete: all input was
+    consumed)."""
+    wrong = sorted(w for w, agg in got.items() if oracle.windows.get(w) != agg)
+    check: dict[str, Any] = {"windows": len(got), "wrong": len(wrong),
+                             "wrong_examples": [[w[0], w[1], list(got[w]),
+                                                 list(oracle.windows.get(w, ()))]
+                                                for w in wrong[:5]],
+                             "duplicates": dups}
+    if key in ("a", "c"):
+        surely, possibly = oracle.surely_closed(), oracle.possibly_closed()
+        missing = sorted(surely - got.keys())
+        extra = sorted(got.keys() - possibly)
+        check.update(missing_closed=len(missing), missing_examples=missing[:5],
+                     not_closed_but_emitted=len(extra), extra_examples=extra[:5],
+                     emitted_beyond_surely_closed=len(got.keys() - surely))
+        check["ok"] = not wrong and not missing and not extra and dups == 0
+    else:
+        missing = sorted(oracle.windows.keys() - got.keys())
+        check.update(missing=len(missing), missing_examples=missing[:5])
+        check["ok"] = not wrong and not missing
+    return check
+
+
+def agreement(finals: dict[str, dict[Window, Agg]]) -> dict[str, Any]:
+    """(a), (b), (c) compared with each other directly on the windows (a) and (c) both emitted
+    as final (faust: its last value for those windows)."""
+    keys = [k for k in ("a", "b", "c") if k in finals]
+    if len(keys) < 2:
+        return {"compared": keys, "agree": None}
+    closed = [set(finals[k]) for k in keys if k in ("a", "c")]
+    common = set.intersection(*closed) if closed else set(finals[keys[0]])
+    for k in keys:
+        common &= set(finals[k])
+    differ = sorted(w for w in common if len({finals[k][w] for k in keys}) > 1)
+    doc: dict[str, Any] = {"compared": keys, "common_windows": len(common),
+                           "differing": len(differ),
+                           "differing_examples": [[w[0], w[1]] + [list(finals[k][w]) for k in keys]
+                                                  for w in differ[:5]]}
+    if "a" in finals and "c" in finals:
+        doc["closed_only_in_a"] = len(finals["a"].keys() - finals["c"].keys())
+        doc["closed_only_in_c"] = len(finals["c"].keys() - finals["a"].keys())
+    doc["agree"] = not differ and len(common) > 0
+    return doc
+
+
+# -- profile ----------------------------------------------------------------------------------------
+def profile_a(v: Variant, bootstrap: str, count: int, timeout: float, run_dir: Path,
+              partitions: int, top: int = 12) -> dict[str, Any]:
+    prof = run_dir / "streams.prof"
+    reset_for(v, bootstrap, partitions)
+    cmd = [sys.executable, "-m", "cProfile", "-o", str(prof), str(HERE / "windows_runner.py")]
+    run = asyncio.run(measure(v, bootstrap, count, timeout, run_dir, cmd=cmd))
+    if not prof.exists():
+        return {"error": f"no profile written (exit {run.exit_code}); log {run.log}"}
+    doc = summarize_profile(prof, count, top)
+    return {"seconds_under_profiler": run.seconds, **doc}
+
+
+def summarize_profile(prof: Path, count: int, top: int = 12) -> dict[str, Any]:
+    """Shares of the profiled process's total time. ``hot_path`` = the framework's per-record
+    functions (streams/*, called at least once per input record), by cumulative time (they
+    nest: serialize includes json_dumps); ``top3`` = its first three."""
+    stats = pstats.Stats(str(prof))
+    total = stats.total_tt  # type: ignore[attr-defined]
+    rows = []
+    for (filename, line, func), (cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        rows.append({"function": f"{_short(filename)}:{line}({func})", "calls": nc,
+                     "tottime_s": round(tt, 3), "tottime_share": round(tt / total, 4),
+                     "cumtime_s": round(ct, 3), "cumtime_share": round(ct / total, 4)})
+    idle = sum(r["tottime_s"] for r in rows if "select.epoll" in r["function"])
+    by_tt = sorted(rows, key=lambda r: -r["tottime_s"])[:top]
+    framework = [r for r in rows if r["function"].startswith("streams/")]
+    by_ct = sorted(framework, key=lambda r: -r["cumtime_s"])[:top]
+    hot = sorted((r for r in framework if r["calls"] >= count // 2),
+                 key=lambda r: -r["cumtime_s"])[:top]
+    text = prof.with_suffix(".txt")
+    with open(text, "w") as fh:
+        ps = pstats.Stats(str(prof), stream=fh)
+        ps.sort_stats("tottime").print_stats(40)
+        ps.sort_stats("cumulative").print_stats(60)
+    return {"profile_total_s": round(total, 3), "idle_in_epoll_s": round(idle, 3),
+            "top3": [{"function": r["function"], "cumtime_share": r["cumtime_share"],
+                      "calls": r["calls"]} for r in hot[:3]],
+            "hot_path": hot, "top_by_tottime": by_tt, "framework_by_cumtime": by_ct,
+            "pstats_text": str(text), "prof": str(prof)}
+
+
+def _short(filename: str) -> str:
+    for marker in ("site-packages/", str(ROOT) + "/", "/lib/python3"):
+        if marker in filename:
+            return filename.split(marker, 1)[1]
+    return filename
+
+
+# -- reporting --------------------------------------------------------------------------------------
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in ("faust-streaming", "mode-streaming", "aiokafka", "quixstreams", "confluent-kafka",
+                 "rocksdict", "matplotlib"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    try:
+        import confluent_kafka
+        out["librdkafka"] = confluent_kafka.libversion()[0]
+    except ImportError:
+        pass
+    try:
+        out["streams"] = metadata.version("streams")
+    except metadata.PackageNotFoundError:
+        out["streams"] = None
+    return out
+
+
+def machine() -> dict[str, Any]:
+    cpu = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = None
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = round(kb / 1024 / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
+            "memory_gib": mem, "python": platform.python_version()}
+
+
+def loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def write_chart(path: Path, summary: dict[str, dict[str, Any]], count: int) -> str | None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib not installed (pip install -e '.[bench]'): no chart"
+    keys = list(summary)
+    labels = [f"({k}) {summary[k]['label']}" for k in keys]
+    med = [summary[k]["events_per_s_median"] for k in keys]
+    best = [summary[k]["events_per_s_best"] for k in keys]
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    colors = {"a": "#1f77b4", "b": "#ff7f0e", "c": "#2ca02c", "d": "#7f7f7f"}
+    bars = ax.bar(labels, med, color=[colors.get(k, "#7f7f7f") for k in keys],
+                  label="median run")
+    ax.scatter(labels, best, color="black", marker="_", s=400, zorder=3, label="best run")
+    for b, m, top in zip(bars, med, best):
+        ax.annotate(f"{m:,.0f}", (b.get_x() + b.get_width() / 2, max(m, top)), ha="center",
+                    va="bottom", fontsize=9, xytext=(0, 4), textcoords="offset points")
+    ax.set_ylabel("events/s (input consumed and committed)")
+    ax.set_title(f"1-min tumbling window per city, {count:,} rides, 4 partitions")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return None
+
+
+def reset_for(v: Variant, bootstrap: str, partitions: int) -> None:
+    admin.run(_delete_groups(bootstrap, [v.group]))
+    reset_topics(bootstrap, v.reset_names, v.create_topics, partitions)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--broker", default=os.environ.get("STREAMS_BROKER", "127.0.0.1:9092"))
+    parser.add_argument("--count", type=int, default=1_000_000, help="rides (default 1000000)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per variant (default 3)")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--variants", default="abcd",
+                        help="a=streams, b=faust, c=quixstreams, d=raw aiokafka (default abcd)")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds per run (default max(180, count/1000))")
+    parser.add_argument("--reuse-input", action="store_true",
+                        help="keep wbench-rides if it holds the same COUNT rides as last time")
+    parser.add_argument("--profile", action="store_true",
+                        help="also run (a) once under cProfile and record its hot spots")
+    parser.add_argument("--work-dir", default=None, help="parent of the scratch dir")
+    parser.add_argument("--results", default=str(RESULTS), help="JSON results file")
+    parser.add_argument("--chart", default=str(CHART), help="PNG chart ('' = none)")
+    args = parser.parse_args(argv)
+
+    bootstrap = args.broker
+    if bootstrap.rsplit(":", 1)[0] not in ("127.0.0.1", "localhost", "::1", "[::1]"):
+        parser.error("--broker must be a local address (127.0.0.1:PORT)")
+    if not admin.broker_answers(bootstrap):
+        parser.error(f"no Kafka broker answers at {bootstrap}")
+    timeout = args.timeout or max(180.0, args.count / 1000)
+    if args.work_dir:
+        Path(args.work_dir).mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="wbench-", dir=args.work_dir))
+    _log(f"logs and state in {work}")
+
+    load_before = loadavg()
+    oracle = prepare(bootstrap, args.count, args.partitions, args.reuse_input)
+    _log(f"oracle: {len(oracle.windows)} (city, window)s, {len(oracle.surely_closed())} closed "
+         f"by their city's last ride, {len(oracle.possibly_closed())} by their partition's")
+
+    chosen = [v for v in variants(bootstrap, args.partitions) if v.key in args.variants]
+    runs: dict[str, list[Run]] = {v.key: [] for v in chosen}
+    finals: dict[str, dict[Window, Agg]] = {}
+    failures: dict[str, str] = {}
+    for rnd in range(1, args.repeat + 1):
+        for v in chosen:
+            if v.key in failures:
+                continue
+            reset_for(v, bootstrap, args.partitions)
+            run_dir = work / f"{v.key}-{rnd}"
+            _log(f"({v.key}) {v.label}, run {rnd}/{args.repeat}")
+            try:
+                run = asyncio.run(measure(v, bootstrap, args.count, timeout, run_dir))
+            except RuntimeError as exc:
+                failures[v.key] = str(exc)
+                _log(f"({v.key}) FAILED: {exc}")
+                continue
+            got, dups = v.reader(bootstrap, args.partitions, run_dir)
+            run.check = verify(v.key, got, dups, oracle)
+            if v.key in ("a", "b", "c"):
+                finals[v.key] = got  # the last run's results are compared across variants
+            runs[v.key].append(run)
+            _log(f"({v.key}) {run.seconds:.2f}s, {run.events_per_s:,.0f} events/s, "
+                 f"stop {run.stop_seconds:.1f}s, exit {run.exit_code}; check "
+                 f"{'ok' if run.check['ok'] else 'FAILED'}: "
+                 f"{ {k: x for k, x in run.check.items() if not k.endswith('examples')} }")
+
+    summary: dict[str, dict[str, Any]] = {}
+    for v in chosen:
+        rs = runs[v.key]
+        if not rs:
+            continue
+        secs = [r.seconds for r in rs]
+        summary[v.key] = {
+            "label": v.label, "runs": len(rs), "seconds": secs,
+            "seconds_min": min(secs), "seconds_median": round(statistics.median(secs), 3),
+            "events_per_s_best": round(args.count / min(secs), 1),
+            "events_per_s_median": round(args.count / statistics.median(secs), 1),
+            "all_checks_ok": all(r.check.get("ok") for r in rs) and all(
+                r.exit_code == 0 for r in rs),
+            "runs_detail": [asdict(r) for r in rs],
+        }
+    agree = agreement(finals)
+
+    def ratio(a: str, b: str, field_: str) -> float | None:
+        if a in summary and b in summary:
+            return round(summary[a][field_] / summary[b][field_], 3)
+        return None
+    ratios = {f"a_over_{b}": {"median": ratio("a", b, "events_per_s_median"),
+                              "best": ratio("a", b, "events_per_s_best")} for b in "bcd"}
+
+    profile = None
+    if args.profile and "a" in args.variants:
+        v = next(v for v in chosen if v.key == "a")
+        _log("(a) once more under cProfile")
+        try:
+            profile = profile_a(v, bootstrap, args.count, timeout * 3, work / "a-profile",
+                                args.partitions)
+        except RuntimeError as exc:
+            profile = {"error": str(exc)}
+
+    print()
+    print(f"windows: {args.count:,} rides, {args.partitions} partitions, {len(CITIES)} cities, "
+          f"1-min tumbling windows, grace 30 s; {args.repeat} run(s) each; broker {bootstrap}")
+    print(f"{'variant':<30} {'min s':>8} {'median s':>9} {'best ev/s':>11} {'median ev/s':>12}  "
+          "checks")
+    for k, s in summary.items():
+        print(f"({k}) {s['label']:<26} {s['seconds_min']:>8.2f} {s['seconds_median']:>9.2f} "
+              f"{s['events_per_s_best']:>11,.0f} {s['events_per_s_median']:>12,.0f}  "
+              f"{'ok' if s['all_checks_ok'] else 'FAILED'}")
+    for k, msg in failures.items():
+        print(f"({k}) FAILED: {msg.splitlines()[0]}")
+    for b in "bcd":
+        r = ratios[f"a_over_{b}"]
+        if r["median"] is not None:
+            print(f"ratio (a)/({b}) events/s: median {r['median']:.3f}, best {r['best']:.3f}")
+    print(f"agreement of (a), (b), (c): {json.dumps(agree)}")
+    if profile and "hot_path" in profile:
+        print("(a) under cProfile, per-record framework functions by cumulative share:")
+        for r in profile["hot_path"][:6]:
+            print(f"  {r['cumtime_share']:6.1%}  {r['function']}  ({r['calls']} calls)")
+
+    chart_note = None
+    if args.chart:
+        chart_note = write_chart(Path(args.chart), summary, args.count)
+        print(chart_note or f"chart written to {args.chart}")
+    doc = {
+        "benchmark": "windows",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "broker": bootstrap, "count": args.count, "partitions": args.partitions,
+        "cities": len(CITIES), "seed": SEED, "repeat": args.repeat,
+        "workload": "rides keyed by city -> per city, 1-minute tumbling windows (grace 30 s, event "
+                    "time = ts) -> {rides, fare_total (Decimal sum, 2 places)}; input "
+                    f"one ride per {SPACING_MS} ms of event time, up to {DISORDER_MS} ms out of "
+                    "order (none late)",
+        "measure": "seconds from subprocess start until the variant's consumer group has "
+                   "committed the end offset of every input partition (for (a) also of its "
+                   "repartition topic), polled every 0.1 s; events/s = count / seconds; "
+                   "best = from the fastest run, median = from the median run",
+        "settings": "commit interval 1 s for all variants; (a) at_least_once, (b) at-least-once "
+                    "(faust default), (c) at-least-once; state: (a) RocksDB, (b) faust memory "
+                    "store + changelog, (c) RocksDB + changelog, (d) a dict",
+        "comparison": verify.__doc__.strip() + " " + agreement.__doc__.strip(),
+        "versions": versions(),
+        "machine": {**machine(), "load_average_1_5_15_min": {"start": load_before,
+                                                              "end": loadavg()}},
+        "oracle": {"windows": len(oracle.windows), "surely_closed": len(oracle.surely_closed()),
+                   "possibly_closed": len(oracle.possibly_closed())},
+        "variants": summary,
+        "failures": failures,
+        "ratios": ratios,
+        "agreement": agree,
+        "profile_a": profile,
+        "chart": None if chart_note or not args.chart else str(args.chart),
+    }
+    out = Path(args.results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    print(f"results written to {out}")
+    ok = (not failures and all(s["all_checks_ok"] for s in summary.values())
+          and agree.get("agree") is not False)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
