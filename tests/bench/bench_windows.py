@@ -16,8 +16,8 @@ What it does:
    the Kafka record timestamp is ``ts`` too;
 2. runs, one after the other, in ``--repeat`` rounds (a b c d, a b c d, ...), each variant as a
    subprocess with a fresh consumer group, state and output topic, timing from process start
-   until its group has committed every input offset (and, for (a), every offset of its
-   repartition topic), polled every 0.1 s; then stops it with SIGTERM:
+   until its group has committed every input offset, polled every 0.1 s; then stops it with
+   SIGTERM:
 
    a. this framework: tests/bench/windows_topology.py run by tests/bench/windows_runner.py
       (group ``wbench_windows``, output ``wbench-out-streams``, emit="final");
@@ -84,7 +84,6 @@ INPUT_META = Path(tempfile.gettempdir()) / "wbench-input.json"
 
 STREAMS_TOPOLOGY = "wbench_windows"
 STREAMS_OUT = "wbench-out-streams"
-STREAMS_REPARTITION = f"{STREAMS_TOPOLOGY}-wbench-rides-by-city-repartition"
 FAUST_APP = "wbench-faust"
 FAUST_CHANGELOG = f"{FAUST_APP}-ride-totals-changelog"
 QUIX_GROUP = "wbench-quix"
@@ -337,7 +336,7 @@ def variants(bootstrap: str, partitions: int) -> list[Variant]:
         Variant("a", "streams (this framework)", STREAMS_TOPOLOGY,
                 [py, str(HERE / "windows_runner.py")],
                 {**common, "BENCH_OUT_TOPIC": STREAMS_OUT},
-                [INPUT_TOPIC, STREAMS_REPARTITION], [STREAMS_OUT, f"{STREAMS_TOPOLOGY}-"],
+                [INPUT_TOPIC], [STREAMS_OUT, f"{STREAMS_TOPOLOGY}-"],
                 [STREAMS_OUT], read_final_topic(STREAMS_OUT)),
         Variant("b", "faust-streaming", FAUST_APP,
                 [py, str(HERE / "windows_faust.py"), "worker", "-l", "warn"],
@@ -765,8 +764,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"one ride per {SPACING_MS} ms of event time, up to {DISORDER_MS} ms out of "
                     "order (none late)",
         "measure": "seconds from subprocess start until the variant's consumer group has "
-                   "committed the end offset of every input partition (for (a) also of its "
-                   "repartition topic), polled every 0.1 s; events/s = count / seconds; "
+                   "committed the end offset of every input partition, "
+                   "polled every 0.1 s; events/s = count / seconds; "
                    "best = from the fastest run, median = from the median run",
         "settings": "commit interval 1 s for all variants; (a) at_least_once, (b) at-least-once "
                     "(faust default), (c) at-least-once; state: (a) RocksDB, (b) faust memory "
