@@ -106,15 +106,12 @@ class TimeWindowAggregateProc(_WindowAggregateProc):
         self.windows_for = self.wnode.window.windows_for
 
     def on_batch(self, recs: list[Rec]) -> None:
+        if self.final:
+            self._final_batch(recs)
+            return
         node, ctx, store = self.wnode, self.ctx, self.store
-        init, add, grace, update = node.initializer, node.adder, self.grace, not self.final
+        init, add, grace = node.initializer, node.adder, self.grace
         get, put, replace = store.get, store.put, store.replace
-        # Final mode: the aggregate object an adder returned is reused for the key's next record
-        # in this batch instead of decoding the stored bytes again (which ``get`` would do to
-        # protect against adders that mutate in place: update mode emits each state, so it
-        # needs those fresh copies). The stored bytes stay the truth: a failing record drops
-        # the objects it may have touched.
-        objects: dict[tuple[Any, int], Any] | None = None if update else {}
         now = ctx.stream_time
         out: list[Rec] = []
         for rec in recs:
@@ -124,40 +121,114 @@ class TimeWindowAggregateProc(_WindowAggregateProc):
                 continue
             if ts > now:
                 now = ts
-            windows = self.windows_for(ts)
-            open_ = [(s, e) for s, e in windows if now < e + grace]
+            open_ = self._open_windows(rec, now, grace)
             if not open_:
-                if windows:
-                    self.late(rec, *windows[-1])
                 continue
             updates = []
             store.begin()
             try:
                 for start, end in open_:
-                    current = _NONE if objects is None else objects.get((key, start), _NONE)
-                    if current is _NONE:
-                        current = get(key, start, _NONE)
+                    current = get(key, start, _NONE)  # a fresh copy: the output keeps its own
                     if current is _NONE:
                         agg = add(init(), value)
                         put(key, start, agg)
                     else:
                         agg = add(current, value)
                         replace(key, start, agg)
-                    if objects is not None:
-                        objects[(key, start)] = agg
-                    if update:
-                        updates.append(self.output(key, agg, start, end, ts, rec.raw))
+                    updates.append(self.output(key, agg, start, end, ts, rec.raw))
             except Exception as exc:  # noqa: BLE001 - user code; the record goes to the DLQ
                 store.rollback()
-                if objects is not None:
-                    for start, _end in open_:
-                        objects.pop((key, start), None)
                 self.fail(rec, exc)
                 continue
             store.release()
             out.extend(updates)
         out.extend(self.close_until(now))
         self.emit(out)
+
+    def _open_windows(self, rec: Rec, now: int, grace: int) -> list[tuple[int, int]]:
+        """The record's windows still open at ``now``; none: the record is late (reported)."""
+        windows = self.windows_for(rec.ts)
+        open_ = [(s, e) for s, e in windows if now < e + grace]
+        if not open_ and windows:
+            self.late(rec, *windows[-1])
+        return open_
+
+    def _final_batch(self, recs: list[Rec]) -> None:
+        """Final mode: nothing is emitted per record, so each window's aggregate stays the
+        adder's object for the whole batch and is encoded once at its end (one JSON encode per
+        window and batch instead of per record). The store keeps the state as of the batch
+        start; a record whose adder fails is undone by replaying the window's accepted records
+        of this batch from that state (an adder may have changed the object in place)."""
+        node, ctx, store = self.wnode, self.ctx, self.store
+        init, add, grace = node.initializer, node.adder, self.grace
+        objects: dict[tuple[Any, int], Any] = {}
+        existed: dict[tuple[Any, int], bool] = {}
+        applied: dict[tuple[Any, int], list[Rec]] = {}
+        now = ctx.stream_time
+        for rec in recs:
+            key, value, ts = rec.key, rec.value, rec.ts
+            if key is None or value is None:
+                ctx.count_dropped(node.name, "null-key" if key is None else "null-value")
+                continue
+            if ts > now:
+                now = ts
+            open_ = self._open_windows(rec, now, grace)
+            done: list[tuple[Any, int]] = []
+            try:
+                for start, _end in open_:
+                    wk = (key, start)
+                    agg = objects.get(wk, _NONE)
+                    if agg is _NONE:
+                        agg = store.get(key, start, _NONE)
+                        existed[wk] = agg is not _NONE
+                        if agg is _NONE:
+                            agg = init()
+                    done.append(wk)
+                    objects[wk] = add(agg, value)
+            except Exception as exc:  # noqa: BLE001 - user code; the record goes to the DLQ
+                for wk in done:
+                    try:
+                        objects[wk] = self._replay(wk, applied.get(wk, ()))
+                    except Exception:  # noqa: BLE001 - an adder that fails on a replay of
+                        # records it accepted: keep the window as stored (batch start) rather
+                        # than guess; only a non-deterministic adder gets here.
+                        objects.pop(wk, None)
+                        applied.pop(wk, None)
+                self.fail(rec, exc)
+                continue
+            for wk in done:
+                applied.setdefault(wk, []).append(rec)
+        for wk, agg in objects.items():
+            self._store_final(wk, agg, existed[wk], applied.get(wk, []))
+        self.emit(self.close_until(now))
+
+    def _replay(self, wk: tuple[Any, int], recs: Any) -> Any:
+        """The window's aggregate from the stored state plus ``recs`` (this batch's accepted
+        records), recomputed: an adder that failed may have changed the object in place."""
+        node = self.wnode
+        agg = self.store.get(wk[0], wk[1], _NONE)
+        agg = node.initializer() if agg is _NONE else agg
+        for rec in recs:
+            agg = node.adder(agg, rec.value)
+        return agg
+
+    def _store_final(self, wk: tuple[Any, int], agg: Any, existed: bool, recs: list[Rec]) -> None:
+        key, start = wk
+        store, node = self.store, self.wnode
+        try:
+            (store.replace if existed else store.put)(key, start, agg)
+            return
+        except Exception:  # noqa: BLE001 - the aggregate cannot be stored: find the record(s)
+            pass
+        # Rare path: apply and store record by record, so exactly the records whose aggregate
+        # cannot be stored go to the dead letters (each step starts from a fresh decode).
+        for rec in recs:
+            current = store.get(key, start, _NONE)
+            try:
+                new = node.adder(node.initializer() if current is _NONE else current, rec.value)
+                (store.put if current is _NONE else store.replace)(key, start, new)
+            except Exception as exc:  # noqa: BLE001
+                self.fail(rec, exc)
 
     def close_until(self, now: int) -> list[Rec]:
         """Windows with ``start + size + grace <= now`` close: emitted (final mode), deleted."""

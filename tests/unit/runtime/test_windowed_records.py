@@ -68,3 +68,23 @@ def test_sessions_without_a_merger_are_refused() -> None:
         assert "merger" in str(exc)
     else:
         raise AssertionError("a session aggregate without merger must be refused")
+
+
+def test_an_aggregate_that_cannot_be_stored_fails_only_its_record() -> None:
+    """Final mode encodes each window once per batch; when that fails, the records are applied
+    one by one to find the one whose aggregate cannot be stored."""
+    t = Topology("unstorable")
+
+    def add(agg: dict, v: dict) -> dict:
+        return {**agg, "n": agg["n"] + 1, **({"bad": object()} if v["bad"] else {})}
+
+    (t.stream("in", timestamp="ts").group_by(lambda v: v["k"], name="by-k")
+      .window(TumblingWindows(size=10)).aggregate(lambda: {"n": 0}, add, name="agg",
+                                                  emit="final").to("out"))
+    with TopologyTestDriver(t) as driver:
+        driver.pipe_batch("in", [("x", {"k": "a", "bad": b, "ts": ts}, ts)
+                                 for ts, b in [(1, False), (2, True), (3, False)]])
+        assert [d.source_offset for d in driver.read_dead_letters()] == [1]
+        driver.advance_stream_time(100)
+        assert driver.read_output("out") == [("a", {"n": 2, "window_start": 0,
+                                                     "window_end": 10})]
