@@ -54,7 +54,7 @@ def test_kill_9_three_times_never_double_counts(kafka: str, workers, tmp_path: P
     events = generate.events("trip_stats", 50_000, seed=7)
     oracle = driver_totals_oracle(events)
     # Input keeps arriving for the whole test, so every kill lands mid-stream.
-    feeder = produce_in_background(kafka, events, chunk=500, pause=0.25)
+    feeder = produce_in_background(kafka, events, chunk=500, pause=0.4)  # ~40 s of input
     state = tmp_path / "state"
     rng = random.Random(11)
     config = ["--config", str(_small_commits(tmp_path))]
