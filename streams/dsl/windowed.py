@@ -50,8 +50,10 @@ from . import nodes as n
 from .serdes import serde_for
 from .windows import HoppingWindows, SessionWindows, SlidingWindows, TumblingWindows
 
+from .topology import Table
+
 if TYPE_CHECKING:
-    from .topology import GroupedStream, Stream, StoreSpec
+    from .topology import GroupedStream
 
 EMIT_MODES = ("update", "final")
 
@@ -97,7 +99,7 @@ class WindowedStream:
             adder=adder, merger=merger, window=self.spec, emit=emit, result=result,
             late_topic=topology.late_topic)
         self.grouped._grouped(name).add_child(node)
-        return WindowedTable(self.grouped, node, spec)
+        return WindowedTable(topology, node, spec)
 
     def count(self, *, name: str, emit: str = "update") -> WindowedTable:
         """Records per key and window: ``{"value": n, "window_start": .., "window_end": ..}``."""
@@ -162,29 +164,9 @@ def _pick(choose: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     return pick
 
 
-class WindowedTable:
-    """The windows of a windowed aggregation (a RocksDB window store with a changelog)."""
+class WindowedTable(Table):
+    """The windows of a windowed aggregation (a RocksDB window store with a changelog).
 
-    def __init__(self, grouped: GroupedStream, node: n.WindowAggregateNode,
-                 spec: StoreSpec) -> None:
-        self.topology = grouped.topology
-        self.node = node
-        self.spec = spec
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    def to_stream(self) -> Stream:
-        """The windowed results as a stream: key = group key, value = what :meth:`to` writes.
-
-        ``busy = table.to_stream().filter(lambda v: v["rides"] > 5).to("busy-drivers")``
-        """
-        from .topology import Stream
-
-        return Stream(self.topology, self.node)
-
-    def to(self, topic: str, **kwargs: Any) -> WindowedTable:
-        """Write the results to ``topic``. ``table.to("rides-per-city-1m")``"""
-        self.to_stream().to(topic, **kwargs)
-        return self
+    ``to_stream()`` gives the windowed results (key = group key, value = what ``to()`` writes):
+    ``busy = table.to_stream().filter(lambda v: v["rides"] > 5).to("busy-drivers")``
+    """

@@ -11,6 +11,7 @@ leaves no effect and sends only that record to the dead letters.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import faust
@@ -51,6 +52,21 @@ class _WindowAggregateProc(Processor):
         self.final = node_.emit == "final"
         self.changelog = f"{ctx.topology_name}-{node_.table}-changelog"
         ctx.on_stream_time(self._close_until)
+
+    def accepted(self, recs: list[Rec]) -> Iterator[tuple[Rec, int, int]]:
+        """(record, stream time before it, stream time with it) for the records that have a key
+        and a value; the others are skipped and counted as dropped (Kafka Streams' rule). Stream
+        time advances record by record; ``self.now`` holds it after the batch."""
+        ctx, name = self.ctx, self.wnode.name
+        now = self.now = ctx.stream_time
+        for rec in recs:
+            if rec.key is None or rec.value is None:
+                ctx.count_dropped(name, "null-key" if rec.key is None else "null-value")
+                continue
+            before = now
+            if rec.ts > now:
+                now = self.now = rec.ts
+            yield rec, before, now
 
     def output(self, key: Any, agg: Any, start: int, end: int, ts: int, raw: Any) -> Rec:
         """The record a window result is written as: the aggregate's fields (or ``value``)
@@ -109,18 +125,12 @@ class TimeWindowAggregateProc(_WindowAggregateProc):
         if self.final:
             self._final_batch(recs)
             return
-        node, ctx, store = self.wnode, self.ctx, self.store
+        node, store = self.wnode, self.store
         init, add, grace = node.initializer, node.adder, self.grace
         get, put, replace = store.get, store.put, store.replace
-        now = ctx.stream_time
         out: list[Rec] = []
-        for rec in recs:
+        for rec, _before, now in self.accepted(recs):
             key, value, ts = rec.key, rec.value, rec.ts
-            if key is None or value is None:
-                ctx.count_dropped(node.name, "null-key" if key is None else "null-value")
-                continue
-            if ts > now:
-                now = ts
             open_ = self._open_windows(rec, now, grace)
             if not open_:
                 continue
@@ -142,7 +152,7 @@ class TimeWindowAggregateProc(_WindowAggregateProc):
                 continue
             store.release()
             out.extend(updates)
-        out.extend(self.close_until(now))
+        out.extend(self.close_until(self.now))
         self.emit(out)
 
     def _open_windows(self, rec: Rec, now: int, grace: int) -> list[tuple[int, int]]:
@@ -159,19 +169,13 @@ class TimeWindowAggregateProc(_WindowAggregateProc):
         window and batch instead of per record). The store keeps the state as of the batch
         start; a record whose adder fails is undone by replaying the window's accepted records
         of this batch from that state (an adder may have changed the object in place)."""
-        node, ctx, store = self.wnode, self.ctx, self.store
+        node, store = self.wnode, self.store
         init, add, grace = node.initializer, node.adder, self.grace
         objects: dict[tuple[Any, int], Any] = {}
         existed: dict[tuple[Any, int], bool] = {}
         applied: dict[tuple[Any, int], list[Rec]] = {}
-        now = ctx.stream_time
-        for rec in recs:
-            key, value, ts = rec.key, rec.value, rec.ts
-            if key is None or value is None:
-                ctx.count_dropped(node.name, "null-key" if key is None else "null-value")
-                continue
-            if ts > now:
-                now = ts
+        for rec, _before, now in self.accepted(recs):
+            key, value = rec.key, rec.value
             open_ = self._open_windows(rec, now, grace)
             done: list[tuple[Any, int]] = []
             try:
@@ -200,7 +204,7 @@ class TimeWindowAggregateProc(_WindowAggregateProc):
                 applied.setdefault(wk, []).append(rec)
         for wk, agg in objects.items():
             self._store_final(wk, agg, existed[wk], applied.get(wk, []))
-        self.emit(self.close_until(now))
+        self.emit(self.close_until(self.now))
 
     def _replay(self, wk: tuple[Any, int], recs: Any) -> Any:
         """The window's aggregate from the stored state plus ``recs`` (this batch's accepted
@@ -254,23 +258,17 @@ class SessionWindowAggregateProc(_WindowAggregateProc):
         self.gap = self.wnode.window.gap_ms
 
     def on_batch(self, recs: list[Rec]) -> None:
-        node, ctx, store = self.wnode, self.ctx, self.store
+        node, store = self.wnode, self.store
         init, add, merge = node.initializer, node.adder, node.merger
         grace, gap, update = self.grace, self.gap, not self.final
-        now = ctx.stream_time
         out: list[Rec] = []
-        for rec in recs:
+        for rec, before, now in self.accepted(recs):
             key, value, ts = rec.key, rec.value, rec.ts
-            if key is None or value is None:
-                ctx.count_dropped(node.name, "null-key" if key is None else "null-value")
-                continue
             # A session closed by an earlier record (in this batch it is deleted only at the end
             # of it) is final: never merged into, whatever the batch boundaries. A session still
             # open before this record may absorb it; the merged session's end decides lateness.
             sessions = [(b, a) for b, a in store.fetch_sessions(key, ts - gap, ts + gap)
-                        if now <= b[1] + gap + grace]
-            if ts > now:
-                now = ts
+                        if before <= b[1] + gap + grace]
             start = min([s for (s, _e), _a in sessions] + [ts])
             end = max([e for (_s, e), _a in sessions] + [ts])
             if now > end + grace:
@@ -297,7 +295,7 @@ class SessionWindowAggregateProc(_WindowAggregateProc):
                 continue
             store.release()
             out.extend(emitted)
-        out.extend(self.close_until(now))
+        out.extend(self.close_until(self.now))
         self.emit(out)
 
     def close_until(self, now: int) -> list[Rec]:
@@ -339,7 +337,7 @@ class SlidingWindowAggregateProc(_WindowAggregateProc):
         return agg
 
     def on_batch(self, recs: list[Rec]) -> None:
-        node, ctx, store, records = self.wnode, self.ctx, self.store, self.records
+        node, store, records = self.wnode, self.store, self.records
         add, grace, d, update = node.adder, self.grace, self.d, not self.final
         # A record updates every window that contains it (about as many as records within d).
         # In final mode those aggregates stay objects for the whole batch and are encoded once
@@ -347,15 +345,9 @@ class SlidingWindowAggregateProc(_WindowAggregateProc):
         # holds exactly the accepted records. Update mode emits every state, so it encodes each.
         objects: dict[tuple[Any, int], Any] = {}
         touched_by: dict[tuple[Any, int], Rec] = {}
-        now = ctx.stream_time
         out: list[Rec] = []
-        for rec in recs:
+        for rec, _before, now in self.accepted(recs):
             key, value, ts = rec.key, rec.value, rec.ts
-            if key is None or value is None:
-                ctx.count_dropped(node.name, "null-key" if key is None else "null-value")
-                continue
-            if ts > now:
-                now = ts
             close_before = now - grace  # a window is open while its end >= this
             if ts + 1 + d < close_before + 1:
                 self.late(rec, ts + 1, ts + 1 + d)
@@ -415,7 +407,7 @@ class SlidingWindowAggregateProc(_WindowAggregateProc):
                 store.replace(key, start, agg)
             except Exception as exc:  # noqa: BLE001 - an aggregate that cannot be stored
                 self.fail(touched_by[(key, start)], exc)
-        out.extend(self.close_until(now))
+        out.extend(self.close_until(self.now))
         self.emit(out)
 
     def close_until(self, now: int) -> list[Rec]:
