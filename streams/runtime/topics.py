@@ -92,9 +92,8 @@ def plan_topics(topology: Topology, existing: dict[str, int],
             specs.append(TopicSpec(topology.stores[store].changelog, tasks.get(sub.id, default),
                                    CHANGELOG_CONFIG))
     specs.append(TopicSpec(topology.dlq_topic, existing.get(topology.dlq_topic, default)))
-    late = getattr(topology, "late_topic", None)
-    if late:  # created up front like the DLQ: not left to the broker's auto-creation
-        specs.append(TopicSpec(late, existing.get(late, default)))
+    if topology.late_topic:  # created up front like the DLQ, not by the broker's auto-creation
+        specs.append(TopicSpec(topology.late_topic, existing.get(topology.late_topic, default)))
     unique: dict[str, TopicSpec] = {}
     for s in specs:
         unique.setdefault(s.name, s)
