@@ -32,7 +32,7 @@ streams consume profile-view-notifications --limit 5
 echo; echo "== trip_stats: final 1-minute windows per city (each emitted once, when it closes)"
 streams consume rides-per-city-1m --count
 streams consume rides-per-city-1m --limit 5
-echo; echo "== trip_stats: rides that came later than the 30 s grace (dropped, kept here)"
+echo; echo "== trip_stats: rides later than the 30 s grace, once per windowed aggregation they missed (whole topic, all runs so far)"
 streams consume rides-late --count
 
 echo; echo "== trip_stats: the tables (RocksDB, read-only while the worker runs)"
