@@ -410,3 +410,12 @@ def test_joins_match_a_replayed_dict(tmp_path: Path, steps: list[Any], kind: str
     finally:
         d.close()
     assert got == oracle(kind, how, steps)
+
+
+def test_doctests() -> None:
+    import doctest
+
+    import streams.dsl.table_joins
+
+    result = doctest.testmod(streams.dsl.table_joins, verbose=False)
+    assert result.attempted > 0 and result.failed == 0
