@@ -149,8 +149,10 @@ class GlobalTableConsumer:
 
     def __init__(self, tables: GlobalTables, bootstrap: str,
                  on_remaining: Callable[[str, int], None] | None = None,
-                 on_keys: Callable[[str, int], None] | None = None) -> None:
+                 on_keys: Callable[[str, int], None] | None = None,
+                 stopping: Callable[[], bool] | None = None) -> None:
         self.tables = tables
+        self.stopping = stopping or (lambda: False)  # a stop request ends a long load early
         self.bootstrap = bootstrap
         self.on_remaining = on_remaining
         self.on_keys = on_keys
@@ -190,6 +192,10 @@ class GlobalTableConsumer:
         self._report_remaining(ends, positions)
         last_report = time.monotonic()
         while any(positions[tp] < end for tp, end in ends.items()):
+            if self.stopping():
+                log.info("global tables: load interrupted by a stop request (resumes from %s)",
+                         _fmt(tables.offsets))
+                return
             batch = await consumer.getmany(timeout_ms=500, max_records=20000)
             records = [r for recs in batch.values() for r in recs]
             for tp in self.tps:

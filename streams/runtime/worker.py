@@ -114,23 +114,26 @@ class Worker:
             self.producer, self.consumer,
             on_produced=lambda topic, n: produced.labels(name, topic).inc(n))
         if self.global_tables is not None:
-            # Loaded to the end before the worker joins its group: no stream record is ever
-            # joined against a partly loaded global table.
             keys = self.metrics.table_keys
             self.global_consumer = GlobalTableConsumer(
                 self.global_tables, s.broker,
                 on_remaining=lambda table, n: remaining.labels(name, table).set(n),
-                on_keys=lambda table, n: keys.labels(name, table).set(n))
-            await self.global_consumer.load()
+                on_keys=lambda table, n: keys.labels(name, table).set(n),
+                stopping=self._stopping.is_set)
         self.tasks = TaskManager(
             self.topology, self.subs, self.state_root, s.broker, self.consumer, self.transport,
             on_remaining=lambda table, n: remaining.labels(name, table).set(n),
             global_tables=self.global_tables)
-        self.consumer.subscribe(topics=self.topics, listener=_Rebalance(self))
-        log.info("worker for %s started (group %s, broker %s)", name, name, s.broker)
         clean = False
         try:
-            await self._loop()
+            if self.global_consumer is not None:
+                # Loaded to the end before the worker joins its group: no stream record is
+                # ever joined against a partly loaded global table.
+                await self.global_consumer.load()
+            if not self._stopping.is_set():  # (a stop request may end the load early)
+                self.consumer.subscribe(topics=self.topics, listener=_Rebalance(self))
+                log.info("worker for %s started (group %s, broker %s)", name, name, s.broker)
+                await self._loop()
             clean = self._fatal is None
         except Exception as exc:  # noqa: BLE001 - reported below as the worker's failure
             self.fail(exc)
