@@ -9,6 +9,7 @@ phases with plain dicts.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -21,6 +22,11 @@ from typing import Any
 
 import pytest
 
+from streams import Topology
+from streams.config import Settings
+from streams.kafka import admin
+from streams.kafka.admin import TopicSpec
+from streams.runtime.worker import Worker, WorkerFailed
 from topologies.enrichment import topology as enrichment
 
 from tests.conftest import ROOT, create_topology_topics, delete_topology_topics, produce, read_topic
@@ -272,3 +278,23 @@ def test_a_restarted_worker_resumes_its_global_table_from_local_state(kafka: str
     names = {outs[0][2]["product_name"] for t, outs in got.items()
              if t in restarted and outs[0][0] != UNENRICHED}
     assert {"p0-v2", "p5-v3"} <= names, sorted(names)
+
+
+def test_a_table_join_refuses_a_table_topic_with_another_partition_count(kafka: str,
+                                                                         tmp_path: Path) -> None:
+    """The stream and the table's topic of a join are read by one task per partition: a
+    different partition count is refused before anything is consumed (the global table's
+    topic may have any count)."""
+    t = Topology("tj_copart")
+    users = t.table("tj-copart-users")
+    products = t.global_table("tj-copart-products")
+    (t.stream("tj-copart-txns").join(users, lambda a, b: a)
+        .join(products, lambda k, v: k, lambda a, b: a).to("tj-copart-out"))
+    topics = ["tj-copart-users", "tj-copart-products", "tj-copart-txns"]
+    admin.run(admin.delete_topics(kafka, topics))
+    admin.run(admin.ensure_topics(kafka, [TopicSpec("tj-copart-txns", 4),
+                                          TopicSpec("tj-copart-users", 3),
+                                          TopicSpec("tj-copart-products", 5)]))
+    worker = Worker(t, Settings(broker=kafka, state_dir=str(tmp_path), metrics_port=-1))
+    with pytest.raises(WorkerFailed, match="co-partitioned.*tj-copart-users"):
+        asyncio.run(worker.run())
