@@ -298,3 +298,40 @@ def test_a_table_join_refuses_a_table_topic_with_another_partition_count(kafka: 
     worker = Worker(t, Settings(broker=kafka, state_dir=str(tmp_path), metrics_port=-1))
     with pytest.raises(WorkerFailed, match="co-partitioned.*tj-copart-users"):
         asyncio.run(worker.run())
+
+
+def test_the_global_table_is_loaded_before_the_first_stream_record(kafka: str,
+                                                                  tmp_path: Path) -> None:
+    """Products and transactions are both in Kafka before the worker starts: every
+    transaction finds its product, even those in the first batch the worker polls."""
+    t = Topology("tj_gload")
+    products = t.global_table("tj-gload-products")
+    (t.stream("tj-gload-txns")
+        .join(products, lambda _k, txn: txn["product_id"],
+              lambda txn, product: {**txn, "name": product["name"]})
+        .to("tj-gload-out"))
+    topics = ["tj-gload-products", "tj-gload-txns", "tj-gload-out", t.dlq_topic]
+    admin.run(admin.delete_topics(kafka, topics))
+    admin.run(admin.ensure_topics(kafka, [TopicSpec(name, PARTITIONS) for name in topics]))
+    admin.run(admin.reset_group_to_earliest(kafka, t.name, ["tj-gload-txns"]))
+    count = 2000
+    produce(kafka, [("tj-gload-products", f"p{i}", {"name": f"n{i}"}) for i in range(count)])
+    produce(kafka, [("tj-gload-txns", f"t{i}", {"product_id": f"p{i}"}) for i in range(count)])
+    worker = Worker(t, Settings(broker=kafka, state_dir=str(tmp_path), metrics_port=-1,
+                                max_batch_records=100))
+
+    async def run() -> None:
+        task = asyncio.ensure_future(worker.run())
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not task.done():
+            ends = await admin.end_offsets(kafka, "tj-gload-txns")
+            committed = await admin.committed_offsets(kafka, t.name, ["tj-gload-txns"])
+            if sum(committed.values()) >= sum(ends.values()):
+                break
+            await asyncio.sleep(0.5)
+        worker.stop()
+        await task
+
+    asyncio.run(run())
+    joined = {r.key.decode(): json.loads(r.value) for r in read_topic(kafka, "tj-gload-out")}
+    assert joined == {f"t{i}": {"product_id": f"p{i}", "name": f"n{i}"} for i in range(count)}
