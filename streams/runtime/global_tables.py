@@ -15,6 +15,7 @@ as of its start), keeping the tables current.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -164,7 +165,7 @@ class GlobalTableConsumer:
         """Open the local copy and read every partition of the global topics up to the end
         offsets taken now; report ``streams_recovery_records_remaining{table}`` as it goes."""
         tables = self.tables
-        await _to_thread(tables.open)
+        await asyncio.to_thread(tables.open)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False,
             isolation_level="read_committed", auto_offset_reset="earliest",
@@ -245,9 +246,3 @@ def _offsets(by_tp: dict[TopicPartition, int]) -> Offsets:
 
 def _fmt(offsets: Offsets) -> str:
     return ", ".join(f"{t}:{p}={o}" for (t, p), o in sorted(offsets.items())) or "-"
-
-
-async def _to_thread(fn: Callable[[], None]) -> None:
-    import asyncio
-
-    await asyncio.to_thread(fn)
