@@ -245,7 +245,11 @@ def tables_list(name: str | None, as_json: bool, state_dir: str | None, broker: 
                    f"  bytes={r.bytes_on_disk}")
         if r.window is not None:
             click.echo(f"  windows: {r.window}; {r.windows} stored")
-        click.echo(f"  changelog {r.changelog} end offsets [{ends}]")
+        if r.kind == "global":  # every worker holds all of it; its topic is its changelog
+            click.echo(f"  topic {r.changelog} (all partitions, the changelog) end offsets "
+                       f"[{ends}]")
+        else:
+            click.echo(f"  changelog {r.changelog} end offsets [{ends}]")
         click.echo("  committed input offsets: " + (", ".join(
             f"{k}={v}" for k, v in r.committed_input_offsets.items()) or "-"))
         click.echo("  local input offsets:     " + (", ".join(
@@ -302,7 +306,7 @@ def tables_reset(name: str, table_names: tuple[str, ...], dry_run: bool, force: 
 
     topology = registry.load(name)
     settings = load_settings(name, state_dir=state_dir, broker=broker)
-    if not topology.stores:
+    if not topology.stores and not topology.global_tables:
         raise UserError(f"topology {name!r} has no tables")
     try:
         plan = plan_reset(topology, settings.state_dir, settings.partitions, list(table_names))

@@ -65,9 +65,52 @@ def rides(rng: random.Random, count: int, start_ms: int, step_ms: float = 100
         }
 
 
+FIRST_NAMES = ["Ada", "Alan", "Grace", "Linus", "Barbara", "Ken", "Margaret", "Dennis",
+               "Frances", "Edsger", "Radia", "Tim", "Katherine", "John", "Hedy", "Donald"]
+TIERS = ["PREMIUM", "REGULAR", "BASIC"]
+TIER_WEIGHTS = [2, 5, 3]
+CATEGORIES = ["books", "electronics", "garden", "toys", "grocery", "sports", "music"]
+PRODUCT_NAMES = ["lamp", "kettle", "novel", "headphones", "rake", "puzzle", "coffee", "ball",
+                 "guitar strings", "notebook", "charger", "tent"]
+UNKNOWN_SHARE = 0.04  # transactions whose user (and, separately, product) does not exist
+
+
+def enrichment(rng: random.Random, count: int, start_ms: int, step_ms: float = 100
+               ) -> Iterator[Event]:
+    """Reference data first: users (keyed by user_id, tiers PREMIUM/REGULAR/BASIC) and products
+    (keyed by product_id), then ``count`` transactions keyed by user_id. About 4 % of the
+    transactions name a user that does not exist and about 4 % a product that does not; after
+    each fifth of the transactions three users change tier. Event time starts at ``start_ms``
+    and advances ``step_ms`` per transaction."""
+    n_users, n_products = max(20, count // 20), max(10, count // 40)
+    user_ids = [f"u{i}" for i in range(n_users)]
+    product_ids = [f"p{i}" for i in range(n_products)]
+    for uid in user_ids:
+        yield "users", uid, {"user_id": uid, "name": rng.choice(FIRST_NAMES),
+                             "tier": rng.choices(TIERS, TIER_WEIGHTS)[0]}
+    for pid in product_ids:
+        price = Decimal(rng.randrange(100, 50000)) / 100
+        yield "products", pid, {"product_id": pid, "name": rng.choice(PRODUCT_NAMES),
+                                "category": rng.choice(CATEGORIES), "price": f"{price:.2f}"}
+    fifth = max(1, count // 5)
+    for i in range(count):
+        if i and i % fifth == 0:
+            for uid in rng.sample(user_ids, 3):
+                yield "users", uid, {"user_id": uid, "name": rng.choice(FIRST_NAMES),
+                                     "tier": rng.choice(TIERS)}
+        uid = (f"u-unknown-{rng.randrange(1000)}" if rng.random() < UNKNOWN_SHARE
+               else rng.choice(user_ids))
+        pid = (f"p-unknown-{rng.randrange(1000)}" if rng.random() < UNKNOWN_SHARE
+               else rng.choice(product_ids))
+        amount = Decimal(rng.randrange(100, 100000)) / 100
+        yield "transactions", uid, {"txn_id": f"t{i}", "user_id": uid, "product_id": pid,
+                                    "amount": f"{amount:.2f}", "ts": start_ms + int(i * step_ms)}
+
+
 GENERATORS: dict[str, Callable[..., Iterator[Event]]] = {
     "profile_notifications": profile_views,
     "trip_stats": rides,
+    "enrichment": enrichment,
 }
 
 

@@ -31,6 +31,7 @@ from .dsl.serdes import KeySerde, json_dumps
 from .dsl.topology import Topology
 from .runtime import checkpoint
 from .runtime.compile import SubTopology, subtopologies
+from .runtime.global_tables import GlobalTables
 from .runtime.task import Output, Task
 from .state.meta import Offsets, TaskId
 from .state.recovery import ChangelogFilter, apply_changelog, decide_open, restored_meta
@@ -121,12 +122,12 @@ class MemoryTopics:
 
 
 def open_task(topology: Topology, sub: SubTopology, partition: int, state_dir: Path,
-              kafka: MemoryTopics) -> Task:
+              kafka: MemoryTopics, global_tables: Any = None) -> Task:
     """Open a task over in-memory topics with the worker's open-or-restore decision."""
     if not sub.stores:
-        return Task(topology, sub, partition, None)
+        return Task(topology, sub, partition, None, global_tables)
     path = Path(state_dir) / str(TaskId(sub.id, partition))
-    task = Task(topology, sub, partition, TaskStore(path, sub.stores))
+    task = Task(topology, sub, partition, TaskStore(path, sub.stores), global_tables)
     local = task.meta()
     committed = {tp: off for tp, off in kafka.group.items() if tp in set(task.tps)}
     ends = {topic: kafka.end(topic) for topic in task.changelogs}
@@ -149,7 +150,7 @@ def open_task(topology: Topology, sub: SubTopology, partition: int, state_dir: P
                        if r is not None]  # None: removed by compaction
             apply_changelog(store, table, records, accept, repairs.setdefault(table, set()))
     store.write(restored_meta(local, decision, committed, ends, accept, task.shape).encode())
-    task = Task(topology, sub, partition, store)
+    task = Task(topology, sub, partition, store, global_tables)
     if task.repair(repairs):
         run_sync(checkpoint.commit([task], kafka))
     return task
@@ -172,10 +173,12 @@ class TopologyTestDriver:
         self._tasks: dict[TaskId, Task] = {}
         self._by_topic: dict[str, Task] = {}
         self._since_commit = 0
+        self._globals = GlobalTables(topology, self.state_dir) if topology.global_tables else None
         self._open_tasks()
 
     # -- tasks ------------------------------------------------------------------------------------
     def _open_tasks(self) -> None:
+        self._open_global_tables()
         for sub in self._subs:
             task = self._open_task(sub)
             self._tasks[task.id] = task
@@ -183,7 +186,21 @@ class TopologyTestDriver:
                 self._by_topic[topic] = task
 
     def _open_task(self, sub: SubTopology) -> Task:
-        return open_task(self.topology, sub, 0, self.state_dir, self.kafka)
+        return open_task(self.topology, sub, 0, self.state_dir, self.kafka, self._globals)
+
+    def _open_global_tables(self) -> None:
+        """Open the local copy of the global tables and catch up with their topics, as a
+        worker does before it processes anything (the same decisions and the same apply)."""
+        g = self._globals
+        if g is None:
+            return
+        g.open()
+        ends = {(t, 0): self.kafka.end(t) for t in g.topics}
+        start = g.start({tp: 0 for tp in ends}, ends)
+        for topic in g.topics:
+            records = [r for r in self.topics.get(topic, [])[start[(topic, 0)]:] if r is not None]
+            if records:
+                g.apply(records)
 
     def restart(self, *, commit: bool = True, lose_state: bool = False) -> None:
         """Stop and start the topology again on the same state directory, as a worker restart
@@ -197,6 +214,8 @@ class TopologyTestDriver:
             task.close()
         self._tasks.clear()
         self._by_topic.clear()
+        if self._globals is not None:
+            self._globals.close()
         if lose_state:
             shutil.rmtree(self.state_dir, ignore_errors=True)
         self._open_tasks()
@@ -232,6 +251,9 @@ class TopologyTestDriver:
         return self.kafka.append(topic, key, value, ts, headers)
 
     def _run(self, topic: str, raws: list[TestRecord]) -> None:
+        if self._globals is not None and topic in self._globals.by_topic:
+            self._globals.apply(raws)  # global tables change at once; no commit involved
+            return
         task = self._by_topic.get(topic)
         if task is None:
             raise KeyError(f"topology {self.topology.name!r} does not read topic {topic!r}")
@@ -301,6 +323,8 @@ class TopologyTestDriver:
         before anyone can read its state). Windowed tables: {key: {window start: value}}, or
         {key: {(start, end): value}} for sessions."""
         self.commit()
+        if self._globals is not None and name in self._globals.views:
+            return {kb.decode(): v for kb, v in self._globals[name].items()}
         for task in self._tasks.values():
             if name in task.tables:
                 view = task.tables[name]
@@ -323,6 +347,8 @@ class TopologyTestDriver:
         finally:
             for task in self._tasks.values():
                 task.close()
+            if self._globals is not None:
+                self._globals.close()
             if self._tmp:
                 shutil.rmtree(self._tmp, ignore_errors=True)
 

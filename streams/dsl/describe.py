@@ -50,6 +50,8 @@ def describe(topology: Topology, fmt: str = "text") -> str:
         out.append(f"  late records: {topology.late_topic}")
     for name, spec in topology.stores.items():
         out.append(f"  table {name} ({spec.kind}), changelog {spec.changelog}")
+    for name, g in topology.global_tables.items():
+        out.append(f"  table {name} (global), topic {g.topic}: every partition in every worker")
     out.append("  graph:")
 
     def walk(node: n.Node, depth: int) -> None:

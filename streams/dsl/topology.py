@@ -25,6 +25,7 @@ from . import nodes as n
 from .serdes import JsonSerde, KeySerde, Serde, serde_for
 
 if TYPE_CHECKING:
+    from .table_joins import GlobalTable, GlobalTableSpec
     from .windowed import WindowedStream
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -72,6 +73,7 @@ class Topology:
         self.late_topic = late_topic
         self._counter = 0
         self._repartition_names: set[str] = set()
+        self.global_tables: dict[str, GlobalTableSpec] = {}  # see streams.dsl.table_joins
 
     # -- naming ---------------------------------------------------------------------------------
     def _next_name(self, kind: str) -> str:
@@ -111,6 +113,9 @@ class Topology:
         if topic in self.internal_topics() or topic in claimed:
             raise ValueError(f"topic {topic!r} is an internal topic of topology {self.name!r} "
                              "(repartition or changelog) and cannot be read as an input")
+        if any(g.topic == topic for g in self.global_tables.values()):
+            raise ValueError(f"topic {topic!r} is a global table of topology {self.name!r}; "
+                             "it cannot also be read as a stream, table or another global table")
 
     # -- sources --------------------------------------------------------------------------------
     def stream(self, topic: str, *, key: Any = "str", value: Any = "json",
@@ -145,6 +150,19 @@ class Topology:
         node = source.add_child(n.TableSourceNode(self._next_name("table"), name, spec.value_serde))
         return Table(self, node, spec)
 
+    def global_table(self, topic: str, *, key: Any = "str", value: Any = "json",
+                     name: str | None = None) -> GlobalTable:
+        """Materialize all of ``topic`` in every worker (latest value per key, a null value
+        deletes), for :meth:`Stream.join` by a key computed from each record. No
+        co-partitioning needed; the topic itself is the changelog. ``name`` defaults to the
+        topic. Semantics in :mod:`streams.dsl.table_joins`.
+
+        ``products = topology.global_table("products", value=Product)``
+        """
+        from .table_joins import add_global_table
+
+        return add_global_table(self, topic, key=key, value=value, name=name)
+
     def store(self, name: str, *, value: Any = "any-json") -> StoreSpec:
         """Declare a keyed state store for :meth:`Stream.process`.
 
@@ -152,11 +170,14 @@ class Topology:
         """
         return self._add_store(name, serde_for(value), "store")
 
-    def _add_store(self, name: str, value_serde: Serde, kind: str, window: Any = None) -> StoreSpec:
+    def _check_table_name(self, name: str) -> None:
         if not _NAME.match(name) or name.startswith("__"):
             raise ValueError(f"invalid table name {name!r}")
-        if name in self.stores:
+        if name in self.stores or name in self.global_tables:
             raise ValueError(f"table {name!r} is declared twice in topology {self.name!r}")
+
+    def _add_store(self, name: str, value_serde: Serde, kind: str, window: Any = None) -> StoreSpec:
+        self._check_table_name(name)
         changelog = self.changelog_topic(name)
         if changelog in self.input_topics():
             raise ValueError(f"topic {changelog!r} is an input of topology {self.name!r} and "
@@ -178,7 +199,9 @@ class Topology:
         return list(seen.values())
 
     def input_topics(self) -> list[str]:
-        return _unique(s.topic for s in self.sources if not s.internal)
+        """Topics the topology reads: its sources', then its global tables'."""
+        return _unique([*(s.topic for s in self.sources if not s.internal),
+                        *(g.topic for g in self.global_tables.values())])
 
     def output_topics(self) -> list[str]:
         return _unique(x.topic for x in self.nodes() if isinstance(x, n.SinkNode) and not x.internal)
@@ -324,6 +347,37 @@ class Stream:
                 raise ValueError(f"process() uses undeclared store {s!r}; declare it with "
                                  "topology.store(name)")
         return self._then(n.ProcessNode(self._name("process", name), fn, names), rekeys=True)
+
+    def join(self, other: Any, *args: Any, **kwargs: Any) -> Stream:
+        """Join with a table or global table (semantics in :mod:`streams.dsl.table_joins`):
+
+        * ``stream.join(table, joiner, how="inner"|"left")``: the co-partitioned table's row of
+          the record's key; emits ``joiner(value, row)`` (``row`` None for a left join miss);
+        * ``stream.join(global_table, key_selector, joiner, how="inner"|"left")``: the row of
+          ``key_selector(key, value)`` in a global table.
+
+        Only stream records produce output; table updates never do.
+
+        ``orders.join(users, lambda order, user: {**order, "tier": user["tier"]})``
+        """
+        from .table_joins import GlobalTable
+
+        if isinstance(other, GlobalTable):
+            return self._join_global_table(other, *args, **kwargs)
+        if isinstance(other, Table):
+            return self._join_table(other, *args, **kwargs)
+        raise TypeError(f"cannot join a stream with {type(other).__name__}: expected a Table "
+                        "or GlobalTable")
+
+    def _join_table(self, table: Table, *args: Any, **kwargs: Any) -> Stream:
+        from .table_joins import join_table
+
+        return join_table(self, table, *args, **kwargs)
+
+    def _join_global_table(self, table: GlobalTable, *args: Any, **kwargs: Any) -> Stream:
+        from .table_joins import join_global_table
+
+        return join_global_table(self, table, *args, **kwargs)
 
 
 def _identity(value: Any) -> Any:

@@ -45,6 +45,8 @@ class _TaskSide(Protocol):
 
     def table(self, name: str) -> StoreView: ...
 
+    def global_table(self, name: str) -> Any: ...
+
     def dead_letter(self, raw: Any, error: str, reason: str) -> None: ...
 
     def count_dropped(self, node: str, reason: str) -> None: ...
@@ -67,6 +69,12 @@ class ProcessorContext:
         """The view of the task's store ``name`` (it must be one of the node's ``store_names()``,
         or the sub-topology has no such store: KeyError)."""
         return self._task.table(name)
+
+    def global_table(self, name: str) -> Any:
+        """The worker's global table ``name`` (a
+        :class:`~streams.state.global_store.GlobalTableView`: ``key_bytes``, ``get_by_bytes``,
+        ``get``), shared by all its tasks."""
+        return self._task.global_table(name)
 
     # -- output -----------------------------------------------------------------------------------
     def send(self, topic: str, key: bytes | None, value: bytes | None, timestamp: int | None,

@@ -11,6 +11,7 @@ for itself and compiles its sub-topology against that.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ..dsl.topology import Topology
@@ -27,8 +28,9 @@ __all__ = ["Output", "Task"]
 
 class Task:
     def __init__(self, topology: Topology, sub: SubTopology, partition: int,
-                 store: TaskStore | None) -> None:
+                 store: TaskStore | None, global_tables: Mapping[str, Any] | None = None) -> None:
         self.topology = topology
+        self.global_tables = global_tables or {}  # the worker's, shared by its tasks
         self.sub = sub
         self.partition = partition
         self.id = TaskId(sub.id, partition)
@@ -62,6 +64,12 @@ class Task:
     # -- state ------------------------------------------------------------------------------------
     def table(self, name: str) -> StoreView:
         return self._views[name]
+
+    def global_table(self, name: str) -> Any:
+        try:
+            return self.global_tables[name]
+        except KeyError:
+            raise KeyError(f"global table {name!r} is not loaded in this worker") from None
 
     @property
     def tables(self) -> dict[str, StoreView]:

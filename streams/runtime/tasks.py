@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -60,8 +61,10 @@ class TaskManager:
 
     def __init__(self, topology: Topology, subs: list[SubTopology], state_root: Path,
                  bootstrap: str, consumer: AIOKafkaConsumer, transport: checkpoint.CommitTransport,
-                 on_remaining: Callable[[str, int], None] | None = None) -> None:
+                 on_remaining: Callable[[str, int], None] | None = None,
+                 global_tables: Mapping[str, Any] | None = None) -> None:
         self.topology = topology
+        self.global_tables = global_tables  # the worker's, handed to every task
         self.sub_of_topic = {t: s for s in subs for t in s.topics}
         self.state_root = state_root
         self.bootstrap = bootstrap
@@ -87,7 +90,8 @@ class TaskManager:
             else:
                 # Stateless: nothing to open or restore, and the group's offsets are where it
                 # resumes, so it starts right away (no paused poll in between).
-                self.running[task_id] = Task(self.topology, sub, tp.partition, None)
+                self.running[task_id] = Task(self.topology, sub, tp.partition, None,
+                                             self.global_tables)
         paused = [tp for tp in tps
                   if TaskId(self.sub_of_topic[tp.topic].id, tp.partition) in self._pending]
         if paused:
@@ -179,12 +183,13 @@ class TaskManager:
     async def _open(self, task_id: TaskId, sub: SubTopology) -> None:
         partition = task_id.partition
         if not sub.stores:
-            await self._start_task(Task(self.topology, sub, partition, None))
+            await self._start_task(Task(self.topology, sub, partition, None,
+                                        self.global_tables))
             return
         path = self.state_root / str(task_id)
         check_state_shape(path, self.topology, sub)
         store = await asyncio.to_thread(TaskStore, path, sub.stores)
-        task = Task(self.topology, sub, partition, store)
+        task = Task(self.topology, sub, partition, store, self.global_tables)
         local = task.meta()
         committed = await self._committed(task.tps)
         tps = [TopicPartition(t, partition) for t in task.changelogs]
@@ -212,7 +217,7 @@ class TaskManager:
         store = restoration.store
         store.write(restoration.finish().encode())
         sub = self.sub_of_topic[next(iter(self._topics_of(task_id)))]
-        task = Task(self.topology, sub, task_id.partition, store)
+        task = Task(self.topology, sub, task_id.partition, store, self.global_tables)
         if task.repair(restoration.repairs):
             await checkpoint.commit([task], self.transport)
         await self._start_task(task)

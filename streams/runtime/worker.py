@@ -29,6 +29,7 @@ from ..dsl.topology import Topology
 from ..metrics import Metrics
 from . import checkpoint
 from .compile import subtopologies
+from .global_tables import GlobalTableConsumer, GlobalTables
 from .idle import IdleTracker
 from .producer import KafkaTransport
 from .tasks import TaskManager
@@ -74,6 +75,9 @@ class Worker:
         self.producer: AIOKafkaProducer | None = None
         self.transport: KafkaTransport | None = None
         self.tasks: TaskManager | None = None
+        self.global_tables = (GlobalTables(topology, self.state_root)
+                              if topology.global_tables else None)
+        self.global_consumer: GlobalTableConsumer | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -109,14 +113,27 @@ class Worker:
         self.transport = KafkaTransport(
             self.producer, self.consumer,
             on_produced=lambda topic, n: produced.labels(name, topic).inc(n))
+        if self.global_tables is not None:
+            keys = self.metrics.table_keys
+            self.global_consumer = GlobalTableConsumer(
+                self.global_tables, s.broker,
+                on_remaining=lambda table, n: remaining.labels(name, table).set(n),
+                on_keys=lambda table, n: keys.labels(name, table).set(n),
+                stopping=self._stopping.is_set)
         self.tasks = TaskManager(
             self.topology, self.subs, self.state_root, s.broker, self.consumer, self.transport,
-            on_remaining=lambda table, n: remaining.labels(name, table).set(n))
-        self.consumer.subscribe(topics=self.topics, listener=_Rebalance(self))
-        log.info("worker for %s started (group %s, broker %s)", name, name, s.broker)
+            on_remaining=lambda table, n: remaining.labels(name, table).set(n),
+            global_tables=self.global_tables)
         clean = False
         try:
-            await self._loop()
+            if self.global_consumer is not None:
+                # Loaded to the end before the worker joins its group: no stream record is
+                # ever joined against a partly loaded global table.
+                await self.global_consumer.load()
+            if not self._stopping.is_set():  # (a stop request may end the load early)
+                self.consumer.subscribe(topics=self.topics, listener=_Rebalance(self))
+                log.info("worker for %s started (group %s, broker %s)", name, name, s.broker)
+                await self._loop()
             clean = self._fatal is None
         except Exception as exc:  # noqa: BLE001 - reported below as the worker's failure
             self.fail(exc)
@@ -133,6 +150,8 @@ class Worker:
         stop_wait = asyncio.ensure_future(self._stopping.wait())
         try:
             while not self._stopping.is_set():
+                if self.global_consumer is not None:
+                    await self._poll_global_tables()
                 if tasks.busy:
                     async with self._lock:
                         await tasks.open_pending()
@@ -171,6 +190,8 @@ class Worker:
                         "input will be processed again", name)
         if self.tasks is not None:
             await self.tasks.stop()
+        if self.global_consumer is not None:
+            await self.global_consumer.stop()
         if self.consumer is not None:
             await self.consumer.stop()
         if self.producer is not None:
@@ -203,6 +224,14 @@ class Worker:
         if newest_ts > 0:
             m.e2e.labels(name).observe(max(0.0, time.time() - newest_ts / 1000))
         self._update_lag(batch.keys())
+
+    async def _poll_global_tables(self) -> None:
+        """Apply the global-table records that arrived (between batches: a batch sees the
+        global tables as they were when it started)."""
+        assert self.global_consumer is not None and self.global_tables is not None
+        await self.global_consumer.poll()
+        if self.global_tables.dropped:
+            self.metrics.count_task_events({}, self.global_tables.dropped, {})
 
     async def _idle_close(self) -> None:
         """Advance the stream time of the tasks whose input has been quiet for
@@ -248,6 +277,8 @@ class Worker:
         for task in self.tasks.running.values():
             for table, n in task.approximate_keys().items():
                 keys[table] = keys.get(table, 0) + n
+        if self.global_tables is not None:
+            keys.update(self.global_tables.approximate_keys())
         for table, n in keys.items():
             self.metrics.table_keys.labels(name, table).set(n)
 

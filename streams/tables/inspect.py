@@ -13,6 +13,7 @@ from ..kafka import admin
 from ..runtime.compile import subtopologies
 from ..state.meta import TaskId, TaskMeta
 from ..dsl.windows import HoppingWindows, SlidingWindows, TumblingWindows
+from ..state.global_store import global_dirs
 from ..state.store import TaskStore
 from ..state.views import open_view
 from ..state.window_store import SessionStoreView, WindowStoreView
@@ -108,11 +109,23 @@ def _dir_bytes(path: Path) -> int:
 async def table_infos(topology: Topology, state_dir: str, bootstrap: str,
                       only: list[str] | None = None) -> list[TableInfo]:
     state_root = Path(state_dir)
-    names = list(topology.stores) if not only else only
-    for name in names:
-        if name not in topology.stores:
+    known = [*topology.stores, *topology.global_tables]
+    for name in only or []:
+        if name not in known:
             raise LookupError(f"topology {topology.name!r} has no table {name!r} "
-                              f"(tables: {', '.join(topology.stores) or 'none'})")
+                              f"(tables: {', '.join(known) or 'none'})")
+    names = [t for t in topology.stores if not only or t in only]
+    infos = await _table_infos(topology, state_root, bootstrap, names)
+    for name in topology.global_tables:
+        if not only or name in only:
+            infos.append(await global_table_info(topology, state_root, bootstrap, name))
+    return infos
+
+
+async def _table_infos(topology: Topology, state_root: Path, bootstrap: str,
+                       names: list[str]) -> list[TableInfo]:
+    if not names:
+        return []
     subs = {s.id: s for s in subtopologies(topology)}
     committed = await admin.committed_offsets(bootstrap, topology.name,
                                               [t for s in subs.values() for t in s.topics])
@@ -155,8 +168,48 @@ async def table_infos(topology: Topology, state_dir: str, bootstrap: str,
     return infos
 
 
+def newest_global_copy(topology: Topology, state_dir: str | Path) -> tuple[Path, TaskMeta] | None:
+    """The local copy of the global tables that reflects the most records (several workers on
+    one host each keep one), with its meta; None if there is none."""
+    best: tuple[Path, TaskMeta] | None = None
+    for path in global_dirs(Path(state_dir) / topology.name):
+        store = open_read_only(path, list(topology.global_tables))
+        try:
+            meta = TaskMeta.decode(store.meta())
+        finally:
+            store.close()
+        if best is None or sum(meta.offsets.values()) > sum(best[1].offsets.values()):
+            best = (path, meta)
+    return best
+
+
+async def global_table_info(topology: Topology, state_root: Path, bootstrap: str,
+                            name: str) -> TableInfo:
+    """A global table: its topic is its changelog; keys and offsets are those of this host's
+    most advanced copy; ``local_tasks`` names every copy (one per worker)."""
+    spec = topology.global_tables[name]
+    ends = await admin.end_offsets(bootstrap, spec.topic)
+    keys, exact, offsets = 0, True, {}
+    newest = newest_global_copy(topology, state_root)
+    if newest is not None:
+        path, meta = newest
+        store = open_read_only(path, list(topology.global_tables))
+        try:
+            keys, exact = store.count_keys(name)
+        finally:
+            store.close()
+        offsets = {f"{t}:{p}": o for (t, p), o in sorted(meta.offsets.items()) if t == spec.topic}
+    dirs = global_dirs(state_root / topology.name)
+    return TableInfo(topology=topology.name, table=name, kind="global", partitions=len(ends),
+                     keys=keys, keys_exact=exact, bytes_on_disk=sum(_dir_bytes(p) for p in dirs),
+                     changelog=spec.topic, changelog_end_offsets=ends,
+                     local_tasks=[p.name for p in dirs], local_input_offsets=offsets)
+
+
 def get_value(topology: Topology, state_dir: str, table: str, key: str) -> Any:
     """The value of ``key`` in ``table`` from the local task stores; LookupError if absent."""
+    if table in topology.global_tables:
+        return _get_global(topology, state_dir, table, key)
     spec = _spec(topology, table)
     kb = spec.key_serde.serialize(key)
     assert kb is not None
@@ -200,7 +253,25 @@ def get_windows(topology: Topology, state_dir: str, table: str, key: str) -> lis
     return sorted(out, key=lambda r: (r["window_start"], r["window_end"] or 0))
 
 
+def _get_global(topology: Topology, state_dir: str, table: str, key: str) -> Any:
+    newest = newest_global_copy(topology, state_dir)
+    if newest is None:
+        raise LookupError(f"no local copy of global table {table!r} under {state_dir} "
+                          "(run a worker with this --state-dir first)")
+    spec = topology.global_tables[table]
+    store = open_read_only(newest[0], list(topology.global_tables))
+    try:
+        raw = store.get(table, spec.key_serde.serialize(key))
+    finally:
+        store.close()
+    if raw is None:
+        raise LookupError(f"key {key!r} not found in global table {table!r}")
+    return spec.value_serde.deserialize(raw)
+
+
 def is_windowed(topology: Topology, table: str) -> bool:
+    if table in topology.global_tables:
+        return False
     return _spec(topology, table).kind in WINDOWED_KINDS
 
 

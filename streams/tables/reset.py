@@ -18,6 +18,7 @@ from ..dsl.topology import Topology
 from ..kafka import admin
 from ..kafka.admin import TopicSpec
 from ..runtime.compile import SubTopology, subtopologies
+from ..state.global_store import global_dirs
 from ..runtime.topics import CHANGELOG_CONFIG, REPARTITION_CONFIG, written_repartitions
 
 
@@ -53,10 +54,28 @@ def _upstream(sub: SubTopology, subs: list[SubTopology]) -> list[SubTopology]:
 
 def plan_reset(topology: Topology, state_dir: str, partitions: int,
                tables: list[str] | None = None) -> ResetPlan:
+    known = [*topology.stores, *topology.global_tables]
     for t in tables or []:
-        if t not in topology.stores:
+        if t not in known:
             raise LookupError(f"topology {topology.name!r} has no table {t!r} "
-                              f"(tables: {', '.join(topology.stores) or 'none'})")
+                              f"(tables: {', '.join(known) or 'none'})")
+    plan = _plan_reset(topology, state_dir, partitions,
+                       [t for t in tables or [] if t in topology.stores],
+                       only_global=bool(tables) and all(t in topology.global_tables
+                                                        for t in tables or []))
+    # Global tables have no changelog (their topic is one) and no group offsets: resetting
+    # one deletes this host's copies, which the next worker loads from the topic again.
+    chosen = [g for g in topology.global_tables if not tables or g in tables]
+    if chosen:
+        plan.tables += chosen
+        plan.state_dirs += global_dirs(Path(state_dir) / topology.name)
+    return plan
+
+
+def _plan_reset(topology: Topology, state_dir: str, partitions: int, tables: list[str],
+                only_global: bool) -> ResetPlan:
+    if only_global:
+        return ResetPlan(topology.name, [], [], [], [])
     subs = subtopologies(topology)
     if tables:
         chosen = {s.id for s in subs if set(s.stores) & set(tables)}

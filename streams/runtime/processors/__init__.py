@@ -5,7 +5,8 @@
 * :mod:`.stateless`: map, filter, flat_map, select_key, peek, branch;
 * :mod:`.stateful`: aggregate, table source, process;
 * :mod:`.windowed`: windowed aggregations (tumbling/hopping, sessions);
-* :mod:`.sinks`: ``SinkProc``.
+* :mod:`.sinks`: ``SinkProc``;
+* :mod:`.table_joins`: stream-table and stream-global-table joins.
 
 :data:`PROCESSORS` maps each node type to its processor class: a new node kind (windows, joins)
 is a node class in :mod:`streams.dsl.nodes`, a ``Processor(node, ctx)`` subclass here, and one
@@ -19,6 +20,7 @@ from collections.abc import Callable
 
 from ...dsl import nodes as n
 from ...dsl.serdes import MAX_RECORD_BYTES
+from ...dsl.table_joins import GlobalTableJoinNode, StreamTableJoinNode
 from ...dsl.windows import SessionWindows, SlidingWindows
 from ...state.meta import ORIGIN_HEADER
 from ..context import ProcessorContext
@@ -26,6 +28,7 @@ from .base import MAX_TIMESTAMP_MS, Processor, Rec, ShapeError, describe_error
 from .sinks import SinkProc
 from .source import SourceProc, timestamp_extractor
 from .stateful import AggregateProc, ProcessProc, TableSourceProc
+from .table_joins import GlobalTableJoinProc, StreamTableJoinProc
 from .stateless import BranchProc, FilterProc, FlatMapProc, MapProc, PeekProc, SelectKeyProc
 from .windowed import (SessionWindowAggregateProc, SlidingWindowAggregateProc,
                        TimeWindowAggregateProc)
@@ -40,7 +43,7 @@ def window_aggregate(node: n.Node, ctx: ProcessorContext) -> Processor:
     return TimeWindowAggregateProc(node, ctx)
 
 
-__all__ = ["MAX_RECORD_BYTES", "MAX_TIMESTAMP_MS", "ORIGIN_HEADER", "PROCESSORS",
+__all__ = ["GlobalTableJoinProc", "StreamTableJoinProc", "MAX_RECORD_BYTES", "MAX_TIMESTAMP_MS", "ORIGIN_HEADER", "PROCESSORS",
            "AggregateProc", "BranchProc", "FilterProc", "FlatMapProc", "MapProc", "PeekProc",
            "ProcessProc", "Processor", "ProcessorContext", "Rec", "SelectKeyProc", "ShapeError",
            "SessionWindowAggregateProc", "SinkProc", "SlidingWindowAggregateProc", "SourceProc", "TableSourceProc",
@@ -59,4 +62,7 @@ PROCESSORS: dict[type[n.Node], Callable[[n.Node, ProcessorContext], Processor]] 
     n.TableSourceNode: TableSourceProc,
     n.ProcessNode: ProcessProc,
     n.WindowAggregateNode: window_aggregate,
+    # stream-table joins (streams.dsl.table_joins)
+    StreamTableJoinNode: StreamTableJoinProc,
+    GlobalTableJoinNode: GlobalTableJoinProc,
 }

@@ -1,0 +1,95 @@
+"""Stream-table joins + branch: enrich transactions with their user and product.
+
+transactions {txn_id, user_id, product_id, amount, ts}, keyed by user_id
+  -> join users (a table on `users`, keyed by user_id, co-partitioned with transactions)
+  -> join products (a global table on `products`) by the transaction's product_id
+  -> by the user's tier: premium-transactions (PREMIUM), regular-transactions (REGULAR),
+     other-transactions (anything else), each {txn_id, user_id, user_name, tier, product_id,
+     product_name, category, amount, ts}
+  -> a transaction whose user or product is unknown when it is processed: unenriched-transactions,
+     with its key and value unchanged
+Transactions that are not JSON objects, lack a field, carry an amount that is not a two-place
+decimal string or a key other than their user_id go to enrichment-dlq.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from streams import Topology
+
+FIELDS = ("txn_id", "user_id", "product_id", "amount", "ts")
+
+
+class InvalidTransaction(ValueError):
+    """A transaction that cannot be enriched (its dead letter says why)."""
+
+
+def validated(txn: dict[str, Any]) -> dict[str, Any]:
+    missing = [f for f in FIELDS if txn.get(f) is None]
+    if missing:
+        raise InvalidTransaction(f"missing field(s) {', '.join(missing)}")
+    for f in ("txn_id", "user_id", "product_id"):
+        if not isinstance(txn[f], str) or not txn[f]:
+            raise InvalidTransaction(f"{f} must be a non-empty string")
+    amount = txn["amount"]
+    try:
+        ok = isinstance(amount, str) and Decimal(amount).is_finite() and \
+            Decimal(amount).as_tuple().exponent == -2
+    except InvalidOperation:
+        ok = False
+    if not ok:
+        raise InvalidTransaction(f"amount must be a decimal string with two places, got {amount!r}")
+    return txn
+
+
+def key_is_user_id(key: Any, txn: dict[str, Any]) -> None:
+    # The users join looks the user up by the record key: a transaction keyed by someone else
+    # would be enriched with the wrong user.
+    if key != txn["user_id"]:
+        raise InvalidTransaction(f"key {key!r} is not the transaction's user_id {txn['user_id']!r}")
+
+
+def with_user(txn: dict[str, Any], user: dict[str, Any] | None) -> dict[str, Any]:
+    return {"txn": txn, "user": user}
+
+
+def with_product(joined: dict[str, Any], product: dict[str, Any] | None) -> dict[str, Any]:
+    return {**joined, "product": product}
+
+
+def enriched(joined: dict[str, Any]) -> dict[str, Any]:
+    txn, user, product = joined["txn"], joined["user"], joined["product"]
+    return {"txn_id": txn["txn_id"], "user_id": txn["user_id"], "user_name": user.get("name"),
+            "tier": user.get("tier"), "product_id": txn["product_id"],
+            "product_name": product.get("name"), "category": product.get("category"),
+            "amount": txn["amount"], "ts": txn["ts"]}
+
+
+def is_unenriched(joined: dict[str, Any]) -> bool:
+    return joined["user"] is None or joined["product"] is None
+
+
+topology = Topology("enrichment", description="transactions enriched with user and product, "
+                                              "by tier")
+
+users = topology.table("users")
+products = topology.global_table("products")
+
+joined = (topology.stream("transactions", timestamp="ts")
+          .map(validated, name="validate")
+          .peek(key_is_user_id, name="check-key")
+          # left joins: an unknown user or product is routed below instead of dropped
+          .join(users, with_user, how="left", name="join-users")
+          .join(products, lambda _key, j: j["txn"]["product_id"], with_product, how="left",
+                name="join-products"))
+
+unknown, known = joined.branch(is_unenriched, default=True)
+unknown.map(lambda j: j["txn"], name="original").to("unenriched-transactions")
+
+premium, regular, other = known.map(enriched, name="enrich").branch(
+    lambda t: t["tier"] == "PREMIUM", lambda t: t["tier"] == "REGULAR", default=True)
+premium.to("premium-transactions")
+regular.to("regular-transactions")
+other.to("other-transactions")
