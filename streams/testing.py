@@ -155,6 +155,20 @@ def open_task(topology: Topology, sub: SubTopology, partition: int, state_dir: P
     return task
 
 
+def _watch_agent_values(task: Task) -> None:
+    """Turn on the agents' check for table values changed in place but never assigned back
+    (a ``warnings.warn`` at the event boundary): a serialization per value read, fine in tests,
+    not in the worker."""
+    from .runtime.processors.agents import AgentProc
+
+    stack: list[Any] = [p for procs in task._sources.values() for p in procs]
+    while stack:
+        proc = stack.pop()
+        if isinstance(proc, AgentProc):
+            proc.watching = True
+        stack.extend(proc.children)
+
+
 class TopologyTestDriver:
     __test__ = False
 
@@ -183,7 +197,9 @@ class TopologyTestDriver:
                 self._by_topic[topic] = task
 
     def _open_task(self, sub: SubTopology) -> Task:
-        return open_task(self.topology, sub, 0, self.state_dir, self.kafka)
+        task = open_task(self.topology, sub, 0, self.state_dir, self.kafka)
+        _watch_agent_values(task)
+        return task
 
     def restart(self, *, commit: bool = True, lose_state: bool = False) -> None:
         """Stop and start the topology again on the same state directory, as a worker restart

@@ -50,6 +50,9 @@ def describe(topology: Topology, fmt: str = "text") -> str:
         out.append(f"  late records: {topology.late_topic}")
     for name, spec in topology.stores.items():
         out.append(f"  table {name} ({spec.kind}), changelog {spec.changelog}")
+    for agent in topology.agents.values():
+        out.append(f"  agent {agent.name}: tables {', '.join(agent.store_names()) or '-'}; "
+                   f"sinks {', '.join(agent.sinks) or '-'}")
     out.append("  graph:")
 
     def walk(node: n.Node, depth: int) -> None:

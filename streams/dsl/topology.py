@@ -72,6 +72,10 @@ class Topology:
         self.late_topic = late_topic
         self._counter = 0
         self._repartition_names: set[str] = set()
+        # Faust-style agents (streams.dsl.agents): agents, their tables, topics they send to
+        self.agents: dict[str, Any] = {}
+        self.agent_tables: dict[str, Any] = {}
+        self.send_topics: dict[str, Any] = {}
 
     # -- naming ---------------------------------------------------------------------------------
     def _next_name(self, kind: str) -> str:
@@ -152,6 +156,43 @@ class Topology:
         """
         return self._add_store(name, serde_for(value), "store")
 
+    # -- agents (streams.dsl.agents) -----------------------------------------------------------
+    def agent(self, source: Any, *, name: str | None = None, key: Any = "str",
+              value: Any = "json", timestamp: Any = None,
+              group_by: Callable[[Any], Any] | None = None, sink: Iterable[Any] = (),
+              tables: Iterable[Any] | None = None) -> Callable[[Callable[..., Any]], Any]:
+        """Decorate a Faust-style agent reading ``source`` (a topic name, a Stream or a
+        GroupedStream); ``yield`` sends to ``sink`` with the current key. ``group_by=fn``
+        re-keys and repartitions first (topic ``<topology>-<agent>-repartition``).
+        ``tables``: the table_stores the agent uses, if it does not name them itself.
+        Semantics (one event = all or nothing, ...) in :mod:`streams.dsl.agents`.
+
+        ``@topology.agent("payments", value=Payment, sink=["payment-results"])``
+        """
+        from .agents import define_agent
+
+        return define_agent(self, source, name=name, key=key, value=value, timestamp=timestamp,
+                            group_by=group_by, sink=sink, tables=tables)
+
+    def table_store(self, name: str, *, default: Callable[[], Any] | None = None,
+                    value: Any = "any-json") -> Any:
+        """A table for agents, used like a dict (faust's ``app.Table``), in RocksDB with a
+        changelog. ``seen = topology.table_store("seen", default=int)``"""
+        from .agents import AgentTable
+
+        table = AgentTable(self, self._add_store(name, serde_for(value), "store"), default)
+        self.agent_tables[name] = table
+        return table
+
+    def topic(self, name: str, *, key: Any = None, value: Any = "any-json") -> Any:
+        """A topic agents send to: ``await topology.topic("audit").send(key=k, value=v)``."""
+        from .agents import TopicRef
+
+        ref = self.send_topics.get(name)
+        if ref is None:
+            ref = self.send_topics[name] = TopicRef(self, name, key, value)
+        return ref
+
     def _add_store(self, name: str, value_serde: Serde, kind: str, window: Any = None) -> StoreSpec:
         if not _NAME.match(name) or name.startswith("__"):
             raise ValueError(f"invalid table name {name!r}")
@@ -181,7 +222,8 @@ class Topology:
         return _unique(s.topic for s in self.sources if not s.internal)
 
     def output_topics(self) -> list[str]:
-        return _unique(x.topic for x in self.nodes() if isinstance(x, n.SinkNode) and not x.internal)
+        sinks = [x.topic for x in self.nodes() if isinstance(x, n.SinkNode) and not x.internal]
+        return _unique([*sinks, *self.send_topics])
 
     def repartition_topics(self) -> list[str]:
         return _unique(s.topic for s in self.sources if s.internal)
@@ -324,6 +366,15 @@ class Stream:
                 raise ValueError(f"process() uses undeclared store {s!r}; declare it with "
                                  "topology.store(name)")
         return self._then(n.ProcessNode(self._name("process", name), fn, names), rekeys=True)
+
+    def agent(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+        """Run a Faust-style agent over this stream (see :meth:`Topology.agent`); after
+        ``select_key`` the records are repartitioned first, as for ``group_by_key``.
+
+        ``@rides.filter(is_paid).agent(sink=["paid"])``
+        """
+        decorate = self.topology.agent(self, **options)
+        return decorate if fn is None else decorate(fn)
 
 
 def _identity(value: Any) -> Any:

@@ -18,10 +18,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ...dsl import nodes as n
+from ...dsl.agents import AgentNode
 from ...dsl.serdes import MAX_RECORD_BYTES
 from ...dsl.windows import SessionWindows, SlidingWindows
 from ...state.meta import ORIGIN_HEADER
 from ..context import ProcessorContext
+from .agents import AgentProc
 from .base import MAX_TIMESTAMP_MS, Processor, Rec, ShapeError, describe_error
 from .sinks import SinkProc
 from .source import SourceProc, timestamp_extractor
@@ -40,7 +42,7 @@ def window_aggregate(node: n.Node, ctx: ProcessorContext) -> Processor:
     return TimeWindowAggregateProc(node, ctx)
 
 
-__all__ = ["MAX_RECORD_BYTES", "MAX_TIMESTAMP_MS", "ORIGIN_HEADER", "PROCESSORS",
+__all__ = ["AgentProc", "MAX_RECORD_BYTES", "MAX_TIMESTAMP_MS", "ORIGIN_HEADER", "PROCESSORS",
            "AggregateProc", "BranchProc", "FilterProc", "FlatMapProc", "MapProc", "PeekProc",
            "ProcessProc", "Processor", "ProcessorContext", "Rec", "SelectKeyProc", "ShapeError",
            "SessionWindowAggregateProc", "SinkProc", "SlidingWindowAggregateProc", "SourceProc", "TableSourceProc",
@@ -59,4 +61,5 @@ PROCESSORS: dict[type[n.Node], Callable[[n.Node, ProcessorContext], Processor]] 
     n.TableSourceNode: TableSourceProc,
     n.ProcessNode: ProcessProc,
     n.WindowAggregateNode: window_aggregate,
+    AgentNode: AgentProc,
 }
