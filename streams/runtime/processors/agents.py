@@ -223,7 +223,10 @@ class AgentProc(Processor):
         return rec.ts
 
     def stream_time(self) -> int:
-        return self.ctx.stream_time
+        """The task's stream time including the batch's events handed out so far (the task
+        advances its own after the batch; computed only when asked, off the hot path)."""
+        seen = [r.ts for r in self._recs[:self._i]]
+        return max([self.ctx.stream_time, *seen])
 
     def stage(self, topic: str, key: bytes | None, value: bytes | None,
               headers: list | None) -> None:

@@ -1,0 +1,410 @@
+"""Faust-style agents through the TopologyTestDriver (the worker's batch and commit path)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+import warnings
+
+import faust
+import pytest
+
+from streams import Topology
+from streams.testing import TopologyTestDriver
+
+
+def _dead(driver: TopologyTestDriver) -> list[tuple[str, int, str]]:
+    return [(d.reason, d.source_offset, d.error) for d in driver.read_dead_letters()]
+
+
+# -- per-event atomicity ----------------------------------------------------------------------------
+def _atomic_topology() -> tuple[Topology, list[int]]:
+    t = Topology("agents_atomic")
+    totals = t.table_store("totals", default=int)
+    audit = t.topic("audit")
+    starts = itertools.count()
+    started: list[int] = []
+
+    @t.agent("amounts", sink=["out"])
+    async def add(stream):
+        instance = next(starts)
+        started.append(instance)
+        async for key, value in stream.items():
+            totals[key] += value["n"]
+            await audit.send(key=key, value={"n": value["n"]})
+            if value.get("boom"):
+                raise ValueError("boom")
+            yield {"total": totals[key], "instance": instance}
+
+    return t, started
+
+
+def test_a_failing_event_leaves_no_write_no_output_and_a_fresh_instance_takes_the_next():
+    t, started = _atomic_topology()
+    with TopologyTestDriver(t) as driver:
+        driver.pipe_batch("amounts", [("a", {"n": 1}, 0), ("a", {"n": 10, "boom": True}, 1),
+                                      ("a", {"n": 100}, 2)])
+        assert driver.read_output("out") == [("a", {"total": 1, "instance": 0}),
+                                             ("a", {"total": 101, "instance": 1})]
+        assert driver.read_output("audit") == [("a", {"n": 1}), ("a", {"n": 100})]
+        assert _dead(driver) == [("processing", 1, "ValueError: boom (in agent add)")]
+        assert driver.table("totals") == {"a": 101}
+        assert started == [0, 1]
+
+
+def test_the_instance_survives_batches_and_only_a_failure_restarts_it():
+    t, started = _atomic_topology()
+    with TopologyTestDriver(t) as driver:
+        for i in range(3):
+            driver.pipe_batch("amounts", [("k", {"n": 1}, i)])
+        assert [v["instance"] for _, v in driver.read_output("out")] == [0, 0, 0]
+        assert started == [0]
+
+
+# -- yield / send ordering and keys -----------------------------------------------------------------
+def test_yield_keeps_the_current_key_and_sends_keep_their_order_within_the_event():
+    t = Topology("agents_order")
+    log = t.topic("log")
+
+    @t.agent("in", sink=["log"])
+    async def order(stream):
+        async for value in stream:
+            await log.send(key="first", value={"step": 1, "of": value["id"]})
+            yield {"step": 2, "of": value["id"]}
+            await log.send(key=None, value={"step": 3, "of": value["id"]})
+
+    with TopologyTestDriver(t) as driver:
+        driver.pipe_batch("in", [("k1", {"id": 1}, 5), ("k2", {"id": 2}, 6)])
+        records = driver.read_records("log")
+        assert [(r.key, json.loads(r.value), r.timestamp) for r in records] == [
+            (b"first", {"step": 1, "of": 1}, 5), (b"k1", {"step": 2, "of": 1}, 5),
+            (None, {"step": 3, "of": 1}, 5),
+            (b"first", {"step": 1, "of": 2}, 6), (b"k2", {"step": 2, "of": 2}, 6),
+            (None, {"step": 3, "of": 2}, 6)]
+
+
+def test_reads_see_the_events_own_staged_writes():
+    t = Topology("agents_reads")
+    seen = t.table_store("seen")
+
+    @t.agent("in", sink=["out"])
+    async def check(stream):
+        async for key, value in stream.items():
+            before = key in seen
+            seen[key] = value["v"]
+            after = (key in seen, seen[key], seen.get(key))
+            del seen[key]
+            gone = (key in seen, seen.get(key, "none"))
+            seen[key] = value["v"] * 2
+            yield {"before": before, "after": list(after), "gone": list(gone)}
+
+    with TopologyTestDriver(t) as driver:
+        driver.pipe("in", "a", {"v": 3})
+        driver.pipe("in", "a", {"v": 4})
+        assert driver.read_output("out") == [
+            ("a", {"before": False, "after": [True, 3, 3], "gone": [False, "none"]}),
+            ("a", {"before": True, "after": [True, 4, 4], "gone": [False, "none"]})]
+        assert driver.table("seen") == {"a": 8}
+
+
+def test_a_value_changed_in_place_is_not_stored_and_the_driver_warns():
+    t = Topology("agents_mutation")
+    lists = t.table_store("lists", default=list)
+
+    @t.agent("in")
+    async def collect(stream):
+        async for key, value in stream.items():
+            if value["assign"]:
+                items = lists[key]
+                items.append(value["x"])
+                lists[key] = items
+            else:
+                lists[key].append(value["x"])  # the faust trap: a copy is changed
+
+    with TopologyTestDriver(t) as driver:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # assigning back must not warn
+            driver.pipe("in", "a", {"x": 1, "assign": True})
+        with pytest.warns(UserWarning, match=r"table 'lists' key 'a' in place"):
+            driver.pipe("in", "a", {"x": 2, "assign": False})
+        assert driver.table("lists") == {"a": [1]}
+
+
+# -- forbidden awaits, take, tables outside agents --------------------------------------------------
+def test_awaiting_foreign_io_is_a_dead_letter_with_a_clear_reason_and_the_next_event_runs():
+    t = Topology("agents_await")
+    counts = t.table_store("counts", default=int)
+
+    @t.agent("in", sink=["out"])
+    async def sleepy(stream):
+        async for key, value in stream.items():
+            counts[key] += 1
+            if "sleep" in value:
+                await asyncio.sleep(value["sleep"])
+            yield {"count": counts[key]}
+
+    async def main() -> None:  # inside a running loop, as in the worker: sleep(1) yields a future
+        with TopologyTestDriver(t) as driver:
+            driver.pipe_batch("in", [("a", {}, 0), ("a", {"sleep": 0}, 1), ("a", {"sleep": 1}, 2),
+                                     ("a", {}, 3)])
+            assert driver.read_output("out") == [("a", {"count": 1}), ("a", {"count": 2})]
+            dead = _dead(driver)
+            assert [(r, o) for r, o, _ in dead] == [("await", 1), ("await", 2)]
+            assert all("awaited something the framework did not provide" in e for *_, e in dead)
+            assert driver.table("counts") == {"a": 2}
+
+    asyncio.run(main())
+
+
+def test_take_is_refused_clearly():
+    t = Topology("agents_take")
+
+    @t.agent("in")
+    async def batches(stream):
+        async for values in stream.take(10, within=1):
+            pass
+
+    with TopologyTestDriver(t) as driver:
+        driver.pipe("in", "a", {})
+        [dead] = driver.read_dead_letters()
+        assert dead.reason == "processing" and "stream.take() buffers events across" in dead.error
+
+
+def test_tables_and_sends_outside_an_agent_raise():
+    t = Topology("agents_outside")
+    table = t.table_store("t")
+    with pytest.raises(RuntimeError, match="outside an agent"):
+        table["k"] = 1
+    with pytest.raises(RuntimeError, match="outside an agent"):
+        t.topic("x").send(key="k", value=1)
+
+
+def test_an_agent_that_returns_restarts_and_one_that_never_reads_dead_letters_its_record():
+    t = Topology("agents_return")
+
+    @t.agent("in", sink=["out"])
+    async def one_each(stream):
+        async for value in stream:
+            yield value
+            return  # finished after one event
+
+    t2 = Topology("agents_return_nothing")
+
+    @t2.agent("in", sink=["out"])
+    async def lazy(stream):
+        return
+
+    with TopologyTestDriver(t) as driver:
+        driver.pipe_batch("in", [("a", {"i": 1}, 0), ("a", {"i": 2}, 1)])
+        assert driver.read_output("out") == [("a", {"i": 1}), ("a", {"i": 2})]
+    with TopologyTestDriver(t2) as driver:
+        driver.pipe_batch("in", [("a", {"i": 1}, 0), ("a", {"i": 2}, 1)])
+        assert [d.reason for d in driver.read_dead_letters()] == ["agent", "agent"]
+
+
+def test_a_yield_that_cannot_be_written_fails_its_event_only():
+    t = Topology("agents_shape")
+    counts = t.table_store("counts", default=int)
+
+    @t.agent("in", sink=["out"])
+    async def bad(stream):
+        async for key, value in stream.items():
+            counts[key] += 1
+            yield object() if value.get("bad") else {"n": counts[key]}
+
+    with TopologyTestDriver(t) as driver:
+        driver.pipe_batch("in", [("a", {"bad": True}, 0), ("a", {}, 1)])
+        assert driver.read_output("out") == [("a", {"n": 1})]
+        assert [d.reason for d in driver.read_dead_letters()] == ["shape"]
+
+
+# -- other agent shapes -----------------------------------------------------------------------------
+def test_a_sync_generator_agent_runs_with_the_same_semantics():
+    t = Topology("agents_sync")
+    counts = t.table_store("counts", default=int)
+
+    @t.agent("in", sink=["out"])
+    def count(stream):
+        for key, value in stream.items():
+            counts[key] += 1
+            if value.get("boom"):
+                raise RuntimeError("boom")
+            yield {"count": counts[key]}
+
+    with TopologyTestDriver(t) as driver:
+        driver.pipe_batch("in", [("a", {}, 0), ("a", {"boom": 1}, 1), ("b", {}, 2)])
+        driver.pipe("in", "a", {})
+        assert driver.read_output("out") == [("a", {"count": 1}), ("b", {"count": 1}),
+                                             ("a", {"count": 2})]
+        assert [d.reason for d in driver.read_dead_letters()] == ["processing"]
+
+
+def test_current_event_and_record_values():
+    class Click(faust.Record, serializer="json"):
+        user: str
+        n: int
+
+    t = Topology("agents_event")
+
+    @t.agent("clicks", value=Click, timestamp=lambda c: c.n * 1000, sink=["out"])
+    async def show(stream):
+        async for click in stream:
+            ev = stream.current_event
+            yield {"user": click.user, "key": ev.key, "ts": ev.timestamp, "offset": ev.offset,
+                   "topic": ev.topic, "partition": ev.partition,
+                   "headers": [[k, v.decode()] for k, v in ev.headers]}
+
+    with TopologyTestDriver(t) as driver:
+        driver.pipe("clicks", "k", {"user": "u", "n": 1})
+        driver.pipe("clicks", "k", {"user": "v", "n": 2}, headers=[("h", b"x")])
+        assert driver.read_output("out") == [
+            ("k", {"user": "u", "key": "k", "ts": 1000, "offset": 0, "topic": "clicks",
+                   "partition": 0, "headers": []}),
+            ("k", {"user": "v", "key": "k", "ts": 2000, "offset": 1, "topic": "clicks",
+                   "partition": 0, "headers": [["h", "x"]]})]
+        driver.pipe("clicks", "k", {"user": "w"})  # not a Click: a decode dead letter
+        assert [d.reason for d in driver.read_dead_letters()] == ["decode"]
+
+
+def test_group_by_repartitions_before_the_agent():
+    t = Topology("agents_group")
+    per_user = t.table_store("per-user", default=int)
+
+    @t.agent("clicks", group_by=lambda v: v["user"], sink=["out"])
+    async def count(stream):
+        async for key, value in stream.items():
+            per_user[key] += 1
+            yield {"user": value["user"], "count": per_user[key]}
+
+    assert t.repartition_topics() == ["agents_group-count-repartition"]
+    with TopologyTestDriver(t) as driver:
+        driver.pipe_batch("clicks", [("p1", {"user": "u1"}, 0), ("p2", {"user": "u1"}, 1),
+                                     ("p1", {"user": "u2"}, 2)])
+        assert driver.read_output("out") == [("u1", {"user": "u1", "count": 1}),
+                                             ("u1", {"user": "u1", "count": 2}),
+                                             ("u2", {"user": "u2", "count": 1})]
+        assert driver.table("per-user") == {"u1": 2, "u2": 1}
+
+
+def test_an_agent_on_a_rekeyed_declarative_stream_repartitions_first():
+    t = Topology("agents_rekeyed")
+    seen = t.table_store("seen", default=int)
+    rekeyed = t.stream("in").filter(lambda v: v["ok"]).select_key(lambda v: v["user"])
+
+    @rekeyed.agent(name="tally", sink=["out"])
+    async def tally(stream):
+        async for key, _value in stream.items():
+            seen[key] += 1
+            yield seen[key]
+
+    assert t.repartition_topics() == ["agents_rekeyed-tally-repartition"]
+    with TopologyTestDriver(t) as driver:
+        driver.pipe_batch("in", [("x", {"ok": True, "user": "u"}, 0),
+                                 ("y", {"ok": False, "user": "u"}, 1),
+                                 ("z", {"ok": True, "user": "u"}, 2)])
+        assert driver.read_output("out") == [("u", 1), ("u", 2)]
+
+
+def test_describe_lists_agents_and_their_tables():
+    t, _ = _atomic_topology()
+    text = t.describe()
+    assert "agent add: tables totals; sinks out" in text
+    assert "table totals (store)" in text
+    assert set(t.output_topics()) == {"out", "audit"}
+
+
+# -- commits and crashes ----------------------------------------------------------------------------
+def _sum_topology() -> Topology:
+    t = Topology("agents_sums")
+    sums = t.table_store("sums", default=int)
+
+    @t.agent("in", sink=["out"])
+    async def add(stream):
+        async for key, value in stream.items():
+            if value["n"] < 0:
+                raise ValueError("negative")
+            sums[key] += value["n"]
+            yield {"sum": sums[key]}
+
+    return t
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_state_is_never_double_applied_across_crashes_and_replays(tmp_path, seed):
+    rng = random.Random(seed)
+    t = _sum_topology()
+    expected: dict[str, int] = {}
+    with TopologyTestDriver(t, state_dir=tmp_path, commit_every=7) as driver:
+        for _round in range(6):
+            batch = []
+            for i in range(rng.randrange(1, 12)):
+                key, n = f"k{rng.randrange(4)}", rng.choice([1, 2, 3, 5, -1])
+                batch.append((key, {"n": n}, i))
+                if n >= 0:
+                    expected[key] = expected.get(key, 0) + n
+            driver.pipe_batch("in", batch)
+            action = rng.choice(["crash", "crash-new-host", "commit", "none"])
+            if action.startswith("crash"):
+                driver.restart(commit=False, lose_state=action == "crash-new-host")
+                driver.replay()
+            elif action == "commit":
+                driver.commit()
+        assert driver.table("sums") == expected
+        # the last output per key is the final sum (outputs may repeat after a crash)
+        last = {k: v["sum"] for k, v in driver.read_output("out")}
+        assert last == {k: v for k, v in expected.items() if k in last}
+
+
+def test_a_crash_mid_batch_closes_the_instance_and_replays_from_the_commit(tmp_path):
+    t = _sum_topology()
+    with TopologyTestDriver(t, state_dir=tmp_path, commit_every=10_000) as driver:
+        driver.pipe_batch("in", [("a", {"n": 1}, 0), ("a", {"n": 2}, 1)])
+        driver.commit()
+        driver.pipe_batch("in", [("a", {"n": 4}, 2)])
+        driver.restart(commit=False)
+        assert driver.table("sums") == {"a": 3}  # the uncommitted event is not in state
+        driver.replay()
+        assert driver.table("sums") == {"a": 7}
+
+
+# -- windowed tables --------------------------------------------------------------------------------
+def test_tumbling_table_counts_per_window_of_the_events_time():
+    t = Topology("agents_windows")
+    clicks = t.table_store("clicks", default=int).tumbling(10_000, expires=10_000)
+
+    @t.agent("in", timestamp="ts", sink=["out"])
+    async def count(stream):
+        async for key, _value in stream.items():
+            clicks[key] += 1
+            yield {"current": clicks[key].current(), "now": clicks[key].now()}
+
+    with TopologyTestDriver(t) as driver:
+        driver.pipe_batch("in", [("a", {"ts": 1_000}, None), ("a", {"ts": 9_999}, None),
+                                 ("a", {"ts": 10_000}, None), ("a", {"ts": 2_000}, None)])
+        assert [v for _, v in driver.read_output("out")] == [
+            {"current": 1, "now": 1}, {"current": 2, "now": 2}, {"current": 1, "now": 1},
+            {"current": 3, "now": 1}]
+        assert driver.table("clicks") == {"a": {0: 3, 10_000: 1}}
+        # a window is deleted once stream time reaches its end + expires
+        driver.pipe("in", "a", {"ts": 29_999})  # [0, 10 s) is gone (20 s), [10 s, 20 s) not yet
+        assert driver.table("clicks") == {"a": {10_000: 1, 20_000: 1}}
+        driver.pipe("in", "a", {"ts": 30_000})
+        assert driver.table("clicks") == {"a": {20_000: 1, 30_000: 1}}
+
+
+def test_hopping_table_writes_every_window_of_the_event():
+    t = Topology("agents_hopping")
+    last = t.table_store("last").hopping(10, 5)
+
+    @t.agent("in", timestamp="ts", sink=["out"])
+    async def put(stream):
+        async for key, value in stream.items():
+            last[key] = value["ts"]
+            yield last[key].current()
+
+    with TopologyTestDriver(t) as driver:
+        driver.pipe("in", "a", {"ts": 12})
+        assert driver.read_output("out") == [("a", 12)]
+        assert driver.table("last") == {"a": {5: 12, 10: 12}}
