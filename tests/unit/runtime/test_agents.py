@@ -408,3 +408,21 @@ def test_hopping_table_writes_every_window_of_the_event():
         driver.pipe("in", "a", {"ts": 12})
         assert driver.read_output("out") == [("a", 12)]
         assert driver.table("last") == {"a": {5: 12, 10: 12}}
+
+
+def test_a_table_value_too_large_for_the_changelog_fails_the_event_whole():
+    t = Topology("agents_large")
+    blobs = t.table_store("blobs", default=str)
+
+    @t.agent("in", sink=["out"])
+    async def grow(stream):
+        async for key, value in stream.items():
+            yield {"before": len(blobs[key])}  # staged first: must vanish with the event
+            blobs[key] = blobs[key] + value["s"]
+
+    with TopologyTestDriver(t) as driver:
+        for _ in range(3):
+            driver.pipe("in", "a", {"s": "x" * 400_000})
+        assert [v["before"] for _, v in driver.read_output("out")] == [0, 400_000]
+        assert [d.reason for d in driver.read_dead_letters()] == ["processing"]
+        assert len(driver.table("blobs")["a"]) == 800_000
