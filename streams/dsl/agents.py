@@ -37,17 +37,21 @@ Semantics (the runtime is :mod:`streams.runtime.processors.agents`):
   such changes.
 * **Forbidden:** awaiting anything the framework did not provide (HTTP, databases,
   ``asyncio.sleep``): it would stall the whole batch and stretch the commit. The event goes to
-  the dead letters (reason ``await``) and the instance is restarted. ``stream.take()`` would
-  buffer events across a commit and is refused. Tables used outside an agent raise.
+  the dead letters (reason ``await``) and the instance is restarted. Tables used outside an
+  agent raise.
+* **``stream.take(n, within=)``** yields lists of up to ``n`` values that never span a poll
+  batch, hence never a commit (faust buffers across commits: a crash loses the buffer); a list
+  is one event, all or nothing (on failure all its records go to the dead letters).
 * **Offsets, changelogs and the commit** are exactly those of the declarative operators: an
   agent's effects are covered by its task's commit (one RocksDB WriteBatch with the offsets).
 
 Differences from faust: ``yield`` sends the value to the agent's sinks *with the current
 event's key and timestamp* (faust drops the key); ``topology.topic(name).send()`` is staged
 like a table write rather than sent at once; plain (sync) generator functions are agents too
-(``for key, value in stream.items(): ...``) — Python cannot suspend them inside the ``for``, so a
-sync instance lives for one batch: the loop ends with the batch and the next batch starts a
-fresh instance (keep state in tables, not in locals).
+(``for key, value in stream.items(): ...``), and so are plain functions looping over the
+stream — Python cannot suspend them inside the ``for``, so a sync instance lives for one
+batch: the loop ends with the batch and the next batch starts a fresh instance (keep state in
+tables, not in locals).
 """
 
 from __future__ import annotations
@@ -416,10 +420,9 @@ def define_agent(topology: Topology, source: str | Stream | GroupedStream, *,
     def decorate(fn: Callable[..., Any]) -> Agent:
         if not callable(fn):
             raise TypeError(f"@agent decorates a function, got {fn!r}")
-        if not (inspect.isasyncgenfunction(fn) or inspect.iscoroutinefunction(fn)
-                or inspect.isgeneratorfunction(fn)):
-            raise TypeError(f"agent {getattr(fn, '__name__', fn)!r} must be an async function "
-                            "(async for ... in stream) or a generator function")
+        if inspect.isclass(fn):
+            raise TypeError(f"@agent decorates a function (async def, generator or plain "
+                            f"function over the stream), got {fn!r}")
         agent_name = name or fn.__name__
         if agent_name in topology.agents:
             raise ValueError(f"agent {agent_name!r} is defined twice in topology "

@@ -26,6 +26,7 @@ agent's effects go out with the task's commit exactly as the declarative operato
 
 from __future__ import annotations
 
+import inspect
 import types
 import warnings
 from collections.abc import Iterator
@@ -107,12 +108,52 @@ class AgentStream:
         rec = self._proc.event
         return None if rec is None else AgentEvent(rec)
 
-    def take(self, *_args: Any, **_kwargs: Any) -> Any:
-        raise NotImplementedError(
-            "stream.take() buffers events across commits: a crash after the commit would lose "
-            "the buffered events. Accumulate in a table_store instead (one event at a time).")
+    def take(self, max_: int, within: Any = None) -> _Take:
+        """Lists of up to ``max_`` values: ``async for values in stream.take(100, within=1)``.
 
-    noack = take_events = take_with_timestamp = take
+        A list never spans a poll batch — so never a commit (faust's ``take`` buffers across
+        them, and a crash after the commit loses the buffer) — and one list is one event: its
+        effects are applied together, and if the body raises every record of the list goes to
+        the dead letters. ``within`` is accepted for faust compatibility; a list is complete at
+        ``max_`` values or at the end of the batch, whichever comes first."""
+        if not isinstance(max_, int) or isinstance(max_, bool) or max_ < 1:
+            raise ValueError(f"take() needs a positive number of values, got {max_!r}")
+        return _Take(self._proc, max_)
+
+    def noack(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise NotImplementedError(
+            "stream.noack() would acknowledge events before they are processed; agents here "
+            "commit an event only when it is complete")
+
+    take_events = take_with_timestamp = noack
+
+
+@types.coroutine
+def _next_chunk(proc: AgentProc, size: int) -> Any:
+    chunk = proc.next_chunk(size)
+    while chunk is None:
+        yield _WAITING
+        chunk = proc.next_chunk(size)
+    return [rec.value for rec in chunk]
+
+
+class _Take:
+    __slots__ = ("_proc", "_size")
+
+    def __init__(self, proc: AgentProc, size: int) -> None:
+        self._proc = proc
+        self._size = size
+
+    def __aiter__(self) -> _Take:
+        return self
+
+    def __anext__(self) -> Any:
+        return _next_chunk(self._proc, self._size)
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        proc, size = self._proc, self._size
+        while (chunk := proc.next_chunk(size)) is not None:
+            yield [rec.value for rec in chunk]
 
 
 @types.coroutine
@@ -194,12 +235,15 @@ class AgentProc(Processor):
         if self._windowed:
             ctx.on_stream_time(self._expire_windows)
         ctx.on_close(self.close)
-        self._kind = (_ASYNC_GEN if _is_asyncgen(self.fn) else
-                      _SYNC_GEN if _is_gen(self.fn) else _CORO)
+        self._kind = (_ASYNC_GEN if inspect.isasyncgenfunction(self.fn) else
+                      _CORO if inspect.iscoroutinefunction(self.fn) else _SYNC_GEN)
+        if self._kind == _SYNC_GEN and not inspect.isgeneratorfunction(self.fn):
+            self.fn = _as_generator(self.fn)  # a plain function: runs until its loop ends
         self._inst: Any = None      # the agent instance (async gen, coroutine or generator)
         self._aw: Any = None        # the async generator's __anext__ awaitable in flight
         self._recs: list[Rec] = _EMPTY
         self._i = 0                 # next record of the batch to hand out
+        self._first = 0             # the current event's first record (take() events hold several)
         self.event: Rec | None = None  # the record the agent is handling
         self._took = False          # whether the instance has read a record
         self._staged: list[tuple[str, bytes | None, bytes | None, list | None]] = []
@@ -311,12 +355,28 @@ class AgentProc(Processor):
         i = self._i
         if i >= len(self._recs):
             return None
-        self._i = i + 1
+        self._first, self._i = i, i + 1
         rec = self.event = self._recs[i]
         self._took = True
         for view in self._view_list:
             view.begin()
         return rec
+
+    def next_chunk(self, size: int) -> list[Rec] | None:
+        """As :meth:`next_record` for ``stream.take(size)``: up to ``size`` records of the
+        batch as one event (its key and timestamp are those of its last record)."""
+        if self.event is not None:
+            self._apply_event()
+        i, recs = self._i, self._recs
+        if i >= len(recs):
+            return None
+        end = min(i + size, len(recs))
+        self._first, self._i = i, end
+        self.event = recs[end - 1]
+        self._took = True
+        for view in self._view_list:
+            view.begin()
+        return recs[i:end]
 
     def _apply_event(self) -> None:
         for view in self._view_list:
@@ -367,17 +427,19 @@ class AgentProc(Processor):
         self._staged.clear()
         self._watched.clear()
         rec, self.event = self.event, None
+        failed = [] if rec is None else self._recs[self._first:self._i]
         took = self._took
         self._close_instance()
         if rec is None and not took and self._i < len(self._recs):
             # failed before reading anything: blame the record it was started for (progress)
-            rec = self._recs[self._i]
+            failed = [self._recs[self._i]]
             self._i += 1
-        if rec is None:
+        if not failed:
             self.ctx.count_dropped(self.name, "agent-error")
             return
-        self.ctx.dead_letter(rec.raw, f"{describe_error(exc)} (in agent {self.name})",
-                             reason=reason)
+        error = f"{describe_error(exc)} (in agent {self.name})"
+        for failed_rec in failed:
+            self.ctx.dead_letter(failed_rec.raw, error, reason=reason)
 
     def _close_instance(self) -> None:
         inst, aw = self._inst, self._aw
@@ -439,13 +501,12 @@ class AgentProc(Processor):
                           f"(write {view.name}[key] = value)", stacklevel=2)
 
 
-def _is_asyncgen(fn: Any) -> bool:
-    import inspect
+def _as_generator(fn: Any) -> Any:
+    """A plain function agent (``def agent(stream): for value in stream: ...``) as a
+    generator that yields nothing, so it is driven like a sync generator agent."""
 
-    return inspect.isasyncgenfunction(fn)
+    def run(stream: AgentStream) -> Iterator[Any]:
+        fn(stream)
+        yield from ()
 
-
-def _is_gen(fn: Any) -> bool:
-    import inspect
-
-    return inspect.isgeneratorfunction(fn)
+    return run

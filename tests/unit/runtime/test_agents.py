@@ -158,18 +158,51 @@ def test_awaiting_foreign_io_is_a_dead_letter_with_a_clear_reason_and_the_next_e
     asyncio.run(main())
 
 
-def test_take_is_refused_clearly():
+def test_take_yields_lists_within_a_batch_and_a_failing_list_fails_whole():
     t = Topology("agents_take")
+    sums = t.table_store("sums", default=int)
 
-    @t.agent("in")
-    async def batches(stream):
-        async for values in stream.take(10, within=1):
-            pass
+    @t.agent("in", sink=["out"])
+    async def chunks(stream):
+        async for values in stream.take(3, within=10):
+            if any(v.get("boom") for v in values):
+                sums["all"] += 1000  # staged, then dropped with the list
+                raise ValueError("boom")
+            sums["all"] += sum(v["n"] for v in values)
+            yield [v["n"] for v in values]
 
     with TopologyTestDriver(t) as driver:
-        driver.pipe("in", "a", {})
-        [dead] = driver.read_dead_letters()
-        assert dead.reason == "processing" and "stream.take() buffers events across" in dead.error
+        driver.pipe_batch("in", [("k", {"n": i}, i) for i in range(7)])
+        driver.pipe_batch("in", [("k", {"n": 7}, 7), ("j", {"n": 8, "boom": 1}, 8),
+                                 ("k", {"n": 9}, 9), ("k", {"n": 10}, 10)])
+        # lists never span a batch; the last record's key goes with a list's yield
+        assert driver.read_output("out") == [("k", [0, 1, 2]), ("k", [3, 4, 5]), ("k", [6]),
+                                             ("k", [10])]
+        assert [(d.reason, d.source_offset) for d in driver.read_dead_letters()] == [
+            ("processing", 7), ("processing", 8), ("processing", 9)]
+        assert driver.table("sums") == {"all": 31}
+
+
+def test_take_needs_a_positive_size_and_noack_is_refused():
+    t = Topology("agents_take_bad")
+
+    @t.agent("in")
+    async def bad(stream):
+        async for value in stream.take(0):
+            pass
+
+    t2 = Topology("agents_noack")
+
+    @t2.agent("in")
+    async def noack(stream):
+        async for value in stream.noack():
+            pass
+
+    for topology, text in ((t, "positive number"), (t2, "noack")):
+        with TopologyTestDriver(topology) as driver:
+            driver.pipe("in", "a", {})
+            [dead] = driver.read_dead_letters()
+            assert text in dead.error
 
 
 def test_tables_and_sends_outside_an_agent_raise():
@@ -239,6 +272,23 @@ def test_a_sync_generator_agent_runs_with_the_same_semantics():
         assert driver.read_output("out") == [("a", {"count": 1}), ("b", {"count": 1}),
                                              ("a", {"count": 2})]
         assert [d.reason for d in driver.read_dead_letters()] == ["processing"]
+
+
+def test_a_plain_function_agent_loops_over_each_batch():
+    t = Topology("agents_plain")
+    counts = t.table_store("counts", default=int)
+    log = t.topic("log")
+
+    @t.agent("in")
+    def count(stream):
+        for key, _value in stream.items():
+            counts[key] += 1
+            log.send(key=key, value=counts[key])  # sync code need not await
+
+    with TopologyTestDriver(t) as driver:
+        driver.pipe_batch("in", [("a", {}, 0), ("a", {}, 1)])
+        driver.pipe("in", "b", {})
+        assert driver.read_output("log") == [("a", 1), ("a", 2), ("b", 1)]
 
 
 def test_current_event_and_record_values():
