@@ -12,6 +12,12 @@
 ...         yield {"payment_id": payment["payment_id"], "status": "COMPLETED"}
 >>> topology.output_topics()
 ['payment-results']
+>>> from streams.testing import TopologyTestDriver
+>>> with TopologyTestDriver(topology) as driver:
+...     driver.pipe("payments", "acc-1", {"payment_id": "p1"})
+...     driver.pipe("payments", "acc-1", {"payment_id": "p1"})   # seen: nothing happens
+...     driver.read_output("payment-results")
+[('acc-1', {'payment_id': 'p1', 'status': 'COMPLETED'})]
 
 Semantics (the runtime is :mod:`streams.runtime.processors.agents`):
 

@@ -44,6 +44,9 @@ __all__ = ["AgentAwaitError", "AgentEvent", "AgentProc", "AgentStream"]
 _WAITING: Any = object()  # yielded by the stream's __anext__: "no record left in this batch"
 _EMPTY: list[Rec] = []
 _ASYNC_GEN, _CORO, _SYNC_GEN = 0, 1, 2
+# Records one event may stage: a body that yields in an endless loop fails its event instead
+# of filling the worker's memory.
+MAX_STAGED_PER_EVENT = 100_000
 
 
 class AgentAwaitError(RuntimeError):
@@ -279,7 +282,11 @@ class AgentProc(Processor):
         size = len(key or b"") + len(value or b"")
         if size > MAX_RECORD_BYTES:
             raise ValueError(f"record for {topic!r} of {size} bytes exceeds {MAX_RECORD_BYTES}")
-        self._staged.append((topic, key, value, headers))
+        staged = self._staged
+        if len(staged) >= MAX_STAGED_PER_EVENT:
+            raise ValueError(f"agent {self.name!r} produced more than {MAX_STAGED_PER_EVENT} "
+                             "records for one event")
+        staged.append((topic, key, value, headers))
 
     def watch(self, view: StoreView, key: Any, kb: bytes, value: Any) -> None:
         """Remember a handed-out mutable value to warn, at the boundary, if it was changed in

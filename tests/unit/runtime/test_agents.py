@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import doctest
 import itertools
 import json
 import random
@@ -11,6 +12,7 @@ import warnings
 import faust
 import pytest
 
+import streams.dsl.agents
 from streams import Topology
 from streams.testing import TopologyTestDriver
 
@@ -338,6 +340,29 @@ def test_group_by_repartitions_before_the_agent():
         assert driver.table("per-user") == {"u1": 2, "u2": 1}
 
 
+def test_an_agent_on_a_grouped_stream_and_an_endless_yield_loop(monkeypatch):
+    from streams.runtime.processors import agents as runtime
+
+    monkeypatch.setattr(runtime, "MAX_STAGED_PER_EVENT", 50)
+    t = Topology("agents_grouped")
+    grouped = t.stream("in").group_by(lambda v: v["user"], name="by-user")
+
+    @t.agent(grouped, sink=["out"])
+    async def endless(stream):
+        async for key, value in stream.items():
+            while value.get("loop"):
+                yield "again"
+            yield key
+
+    assert t.repartition_topics() == ["agents_grouped-by-user-repartition"]
+    with TopologyTestDriver(t) as driver:
+        driver.pipe_batch("in", [("x", {"user": "u1", "loop": True}, 0), ("y", {"user": "u2"}, 1)])
+        assert driver.read_output("out") == [("u2", "u2")]
+        [dead] = driver.read_dead_letters()
+        assert dead.reason == "shape" and "more than 50 records" in dead.error
+        assert dead.source_topic == "in" and dead.source_offset == 0  # the original input
+
+
 def test_an_agent_on_a_rekeyed_declarative_stream_repartitions_first():
     t = Topology("agents_rekeyed")
     seen = t.table_store("seen", default=int)
@@ -476,3 +501,8 @@ def test_a_table_value_too_large_for_the_changelog_fails_the_event_whole():
         assert [v["before"] for _, v in driver.read_output("out")] == [0, 400_000]
         assert [d.reason for d in driver.read_dead_letters()] == ["processing"]
         assert len(driver.table("blobs")["a"]) == 800_000
+
+
+def test_doctests() -> None:
+    result = doctest.testmod(streams.dsl.agents, verbose=False)
+    assert result.attempted > 0 and result.failed == 0
