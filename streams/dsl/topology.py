@@ -296,6 +296,15 @@ class Stream:
         """
         return self._then(n.PeekNode(self._name("peek", name), fn))
 
+    def agent(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+        """Run a Faust-style agent over this stream (see :meth:`Topology.agent`); after
+        ``select_key`` the records are repartitioned first, as for ``group_by_key``.
+
+        ``@rides.filter(is_paid).agent(sink=["paid"])``
+        """
+        decorate = self.topology.agent(self, **options)
+        return decorate if fn is None else decorate(fn)
+
     def branch(self, *predicates: Callable[[Any], bool], default: bool = False) -> list[Stream]:
         """Split by the first matching predicate: one stream per predicate.
 
@@ -366,15 +375,6 @@ class Stream:
                 raise ValueError(f"process() uses undeclared store {s!r}; declare it with "
                                  "topology.store(name)")
         return self._then(n.ProcessNode(self._name("process", name), fn, names), rekeys=True)
-
-    def agent(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
-        """Run a Faust-style agent over this stream (see :meth:`Topology.agent`); after
-        ``select_key`` the records are repartitioned first, as for ``group_by_key``.
-
-        ``@rides.filter(is_paid).agent(sink=["paid"])``
-        """
-        decorate = self.topology.agent(self, **options)
-        return decorate if fn is None else decorate(fn)
 
 
 def _identity(value: Any) -> Any:
