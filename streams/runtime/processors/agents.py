@@ -455,7 +455,14 @@ class AgentProc(Processor):
             return
         try:
             if aw is not None:
-                aw.close()  # GeneratorExit at the agent's await: its finally blocks run
+                # GeneratorExit at the agent's pending await, through the asend awaitable: its
+                # finally blocks run and it ends. (``aw.close()`` would leave the async
+                # generator marked running, and the event loop's finalizer would later fail
+                # to ``aclose`` it.)
+                try:
+                    aw.throw(GeneratorExit)
+                except (GeneratorExit, StopIteration, StopAsyncIteration):
+                    pass
             if self._kind == _ASYNC_GEN:
                 closing = inst.aclose()
                 try:

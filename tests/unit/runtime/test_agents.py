@@ -219,6 +219,60 @@ def test_tables_and_sends_outside_an_agent_raise():
         t.topic("x").send(key="k", value=1)
 
 
+def _agent_procs(driver: TopologyTestDriver) -> list:
+    from streams.runtime.processors.agents import AgentProc
+
+    stack = [p for task in driver._tasks.values() for ps in task._sources.values() for p in ps]
+    found = []
+    while stack:
+        proc = stack.pop()
+        if isinstance(proc, AgentProc):
+            found.append(proc)
+        stack.extend(proc.children)
+    return found
+
+
+@pytest.mark.parametrize("shape", ["async generator", "coroutine"])
+def test_closing_the_task_closes_the_suspended_instance_and_runs_its_finally(shape):
+    t = Topology("agents_close")
+    closed: list[str] = []
+
+    if shape == "async generator":
+        @t.agent("in", sink=["out"])
+        async def agent(stream):
+            try:
+                async for value in stream:
+                    yield value
+            finally:
+                closed.append("closed")
+    else:
+        @t.agent("in")
+        async def agent(stream):
+            try:
+                async for _value in stream:
+                    pass
+            finally:
+                closed.append("closed")
+
+    async def main() -> None:  # with a running loop and its async generator hooks, as a worker
+        errors: list = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+        with TopologyTestDriver(t) as driver:
+            driver.pipe("in", "a", {"n": 1})
+            [proc] = _agent_procs(driver)
+            instance = proc._inst  # kept alive here: only an explicit close can finish it
+            driver.restart()       # the task is closed, as on a revocation
+            assert closed == ["closed"]
+            frame = instance.ag_frame if shape == "async generator" else instance.cr_frame
+            assert frame is None, "the instance must have finished"
+            driver.pipe("in", "a", {"n": 2})
+        assert closed == ["closed", "closed"]
+        await asyncio.sleep(0)
+        assert errors == []
+
+    asyncio.run(main())
+
+
 def test_an_agent_that_returns_restarts_and_one_that_never_reads_dead_letters_its_record():
     t = Topology("agents_return")
 
