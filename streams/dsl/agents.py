@@ -174,8 +174,9 @@ class AgentTable:
         return f"<agent table {self.name!r}>"
 
     def __getitem__(self, key: Any) -> Any:
-        proc = _active(f"table {self.name!r}")
-        view = proc.view(self.name)
+        proc = ACTIVE.proc  # inlined lookups: this runs per event in the hot path
+        view = _active(f"table {self.name!r}").view(self.name) if proc is None else (
+            proc.views.get(self.spec.name) or proc.view(self.spec.name))
         kb = view.key_bytes(key)
         value = view.get_by_bytes(kb, _MISSING)
         if value is _MISSING:
@@ -206,7 +207,10 @@ class AgentTable:
     def __setitem__(self, key: Any, value: Any) -> None:
         """Stage ``value`` for ``key`` (serialized now: a value that cannot be stored fails the
         event). ``None`` deletes, as a tombstone does."""
-        _active(f"table {self.name!r}").view(self.name).put(key, value)
+        proc = ACTIVE.proc
+        view = _active(f"table {self.name!r}").view(self.name) if proc is None else (
+            proc.views.get(self.spec.name) or proc.view(self.spec.name))
+        view.put(key, value)
 
     def __delitem__(self, key: Any) -> None:
         view = _active(f"table {self.name!r}").view(self.name)

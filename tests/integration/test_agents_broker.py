@@ -96,7 +96,7 @@ def test_fraud_alerts_two_workers_kill_9_mid_stream(kafka: str, workers, tmp_pat
     assert a.terminate() == 0, a.log()[-3000:]
     assert b.terminate() == 0, b.log()[-3000:]
     for w in (a, b):
-        assert "Traceback" not in w.log(), w.log()[-3000:]
+        assert "Traceback" not in w.log() and " ERROR " not in w.log(), w.log()[-3000:]
     assert "restoring" in b.log(), "b must have restored the killed worker's tasks"
 
     def normalized(table: dict[str, Any]) -> dict[str, Any]:
@@ -113,6 +113,7 @@ def test_fraud_alerts_two_workers_kill_9_mid_stream(kafka: str, workers, tmp_pat
     c.wait_assigned()
     wait_drained(kafka, "fraud_alerts", ["card-transactions"])
     assert c.terminate() == 0, c.log()[-3000:]
+    assert " ERROR " not in c.log(), c.log()[-3000:]
     assert _newest_tables([c_dir]) == table
     for user in sorted(expected_table)[:3]:
         assert _cli_get(c_dir, user) == expected_table[user]

@@ -229,7 +229,8 @@ class AgentProc(Processor):
         agent: dsl.AgentNode = node  # type: ignore[assignment]
         self.fn = agent.fn
         self.name = agent.name
-        self._views: dict[str, StoreView] = {s: ctx.store(s) for s in agent.store_names()}
+        self.views: dict[str, StoreView] = {s: ctx.store(s) for s in agent.store_names()}
+        self._views = self.views
         self._view_list = list(self._views.values())
         self._sinks = [c for c in agent.children if isinstance(c, n.SinkNode)]
         self._windowed = [(s, dsl_table) for s in self._views
