@@ -592,3 +592,27 @@ def test_a_table_value_too_large_for_the_changelog_fails_the_event_whole():
 def test_doctests() -> None:
     result = doctest.testmod(streams.dsl.agents, verbose=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_tables_get_reads_an_agents_windowed_table_with_its_window_bounds(tmp_path):
+    from streams.tables.inspect import get_value, get_windows
+
+    t = Topology("agents_inspect")
+    clicks = t.table_store("clicks", default=int).tumbling(10_000)
+    totals = t.table_store("totals", default=int)
+
+    @t.agent("in", timestamp="ts")
+    async def count(stream):
+        async for key, _value in stream.items():
+            clicks[key] += 1
+            totals[key] += 1
+
+    # the worker's layout: <state dir>/<topology>/<task>
+    with TopologyTestDriver(t, state_dir=tmp_path / t.name) as driver:
+        driver.pipe_batch("in", [("a", {"ts": 1_000}, None), ("a", {"ts": 12_000}, None),
+                                 ("a", {"ts": 13_000}, None)])
+        driver.commit()
+        assert get_windows(t, str(tmp_path), "clicks", "a") == [
+            {"window_start": 0, "window_end": 10_000, "value": 1},
+            {"window_start": 10_000, "window_end": 20_000, "value": 2}]
+        assert get_value(t, str(tmp_path), "totals", "a") == 3
