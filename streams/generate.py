@@ -107,10 +107,39 @@ def enrichment(rng: random.Random, count: int, start_ms: int, step_ms: float = 1
                                     "amount": f"{amount:.2f}", "ts": start_ms + int(i * step_ms)}
 
 
+MERCHANTS = ["grocer", "fuel", "coffee", "books", "pharmacy", "electronics", "travel", "cinema",
+             "restaurant", "online-store"]
+FRAUD_USERS = 3000
+FRAUD_SPIKE_SHARE = 0.005  # transactions far above the user's usual level
+
+
+def card_transactions(rng: random.Random, count: int, start_ms: int, step_ms: float = 10
+                      ) -> Iterator[Event]:
+    """Card transactions keyed by user_id for fraud_alerts: ``FRAUD_USERS`` users, each with a
+    usual spending level (5-80); amounts are mostly 0.3-1.7 x that level, and about 0.5 % are
+    spikes of 8-40 x it. Amounts are 2-place decimal strings, ``ts`` advances ``step_ms``."""
+    levels = [Decimal(rng.randrange(500, 8000)) / 100 for _ in range(FRAUD_USERS)]
+    for i in range(count):
+        user = rng.randrange(FRAUD_USERS)
+        if rng.random() < FRAUD_SPIKE_SHARE:
+            factor = Decimal(rng.randrange(800, 4000)) / 100
+        else:
+            factor = Decimal(rng.randrange(30, 170)) / 100
+        amount = max(Decimal("0.01"), (levels[user] * factor).quantize(Decimal("0.01")))
+        user_id = f"user{user}"
+        yield "card-transactions", user_id, {
+            "txn_id": f"t{i}", "user_id": user_id, "amount": f"{amount:.2f}",
+            "merchant": rng.choice(MERCHANTS), "ts": start_ms + int(i * step_ms),
+        }
+
+
 GENERATORS: dict[str, Callable[..., Iterator[Event]]] = {
     "profile_notifications": profile_views,
     "trip_stats": rides,
     "enrichment": enrichment,
+
+
+    "fraud_alerts": card_transactions,
 }
 
 

@@ -156,6 +156,20 @@ def open_task(topology: Topology, sub: SubTopology, partition: int, state_dir: P
     return task
 
 
+def _watch_agent_values(task: Task) -> None:
+    """Turn on the agents' check for table values changed in place but never assigned back
+    (a ``warnings.warn`` at the event boundary): a serialization per value read, fine in tests,
+    not in the worker."""
+    from .runtime.processors.agents import AgentProc
+
+    stack: list[Any] = [p for procs in task._sources.values() for p in procs]
+    while stack:
+        proc = stack.pop()
+        if isinstance(proc, AgentProc):
+            proc.watching = True
+        stack.extend(proc.children)
+
+
 class TopologyTestDriver:
     __test__ = False
 
@@ -186,7 +200,9 @@ class TopologyTestDriver:
                 self._by_topic[topic] = task
 
     def _open_task(self, sub: SubTopology) -> Task:
-        return open_task(self.topology, sub, 0, self.state_dir, self.kafka, self._globals)
+        task = open_task(self.topology, sub, 0, self.state_dir, self.kafka, self._globals)
+        _watch_agent_values(task)
+        return task
 
     def _open_global_tables(self) -> None:
         """Open the local copy of the global tables and catch up with their topics, as a

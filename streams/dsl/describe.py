@@ -52,6 +52,9 @@ def describe(topology: Topology, fmt: str = "text") -> str:
         out.append(f"  table {name} ({spec.kind}), changelog {spec.changelog}")
     for name, g in topology.global_tables.items():
         out.append(f"  table {name} (global), topic {g.topic}: every partition in every worker")
+    for agent in topology.agents.values():
+        out.append(f"  agent {agent.name}: tables {', '.join(agent.store_names()) or '-'}; "
+                   f"sinks {', '.join(agent.sinks) or '-'}")
     out.append("  graph:")
 
     def walk(node: n.Node, depth: int) -> None:

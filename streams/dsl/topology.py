@@ -74,6 +74,10 @@ class Topology:
         self._counter = 0
         self._repartition_names: set[str] = set()
         self.global_tables: dict[str, GlobalTableSpec] = {}  # see streams.dsl.table_joins
+        # Faust-style agents (streams.dsl.agents): agents, their tables, topics they send to
+        self.agents: dict[str, Any] = {}
+        self.agent_tables: dict[str, Any] = {}
+        self.send_topics: dict[str, Any] = {}
 
     # -- naming ---------------------------------------------------------------------------------
     def _next_name(self, kind: str) -> str:
@@ -170,6 +174,43 @@ class Topology:
         """
         return self._add_store(name, serde_for(value), "store")
 
+    # -- agents (streams.dsl.agents) -----------------------------------------------------------
+    def agent(self, source: Any, *, name: str | None = None, key: Any = "str",
+              value: Any = "json", timestamp: Any = None,
+              group_by: Callable[[Any], Any] | None = None, sink: Iterable[Any] = (),
+              tables: Iterable[Any] | None = None) -> Callable[[Callable[..., Any]], Any]:
+        """Decorate a Faust-style agent reading ``source`` (a topic name, a Stream or a
+        GroupedStream); ``yield`` sends to ``sink`` with the current key. ``group_by=fn``
+        re-keys and repartitions first (topic ``<topology>-<agent>-repartition``).
+        ``tables``: the table_stores the agent uses, if it does not name them itself.
+        Semantics (one event = all or nothing, ...) in :mod:`streams.dsl.agents`.
+
+        ``@topology.agent("payments", value=Payment, sink=["payment-results"])``
+        """
+        from .agents import define_agent
+
+        return define_agent(self, source, name=name, key=key, value=value, timestamp=timestamp,
+                            group_by=group_by, sink=sink, tables=tables)
+
+    def table_store(self, name: str, *, default: Callable[[], Any] | None = None,
+                    value: Any = "any-json") -> Any:
+        """A table for agents, used like a dict (faust's ``app.Table``), in RocksDB with a
+        changelog. ``seen = topology.table_store("seen", default=int)``"""
+        from .agents import AgentTable
+
+        table = AgentTable(self, self._add_store(name, serde_for(value), "store"), default)
+        self.agent_tables[name] = table
+        return table
+
+    def topic(self, name: str, *, key: Any = None, value: Any = "any-json") -> Any:
+        """A topic agents send to: ``await topology.topic("audit").send(key=k, value=v)``."""
+        from .agents import TopicRef
+
+        ref = self.send_topics.get(name)
+        if ref is None:
+            ref = self.send_topics[name] = TopicRef(self, name, key, value)
+        return ref
+
     def _check_table_name(self, name: str) -> None:
         if not _NAME.match(name) or name.startswith("__"):
             raise ValueError(f"invalid table name {name!r}")
@@ -204,7 +245,8 @@ class Topology:
                         *(g.topic for g in self.global_tables.values())])
 
     def output_topics(self) -> list[str]:
-        return _unique(x.topic for x in self.nodes() if isinstance(x, n.SinkNode) and not x.internal)
+        sinks = [x.topic for x in self.nodes() if isinstance(x, n.SinkNode) and not x.internal]
+        return _unique([*sinks, *self.send_topics])
 
     def repartition_topics(self) -> list[str]:
         return _unique(s.topic for s in self.sources if s.internal)
@@ -276,6 +318,15 @@ class Stream:
         ``s.peek(lambda k, v: print(k, v))``
         """
         return self._then(n.PeekNode(self._name("peek", name), fn))
+
+    def agent(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+        """Run a Faust-style agent over this stream (see :meth:`Topology.agent`); after
+        ``select_key`` the records are repartitioned first, as for ``group_by_key``.
+
+        ``@rides.filter(is_paid).agent(sink=["paid"])``
+        """
+        decorate = self.topology.agent(self, **options)
+        return decorate if fn is None else decorate(fn)
 
     def branch(self, *predicates: Callable[[Any], bool], default: bool = False) -> list[Stream]:
         """Split by the first matching predicate: one stream per predicate.

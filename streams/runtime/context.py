@@ -42,6 +42,7 @@ class _TaskSide(Protocol):
     upstream: Positions
     late: dict[str, int]
     stream_time_callbacks: list[StreamTimeCallback]
+    close_callbacks: list[Callable[[], None]]
 
     def table(self, name: str) -> StoreView: ...
 
@@ -118,6 +119,11 @@ class ProcessorContext:
         writes are committed and its ``send``s go out like the batch's own. Register in the
         processor's constructor."""
         self._task.stream_time_callbacks.append(callback)
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` when the task closes (revoked, or the worker stops): agents
+        close their instance there. Nothing may be written from it."""
+        self._task.close_callbacks.append(callback)
 
     # -- repartition input ------------------------------------------------------------------------
     def skip_replayed(self, topic: str, raws: list[Any]) -> list[Any]:

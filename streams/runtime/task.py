@@ -11,7 +11,7 @@ for itself and compiles its sub-topology against that.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..dsl.topology import Topology
@@ -52,6 +52,7 @@ class Task:
         self.dropped: dict[tuple[str, str], int] = {}
         self.late: dict[str, int] = {}  # node -> records that came after their window closed
         self.stream_time_callbacks: list[StreamTimeCallback] = []
+        self.close_callbacks: list[Callable[[], None]] = []
         self._views: dict[str, StoreView] = {}
         self._repairs: dict[str, set[bytes]] = {}
         if store is not None:
@@ -195,6 +196,9 @@ class Task:
             self.store.discard_pending()
 
     def close(self) -> None:
+        callbacks, self.close_callbacks = self.close_callbacks, []
+        for callback in callbacks:
+            callback()
         if self.store is not None:
             self.store.close()
             self.store = None

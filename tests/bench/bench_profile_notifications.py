@@ -19,6 +19,9 @@ It needs a running broker (``streams kafka start --port PORT``) and:
       ``bench-faust-out``);
    c. a bare aiokafka getmany/filter/send loop (tests/bench/raw_baseline.py, output
       ``bench-raw-out``);
+   d. the same logic as a Faust-style agent of this framework (tests/bench/agent_baseline.py,
+      group ``bench-agent``, output ``bench-agent-out``): ``async for view in stream`` and
+      ``await topic.send(key=profile_id, value=view)``, as the faust agent (b) is written;
 3. checks each output (exact count, same keys and values as expected), prints a table and
    writes it as JSON to tests/bench/results/profile_notifications.json.
 """
@@ -60,6 +63,8 @@ FAUST_OUT = "bench-faust-out"
 FAUST_APP = "bench-faust"
 RAW_OUT = "bench-raw-out"
 RAW_GROUP = "bench-raw"
+AGENT_OUT = "bench-agent-out"
+AGENT_APP = "bench-agent"
 SEED = 42
 NOTABLE_TITLES = ("Recruiter", "Hiring Manager", "CEO", "CTO")
 RESULTS = HERE / "results" / "profile_notifications.json"
@@ -107,14 +112,15 @@ def _log(msg: str) -> None:
 def prepare(bootstrap: str, count: int, partitions: int) -> Counter[tuple[bytes, bytes]]:
     """Fresh topics, input produced once; returns the expected output as (key, value) counts."""
     existing = admin.run(admin.list_topics(bootstrap))
-    doomed = [INPUT_TOPIC, WORKER_OUT, WORKER_DLQ, FAUST_OUT, RAW_OUT]
+    doomed = [INPUT_TOPIC, WORKER_OUT, WORKER_DLQ, FAUST_OUT, RAW_OUT, AGENT_OUT,
+              f"{AGENT_APP}-dlq"]
     doomed += [t for t in existing if t.startswith(f"{FAUST_APP}-")]  # faust's internal topics
     # No duplicate names: the broker rejects a DeleteTopics request naming a topic twice.
     deleted = admin.run(admin.delete_topics(bootstrap, list(dict.fromkeys(doomed))))
     if deleted:
         _log(f"deleted topics: {', '.join(sorted(deleted))}")
     specs = [admin.TopicSpec(t, partitions) for t in
-             (INPUT_TOPIC, WORKER_OUT, WORKER_DLQ, FAUST_OUT, RAW_OUT)]
+             (INPUT_TOPIC, WORKER_OUT, WORKER_DLQ, FAUST_OUT, RAW_OUT, AGENT_OUT)]
     admin.run(admin.ensure_topics(bootstrap, specs))
 
     events = generate.events(TOPOLOGY, count, SEED)
@@ -274,6 +280,11 @@ def variants(bootstrap: str, partitions: int, work: Path) -> list[Variant]:
                 [py, str(HERE / "raw_baseline.py")],
                 {"BENCH_BROKER": bootstrap, "BENCH_GROUP": RAW_GROUP,
                  "BENCH_IN_TOPIC": INPUT_TOPIC, "BENCH_OUT_TOPIC": RAW_OUT}),
+        Variant("d", "streams agent", AGENT_APP, AGENT_OUT,
+                [py, str(HERE / "agent_baseline.py")],
+                {"BENCH_BROKER": bootstrap, "BENCH_AGENT_APP": AGENT_APP,
+                 "BENCH_IN_TOPIC": INPUT_TOPIC, "BENCH_OUT_TOPIC": AGENT_OUT,
+                 "BENCH_STATE_DIR": str(work / "agent-state")}),
     ]
 
 
@@ -291,8 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=200_000, help="input events (default 200000)")
     parser.add_argument("--partitions", type=int, default=4,
                         help="partitions of every topic (default 4)")
-    parser.add_argument("--variants", default="abc",
-                        help="which to run: a=streams worker, b=faust, c=raw aiokafka (default abc)")
+    parser.add_argument("--variants", default="abcd",
+                        help="which to run: a=streams worker, b=faust, c=raw aiokafka, "
+                             "d=streams agent (default abcd)")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds per variant (default max(120, count/500))")
     parser.add_argument("--no-verify", action="store_true",
@@ -340,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             results["a"].notes.append(f"{dlq} records in {WORKER_DLQ}")
 
     r_ab, r_ac = ratio(results, "a", "b"), ratio(results, "a", "c")
+    r_da, r_db = ratio(results, "d", "a"), ratio(results, "d", "b")
     print()
     print(f"profile_notifications: {args.count} events, {n_expected} notifications, "
           f"{args.partitions} partitions, broker {bootstrap}")
@@ -353,6 +366,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"throughput ratio (a)/(b) streams/faust: {r_ab:.3f}")
     if r_ac is not None:
         print(f"throughput ratio (a)/(c) streams/raw:   {r_ac:.3f}")
+    if r_da is not None:
+        print(f"throughput ratio (d)/(a) agent/declarative: {r_da:.3f} (target >= 0.667)")
+    if r_db is not None:
+        print(f"throughput ratio (d)/(b) agent/faust agent: {r_db:.3f} (target >= 5)")
 
     doc = {
         "benchmark": "profile_notifications",
@@ -364,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                     "platform": platform.platform()},
         "variants": {r.key: asdict(r) for r in results.values()},
-        "ratios": {"a_over_b": r_ab, "a_over_c": r_ac},
+        "ratios": {"a_over_b": r_ab, "a_over_c": r_ac, "d_over_a": r_da, "d_over_b": r_db},
     }
     out = Path(args.results)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,11 +19,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ...dsl import nodes as n
+from ...dsl.agents import AgentNode
 from ...dsl.serdes import MAX_RECORD_BYTES
 from ...dsl.table_joins import GlobalTableJoinNode, StreamTableJoinNode
 from ...dsl.windows import SessionWindows, SlidingWindows
 from ...state.meta import ORIGIN_HEADER
 from ..context import ProcessorContext
+from .agents import AgentProc
 from .base import MAX_TIMESTAMP_MS, Processor, Rec, ShapeError, describe_error
 from .sinks import SinkProc
 from .source import SourceProc, timestamp_extractor
@@ -43,11 +45,12 @@ def window_aggregate(node: n.Node, ctx: ProcessorContext) -> Processor:
     return TimeWindowAggregateProc(node, ctx)
 
 
-__all__ = ["GlobalTableJoinProc", "StreamTableJoinProc", "MAX_RECORD_BYTES", "MAX_TIMESTAMP_MS", "ORIGIN_HEADER", "PROCESSORS",
-           "AggregateProc", "BranchProc", "FilterProc", "FlatMapProc", "MapProc", "PeekProc",
-           "ProcessProc", "Processor", "ProcessorContext", "Rec", "SelectKeyProc", "ShapeError",
-           "SessionWindowAggregateProc", "SinkProc", "SlidingWindowAggregateProc", "SourceProc", "TableSourceProc",
-           "TimeWindowAggregateProc", "describe_error", "timestamp_extractor"]
+__all__ = ["AgentProc", "AggregateProc", "BranchProc", "FilterProc", "FlatMapProc",
+           "GlobalTableJoinProc", "MAX_RECORD_BYTES", "MAX_TIMESTAMP_MS", "MapProc",
+           "ORIGIN_HEADER", "PROCESSORS", "PeekProc", "ProcessProc", "Processor",
+           "ProcessorContext", "Rec", "SelectKeyProc", "SessionWindowAggregateProc", "ShapeError",
+           "SinkProc", "SlidingWindowAggregateProc", "SourceProc", "StreamTableJoinProc",
+           "TableSourceProc", "TimeWindowAggregateProc", "describe_error", "timestamp_extractor"]
 
 PROCESSORS: dict[type[n.Node], Callable[[n.Node, ProcessorContext], Processor]] = {
     n.SourceNode: SourceProc,
@@ -65,4 +68,5 @@ PROCESSORS: dict[type[n.Node], Callable[[n.Node, ProcessorContext], Processor]] 
     # stream-table joins (streams.dsl.table_joins)
     StreamTableJoinNode: StreamTableJoinProc,
     GlobalTableJoinNode: GlobalTableJoinProc,
+    AgentNode: AgentProc,
 }

@@ -1,0 +1,527 @@
+"""The runtime of Faust-style agents: the task drives the agent's coroutine through its batch.
+
+The user-facing semantics are in :mod:`streams.dsl.agents`; this module is how they hold.
+
+**Driving.** One :class:`AgentProc` per task holds the agent instance (an async generator, a
+coroutine or a sync generator). ``on_batch`` steps it by hand — ``asend``'s awaitable is
+advanced with ``send(None)`` — instead of scheduling it on the event loop: the stream's
+``__anext__`` is a generator-based coroutine that *returns* the next record of the batch at
+once, so a whole batch runs as plain function calls. When the batch is exhausted it yields the
+private ``_WAITING`` marker up to the processor, which returns with the agent suspended there;
+the next batch resumes it. Anything else reaching the processor through ``send(None)`` was
+yielded by an awaitable the framework did not provide (a future, ``asyncio.sleep``): the event
+fails with reason ``await``.
+
+**Events.** Asking for the next record is the event boundary (faust's ack point). While an
+event runs, every table the agent may use holds a savepoint (``StoreView.begin``) and its
+``yield``\\ s / ``topic.send``\\ s are staged here, already serialized. At the boundary the
+savepoints are released and the staged records handed to the task in order; when the body
+raises, the savepoints roll back, the staged records are dropped, the record goes to the dead
+letters and the instance is closed: the next record starts a fresh one. Outputs carry the
+event's key (for ``yield``) and timestamp.
+
+**Commit.** Nothing here commits: the table views, outputs and offsets are the task's, so an
+agent's effects go out with the task's commit exactly as the declarative operators' do.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+from ...dsl import agents as dsl
+from ...dsl import nodes as n
+from ...dsl.serdes import MAX_RECORD_BYTES
+from ...state.table import StoreView
+from ..context import ProcessorContext
+from .base import Processor, Rec, ShapeError, describe_error, what
+
+__all__ = ["AgentAwaitError", "AgentEvent", "AgentProc", "AgentStream"]
+
+_WAITING: Any = object()  # yielded by the stream's __anext__: "no record left in this batch"
+_EMPTY: list[Rec] = []
+_ASYNC_GEN, _CORO, _SYNC_GEN = 0, 1, 2
+# Records one event may stage: a body that yields in an endless loop fails its event instead
+# of filling the worker's memory.
+MAX_STAGED_PER_EVENT = 100_000
+
+
+class AgentAwaitError(RuntimeError):
+    """The agent awaited something the framework did not provide (dead-letter reason
+    ``await``)."""
+
+
+class AgentEvent:
+    """The record the agent is handling (``stream.current_event``): ``key``, ``value``,
+    ``timestamp`` (event time, epoch ms), ``headers``, ``topic``, ``partition``, ``offset``
+    (of the record the task consumed; after a repartition, of the internal topic's record)."""
+
+    __slots__ = ("_rec",)
+
+    def __init__(self, rec: Rec) -> None:
+        self._rec = rec
+
+    key = property(lambda self: self._rec.key)
+    value = property(lambda self: self._rec.value)
+    timestamp = property(lambda self: self._rec.ts)
+    headers = property(lambda self: list(self._rec.raw.headers or ()))
+    topic = property(lambda self: self._rec.raw.topic)
+    partition = property(lambda self: self._rec.raw.partition)
+    offset = property(lambda self: self._rec.raw.offset)
+
+    def __repr__(self) -> str:
+        return (f"AgentEvent(topic={self.topic!r}, partition={self.partition}, "
+                f"offset={self.offset}, key={self.key!r}, timestamp={self.timestamp})")
+
+
+class AgentStream:
+    """What the agent function receives: ``async for value in stream``, ``async for key,
+    value in stream.items()``, ``stream.events()`` (:class:`AgentEvent`\\ s), the same with a
+    plain ``for`` in sync generator agents, and ``stream.current_event``."""
+
+    __slots__ = ("_proc",)
+
+    def __init__(self, proc: AgentProc) -> None:
+        self._proc = proc
+
+    # async iteration: each __anext__ is a generator-based coroutine (no event loop involved)
+    def __aiter__(self) -> AgentStream:
+        return self
+
+    def __anext__(self) -> Any:
+        return _next_value(self._proc)
+
+    def items(self) -> _Items:
+        """(key, value) per event: ``async for key, value in stream.items()``."""
+        return _Items(self._proc)
+
+    def events(self) -> _Events:
+        """:class:`AgentEvent` per event: ``async for event in stream.events()``."""
+        return _Events(self._proc)
+
+    # sync iteration (generator agents): ends with the batch
+    def __iter__(self) -> Iterator[Any]:
+        return _sync_values(self._proc)
+
+    @property
+    def current_event(self) -> AgentEvent | None:
+        rec = self._proc.event
+        return None if rec is None else AgentEvent(rec)
+
+    def take(self, max_: int, within: Any = None) -> _Take:
+        """Lists of up to ``max_`` values: ``async for values in stream.take(100, within=1)``.
+
+        A list never spans a poll batch — so never a commit (faust's ``take`` buffers across
+        them, and a crash after the commit loses the buffer) — and one list is one event: its
+        effects are applied together, and if the body raises every record of the list goes to
+        the dead letters. ``within`` is accepted for faust compatibility; a list is complete at
+        ``max_`` values or at the end of the batch, whichever comes first."""
+        if not isinstance(max_, int) or isinstance(max_, bool) or max_ < 1:
+            raise ValueError(f"take() needs a positive number of values, got {max_!r}")
+        return _Take(self._proc, max_)
+
+    def noack(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise NotImplementedError(
+            "stream.noack() would acknowledge events before they are processed; agents here "
+            "commit an event only when it is complete")
+
+    take_events = take_with_timestamp = noack
+
+
+@types.coroutine
+def _next_chunk(proc: AgentProc, size: int) -> Any:
+    chunk = proc.next_chunk(size)
+    while chunk is None:
+        yield _WAITING
+        chunk = proc.next_chunk(size)
+    return [rec.value for rec in chunk]
+
+
+class _Take:
+    __slots__ = ("_proc", "_size")
+
+    def __init__(self, proc: AgentProc, size: int) -> None:
+        self._proc = proc
+        self._size = size
+
+    def __aiter__(self) -> _Take:
+        return self
+
+    def __anext__(self) -> Any:
+        return _next_chunk(self._proc, self._size)
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        proc, size = self._proc, self._size
+        while (chunk := proc.next_chunk(size)) is not None:
+            yield [rec.value for rec in chunk]
+
+
+@types.coroutine
+def _next_value(proc: AgentProc) -> Any:
+    rec = proc.next_record()
+    while rec is None:
+        yield _WAITING
+        rec = proc.next_record()
+    return rec.value
+
+
+@types.coroutine
+def _next_item(proc: AgentProc) -> Any:
+    rec = proc.next_record()
+    while rec is None:
+        yield _WAITING
+        rec = proc.next_record()
+    return rec.key, rec.value
+
+
+@types.coroutine
+def _next_event(proc: AgentProc) -> Any:
+    rec = proc.next_record()
+    while rec is None:
+        yield _WAITING
+        rec = proc.next_record()
+    return AgentEvent(rec)
+
+
+class _Items:
+    __slots__ = ("_proc",)
+
+    def __init__(self, proc: AgentProc) -> None:
+        self._proc = proc
+
+    def __aiter__(self) -> _Items:
+        return self
+
+    def __anext__(self) -> Any:
+        return _next_item(self._proc)
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        proc = self._proc
+        while (rec := proc.next_record()) is not None:
+            yield rec.key, rec.value
+
+
+class _Events(_Items):
+    __slots__ = ()
+
+    def __anext__(self) -> Any:
+        return _next_event(self._proc)
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        proc = self._proc
+        while (rec := proc.next_record()) is not None:
+            yield AgentEvent(rec)
+
+
+def _sync_values(proc: AgentProc) -> Iterator[Any]:
+    while (rec := proc.next_record()) is not None:
+        yield rec.value
+
+
+class AgentProc(Processor):
+    """Runs one agent instance in one task (see the module docstring)."""
+
+    def __init__(self, node: n.Node, ctx: ProcessorContext) -> None:
+        super().__init__(node, ctx)
+        agent: dsl.AgentNode = node  # type: ignore[assignment]
+        self.fn = agent.fn
+        self.name = agent.name
+        self.views: dict[str, StoreView] = {s: ctx.store(s) for s in agent.store_names()}
+        self._views = self.views
+        self._view_list = list(self._views.values())
+        self._sinks = [c for c in agent.children if isinstance(c, n.SinkNode)]
+        self._windowed = [(s, dsl_table) for s in self._views
+                          if isinstance(dsl_table := agent.topology.agent_tables.get(s),
+                                        dsl.WindowedAgentTable)]
+        if self._windowed:
+            ctx.on_stream_time(self._expire_windows)
+        ctx.on_close(self.close)
+        self._kind = (_ASYNC_GEN if inspect.isasyncgenfunction(self.fn) else
+                      _CORO if inspect.iscoroutinefunction(self.fn) else _SYNC_GEN)
+        if self._kind == _SYNC_GEN and not inspect.isgeneratorfunction(self.fn):
+            self.fn = _as_generator(self.fn)  # a plain function: runs until its loop ends
+        self._inst: Any = None      # the agent instance (async gen, coroutine or generator)
+        self._aw: Any = None        # the async generator's __anext__ awaitable in flight
+        self._recs: list[Rec] = _EMPTY
+        self._i = 0                 # next record of the batch to hand out
+        self._first = 0             # the current event's first record (take() events hold several)
+        self.event: Rec | None = None  # the record the agent is handling
+        self._took = False          # whether the instance has read a record
+        self._staged: list[tuple[str, bytes | None, bytes | None, list | None]] = []
+        self.watching = False       # the test driver turns on in-place mutation checks
+        self._watched: list[tuple[StoreView, Any, bytes, Any, bytes | None]] = []
+
+    # -- the services tables and topics use (via streams.dsl.agents.ACTIVE) -----------------------
+    def view(self, table: str) -> Any:
+        try:
+            return self._views[table]
+        except KeyError:
+            raise RuntimeError(
+                f"table {table!r} is not available to agent {self.name!r}: name it in the agent "
+                f"function or pass tables=[...] to @topology.agent") from None
+
+    def event_time(self) -> int:
+        rec = self.event
+        if rec is None:
+            raise RuntimeError(f"agent {self.name!r}: a windowed table needs the current "
+                               "event's time, and there is no current event")
+        return rec.ts
+
+    def stream_time(self) -> int:
+        """The task's stream time including the batch's events handed out so far (the task
+        advances its own after the batch; computed only when asked, off the hot path)."""
+        seen = [r.ts for r in self._recs[:self._i]]
+        return max([self.ctx.stream_time, *seen])
+
+    def stage(self, topic: str, key: bytes | None, value: bytes | None,
+              headers: list | None) -> None:
+        if self.event is None:
+            raise RuntimeError(f"agent {self.name!r} sent to {topic!r} outside an event")
+        size = len(key or b"") + len(value or b"")
+        if size > MAX_RECORD_BYTES:
+            raise ValueError(f"record for {topic!r} of {size} bytes exceeds {MAX_RECORD_BYTES}")
+        staged = self._staged
+        if len(staged) >= MAX_STAGED_PER_EVENT:
+            raise ValueError(f"agent {self.name!r} produced more than {MAX_STAGED_PER_EVENT} "
+                             "records for one event")
+        staged.append((topic, key, value, headers))
+
+    def watch(self, view: StoreView, key: Any, kb: bytes, value: Any) -> None:
+        """Remember a handed-out mutable value to warn, at the boundary, if it was changed in
+        place and not assigned back (the test driver's check)."""
+        if isinstance(value, (int, float, str, bool, bytes, type(None))):
+            return
+        try:
+            before = view.value_serde.serialize(value)
+        except Exception:  # noqa: BLE001 - not a storable value: nothing to compare
+            return
+        self._watched.append((view, key, kb, value, before))
+
+    # -- the batch --------------------------------------------------------------------------------
+    def on_batch(self, recs: list[Rec]) -> None:
+        if not recs:
+            return
+        self._recs, self._i = recs, 0
+        active = dsl.ACTIVE
+        outer, active.proc = active.proc, self
+        try:
+            self._run()
+        finally:
+            active.proc = outer
+            self._recs = _EMPTY
+
+    def _run(self) -> None:
+        kind = self._kind
+        while True:
+            inst = self._inst
+            if inst is None:
+                if self._i >= len(self._recs):
+                    return
+                inst = self._inst = self.fn(AgentStream(self))
+                self._took = False
+            try:
+                if kind == _ASYNC_GEN:
+                    aw = self._aw
+                    if aw is None:
+                        aw = self._aw = inst.__anext__()
+                    signal = aw.send(None)
+                elif kind == _CORO:
+                    signal = inst.send(None)
+                else:
+                    self._output(next(inst))
+                    continue
+            except StopIteration as stop:
+                if kind == _ASYNC_GEN:  # the agent yielded stop.value
+                    self._aw = None
+                    self._output(stop.value)
+                else:
+                    self._finished()
+                continue
+            except StopAsyncIteration:
+                self._aw = None
+                self._finished()
+                continue
+            except Exception as exc:  # noqa: BLE001 - the user's body raised
+                self._fail(exc, "shape" if isinstance(exc, ShapeError) else "processing")
+                continue
+            if signal is _WAITING:
+                return
+            self._fail(AgentAwaitError(
+                f"agent {self.name!r} awaited something the framework did not provide (it "
+                f"yielded {what(signal)} to the event loop); an agent may only await its stream "
+                "and topic.send(): I/O or sleeps inside it would stall the batch and the "
+                "commit"), "await")
+
+    def next_record(self) -> Rec | None:
+        """The event boundary: apply the current event's effects, then hand out the next record
+        of the batch with savepoints on the agent's tables (None: the batch is exhausted)."""
+        if self.event is not None:
+            self._apply_event()
+        i = self._i
+        if i >= len(self._recs):
+            return None
+        self._first, self._i = i, i + 1
+        rec = self.event = self._recs[i]
+        self._took = True
+        for view in self._view_list:
+            view.begin()
+        return rec
+
+    def next_chunk(self, size: int) -> list[Rec] | None:
+        """As :meth:`next_record` for ``stream.take(size)``: up to ``size`` records of the
+        batch as one event (its key and timestamp are those of its last record)."""
+        if self.event is not None:
+            self._apply_event()
+        i, recs = self._i, self._recs
+        if i >= len(recs):
+            return None
+        end = min(i + size, len(recs))
+        self._first, self._i = i, end
+        self.event = recs[end - 1]
+        self._took = True
+        for view in self._view_list:
+            view.begin()
+        return recs[i:end]
+
+    def _apply_event(self) -> None:
+        for view in self._view_list:
+            view.release()
+        if self._watched:
+            self._check_mutations()
+        staged = self._staged
+        if staged:
+            send, ts = self.ctx.send, self.event.ts  # type: ignore[union-attr]
+            for topic, key, value, headers in staged:
+                send(topic, key, value, ts, headers)
+            staged.clear()
+        self.event = None
+
+    def _output(self, value: Any) -> None:
+        """A ``yield``: stage ``value`` for every sink with the current event's key."""
+        rec = self.event
+        if rec is None:
+            self._fail(RuntimeError(f"agent {self.name!r} yielded {what(value)} outside an "
+                                    "event (before reading one, or after its loop ended)"),
+                       "processing")
+            return
+        try:
+            for sink in self._sinks:
+                key = sink.key_serde.serialize(rec.key)
+                self.stage(sink.topic, key, sink.value_serde.serialize(value), None)
+        except Exception as exc:  # noqa: BLE001 - an unserializable yield fails its event
+            self._fail(ShapeError(f"agent {self.name!r} yielded {what(value)}, which cannot be "
+                                  f"written to its sinks: {describe_error(exc)}"), "shape")
+
+    def _finished(self) -> None:
+        """The instance returned: its last event is complete. One that read nothing would
+        restart forever, so the record it was started for is a dead letter instead."""
+        took = self._took
+        if self.event is not None:
+            self._apply_event()
+        self._inst = None
+        if not took and self._i < len(self._recs):
+            rec = self._recs[self._i]
+            self._i += 1
+            self.ctx.dead_letter(rec.raw, f"agent {self.name!r} returned without reading an "
+                                 "event", reason="agent")
+
+    def _fail(self, exc: BaseException, reason: str) -> None:
+        """Drop the current event's effects, dead-letter its record, close the instance."""
+        for view in self._view_list:
+            view.rollback()
+        self._staged.clear()
+        self._watched.clear()
+        rec, self.event = self.event, None
+        failed = [] if rec is None else self._recs[self._first:self._i]
+        took = self._took
+        self._close_instance()
+        if rec is None and not took and self._i < len(self._recs):
+            # failed before reading anything: blame the record it was started for (progress)
+            failed = [self._recs[self._i]]
+            self._i += 1
+        if not failed:
+            self.ctx.count_dropped(self.name, "agent-error")
+            return
+        error = f"{describe_error(exc)} (in agent {self.name})"
+        for failed_rec in failed:
+            self.ctx.dead_letter(failed_rec.raw, error, reason=reason)
+
+    def _close_instance(self) -> None:
+        inst, aw = self._inst, self._aw
+        self._inst = self._aw = None
+        if inst is None:
+            return
+        try:
+            if aw is not None:
+                # GeneratorExit at the agent's pending await, through the asend awaitable: its
+                # finally blocks run and it ends. (``aw.close()`` would leave the async
+                # generator marked running, and the event loop's finalizer would later fail
+                # to ``aclose`` it.)
+                try:
+                    aw.throw(GeneratorExit)
+                except (GeneratorExit, StopIteration, StopAsyncIteration):
+                    pass
+            if self._kind == _ASYNC_GEN:
+                closing = inst.aclose()
+                try:
+                    closing.send(None)
+                except StopIteration:
+                    pass
+                else:
+                    closing.close()  # it awaited while closing: abandon it
+            else:
+                inst.close()
+        except Exception:  # noqa: BLE001 - a broken finally block must not stop the task
+            pass
+
+    def close(self) -> None:
+        """The task is closed (revoked): close the instance, discarding an unfinished event
+        (its record was not committed and will be processed again)."""
+        active = dsl.ACTIVE
+        outer, active.proc = active.proc, self
+        try:
+            for view in self._view_list:
+                view.rollback()
+            self._staged.clear()
+            self.event = None
+            self._close_instance()
+        finally:
+            active.proc = outer
+
+    # -- windowed tables ----------------------------------------------------------------------------
+    def _expire_windows(self, now: int) -> None:
+        for name, table in self._windowed:
+            view = self._views[name]
+            # a window [start, start + size) is kept until stream time passes end + expires
+            view.expire_before(now - table.window.size_ms - table.expires_ms + 1)  # type: ignore[attr-defined]
+
+    # -- the driver's check -----------------------------------------------------------------------
+    def _check_mutations(self) -> None:
+        watched, self._watched = self._watched, []
+        for view, key, kb, value, before in watched:
+            try:
+                after = view.value_serde.serialize(value)
+            except Exception:  # noqa: BLE001
+                continue
+            if after == before:
+                continue
+            stored = view.get_by_bytes(kb, None)
+            if stored is not None and view.value_serde.serialize(stored) == after:
+                continue  # assigned back
+            warnings.warn(f"agent {self.name!r} changed the value of table {view.name!r} key "
+                          f"{key!r} in place without assigning it back: the change is lost "
+                          f"(write {view.name}[key] = value)", stacklevel=2)
+
+
+def _as_generator(fn: Any) -> Any:
+    """A plain function agent (``def agent(stream): for value in stream: ...``) as a
+    generator that yields nothing, so it is driven like a sync generator agent."""
+
+    def run(stream: AgentStream) -> Iterator[Any]:
+        fn(stream)
+        yield from ()
+
+    return run
