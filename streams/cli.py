@@ -14,6 +14,7 @@ import click
 from . import registry
 from .config import ConfigError, load_settings
 from .kafka import admin, broker
+from .kafka.clients import KafkaConnection, client_kwargs
 from .state.store import StoreLocked
 
 
@@ -49,8 +50,9 @@ def _broker_option(f: Any) -> Any:
                         help="bootstrap address (default 127.0.0.1:9092)")(f)
 
 
-def _bootstrap(value: str | None) -> str:
-    return value or load_settings().broker
+def _bootstrap(value: str | None, topology: str | None = None) -> KafkaConnection:
+    """The cluster to talk to: its address (``--broker`` first) and the security settings."""
+    return KafkaConnection.from_settings(load_settings(topology, broker=value))
 
 
 @click.group(cls=_Group)
@@ -136,7 +138,7 @@ def worker_cmd(name: str, config_file: str | None, state_dir: str | None,
     topology = registry.load(name)
     settings = load_settings(name, config_file, state_dir=state_dir, metrics_port=metrics_port,
                              broker=broker)
-    if not admin.broker_answers(settings.broker):
+    if not admin.broker_answers(KafkaConnection.from_settings(settings)):
         raise UserError(f"no Kafka broker answers at {settings.broker} "
                         "(start one with `streams kafka start` or set STREAMS_BROKER)")
     sys.exit(run_worker(topology, settings))
@@ -154,9 +156,10 @@ def generate_cmd(name: str, count: int, rate: float | None, seed: int, broker: s
     from .runtime.topics import topic_specs
 
     topology = registry.load(name)
-    bootstrap = _bootstrap(broker)
-    settings = load_settings(name)
-    asyncio.run(admin.ensure_topics(bootstrap, topic_specs(topology, settings.partitions)))
+    settings = load_settings(name, broker=broker)
+    bootstrap = KafkaConnection.from_settings(settings)
+    asyncio.run(admin.ensure_topics(bootstrap, topic_specs(topology, settings.partitions),
+                                    admin.Replication.from_settings(settings)))
     items = generate.events(name, count, seed, rate=rate)
     sent = asyncio.run(generate.produce(bootstrap, items, rate))
     topics = sorted({t for t, _, _ in items})
@@ -184,7 +187,7 @@ def consume_cmd(topic: str, limit: int, timeout: float, count_only: bool, broker
         parts = (await admin.topic_partitions(_bootstrap(broker), [topic])).get(topic)
         if not parts:
             raise LookupError(f"topic {topic!r} does not exist")
-        c = AIOKafkaConsumer(bootstrap_servers=_bootstrap(broker), enable_auto_commit=False)
+        c = AIOKafkaConsumer(**client_kwargs(_bootstrap(broker)), enable_auto_commit=False)
         await c.start()
         try:
             c.assign([TopicPartition(topic, p) for p in parts])
@@ -231,7 +234,8 @@ def tables_list(name: str | None, as_json: bool, state_dir: str | None, broker: 
     for topo_name in names:
         topology = registry.load(topo_name)
         settings = load_settings(topo_name, state_dir=state_dir, broker=broker)
-        rows += asyncio.run(table_infos(topology, settings.state_dir, settings.broker))
+        rows += asyncio.run(table_infos(topology, settings.state_dir,
+                                        KafkaConnection.from_settings(settings)))
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
         return
@@ -314,7 +318,8 @@ def tables_reset(name: str, table_names: tuple[str, ...], dry_run: bool, force: 
         click.echo("dry run: nothing changed")
         return
     try:
-        asyncio.run(execute_reset(plan, settings.broker, force, click.echo))
+        asyncio.run(execute_reset(plan, KafkaConnection.from_settings(settings), force,
+                                  click.echo, admin.Replication.from_settings(settings)))
     except ResetRefused as exc:
         raise UserError(str(exc)) from None
     click.echo("reset done")

@@ -14,11 +14,17 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
+from .clients import Kafka, client_kwargs
+
 T = TypeVar("T")
 
 
 class BrokerUnavailable(RuntimeError):
     """No broker answered at the configured address."""
+
+
+class AuthenticationFailed(BrokerUnavailable):
+    """The broker answered but refused the credentials (message names no secret)."""
 
 
 def run(coro: Awaitable[T]) -> T:
@@ -32,21 +38,75 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
-async def _admin(bootstrap: str, timeout_ms: int = 10000) -> AIOKafkaAdminClient:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+@dataclass(frozen=True)
+class Replication:
+    """Replication of created topics; ``"auto"`` adapts to the cluster's size.
+
+    >>> Replication().resolve(brokers=1), Replication().resolve(brokers=5)
+    ((1, 1), (3, 2))
+    """
+
+    factor: int | str = "auto"
+    min_insync: int | str = "auto"
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Replication:
+        return cls(settings.replication_factor, settings.min_insync_replicas)
+
+    def resolve(self, brokers: int) -> tuple[int, int]:
+        """(replication factor, min.insync.replicas) for a cluster of ``brokers``."""
+        factor = min(3, max(1, brokers)) if self.factor == "auto" else int(self.factor)
+        if factor > brokers:
+            raise BrokerUnavailable(f"replication_factor {factor} needs at least {factor} "
+                                    f"brokers, but the cluster has {brokers}")
+        # Two in-sync copies survive one broker loss without refusing writes (acks=all).
+        min_isr = (2 if factor >= 3 else 1) if self.min_insync == "auto" else int(self.min_insync)
+        if min_isr > factor:
+            raise BrokerUnavailable(f"min_insync_replicas {min_isr} is more than the "
+                                    f"replication factor {factor}: no write could succeed")
+        return factor, min_isr
+
+
+async def _admin(bootstrap: Kafka, timeout_ms: int = 10000) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(**client_kwargs(bootstrap), request_timeout_ms=timeout_ms)
     try:
         await asyncio.wait_for(admin.start(), timeout_ms / 1000)
     except (KafkaError, OSError, asyncio.TimeoutError) as exc:
         await admin.close()
-        raise BrokerUnavailable(f"no Kafka broker answers at {bootstrap} (start one with "
-                                "`streams kafka start` or set STREAMS_BROKER)") from exc
+        raise unavailable(bootstrap, exc) from None
     return admin
 
 
-def broker_answers(bootstrap: str) -> bool:
+def unavailable(bootstrap: Kafka, exc: BaseException) -> BrokerUnavailable:
+    """The one-line error for a client that could not connect: a refused login is told apart
+    from a broker that does not answer (aiokafka's own message may quote the mechanism's
+    exchange, so it is not passed on)."""
+    if is_auth_failure(exc):
+        return AuthenticationFailed(f"the Kafka broker at {bootstrap} refused the credentials "
+                                    f"({type(exc).__name__}); check security.sasl_username and "
+                                    "the password variable")
+    return BrokerUnavailable(f"no Kafka broker answers at {bootstrap} (start one with "
+                             "`streams kafka start` or set STREAMS_BROKER)")
+
+
+def is_auth_failure(exc: BaseException | None) -> bool:
+    """True when ``exc`` (or its cause/context) is a SASL or authorization failure."""
+    seen = 0
+    while exc is not None and seen < 10:
+        name = type(exc).__name__
+        if "Sasl" in name or "Authentication" in name or "Authorization" in name:
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def broker_answers(bootstrap: Kafka) -> bool:
     async def probe() -> bool:
         try:
             admin = await _admin(bootstrap, timeout_ms=3000)
+        except AuthenticationFailed:
+            raise
         except BrokerUnavailable:
             return False
         try:
@@ -60,7 +120,7 @@ def broker_answers(bootstrap: str) -> bool:
     return run(probe())
 
 
-async def list_topics(bootstrap: str) -> set[str]:
+async def list_topics(bootstrap: Kafka) -> set[str]:
     admin = await _admin(bootstrap)
     try:
         return set(await admin.list_topics())
@@ -68,17 +128,23 @@ async def list_topics(bootstrap: str) -> set[str]:
         await admin.close()
 
 
-async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> None:
-    """Create the topics that do not exist yet and wait until they have leaders."""
+async def ensure_topics(bootstrap: Kafka, specs: Iterable[TopicSpec],
+                        replication: Replication = Replication()) -> None:
+    """Create the topics that do not exist yet (replicated as ``replication`` says) and wait
+    until they have leaders."""
     specs = list(specs)
     admin = await _admin(bootstrap)
     try:
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
         if missing:
+            brokers = len((await admin.describe_cluster())["brokers"])
+            factor, min_isr = replication.resolve(brokers)
             try:
                 await admin.create_topics([
-                    NewTopic(s.name, s.partitions, 1, topic_configs=s.config) for s in missing])
+                    NewTopic(s.name, s.partitions, factor,
+                             topic_configs={"min.insync.replicas": str(min_isr), **s.config})
+                    for s in missing])
             except TopicAlreadyExistsError:
                 pass
             await _wait_for_topics(admin, [s.name for s in missing], present=True)
@@ -86,7 +152,7 @@ async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> None:
         await admin.close()
 
 
-async def delete_topics(bootstrap: str, names: Iterable[str]) -> list[str]:
+async def delete_topics(bootstrap: Kafka, names: Iterable[str]) -> list[str]:
     """Delete the named topics that exist; return those deleted."""
     admin = await _admin(bootstrap)
     try:
@@ -120,7 +186,7 @@ async def _wait_for_topics(admin: AIOKafkaAdminClient, names: list[str], present
     raise TimeoutError(f"topics {names} did not become {'ready' if present else 'deleted'}")
 
 
-async def group_members(bootstrap: str, group: str) -> int:
+async def group_members(bootstrap: Kafka, group: str) -> int:
     """Number of live members of a consumer group (0 if the group is empty or unknown)."""
     admin = await _admin(bootstrap)
     try:
@@ -135,7 +201,7 @@ async def group_members(bootstrap: str, group: str) -> int:
         await admin.close()
 
 
-async def topic_partitions(bootstrap: str, topics: Iterable[str]) -> dict[str, list[int]]:
+async def topic_partitions(bootstrap: Kafka, topics: Iterable[str]) -> dict[str, list[int]]:
     """Partition numbers of each existing topic among ``topics`` (missing topics are left out)."""
     admin = await _admin(bootstrap)
     try:
@@ -150,9 +216,9 @@ async def topic_partitions(bootstrap: str, topics: Iterable[str]) -> dict[str, l
             for t in described if t.get("error_code", 0) == 0 and t["partitions"]}
 
 
-async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+async def end_offsets(bootstrap: Kafka, topic: str) -> dict[int, int]:
     parts = (await topic_partitions(bootstrap, [topic])).get(topic, [])
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_kwargs(bootstrap), enable_auto_commit=False)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in parts]
@@ -164,7 +230,7 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         await consumer.stop()
 
 
-async def committed_offsets(bootstrap: str, group: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+async def committed_offsets(bootstrap: Kafka, group: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
     """The group's committed offsets for the topics' partitions (missing: not committed)."""
     admin = await _admin(bootstrap)
     try:
@@ -176,13 +242,13 @@ async def committed_offsets(bootstrap: str, group: str, topics: Iterable[str]) -
             if tp.topic in wanted and meta.offset >= 0}
 
 
-async def reset_group_to_earliest(bootstrap: str, group: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+async def reset_group_to_earliest(bootstrap: Kafka, group: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
     """Commit the earliest available offset of every partition of ``topics`` for ``group``.
 
     Uses manual assignment, so the consumer never joins the group; the group must be empty.
     """
     parts = await topic_partitions(bootstrap, topics)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+    consumer = AIOKafkaConsumer(**client_kwargs(bootstrap), group_id=group,
                                 enable_auto_commit=False)
     await consumer.start()
     try:

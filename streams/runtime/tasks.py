@@ -18,6 +18,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ..dsl.topology import Topology
+from ..kafka.clients import Kafka
 from ..state.meta import Offsets, TaskId, TaskMeta, shape_of
 from ..state.recovery import Restoration, decide_open, restore_consumer
 from ..state.store import TaskStore
@@ -59,7 +60,7 @@ class TaskManager:
     """Owns the worker's tasks: ``running`` process input; ``restoring`` wait for their state."""
 
     def __init__(self, topology: Topology, subs: list[SubTopology], state_root: Path,
-                 bootstrap: str, consumer: AIOKafkaConsumer, transport: checkpoint.CommitTransport,
+                 bootstrap: Kafka, consumer: AIOKafkaConsumer, transport: checkpoint.CommitTransport,
                  on_remaining: Callable[[str, int], None] | None = None) -> None:
         self.topology = topology
         self.sub_of_topic = {t: s for s in subs for t in s.topics}
