@@ -69,17 +69,28 @@ def kafka() -> None:
 
 
 @kafka.command("start")
-@click.option("--port", default=broker.DEFAULT_PORT, show_default=True)
-def kafka_start(port: int) -> None:
-    """Fetch (once), format and start the broker on 127.0.0.1:PORT."""
-    broker.start(port)
+@click.option("--port", default=broker.DEFAULT_PORT, show_default=True,
+              help="client port (of the first node with --nodes)")
+@click.option("--nodes", default=1, show_default=True,
+              help="> 1: a local KRaft cluster on ports PORT..PORT+NODES-1, one process each")
+@click.option("--heap", default=None, help="JVM heap per node (default 1g, 512m per cluster node)")
+def kafka_start(port: int, nodes: int, heap: str | None) -> None:
+    """Fetch (once), format and start the broker (or cluster) on 127.0.0.1:PORT."""
+    if nodes > 1:
+        broker.start_cluster(port, nodes, heap=heap or "512m")
+    else:
+        broker.start(port, heap=heap or "1g")
 
 
 @kafka.command("stop")
 @click.option("--port", default=broker.DEFAULT_PORT, show_default=True)
 def kafka_stop(port: int) -> None:
-    """Stop the broker that `streams kafka start` started."""
-    if broker.stop(port):
+    """Stop the broker (or cluster) that `streams kafka start` started."""
+    if broker.cluster_nodes(port):
+        stopped = broker.stop_cluster(port)
+        click.echo(f"kafka cluster stopped ({stopped} nodes were running)" if stopped
+                   else "kafka cluster was not running")
+    elif broker.stop(port):
         click.echo("kafka stopped")
     else:
         click.echo("kafka was not running")
@@ -88,7 +99,16 @@ def kafka_stop(port: int) -> None:
 @kafka.command("status")
 @click.option("--port", default=broker.DEFAULT_PORT, show_default=True)
 def kafka_status(port: int) -> None:
-    """Say whether the local broker runs (exit 0) or not (exit 1)."""
+    """Say whether the local broker runs (exit 0) or not (exit 1); for a cluster, each node
+    (exit 0 only when all run)."""
+    if broker.cluster_nodes(port):
+        nodes = broker.cluster_status(port)
+        for node, pid in nodes:
+            state = f"running (pid {pid})" if pid else "stopped"
+            click.echo(f"node {node.node_id} at 127.0.0.1:{node.port}: {state}")
+        if not all(pid for _, pid in nodes):
+            sys.exit(1)
+        return
     running, pid = broker.status(port)
     if running:
         click.echo(f"kafka running at 127.0.0.1:{port} (pid {pid})")
@@ -132,15 +152,17 @@ def worker_cmd(name: str, config_file: str | None, state_dir: str | None,
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     from .runtime.worker import run_worker
 
-    logging.basicConfig(level=log_level.upper(),
-                        format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
     topology = registry.load(name)
     settings = load_settings(name, config_file, state_dir=state_dir, metrics_port=metrics_port,
                              broker=broker)
+    # Checked before aiokafka's own logging is switched on: a refused login or an absent
+    # broker is reported as one line, not also as aiokafka's connection errors.
     if not admin.broker_answers(KafkaConnection.from_settings(settings)):
         raise UserError(f"no Kafka broker answers at {settings.broker} "
                         "(start one with `streams kafka start` or set STREAMS_BROKER)")
+    logging.basicConfig(level=log_level.upper(),
+                        format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
     sys.exit(run_worker(topology, settings))
 
 

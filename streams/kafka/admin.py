@@ -6,15 +6,17 @@ Async functions are the API; :func:`run` wraps one for synchronous callers (CLI,
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
-from .clients import Kafka, client_kwargs
+from .clients import Kafka, KafkaConnection, client_kwargs
 
 T = TypeVar("T")
 
@@ -73,32 +75,46 @@ async def _admin(bootstrap: Kafka, timeout_ms: int = 10000) -> AIOKafkaAdminClie
         await asyncio.wait_for(admin.start(), timeout_ms / 1000)
     except (KafkaError, OSError, asyncio.TimeoutError) as exc:
         await admin.close()
-        raise unavailable(bootstrap, exc) from None
+        raise await unavailable(bootstrap, exc) from None
     return admin
 
 
-def unavailable(bootstrap: Kafka, exc: BaseException) -> BrokerUnavailable:
-    """The one-line error for a client that could not connect: a refused login is told apart
-    from a broker that does not answer (aiokafka's own message may quote the mechanism's
-    exchange, so it is not passed on)."""
-    if is_auth_failure(exc):
-        return AuthenticationFailed(f"the Kafka broker at {bootstrap} refused the credentials "
-                                    f"({type(exc).__name__}); check security.sasl_username and "
-                                    "the password variable")
+async def unavailable(bootstrap: Kafka, exc: BaseException) -> BrokerUnavailable:
+    """The one-line error for a client that could not connect, telling a refused login apart
+    from a broker that does not answer. aiokafka only logs why a bootstrap connection failed,
+    so on a secured cluster one connection is opened again to see the reason."""
+    if isinstance(bootstrap, KafkaConnection) and bootstrap.security.protocol != "PLAINTEXT":
+        reason = await _connect_error(bootstrap)
+        if reason is not None and _is_auth_failure(reason):
+            return AuthenticationFailed(
+                f"the Kafka broker at {bootstrap} refused the credentials of "
+                f"{bootstrap.security.sasl_username!r} ({type(reason).__name__}); check "
+                f"security.sasl_username and ${bootstrap.security.sasl_password_env}")
+        if isinstance(reason, ssl.SSLError):
+            return BrokerUnavailable(f"TLS handshake with {bootstrap} failed: {reason.reason}")
     return BrokerUnavailable(f"no Kafka broker answers at {bootstrap} (start one with "
                              "`streams kafka start` or set STREAMS_BROKER)")
 
 
-def is_auth_failure(exc: BaseException | None) -> bool:
-    """True when ``exc`` (or its cause/context) is a SASL or authorization failure."""
-    seen = 0
-    while exc is not None and seen < 10:
-        name = type(exc).__name__
-        if "Sasl" in name or "Authentication" in name or "Authorization" in name:
-            return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False
+async def _connect_error(kafka: KafkaConnection) -> BaseException | None:
+    kwargs = client_kwargs(kafka)
+    host, _, port = kafka.bootstrap.split(",")[0].strip().rpartition(":")
+    try:
+        conn = await create_conn(
+            host, int(port), request_timeout_ms=5000, ssl_context=kwargs.get("ssl_context"),
+            security_protocol=kwargs["security_protocol"],
+            sasl_mechanism=kwargs.get("sasl_mechanism"),
+            sasl_plain_username=kwargs.get("sasl_plain_username"),
+            sasl_plain_password=kwargs.get("sasl_plain_password"))
+    except Exception as exc:  # noqa: BLE001 - the reason is what we are after
+        return exc
+    conn.close()
+    return None
+
+
+def _is_auth_failure(exc: BaseException) -> bool:
+    name = type(exc).__name__
+    return "Sasl" in name or "Authentication" in name or "Authorization" in name
 
 
 def broker_answers(bootstrap: Kafka) -> bool:
