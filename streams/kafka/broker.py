@@ -310,6 +310,7 @@ def start(port: int = DEFAULT_PORT, timeout: float = 90.0, verbose: bool = True,
     for p in [port, port + 1] + ([sasl_port] if sasl_port else []):
         if port_open(p):
             raise BrokerError(f"port {p} is taken by another process; stop it or use --port")
+    _require("java", "run the Kafka broker")
     broker_classpath(verbose)  # fetch with a message before anything else
     node = Node(1, port, port + 1, paths, sasl_port)
     _format(node, f"1@127.0.0.1:{port + 1}", 1, _cluster_id(), scram_users)
@@ -390,6 +391,7 @@ def start_cluster(port: int, nodes: int = 3, timeout: float = 180.0, verbose: bo
         for p in (node.port, node.controller_port):
             if port_open(p):
                 raise BrokerError(f"port {p} is taken by another process; stop it or use --port")
+    _require("java", "run the Kafka broker")
     broker_classpath(verbose)
     root = cluster_root(port)
     root.mkdir(parents=True, exist_ok=True)
