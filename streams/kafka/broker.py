@@ -256,7 +256,15 @@ def _format(node: Node, voters: str, nodes: int, cluster_id: str,
          "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(paths.properties),
          *scram], capture_output=True, text=True)
     if fmt.returncode != 0:
-        raise BrokerError(f"formatting KRaft storage failed: {fmt.stderr.strip()[-300:]}")
+        raise BrokerError(f"formatting KRaft storage failed: {_java_error(fmt)}")
+
+
+def _java_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The line of a Java tool's output that says what went wrong (a stack trace's first)."""
+    lines = [ln.strip() for ln in (result.stderr + result.stdout).splitlines() if ln.strip()]
+    named = [ln for ln in lines if ("Exception" in ln or "Error" in ln) and
+             not ln.startswith("at ")]
+    return (named or lines or [f"exit code {result.returncode}"])[0][:300]
 
 
 def _launch(node: Node, heap: str) -> subprocess.Popen[bytes]:
