@@ -102,14 +102,26 @@ group.initial.rebalance.delay.ms=0
 log.cleaner.backoff.ms=5000
 """
 
-# An extra SASL_PLAINTEXT listener whose users are SCRAM credentials stored in the cluster
-# metadata (added when the storage is formatted).
-SCRAM_PROPERTIES = """sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
-listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=\\
-  org.apache.kafka.common.security.scram.ScramLoginModule required;
-listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=\\
-  org.apache.kafka.common.security.scram.ScramLoginModule required;
+# Extra listeners (SASL_PLAINTEXT, SSL, SASL_SSL) for testing secured clients. SASL users are
+# SCRAM credentials stored in the cluster metadata when the storage is formatted.
+SCRAM_JAAS = ("listener.name.{listener}.scram-sha-{bits}.sasl.jaas.config="
+              "org.apache.kafka.common.security.scram.ScramLoginModule required;\n")
+# The broker's key and certificate chain, and the CA it trusts, as PEM files (no JKS needed).
+TLS_PROPERTIES = """ssl.keystore.type=PEM
+ssl.keystore.location={keystore}
+ssl.truststore.type=PEM
+ssl.truststore.location={truststore}
 """
+SECURED_PROTOCOLS = ("SASL_PLAINTEXT", "SSL", "SASL_SSL")
+
+
+@dataclass(frozen=True)
+class Tls:
+    """PEM files for TLS listeners: ``keystore`` holds the broker's unencrypted private key and
+    its certificate chain; ``truststore`` the CA certificates it trusts."""
+
+    keystore: Path
+    truststore: Path
 
 
 @dataclass(frozen=True)
@@ -120,20 +132,31 @@ class Node:
     port: int
     controller_port: int
     paths: BrokerPaths
-    sasl_port: int | None = None
+    # Extra client listeners, protocol -> port, named after their protocol.
+    secured: tuple[tuple[str, int], ...] = ()
+    tls: Tls | None = None
 
     def properties(self, voters: str, nodes: int) -> str:
         listeners = [f"PLAINTEXT://127.0.0.1:{self.port}"]
         protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
-        if self.sasl_port is not None:
-            listeners.append(f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}")
-            protocols.append("SASL_PLAINTEXT:SASL_PLAINTEXT")
+        extra = ""
+        for protocol, port in self.secured:
+            listeners.append(f"{protocol}://127.0.0.1:{port}")
+            protocols.append(f"{protocol}:{protocol}")
+            if protocol.startswith("SASL_"):
+                for bits in (256, 512):
+                    extra += SCRAM_JAAS.format(listener=protocol.lower(), bits=bits)
+        if any(p.startswith("SASL_") for p, _ in self.secured):
+            extra += "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512\n"
+        if self.tls is not None:
+            extra += TLS_PROPERTIES.format(keystore=self.tls.keystore,
+                                           truststore=self.tls.truststore)
         text = SERVER_PROPERTIES.format(
             node_id=self.node_id, voters=voters,
             listeners=",".join([*listeners, f"CONTROLLER://127.0.0.1:{self.controller_port}"]),
             advertised=",".join(listeners), protocol_map=",".join(protocols),
             data=self.paths.data, replicas=min(3, nodes), min_isr=2 if nodes >= 3 else 1)
-        return text + (SCRAM_PROPERTIES if self.sasl_port is not None else "")
+        return text + extra
 
 
 LOG4J = """log4j.rootLogger=INFO, file
@@ -301,13 +324,20 @@ def _wait_ready(procs: dict[Node, subprocess.Popen[bytes]], timeout: float) -> N
 
 
 def start(port: int = DEFAULT_PORT, timeout: float = 90.0, verbose: bool = True,
-          sasl_port: int | None = None, scram_users: dict[str, str] | None = None,
-          heap: str = "1g") -> str:
+          secured: dict[str, int] | None = None, scram_users: dict[str, str] | None = None,
+          tls: Tls | None = None, heap: str = "1g") -> str:
     """Start the broker in the background (no-op if ours already runs); return its address.
 
-    With ``sasl_port`` the broker also listens there with SASL_PLAINTEXT, authenticating the
-    SCRAM-SHA-256/512 ``scram_users`` (name -> password) that are stored when it is formatted.
+    ``secured`` adds listeners, protocol (SASL_PLAINTEXT, SSL, SASL_SSL) -> port; SASL ones
+    authenticate the SCRAM-SHA-256/512 ``scram_users`` (name -> password, stored when the
+    storage is formatted), TLS ones present the ``tls`` key and certificate.
     """
+    secured = secured or {}
+    unknown = set(secured) - set(SECURED_PROTOCOLS)
+    if unknown:
+        raise BrokerError(f"unknown listener protocol(s) {sorted(unknown)}")
+    if any("SSL" in p for p in secured) and tls is None:
+        raise BrokerError("a TLS listener needs the broker's key and certificate (tls=)")
     paths = BrokerPaths(port)
     bootstrap = f"127.0.0.1:{port}"
     pid = _read_pid(paths)
@@ -315,12 +345,12 @@ def start(port: int = DEFAULT_PORT, timeout: float = 90.0, verbose: bool = True,
         if verbose:
             print(f"kafka already running at {bootstrap} (pid {pid})")
         return bootstrap
-    for p in [port, port + 1] + ([sasl_port] if sasl_port else []):
+    for p in [port, port + 1, *secured.values()]:
         if port_open(p):
             raise BrokerError(f"port {p} is taken by another process; stop it or use --port")
     _require("java", "run the Kafka broker")
     broker_classpath(verbose)  # fetch with a message before anything else
-    node = Node(1, port, port + 1, paths, sasl_port)
+    node = Node(1, port, port + 1, paths, tuple(sorted(secured.items())), tls)
     _format(node, f"1@127.0.0.1:{port + 1}", 1, _cluster_id(), scram_users)
     proc = _launch(node, heap)
     _wait_ready({node: proc}, timeout)

@@ -60,7 +60,8 @@ def scram_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     os.environ["STREAMS_HOME"] = str(home)
     port, _controller, sasl_port, _ = _free_ports(4)
     try:
-        broker.start(port, verbose=False, sasl_port=sasl_port, scram_users={USER: PASSWORD},
+        broker.start(port, verbose=False, secured={"SASL_PLAINTEXT": sasl_port},
+                     scram_users={USER: PASSWORD},
                      heap="512m")
         env = {**os.environ, "PYTHONUNBUFFERED": "1",
                "STREAMS_BROKER": f"127.0.0.1:{sasl_port}",
