@@ -242,6 +242,17 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when nothing is bound to the port (stricter than :func:`port_open`, which misses
+    ports held by outgoing connections or sockets that do not listen)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def _answers(port: int) -> bool:
     """True once the broker serves metadata (a TCP accept alone comes too early)."""
     from .admin import broker_answers

@@ -44,10 +44,10 @@ SOURCES = ["rides", *trip_stats.repartition_topics()]
 def _free_base() -> int:
     rng = random.Random()
     for _ in range(200):
-        base = rng.randrange(41000, 41800, 10)
+        base = rng.randrange(25000, 25800, 10)  # below the ephemeral port range
         ports = [base + i for i in range(NODES)]
         ports += [base + broker.CONTROLLER_OFFSET + i for i in range(NODES)]
-        if not any(broker.port_open(p) for p in ports):
+        if all(broker.port_free(p) for p in ports):
             return base
     raise AssertionError("no free ports for the cluster")
 

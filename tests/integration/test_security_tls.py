@@ -70,8 +70,8 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     os.environ["STREAMS_HOME"] = str(root / "home")
     rng = random.Random()
     for _ in range(200):
-        port = rng.randrange(40900, 41000, 4)
-        if not any(broker.port_open(p) for p in range(port, port + 4)):
+        port = rng.randrange(24000, 24900, 4)  # below the ephemeral port range
+        if all(broker.port_free(p) for p in range(port, port + 4)):
             break
     try:
         broker.start(port, verbose=False, secured={"SSL": port + 2, "SASL_SSL": port + 3},
