@@ -50,9 +50,9 @@ def _broker_option(f: Any) -> Any:
                         help="bootstrap address (default 127.0.0.1:9092)")(f)
 
 
-def _bootstrap(value: str | None, topology: str | None = None) -> KafkaConnection:
+def _bootstrap(value: str | None) -> KafkaConnection:
     """The cluster to talk to: its address (``--broker`` first) and the security settings."""
-    return KafkaConnection.from_settings(load_settings(topology, broker=value))
+    return KafkaConnection.from_settings(load_settings(broker=value))
 
 
 @click.group(cls=_Group)
@@ -65,13 +65,14 @@ def main() -> None:
 # -- kafka ------------------------------------------------------------------------------------------
 @main.group(cls=_Group)
 def kafka() -> None:
-    """A local single-node Apache Kafka (KRaft) for development, demo and tests."""
+    """A local Apache Kafka (KRaft) for development, demo and tests: one broker, or a
+    cluster of several with --nodes."""
 
 
 @kafka.command("start")
 @click.option("--port", default=broker.DEFAULT_PORT, show_default=True,
               help="client port (of the first node with --nodes)")
-@click.option("--nodes", default=1, show_default=True,
+@click.option("--nodes", type=click.IntRange(1, 9), default=1, show_default=True,
               help="> 1: a local KRaft cluster on ports PORT..PORT+NODES-1, one process each")
 @click.option("--heap", default=None, help="JVM heap per node (default 1g, 512m per cluster node)")
 def kafka_start(port: int, nodes: int, heap: str | None) -> None:

@@ -14,9 +14,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from .kafka.clients import Kafka, client_kwargs
-
 from .dsl.serdes import json_dumps
+from .kafka.clients import Kafka, client_kwargs
 
 Event = tuple[str, str, dict[str, Any]]  # (topic, key, value)
 

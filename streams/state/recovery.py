@@ -28,7 +28,6 @@ from typing import Any, Literal
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ..kafka.clients import Kafka, client_kwargs
-
 from .meta import OFFSETS_HEADER, STREAM_TIME_HEADER, UPSTREAM_HEADER, Offsets, Positions, TaskMeta, decode_upstream
 from .store import TaskStore
 
@@ -243,7 +242,7 @@ class Restoration:
                              self.shape)
 
 
-async def restore_task(bootstrap: str, store: TaskStore, tables: dict[str, str], partition: int,
+async def restore_task(bootstrap: Kafka, store: TaskStore, tables: dict[str, str], partition: int,
                        restore_from: dict[str, int], accept: ChangelogFilter, ends: dict[str, int],
                        task_id: str, batch: int = 20000) -> tuple[int, dict[str, set[bytes]]]:
     """Restore ``tables`` ({table: changelog topic}) of one task in one go (a convenience over
