@@ -145,7 +145,13 @@ def test_killing_the_busiest_broker_loses_nothing(cluster: tuple[int, str], work
     port, bootstrap = cluster
     create_topology_topics(bootstrap, trip_stats, partitions=4)
     topics = trip_stats.input_topics() + trip_stats.internal_topics()
+    # Brokers learn new topics' metadata asynchronously from the controller: ask until every
+    # topic's config is known to the broker that answers.
     described, min_isr = asyncio.run(_describe(bootstrap, topics))
+    deadline = time.monotonic() + 60
+    while set(min_isr) != set(topics) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        described, min_isr = asyncio.run(_describe(bootstrap, topics))
     assert {t["topic"]: {len(p["replicas"]) for p in t["partitions"]} for t in described} == \
         {t: {NODES} for t in topics}, "auto replication on 3 brokers is 3 replicas"
     assert min_isr == {t: "2" for t in topics}
