@@ -136,6 +136,15 @@ def broker_answers(bootstrap: Kafka) -> bool:
     return run(probe())
 
 
+async def broker_count(bootstrap: Kafka) -> int:
+    """How many brokers the answering broker knows to be alive in the cluster."""
+    admin = await _admin(bootstrap, timeout_ms=3000)
+    try:
+        return len((await admin.describe_cluster())["brokers"])
+    finally:
+        await admin.close()
+
+
 async def list_topics(bootstrap: Kafka) -> set[str]:
     admin = await _admin(bootstrap)
     try:

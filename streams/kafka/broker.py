@@ -260,6 +260,15 @@ def _answers(port: int) -> bool:
     return broker_answers(f"127.0.0.1:{port}")
 
 
+def _known_brokers(port: int) -> int:
+    from .admin import BrokerUnavailable, broker_count, run
+
+    try:
+        return run(broker_count(f"127.0.0.1:{port}"))
+    except (BrokerUnavailable, OSError):
+        return 0
+
+
 def status(port: int = DEFAULT_PORT) -> tuple[bool, int | None]:
     pid = _read_pid(BrokerPaths(port))
     return (pid is not None and port_open(port)), pid
@@ -316,7 +325,11 @@ def _launch(node: Node, heap: str) -> subprocess.Popen[bytes]:
     return proc
 
 
-def _wait_ready(procs: dict[Node, subprocess.Popen[bytes]], timeout: float) -> None:
+def _wait_ready(procs: dict[Node, subprocess.Popen[bytes]], timeout: float,
+                cluster_size: int = 1) -> None:
+    """Wait until every node answers and knows all ``cluster_size`` brokers (a node that has
+    just started may not have seen the others register yet; topics created then would get
+    fewer replicas)."""
     deadline = time.monotonic() + timeout
     waiting = dict(procs)
     while waiting and time.monotonic() < deadline:
@@ -324,7 +337,8 @@ def _wait_ready(procs: dict[Node, subprocess.Popen[bytes]], timeout: float) -> N
             if proc.poll() is not None:
                 raise BrokerError(f"kafka node {node.node_id} exited with code "
                                   f"{proc.returncode}; see {node.paths.log_file}")
-            if port_open(node.port) and _answers(node.port):
+            if port_open(node.port) and _answers(node.port) and \
+                    _known_brokers(node.port) >= cluster_size:
                 del waiting[node]
         if waiting:
             time.sleep(0.5)
@@ -453,7 +467,7 @@ def start_cluster(port: int, nodes: int = 3, timeout: float = 180.0, verbose: bo
     for node in down:
         _format(node, voters, nodes, cluster_id, None)
     # All at once: a KRaft quorum elects a leader only when a majority of voters runs.
-    _wait_ready({node: _launch(node, heap) for node in down}, timeout)
+    _wait_ready({node: _launch(node, heap) for node in down}, timeout, cluster_size=nodes)
     bootstrap = cluster_bootstrap(port, nodes)
     if verbose:
         print(f"kafka cluster of {nodes} running at {bootstrap} (data under {root})")
@@ -470,7 +484,9 @@ def start_node(port: int, node_id: int, timeout: float = 120.0, heap: str = "512
     if pid is not None:
         return pid
     proc = _launch(node, heap)
-    _wait_ready({node: proc}, timeout)
+    # It is back once it sees every node that runs (itself included).
+    running = sum(1 for n in members if _read_pid(n.paths) is not None)
+    _wait_ready({node: proc}, timeout, cluster_size=running)
     return proc.pid
 
 

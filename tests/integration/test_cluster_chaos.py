@@ -14,6 +14,8 @@ import asyncio
 import os
 import random
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -31,7 +33,7 @@ from streams.dsl.serdes import json_dumps
 from streams.kafka import admin, broker
 from topologies.trip_stats import topology as trip_stats
 
-from tests.conftest import create_topology_topics, read_topic
+from tests.conftest import ROOT, create_topology_topics, read_topic
 from tests.integration.tables_support import driver_totals_oracle, latest_by_key, wait_drained
 
 pytestmark = pytest.mark.broker
@@ -172,6 +174,9 @@ def test_killing_the_busiest_broker_loses_nothing(cluster: tuple[int, str], work
     victim, leaders = _busiest_leader(bootstrap, topics)
     assert broker.kill_node(port, victim), f"node {victim} was not running"
     assert feeder.is_alive(), "the input must still be arriving when the broker dies"
+    status = cli("kafka", "status", "--port", str(port))
+    assert status.returncode == 1, status
+    assert f"node {victim} at 127.0.0.1:{port + victim - 1}: stopped" in status.stdout, status.stdout
     sent_at_kill = feeder.sent
     # Keep the broker down while a good part of the input arrives, then bring it back.
     _wait(lambda: feeder.sent >= sent_at_kill + EVENTS // 4 or not feeder.is_alive(), 180,
@@ -196,3 +201,26 @@ def test_killing_the_busiest_broker_loses_nothing(cluster: tuple[int, str], work
     assert set(out) == set(oracle)
     print(f"killed node {victim} (leader of {leaders[victim]} of {sum(leaders.values())} "
           f"partitions) after {sent_at_kill} of {EVENTS} events")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """The `streams` CLI with this module's STREAMS_HOME (the cluster's directories)."""
+    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=dict(os.environ),
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_cli_start_status_stop_the_cluster(cluster: tuple[int, str]) -> None:
+    port, bootstrap = cluster
+    again = cli("kafka", "start", "--port", str(port), "--nodes", str(NODES))
+    assert again.returncode == 0 and bootstrap in again.stdout, again
+    other = cli("kafka", "start", "--port", str(port), "--nodes", "2")
+    assert other.returncode != 0 and "created with 3 nodes" in other.stderr, other
+    status = cli("kafka", "status", "--port", str(port))
+    assert status.returncode == 0, status
+    assert status.stdout.count(": running (pid") == NODES, status.stdout
+    stop = cli("kafka", "stop", "--port", str(port))
+    assert stop.returncode == 0 and f"{NODES} nodes were running" in stop.stdout, stop
+    assert not any(broker.port_open(port + i) for i in range(NODES))
+    after = cli("kafka", "status", "--port", str(port))
+    assert after.returncode == 1 and after.stdout.count(": stopped") == NODES, after
