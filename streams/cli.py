@@ -14,6 +14,7 @@ import click
 from . import registry
 from .config import ConfigError, load_settings
 from .kafka import admin, broker
+from .kafka.clients import KafkaConnection, client_kwargs
 from .state.store import StoreLocked
 
 
@@ -49,8 +50,9 @@ def _broker_option(f: Any) -> Any:
                         help="bootstrap address (default 127.0.0.1:9092)")(f)
 
 
-def _bootstrap(value: str | None) -> str:
-    return value or load_settings().broker
+def _bootstrap(value: str | None) -> KafkaConnection:
+    """The cluster to talk to: its address (``--broker`` first) and the security settings."""
+    return KafkaConnection.from_settings(load_settings(broker=value))
 
 
 @click.group(cls=_Group)
@@ -63,21 +65,33 @@ def main() -> None:
 # -- kafka ------------------------------------------------------------------------------------------
 @main.group(cls=_Group)
 def kafka() -> None:
-    """A local single-node Apache Kafka (KRaft) for development, demo and tests."""
+    """A local Apache Kafka (KRaft) for development, demo and tests: one broker, or a
+    cluster of several with --nodes."""
 
 
 @kafka.command("start")
-@click.option("--port", default=broker.DEFAULT_PORT, show_default=True)
-def kafka_start(port: int) -> None:
-    """Fetch (once), format and start the broker on 127.0.0.1:PORT."""
-    broker.start(port)
+@click.option("--port", default=broker.DEFAULT_PORT, show_default=True,
+              help="client port (of the first node with --nodes)")
+@click.option("--nodes", type=click.IntRange(1, 9), default=1, show_default=True,
+              help="> 1: a local KRaft cluster on ports PORT..PORT+NODES-1, one process each")
+@click.option("--heap", default=None, help="JVM heap per node (default 1g, 512m per cluster node)")
+def kafka_start(port: int, nodes: int, heap: str | None) -> None:
+    """Fetch (once), format and start the broker (or cluster) on 127.0.0.1:PORT."""
+    if nodes > 1:
+        broker.start_cluster(port, nodes, heap=heap or "512m")
+    else:
+        broker.start(port, heap=heap or "1g")
 
 
 @kafka.command("stop")
 @click.option("--port", default=broker.DEFAULT_PORT, show_default=True)
 def kafka_stop(port: int) -> None:
-    """Stop the broker that `streams kafka start` started."""
-    if broker.stop(port):
+    """Stop the broker (or cluster) that `streams kafka start` started."""
+    if broker.cluster_nodes(port):
+        stopped = broker.stop_cluster(port)
+        click.echo(f"kafka cluster stopped ({stopped} nodes were running)" if stopped
+                   else "kafka cluster was not running")
+    elif broker.stop(port):
         click.echo("kafka stopped")
     else:
         click.echo("kafka was not running")
@@ -86,7 +100,16 @@ def kafka_stop(port: int) -> None:
 @kafka.command("status")
 @click.option("--port", default=broker.DEFAULT_PORT, show_default=True)
 def kafka_status(port: int) -> None:
-    """Say whether the local broker runs (exit 0) or not (exit 1)."""
+    """Say whether the local broker runs (exit 0) or not (exit 1); for a cluster, each node
+    (exit 0 only when all run)."""
+    if broker.cluster_nodes(port):
+        nodes = broker.cluster_status(port)
+        for node, pid in nodes:
+            state = f"running (pid {pid})" if pid else "stopped"
+            click.echo(f"node {node.node_id} at 127.0.0.1:{node.port}: {state}")
+        if not all(pid for _, pid in nodes):
+            sys.exit(1)
+        return
     running, pid = broker.status(port)
     if running:
         click.echo(f"kafka running at 127.0.0.1:{port} (pid {pid})")
@@ -130,15 +153,17 @@ def worker_cmd(name: str, config_file: str | None, state_dir: str | None,
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     from .runtime.worker import run_worker
 
-    logging.basicConfig(level=log_level.upper(),
-                        format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
     topology = registry.load(name)
     settings = load_settings(name, config_file, state_dir=state_dir, metrics_port=metrics_port,
                              broker=broker)
-    if not admin.broker_answers(settings.broker):
+    # Checked before aiokafka's own logging is switched on: a refused login or an absent
+    # broker is reported as one line, not also as aiokafka's connection errors.
+    if not admin.broker_answers(KafkaConnection.from_settings(settings)):
         raise UserError(f"no Kafka broker answers at {settings.broker} "
                         "(start one with `streams kafka start` or set STREAMS_BROKER)")
+    logging.basicConfig(level=log_level.upper(),
+                        format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
     sys.exit(run_worker(topology, settings))
 
 
@@ -154,9 +179,10 @@ def generate_cmd(name: str, count: int, rate: float | None, seed: int, broker: s
     from .runtime.topics import topic_specs
 
     topology = registry.load(name)
-    bootstrap = _bootstrap(broker)
-    settings = load_settings(name)
-    asyncio.run(admin.ensure_topics(bootstrap, topic_specs(topology, settings.partitions)))
+    settings = load_settings(name, broker=broker)
+    bootstrap = KafkaConnection.from_settings(settings)
+    asyncio.run(admin.ensure_topics(bootstrap, topic_specs(topology, settings.partitions),
+                                    admin.Replication.from_settings(settings)))
     items = generate.events(name, count, seed, rate=rate)
     sent = asyncio.run(generate.produce(bootstrap, items, rate))
     topics = sorted({t for t, _, _ in items})
@@ -184,7 +210,7 @@ def consume_cmd(topic: str, limit: int, timeout: float, count_only: bool, broker
         parts = (await admin.topic_partitions(_bootstrap(broker), [topic])).get(topic)
         if not parts:
             raise LookupError(f"topic {topic!r} does not exist")
-        c = AIOKafkaConsumer(bootstrap_servers=_bootstrap(broker), enable_auto_commit=False)
+        c = AIOKafkaConsumer(**client_kwargs(_bootstrap(broker)), enable_auto_commit=False)
         await c.start()
         try:
             c.assign([TopicPartition(topic, p) for p in parts])
@@ -231,7 +257,8 @@ def tables_list(name: str | None, as_json: bool, state_dir: str | None, broker: 
     for topo_name in names:
         topology = registry.load(topo_name)
         settings = load_settings(topo_name, state_dir=state_dir, broker=broker)
-        rows += asyncio.run(table_infos(topology, settings.state_dir, settings.broker))
+        rows += asyncio.run(table_infos(topology, settings.state_dir,
+                                        KafkaConnection.from_settings(settings)))
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
         return
@@ -318,7 +345,8 @@ def tables_reset(name: str, table_names: tuple[str, ...], dry_run: bool, force: 
         click.echo("dry run: nothing changed")
         return
     try:
-        asyncio.run(execute_reset(plan, settings.broker, force, click.echo))
+        asyncio.run(execute_reset(plan, KafkaConnection.from_settings(settings), force,
+                                  click.echo, admin.Replication.from_settings(settings)))
     except ResetRefused as exc:
         raise UserError(str(exc)) from None
     click.echo("reset done")

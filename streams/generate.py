@@ -15,6 +15,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from .dsl.serdes import json_dumps
+from .kafka.clients import Kafka, client_kwargs
 
 Event = tuple[str, str, dict[str, Any]]  # (topic, key, value)
 
@@ -157,9 +158,9 @@ def events(name: str, count: int, seed: int = 42, start_ms: int | None = None,
     return list(GENERATORS[name](random.Random(seed), count, start, **extra))
 
 
-async def produce(bootstrap: str, items: list[Event], rate: float | None = None) -> int:
+async def produce(bootstrap: Kafka, items: list[Event], rate: float | None = None) -> int:
     """Send ``items``; at most ``rate`` events/s if given. Returns the number sent."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10, acks="all",
+    producer = AIOKafkaProducer(**client_kwargs(bootstrap), linger_ms=10, acks="all",
                                 max_batch_size=512 * 1024)
     await producer.start()
     try:

@@ -6,19 +6,27 @@ Async functions are the API; :func:`run` wraps one for synchronous callers (CLI,
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
+
+from .clients import Kafka, KafkaConnection, client_kwargs
 
 T = TypeVar("T")
 
 
 class BrokerUnavailable(RuntimeError):
     """No broker answered at the configured address."""
+
+
+class AuthenticationFailed(BrokerUnavailable):
+    """The broker answered but refused the credentials (message names no secret)."""
 
 
 def run(coro: Awaitable[T]) -> T:
@@ -32,21 +40,89 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
-async def _admin(bootstrap: str, timeout_ms: int = 10000) -> AIOKafkaAdminClient:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+@dataclass(frozen=True)
+class Replication:
+    """Replication of created topics; ``"auto"`` adapts to the cluster's size.
+
+    >>> Replication().resolve(brokers=1), Replication().resolve(brokers=5)
+    ((1, 1), (3, 2))
+    """
+
+    factor: int | str = "auto"
+    min_insync: int | str = "auto"
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Replication:
+        return cls(settings.replication_factor, settings.min_insync_replicas)
+
+    def resolve(self, brokers: int) -> tuple[int, int]:
+        """(replication factor, min.insync.replicas) for a cluster of ``brokers``."""
+        factor = min(3, max(1, brokers)) if self.factor == "auto" else int(self.factor)
+        if factor > brokers:
+            raise BrokerUnavailable(f"replication_factor {factor} needs at least {factor} "
+                                    f"brokers, but the cluster has {brokers}")
+        # Two in-sync copies survive one broker loss without refusing writes (acks=all).
+        min_isr = (2 if factor >= 3 else 1) if self.min_insync == "auto" else int(self.min_insync)
+        if min_isr > factor:
+            raise BrokerUnavailable(f"min_insync_replicas {min_isr} is more than the "
+                                    f"replication factor {factor}: no write could succeed")
+        return factor, min_isr
+
+
+async def _admin(bootstrap: Kafka, timeout_ms: int = 10000) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(**client_kwargs(bootstrap), request_timeout_ms=timeout_ms)
     try:
         await asyncio.wait_for(admin.start(), timeout_ms / 1000)
     except (KafkaError, OSError, asyncio.TimeoutError) as exc:
         await admin.close()
-        raise BrokerUnavailable(f"no Kafka broker answers at {bootstrap} (start one with "
-                                "`streams kafka start` or set STREAMS_BROKER)") from exc
+        raise await unavailable(bootstrap, exc) from None
     return admin
 
 
-def broker_answers(bootstrap: str) -> bool:
+async def unavailable(bootstrap: Kafka, exc: BaseException) -> BrokerUnavailable:
+    """The one-line error for a client that could not connect, telling a refused login apart
+    from a broker that does not answer. aiokafka only logs why a bootstrap connection failed,
+    so on a secured cluster one connection is opened again to see the reason."""
+    if isinstance(bootstrap, KafkaConnection) and bootstrap.security.protocol != "PLAINTEXT":
+        reason = await _connect_error(bootstrap)
+        if reason is not None and _is_auth_failure(reason):
+            return AuthenticationFailed(
+                f"the Kafka broker at {bootstrap} refused the credentials of "
+                f"{bootstrap.security.sasl_username!r} ({type(reason).__name__}); check "
+                f"security.sasl_username and ${bootstrap.security.sasl_password_env}")
+        if isinstance(reason, ssl.SSLError):
+            return BrokerUnavailable(f"TLS handshake with {bootstrap} failed: {reason.reason}")
+    return BrokerUnavailable(f"no Kafka broker answers at {bootstrap} (start one with "
+                             "`streams kafka start` or set STREAMS_BROKER)")
+
+
+async def _connect_error(kafka: KafkaConnection) -> BaseException | None:
+    kwargs = client_kwargs(kafka)
+    host, _, port = kafka.bootstrap.split(",")[0].strip().rpartition(":")
+    try:
+        conn = await create_conn(
+            host, int(port), request_timeout_ms=5000, ssl_context=kwargs.get("ssl_context"),
+            security_protocol=kwargs["security_protocol"],
+            sasl_mechanism=kwargs.get("sasl_mechanism"),
+            sasl_plain_username=kwargs.get("sasl_plain_username"),
+            sasl_plain_password=kwargs.get("sasl_plain_password"))
+    except Exception as exc:  # noqa: BLE001 - the reason is what we are after
+        return exc
+    conn.close()
+    return None
+
+
+def _is_auth_failure(exc: BaseException) -> bool:
+    name = type(exc).__name__
+    return "Sasl" in name or "Authentication" in name or "Authorization" in name
+
+
+def broker_answers(bootstrap: Kafka) -> bool:
     async def probe() -> bool:
         try:
             admin = await _admin(bootstrap, timeout_ms=3000)
+        except AuthenticationFailed:
+            raise
         except BrokerUnavailable:
             return False
         try:
@@ -60,7 +136,16 @@ def broker_answers(bootstrap: str) -> bool:
     return run(probe())
 
 
-async def list_topics(bootstrap: str) -> set[str]:
+async def broker_count(bootstrap: Kafka) -> int:
+    """How many brokers the answering broker knows to be alive in the cluster."""
+    admin = await _admin(bootstrap, timeout_ms=3000)
+    try:
+        return len((await admin.describe_cluster())["brokers"])
+    finally:
+        await admin.close()
+
+
+async def list_topics(bootstrap: Kafka) -> set[str]:
     admin = await _admin(bootstrap)
     try:
         return set(await admin.list_topics())
@@ -68,17 +153,23 @@ async def list_topics(bootstrap: str) -> set[str]:
         await admin.close()
 
 
-async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> None:
-    """Create the topics that do not exist yet and wait until they have leaders."""
+async def ensure_topics(bootstrap: Kafka, specs: Iterable[TopicSpec],
+                        replication: Replication = Replication()) -> None:
+    """Create the topics that do not exist yet (replicated as ``replication`` says) and wait
+    until they have leaders."""
     specs = list(specs)
     admin = await _admin(bootstrap)
     try:
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
         if missing:
+            brokers = len((await admin.describe_cluster())["brokers"])
+            factor, min_isr = replication.resolve(brokers)
             try:
                 await admin.create_topics([
-                    NewTopic(s.name, s.partitions, 1, topic_configs=s.config) for s in missing])
+                    NewTopic(s.name, s.partitions, factor,
+                             topic_configs={"min.insync.replicas": str(min_isr), **s.config})
+                    for s in missing])
             except TopicAlreadyExistsError:
                 pass
             await _wait_for_topics(admin, [s.name for s in missing], present=True)
@@ -86,7 +177,7 @@ async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> None:
         await admin.close()
 
 
-async def delete_topics(bootstrap: str, names: Iterable[str]) -> list[str]:
+async def delete_topics(bootstrap: Kafka, names: Iterable[str]) -> list[str]:
     """Delete the named topics that exist; return those deleted."""
     admin = await _admin(bootstrap)
     try:
@@ -120,7 +211,7 @@ async def _wait_for_topics(admin: AIOKafkaAdminClient, names: list[str], present
     raise TimeoutError(f"topics {names} did not become {'ready' if present else 'deleted'}")
 
 
-async def group_members(bootstrap: str, group: str) -> int:
+async def group_members(bootstrap: Kafka, group: str) -> int:
     """Number of live members of a consumer group (0 if the group is empty or unknown)."""
     admin = await _admin(bootstrap)
     try:
@@ -135,7 +226,7 @@ async def group_members(bootstrap: str, group: str) -> int:
         await admin.close()
 
 
-async def topic_partitions(bootstrap: str, topics: Iterable[str]) -> dict[str, list[int]]:
+async def topic_partitions(bootstrap: Kafka, topics: Iterable[str]) -> dict[str, list[int]]:
     """Partition numbers of each existing topic among ``topics`` (missing topics are left out)."""
     admin = await _admin(bootstrap)
     try:
@@ -150,9 +241,9 @@ async def topic_partitions(bootstrap: str, topics: Iterable[str]) -> dict[str, l
             for t in described if t.get("error_code", 0) == 0 and t["partitions"]}
 
 
-async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+async def end_offsets(bootstrap: Kafka, topic: str) -> dict[int, int]:
     parts = (await topic_partitions(bootstrap, [topic])).get(topic, [])
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_kwargs(bootstrap), enable_auto_commit=False)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in parts]
@@ -164,7 +255,7 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         await consumer.stop()
 
 
-async def committed_offsets(bootstrap: str, group: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+async def committed_offsets(bootstrap: Kafka, group: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
     """The group's committed offsets for the topics' partitions (missing: not committed)."""
     admin = await _admin(bootstrap)
     try:
@@ -176,13 +267,13 @@ async def committed_offsets(bootstrap: str, group: str, topics: Iterable[str]) -
             if tp.topic in wanted and meta.offset >= 0}
 
 
-async def reset_group_to_earliest(bootstrap: str, group: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+async def reset_group_to_earliest(bootstrap: Kafka, group: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
     """Commit the earliest available offset of every partition of ``topics`` for ``group``.
 
     Uses manual assignment, so the consumer never joins the group; the group must be empty.
     """
     parts = await topic_partitions(bootstrap, topics)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+    consumer = AIOKafkaConsumer(**client_kwargs(bootstrap), group_id=group,
                                 enable_auto_commit=False)
     await consumer.start()
     try:

@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from ..dsl.serdes import KeySerde
 from ..dsl.topology import Topology
 from ..kafka.admin import topic_partitions
+from ..kafka.clients import Kafka, client_kwargs
 from ..state.global_store import (GlobalTableView, decide_start, global_shape,
                                   open_global_store)
 from ..state.meta import Offsets, TaskMeta
@@ -148,7 +149,7 @@ class GlobalTables:
 class GlobalTableConsumer:
     """Reads the global topics for a worker: a full load at start, then whatever arrives."""
 
-    def __init__(self, tables: GlobalTables, bootstrap: str,
+    def __init__(self, tables: GlobalTables, bootstrap: Kafka,
                  on_remaining: Callable[[str, int], None] | None = None,
                  on_keys: Callable[[str, int], None] | None = None,
                  stopping: Callable[[], bool] | None = None) -> None:
@@ -167,7 +168,7 @@ class GlobalTableConsumer:
         tables = self.tables
         await asyncio.to_thread(tables.open)
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+            **client_kwargs(self.bootstrap), enable_auto_commit=False,
             isolation_level="read_committed", auto_offset_reset="earliest",
             max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
         await self.consumer.start()

@@ -19,6 +19,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ..dsl.topology import Topology
+from ..kafka.clients import Kafka
 from ..state.meta import Offsets, TaskId, TaskMeta, shape_of
 from ..state.recovery import Restoration, decide_open, restore_consumer
 from ..state.store import TaskStore
@@ -60,7 +61,7 @@ class TaskManager:
     """Owns the worker's tasks: ``running`` process input; ``restoring`` wait for their state."""
 
     def __init__(self, topology: Topology, subs: list[SubTopology], state_root: Path,
-                 bootstrap: str, consumer: AIOKafkaConsumer, transport: checkpoint.CommitTransport,
+                 bootstrap: Kafka, consumer: AIOKafkaConsumer, transport: checkpoint.CommitTransport,
                  on_remaining: Callable[[str, int], None] | None = None,
                  global_tables: Mapping[str, Any] | None = None) -> None:
         self.topology = topology

@@ -16,7 +16,8 @@ from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from ..dsl import nodes as n
 from ..dsl.topology import Topology
-from ..kafka.admin import TopicSpec, ensure_topics, topic_partitions
+from ..kafka.admin import Replication, TopicSpec, ensure_topics, topic_partitions
+from ..kafka.clients import Kafka, client_kwargs
 from ..state.meta import Offsets
 from .compile import SubTopology, subtopologies
 
@@ -107,7 +108,8 @@ def plan_topics(topology: Topology, existing: dict[str, int],
     return list(unique.values()), problems
 
 
-async def prepare_topics(topology: Topology, bootstrap: str, default_partitions: int) -> None:
+async def prepare_topics(topology: Topology, bootstrap: Kafka, default_partitions: int,
+                         replication: Replication = Replication()) -> None:
     """Create the topology's missing topics with partition counts derived from its inputs;
     raise :class:`TopicLayoutError` (one line) when topics read together are not co-partitioned
     (task p joins partition p of each, as in Kafka Streams) or an internal topic has the wrong
@@ -118,14 +120,14 @@ async def prepare_topics(topology: Topology, bootstrap: str, default_partitions:
     specs, problems = plan_topics(topology, existing, default_partitions)
     if problems:
         raise TopicLayoutError(problems[0])
-    await ensure_topics(bootstrap, specs)
+    await ensure_topics(bootstrap, specs, replication)
 
 
 class RepartitionPurger:
     """Deletes consumed records of repartition topics (they have no time retention), at most
     every ``interval_s``; purging is housekeeping, so failures are only logged."""
 
-    def __init__(self, topology: Topology, bootstrap: str, interval_s: float = 30.0) -> None:
+    def __init__(self, topology: Topology, bootstrap: Kafka, interval_s: float = 30.0) -> None:
         self.topics = set(topology.repartition_topics())
         self.bootstrap = bootstrap
         self.interval_s = interval_s
@@ -143,7 +145,7 @@ class RepartitionPurger:
             return
         try:
             if self._admin is None:
-                self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+                self._admin = AIOKafkaAdminClient(**client_kwargs(self.bootstrap))
                 await self._admin.start()
             await self._admin.delete_records(doomed)
         except Exception as exc:  # noqa: BLE001 - housekeeping, never fatal

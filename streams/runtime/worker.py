@@ -26,6 +26,8 @@ from aiokafka.errors import IllegalStateError
 
 from ..config import Settings
 from ..dsl.topology import Topology
+from ..kafka.admin import Replication
+from ..kafka.clients import KafkaConnection, client_kwargs
 from ..metrics import Metrics
 from . import checkpoint
 from .compile import subtopologies
@@ -67,7 +69,8 @@ class Worker:
         self._lock = asyncio.Lock()  # the main loop vs. the rebalance listener
         self._stopping = asyncio.Event()
         self._fatal: BaseException | None = None
-        self.purger = RepartitionPurger(topology, settings.broker)
+        self.kafka = KafkaConnection.from_settings(settings)
+        self.purger = RepartitionPurger(topology, self.kafka)
         self._since_commit = 0
         self._last_commit = time.monotonic()
         self.idle = IdleTracker(settings.idle_close_ms)
@@ -91,17 +94,18 @@ class Worker:
     async def run(self) -> None:
         s, name = self.settings, self.topology.name
         try:
-            await prepare_topics(self.topology, s.broker, s.partitions)
+            await prepare_topics(self.topology, self.kafka, s.partitions,
+                                 Replication.from_settings(s))
         except TopicLayoutError as exc:
             raise WorkerFailed(str(exc)) from None
         if s.metrics_port >= 0:
             self.metrics_port = self.metrics.serve(s.metrics_host, s.metrics_port)
             log.info("metrics on http://%s:%d/metrics", s.metrics_host, self.metrics_port)
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=s.broker, acks="all", enable_idempotence=True, linger_ms=5,
+            **client_kwargs(self.kafka), acks="all", enable_idempotence=True, linger_ms=5,
             max_batch_size=512 * 1024, request_timeout_ms=30000)
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.broker, group_id=name, enable_auto_commit=False,
+            **client_kwargs(self.kafka), group_id=name, enable_auto_commit=False,
             auto_offset_reset="earliest", isolation_level="read_committed",
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_wait_ms=100,
@@ -116,12 +120,12 @@ class Worker:
         if self.global_tables is not None:
             keys = self.metrics.table_keys
             self.global_consumer = GlobalTableConsumer(
-                self.global_tables, s.broker,
+                self.global_tables, self.kafka,
                 on_remaining=lambda table, n: remaining.labels(name, table).set(n),
                 on_keys=lambda table, n: keys.labels(name, table).set(n),
                 stopping=self._stopping.is_set)
         self.tasks = TaskManager(
-            self.topology, self.subs, self.state_root, s.broker, self.consumer, self.transport,
+            self.topology, self.subs, self.state_root, self.kafka, self.consumer, self.transport,
             on_remaining=lambda table, n: remaining.labels(name, table).set(n),
             global_tables=self.global_tables)
         clean = False

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from ..kafka.clients import Kafka, client_kwargs
 from .meta import OFFSETS_HEADER, STREAM_TIME_HEADER, UPSTREAM_HEADER, Offsets, Positions, TaskMeta, decode_upstream
 from .store import TaskStore
 
@@ -241,7 +242,7 @@ class Restoration:
                              self.shape)
 
 
-async def restore_task(bootstrap: str, store: TaskStore, tables: dict[str, str], partition: int,
+async def restore_task(bootstrap: Kafka, store: TaskStore, tables: dict[str, str], partition: int,
                        restore_from: dict[str, int], accept: ChangelogFilter, ends: dict[str, int],
                        task_id: str, batch: int = 20000) -> tuple[int, dict[str, set[bytes]]]:
     """Restore ``tables`` ({table: changelog topic}) of one task in one go (a convenience over
@@ -260,9 +261,9 @@ async def restore_task(bootstrap: str, store: TaskStore, tables: dict[str, str],
     return restoration.applied, restoration.repairs
 
 
-def restore_consumer(bootstrap: str) -> AIOKafkaConsumer:
+def restore_consumer(bootstrap: Kafka) -> AIOKafkaConsumer:
     """A consumer for changelogs: no group, committed records only, large fetches."""
-    return AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+    return AIOKafkaConsumer(**client_kwargs(bootstrap), enable_auto_commit=False,
                             isolation_level="read_committed", auto_offset_reset="earliest",
                             max_partition_fetch_bytes=8 * 1024 * 1024,
                             fetch_max_bytes=64 * 1024 * 1024)

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..dsl.topology import Topology
 from ..kafka import admin
+from ..kafka.clients import Kafka
 from ..runtime.compile import subtopologies
 from ..state.meta import TaskId, TaskMeta
 from ..dsl.windows import HoppingWindows, SlidingWindows, TumblingWindows
@@ -106,7 +107,7 @@ def _dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-async def table_infos(topology: Topology, state_dir: str, bootstrap: str,
+async def table_infos(topology: Topology, state_dir: str, bootstrap: Kafka,
                       only: list[str] | None = None) -> list[TableInfo]:
     state_root = Path(state_dir)
     known = [*topology.stores, *topology.global_tables]

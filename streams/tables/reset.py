@@ -16,7 +16,8 @@ from pathlib import Path
 
 from ..dsl.topology import Topology
 from ..kafka import admin
-from ..kafka.admin import TopicSpec
+from ..kafka.admin import Replication, TopicSpec
+from ..kafka.clients import Kafka
 from ..runtime.compile import SubTopology, subtopologies
 from ..state.global_store import global_dirs
 from ..runtime.topics import CHANGELOG_CONFIG, REPARTITION_CONFIG, written_repartitions
@@ -107,8 +108,9 @@ def _plan_reset(topology: Topology, state_dir: str, partitions: int, tables: lis
     return ResetPlan(topology.name, stores, inputs, recreate, dirs)
 
 
-async def execute_reset(plan: ResetPlan, bootstrap: str, force: bool,
-                        say: Callable[[str], None]) -> None:
+async def execute_reset(plan: ResetPlan, bootstrap: Kafka, force: bool,
+                        say: Callable[[str], None],
+                        replication: Replication = Replication()) -> None:
     members = await admin.group_members(bootstrap, plan.topology)
     if members and not force:
         raise ResetRefused(f"consumer group {plan.topology!r} has {members} live member(s); "
@@ -120,7 +122,7 @@ async def execute_reset(plan: ResetPlan, bootstrap: str, force: bool,
     specs = [TopicSpec(s.name, len(sizes[s.name]) if sizes.get(s.name) else s.partitions, s.config)
              for s in plan.recreate_topics]
     await admin.delete_topics(bootstrap, names)
-    await admin.ensure_topics(bootstrap, specs)
+    await admin.ensure_topics(bootstrap, specs, replication)
     # Offsets of the recreated repartition topics go back to 0 too (they may outlive deletion).
     reset = await admin.reset_group_to_earliest(
         bootstrap, plan.topology,
