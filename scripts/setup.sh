@@ -17,3 +17,8 @@ if ! .venv/bin/python -c "import streams, pytest, hypothesis, faust, quixstreams
   fi
   touch .venv/.installed
 fi
+# Prometheus + promtool for the monitoring tests (tests/integration/test_prometheus.py and
+# the config checks); without them those tests are skipped with a reason.
+if ! bash scripts/install-prometheus.sh; then
+  echo "warning: prometheus not installed; the Prometheus tests will be skipped" >&2
+fi

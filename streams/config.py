@@ -32,6 +32,9 @@ class Settings:
     idle_close_ms: int = 0
     metrics_port: int = 9400
     metrics_host: str = "127.0.0.1"
+    # "throughput": large batches, long fetch waits; "latency": small batches, sent at once
+    # (see :mod:`streams.runtime.tuning`). TOML: ``processing.mode = "latency"``.
+    processing_mode: str = "throughput"
 
     def with_overrides(self, **overrides: Any) -> Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -39,6 +42,21 @@ class Settings:
 
 class ConfigError(ValueError):
     pass
+
+
+PROCESSING_MODES = ("throughput", "latency")
+
+
+def _flatten(table: dict[str, Any]) -> dict[str, Any]:
+    """``[processing] mode = "x"`` (or ``processing.mode = "x"``) -> ``processing_mode``."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                out[f"{key}_{sub}"] = v
+        else:
+            out[key] = value
+    return out
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -63,7 +81,7 @@ def load_settings(topology: str | None = None, config_file: str | Path | None = 
             raise ConfigError(f"config file {config_file} does not exist")
         layers.append(Path(config_file))
     for layer in layers:
-        for key, value in _read(layer).items():
+        for key, value in _flatten(_read(layer)).items():
             if key not in known:
                 raise ConfigError(f"{layer}: unknown setting {key!r}")
             values[key] = value
@@ -71,4 +89,8 @@ def load_settings(topology: str | None = None, config_file: str | Path | None = 
         values["broker"] = os.environ["STREAMS_BROKER"]
     if os.environ.get("STREAMS_STATE_DIR"):
         values["state_dir"] = os.environ["STREAMS_STATE_DIR"]
-    return Settings(**values).with_overrides(**overrides)
+    settings = Settings(**values).with_overrides(**overrides)
+    if settings.processing_mode not in PROCESSING_MODES:
+        raise ConfigError(f"processing.mode must be one of {', '.join(PROCESSING_MODES)}, "
+                          f"not {settings.processing_mode!r}")
+    return settings
