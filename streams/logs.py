@@ -61,6 +61,7 @@ def configure(topology: str, level: str = "INFO", fmt: str = "text") -> None:
     root.addHandler(handler)
     root.setLevel(level.upper())
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.captureWarnings(True)  # Python warnings as log records too (one format per line)
 
 
 __all__ = ["JsonFormatter", "LOG_FORMATS", "configure"]

@@ -74,8 +74,9 @@ class Metrics:
         for topic in topology.output_topics():
             self.produced.labels(t, topic)
         self.dead_letters.labels(t, "decode")
-        self.commits.labels(t)
-        self.commit_failures.labels(t)
+        for family in (self.commits, self.commit_failures, self.processing, self.e2e,
+                       self.commit_seconds):
+            family.labels(t)
         self.rebalances.labels(t)
 
     def count_task_events(self, dead_letters: dict[str, int],

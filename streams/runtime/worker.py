@@ -272,8 +272,9 @@ class Worker:
     # -- rebalancing (called by aiokafka's coordinator; only bookkeeping and the final commit) ----
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
         assert self.tasks is not None
-        log.info("revoked %d partitions: committing and closing %d tasks", len(revoked),
-                 len(self.tasks.running) + len(self.tasks.restoring))
+        if revoked:  # (the first join reports an empty revocation)
+            log.info("revoked %d partitions: committing and closing %d tasks", len(revoked),
+                     len(self.tasks.running) + len(self.tasks.restoring))
         async with self._lock:
             try:
                 if self._fatal is None:
