@@ -12,8 +12,9 @@ from typing import Any
 import click
 
 from . import registry
-from .config import ConfigError, load_settings
+from .config import PROCESSING_MODES, ConfigError, load_settings
 from .kafka import admin, broker
+from .logs import LOG_FORMATS
 from .state.store import StoreLocked
 
 
@@ -119,11 +120,11 @@ def describe_cmd(name: str, fmt: str) -> None:
 @click.option("--state-dir", envvar="STREAMS_STATE_DIR", default=None)
 @click.option("--metrics-port", type=int, default=None)
 @_broker_option
-@click.option("--processing-mode", type=click.Choice(["throughput", "latency"]), default=None,
+@click.option("--processing-mode", type=click.Choice(PROCESSING_MODES), default=None,
               help="trade batch size for promptness (default: processing.mode in the config, "
                    "else throughput)")
 @click.option("--log-level", default="INFO", show_default=True)
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text",
               show_default=True, help="json: one object per line (ts, level, logger, message, "
                                       "topology) for log shippers")
 def worker_cmd(name: str, config_file: str | None, state_dir: str | None,
