@@ -12,9 +12,10 @@ from typing import Any
 import click
 
 from . import registry
-from .config import ConfigError, load_settings
+from .config import PROCESSING_MODES, ConfigError, load_settings
 from .kafka import admin, broker
 from .kafka.clients import KafkaConnection, client_kwargs
+from .logs import LOG_FORMATS
 from .state.store import StoreLocked
 
 
@@ -142,28 +143,37 @@ def describe_cmd(name: str, fmt: str) -> None:
 @click.option("--state-dir", envvar="STREAMS_STATE_DIR", default=None)
 @click.option("--metrics-port", type=int, default=None)
 @_broker_option
+@click.option("--processing-mode", type=click.Choice(PROCESSING_MODES), default=None,
+              help="trade batch size for promptness (default: processing.mode in the config, "
+                   "else throughput)")
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text",
+              show_default=True, help="json: one object per line (ts, level, logger, message, "
+                                      "topology) for log shippers")
 def worker_cmd(name: str, config_file: str | None, state_dir: str | None,
-               metrics_port: int | None, broker: str | None, log_level: str) -> None:
+               metrics_port: int | None, broker: str | None, processing_mode: str | None,
+               log_level: str, log_format: str) -> None:
     """Run one worker of topology NAME until SIGTERM/SIGINT."""
     import signal
+
+    from . import logs
 
     # Until the worker's event loop installs its handlers, a stop request simply exits cleanly
     # (nothing has been consumed yet).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     from .runtime.worker import run_worker
 
+    if not isinstance(logging.getLevelName(log_level.upper()), int):
+        raise UserError(f"unknown log level {log_level!r}")
     topology = registry.load(name)
     settings = load_settings(name, config_file, state_dir=state_dir, metrics_port=metrics_port,
-                             broker=broker)
+                             broker=broker, processing_mode=processing_mode)
     # Checked before aiokafka's own logging is switched on: a refused login or an absent
     # broker is reported as one line, not also as aiokafka's connection errors.
     if not admin.broker_answers(KafkaConnection.from_settings(settings)):
         raise UserError(f"no Kafka broker answers at {settings.broker} "
                         "(start one with `streams kafka start` or set STREAMS_BROKER)")
-    logging.basicConfig(level=log_level.upper(),
-                        format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logs.configure(name, log_level, log_format)
     sys.exit(run_worker(topology, settings))
 
 

@@ -83,6 +83,9 @@ class Settings:
     replication_factor: int | str = "auto"
     min_insync_replicas: int | str = "auto"
     security: SecuritySettings = SecuritySettings()
+    # "throughput": large batches, long fetch waits; "latency": small batches, sent at once
+    # (see :mod:`streams.runtime.tuning`). TOML: ``processing.mode = "latency"``.
+    processing_mode: str = "throughput"
 
     def with_overrides(self, **overrides: Any) -> Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -90,6 +93,21 @@ class Settings:
 
 class ConfigError(ValueError):
     pass
+
+
+PROCESSING_MODES = ("throughput", "latency")
+
+
+def _flatten(table: dict[str, Any]) -> dict[str, Any]:
+    """``[processing] mode = "x"`` (or ``processing.mode = "x"``) -> ``processing_mode``."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                out[f"{key}_{sub}"] = v
+        else:
+            out[key] = value
+    return out
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -123,9 +141,10 @@ def load_settings(topology: str | None = None, config_file: str | Path | None = 
                         raise ConfigError(f"{layer}: unknown setting security.{skey}")
                     security[skey] = svalue
                 continue
-            if key not in known:
-                raise ConfigError(f"{layer}: unknown setting {key!r}")
-            values[key] = value
+            for fkey, fvalue in _flatten({key: value}).items():
+                if fkey not in known:
+                    raise ConfigError(f"{layer}: unknown setting {fkey!r}")
+                values[fkey] = fvalue
     if os.environ.get("STREAMS_BROKER"):
         values["broker"] = os.environ["STREAMS_BROKER"]
     if os.environ.get("STREAMS_STATE_DIR"):
@@ -139,7 +158,11 @@ def load_settings(topology: str | None = None, config_file: str | Path | None = 
     problems = sec.problems() + _replication_problems(values)
     if problems:
         raise ConfigError(problems[0])
-    return Settings(**values, security=sec).with_overrides(**overrides)
+    settings = Settings(**values, security=sec).with_overrides(**overrides)
+    if settings.processing_mode not in PROCESSING_MODES:
+        raise ConfigError(f"processing.mode must be one of {', '.join(PROCESSING_MODES)}, "
+                          f"not {settings.processing_mode!r}")
+    return settings
 
 
 # Environment overrides of the [security] table (never the password itself: that variable is

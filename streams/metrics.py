@@ -6,9 +6,14 @@ import logging
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from .dsl.topology import Topology
+
 log = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Finer at the low end: latency mode lives between 1 and 50 ms.
+_E2E_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1,
+                2.5, 5, 10, 30, 60, 300)
 
 
 class Metrics:
@@ -25,9 +30,14 @@ class Metrics:
         self.processing = Histogram("streams_processing_seconds", "Time to process one batch",
                                     t, registry=r, buckets=_LATENCY_BUCKETS)
         self.e2e = Histogram("streams_end_to_end_latency_seconds",
-                             "Wall time from record timestamp to its processing", t,
-                             registry=r, buckets=_LATENCY_BUCKETS)
+                             "Wall time from an output record's timestamp (its input's event "
+                             "time) until the broker acknowledged the output (sampled)", t,
+                             registry=r, buckets=_E2E_BUCKETS)
         self.commits = Counter("streams_commits_total", "Commits", t, registry=r)
+        self.commit_failures = Counter("streams_commit_failures_total",
+                                       "Commits that did not complete (a failed send or flush "
+                                       "stops the worker; an offset commit can fail in a "
+                                       "rebalance)", t, registry=r)
         self.commit_seconds = Histogram("streams_commit_seconds", "Commit duration", t,
                                         registry=r, buckets=_LATENCY_BUCKETS)
         self.transactions = Counter("streams_transactions_total", "Kafka transactions",
@@ -47,6 +57,27 @@ class Metrics:
         self.recovery_remaining = Gauge("streams_recovery_records_remaining",
                                         "Changelog records left to restore", t + ["table"],
                                         registry=r)
+
+    def initialise(self, topology: Topology) -> None:
+        """Export every label value known up front at 0, so that dashboards and alerts see a
+        series (and ``rate()``/``increase()`` count the first events) before anything
+        happened."""
+        t = self.topology
+        for name in ("committed", "aborted"):
+            self.transactions.labels(t, name)
+        for table in topology.stores:
+            self.table_keys.labels(t, table).set(0)
+            self.recovery_remaining.labels(t, table).set(0)
+        for node in topology.nodes():
+            if getattr(node, "window", None) is not None:
+                self.late.labels(t, node.name)
+        for topic in topology.output_topics():
+            self.produced.labels(t, topic)
+        self.dead_letters.labels(t, "decode")
+        for family in (self.commits, self.commit_failures, self.processing, self.e2e,
+                       self.commit_seconds):
+            family.labels(t)
+        self.rebalances.labels(t)
 
     def count_task_events(self, dead_letters: dict[str, int],
                           dropped: dict[tuple[str, str], int], late: dict[str, int]) -> None:

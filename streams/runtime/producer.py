@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable, Collection
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -16,6 +19,10 @@ from .task import Output
 
 log = logging.getLogger(__name__)
 
+# End-to-end latency is observed for at most this many records of each produced batch (spread
+# over the batch): a handful of histogram observations per request, whatever the batch size.
+E2E_SAMPLES_PER_BATCH = 8
+
 
 class KafkaTransport:
     """Sends outputs as one ``send_batch`` per partition and commits the group's offsets.
@@ -25,10 +32,18 @@ class KafkaTransport:
     """
 
     def __init__(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer | None,
-                 on_produced: Any = None) -> None:
+                 on_produced: Any = None,
+                 on_latency: Callable[[float], None] | None = None,
+                 latency_topics: Collection[str] = (),
+                 on_commit_failed: Callable[[], None] | None = None) -> None:
         self.producer = producer
         self.consumer = consumer
         self.on_produced = on_produced  # f(topic, n): metrics
+        # f(seconds) per sampled record of ``latency_topics`` (the topology's outputs), from the
+        # record's timestamp to the broker's acknowledgement of its batch.
+        self.on_latency = on_latency
+        self.latency_topics = frozenset(latency_topics) if on_latency is not None else frozenset()
+        self.on_commit_failed = on_commit_failed
         self._partitions: dict[str, list[int]] = {}
         self._partitioner = DefaultPartitioner()
         # (future of a batch, number of records) since the last flush
@@ -60,16 +75,40 @@ class KafkaTransport:
         create, send_batch, inflight = (self.producer.create_batch, self.producer.send_batch,
                                         self._inflight)
         for (topic, partition), group in groups.items():
+            timed = topic in self.latency_topics
             batch, n = create(), 0
-            for _t, _p, key, value, ts, headers in group:
+            for i, (_t, _p, key, value, ts, headers) in enumerate(group):
                 if batch.append(key=key, value=value, timestamp=ts, headers=headers or []) is None:
-                    inflight.append((await send_batch(batch, topic, partition=partition), n))
+                    fut = await send_batch(batch, topic, partition=partition)
+                    inflight.append((fut, n))
+                    if timed:
+                        self._time_batch(fut, group, i, n)
                     batch, n = create(), 0
                     batch.append(key=key, value=value, timestamp=ts, headers=headers or [])
                 n += 1
-            inflight.append((await send_batch(batch, topic, partition=partition), n))
+            fut = await send_batch(batch, topic, partition=partition)
+            inflight.append((fut, n))
+            if timed:
+                self._time_batch(fut, group, len(group), n)
             if self.on_produced is not None:
                 self.on_produced(topic, len(group))
+
+    def _time_batch(self, fut: asyncio.Future[Any], group: list[Output], end: int, n: int) -> None:
+        """Observe the end-to-end latency of a few records of the batch ``group[end-n:end]``
+        when the broker acknowledges it."""
+        step = max(1, n // E2E_SAMPLES_PER_BATCH)
+        stamps = [out[4] for out in group[end - n:end:step] if out[4]]
+        if stamps:
+            fut.add_done_callback(partial(self._acked, stamps))
+
+    def _acked(self, stamps: list[int], fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return  # flush() raises it; a lost record has no latency
+        now_ms = time.time() * 1000
+        observe = self.on_latency
+        assert observe is not None
+        for ts in stamps:
+            observe(max(0.0, (now_ms - ts) / 1000))
 
     async def flush(self) -> dict[tuple[str, int], int]:
         """One flush instead of awaiting tens of thousands of futures; then surface any failed
@@ -93,6 +132,8 @@ class KafkaTransport:
         try:
             await self.consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
         except (CommitFailedError, RebalanceInProgressError) as exc:
+            if self.on_commit_failed is not None:
+                self.on_commit_failed()
             # A rebalance took the partitions: state already holds these offsets and its
             # changelog positions, so the next owner (or we) can tell on open.
             log.warning("consumer offset commit failed during a rebalance (%s); local state is "

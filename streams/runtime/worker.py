@@ -33,9 +33,11 @@ from . import checkpoint
 from .compile import subtopologies
 from .global_tables import GlobalTableConsumer, GlobalTables
 from .idle import IdleTracker
+from .lifecycle import BrokerWatch
 from .producer import KafkaTransport
 from .tasks import TaskManager
 from .topics import RepartitionPurger, TopicLayoutError, prepare_topics
+from .tuning import tuning
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ class Worker:
         self.topics = list(dict.fromkeys(t for s in self.subs for t in s.topics))
         self.state_root = Path(settings.state_dir) / topology.name
         self.metrics = Metrics(topology.name)
+        self.metrics.initialise(topology)
+        self.tuning = tuning(settings)
         self.metrics_port: int | None = None
         self._lock = asyncio.Lock()  # the main loop vs. the rebalance listener
         self._stopping = asyncio.Event()
@@ -72,6 +76,7 @@ class Worker:
         self.kafka = KafkaConnection.from_settings(settings)
         self.purger = RepartitionPurger(topology, self.kafka)
         self._since_commit = 0
+        self._last_commit_records = 0
         self._last_commit = time.monotonic()
         self.idle = IdleTracker(settings.idle_close_ms)
         self.consumer: AIOKafkaConsumer | None = None
@@ -101,24 +106,30 @@ class Worker:
         if s.metrics_port >= 0:
             self.metrics_port = self.metrics.serve(s.metrics_host, s.metrics_port)
             log.info("metrics on http://%s:%d/metrics", s.metrics_host, self.metrics_port)
+        tune = self.tuning
         self.producer = AIOKafkaProducer(
-            **client_kwargs(self.kafka), acks="all", enable_idempotence=True, linger_ms=5,
+            **client_kwargs(self.kafka), acks="all", enable_idempotence=True,
+            linger_ms=tune.linger_ms,
             max_batch_size=512 * 1024, request_timeout_ms=30000)
         self.consumer = AIOKafkaConsumer(
             **client_kwargs(self.kafka), group_id=name, enable_auto_commit=False,
             auto_offset_reset="earliest", isolation_level="read_committed",
             partition_assignment_strategy=(RangePartitionAssignor,),
-            max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_wait_ms=100,
+            max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_wait_ms=tune.fetch_max_wait_ms,
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=max(100, s.session_timeout_ms // 5), max_poll_interval_ms=300000)
         await self.producer.start()
         await self.consumer.start()
-        produced, remaining = self.metrics.produced, self.metrics.recovery_remaining
+        m = self.metrics
+        produced, remaining = m.produced, m.recovery_remaining
         self.transport = KafkaTransport(
             self.producer, self.consumer,
-            on_produced=lambda topic, n: produced.labels(name, topic).inc(n))
+            on_produced=lambda topic, n: produced.labels(name, topic).inc(n),
+            on_latency=m.e2e.labels(name).observe,
+            latency_topics=self.topology.output_topics(),
+            on_commit_failed=m.commit_failures.labels(name).inc)
         if self.global_tables is not None:
-            keys = self.metrics.table_keys
+            keys = m.table_keys
             self.global_consumer = GlobalTableConsumer(
                 self.global_tables, self.kafka,
                 on_remaining=lambda table, n: remaining.labels(name, table).set(n),
@@ -128,6 +139,7 @@ class Worker:
             self.topology, self.subs, self.state_root, self.kafka, self.consumer, self.transport,
             on_remaining=lambda table, n: remaining.labels(name, table).set(n),
             global_tables=self.global_tables)
+        watch = asyncio.ensure_future(BrokerWatch(self.consumer, s.broker).run())
         clean = False
         try:
             if self.global_consumer is not None:
@@ -136,12 +148,14 @@ class Worker:
                 await self.global_consumer.load()
             if not self._stopping.is_set():  # (a stop request may end the load early)
                 self.consumer.subscribe(topics=self.topics, listener=_Rebalance(self))
-                log.info("worker for %s started (group %s, broker %s)", name, name, s.broker)
+                log.info("worker for %s started (group %s, broker %s, processing mode %s)", name,
+                         name, s.broker, s.processing_mode)
                 await self._loop()
             clean = self._fatal is None
         except Exception as exc:  # noqa: BLE001 - reported below as the worker's failure
             self.fail(exc)
         finally:
+            watch.cancel()
             # After an error (a failed send, a task that could not open) nothing may be
             # committed: offsets would move past outputs that never reached Kafka.
             await self._shutdown(commit=clean)
@@ -150,7 +164,7 @@ class Worker:
 
     async def _loop(self) -> None:
         assert self.consumer is not None and self.tasks is not None
-        s, tasks = self.settings, self.tasks
+        tune, tasks = self.tuning, self.tasks
         stop_wait = asyncio.ensure_future(self._stopping.wait())
         try:
             while not self._stopping.is_set():
@@ -161,7 +175,8 @@ class Worker:
                         await tasks.open_pending()
                         await tasks.restore_step()
                 fetch = asyncio.ensure_future(self.consumer.getmany(
-                    timeout_ms=0 if tasks.restoring else 200, max_records=s.max_batch_records))
+                    timeout_ms=0 if tasks.restoring else tune.poll_timeout_ms,
+                    max_records=tune.max_batch_records))
                 await asyncio.wait([fetch, stop_wait], return_when=asyncio.FIRST_COMPLETED)
                 if not fetch.done():
                     fetch.cancel()
@@ -173,8 +188,8 @@ class Worker:
                 if self.idle.enabled:
                     async with self._lock:
                         await self._idle_close()
-                if (self._since_commit >= s.commit_every_records or
-                        time.monotonic() - self._last_commit >= s.commit_interval_ms / 1000):
+                if (self._since_commit >= tune.commit_every_records or
+                        time.monotonic() - self._last_commit >= tune.commit_interval_ms / 1000):
                     async with self._lock:
                         await self._commit()
         finally:
@@ -187,6 +202,9 @@ class Worker:
             try:
                 async with self._lock:
                     await self._commit()
+                log.info("final commit done: %d tasks, %d input records since the previous "
+                         "commit", len(self.tasks.running) if self.tasks else 0,
+                         self._last_commit_records)
             except Exception:  # noqa: BLE001 - still close the stores below
                 log.exception("final commit failed; uncommitted input will be processed again")
         else:
@@ -209,7 +227,6 @@ class Worker:
         started = time.monotonic()
         m, name = self.metrics, self.topology.name
         count = 0
-        newest_ts = 0
         for tp, records in batch.items():
             task = self.tasks.task_for(tp)
             if task is None:
@@ -219,14 +236,11 @@ class Worker:
                 continue
             count += done
             self.idle.seen(task.id)
-            newest_ts = max(newest_ts, records[-1].timestamp or 0)
             m.consumed.labels(name, tp.topic, str(tp.partition)).inc(done)
             m.count_task_events(task.dead_letters, task.dropped, task.late)
             await self.transport.send(task.take_outputs())
         self._since_commit += count
         m.processing.labels(name).observe(time.monotonic() - started)
-        if newest_ts > 0:
-            m.e2e.labels(name).observe(max(0.0, time.time() - newest_ts / 1000))
         self._update_lag(batch.keys())
 
     async def _poll_global_tables(self) -> None:
@@ -269,10 +283,14 @@ class Worker:
     async def _commit(self) -> None:
         assert self.transport is not None and self.tasks is not None
         started = time.monotonic()
-        committed = await checkpoint.commit(self.tasks.running.values(), self.transport)
+        try:
+            committed = await checkpoint.commit(self.tasks.running.values(), self.transport)
+        except Exception:
+            self.metrics.commit_failures.labels(self.topology.name).inc()
+            raise
         if committed:
             await self.purger.committed(committed)
-        self._since_commit = 0
+        self._last_commit_records, self._since_commit = self._since_commit, 0
         self._last_commit = time.monotonic()
         name = self.topology.name
         self.metrics.commits.labels(name).inc()
@@ -289,6 +307,9 @@ class Worker:
     # -- rebalancing (called by aiokafka's coordinator; only bookkeeping and the final commit) ----
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
         assert self.tasks is not None
+        if revoked:  # (the first join reports an empty revocation)
+            log.info("revoked %d partitions: committing and closing %d tasks", len(revoked),
+                     len(self.tasks.running) + len(self.tasks.restoring))
         async with self._lock:
             try:
                 if self._fatal is None:
