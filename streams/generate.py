@@ -158,6 +158,27 @@ def events(name: str, count: int, seed: int = 42, start_ms: int | None = None,
     return list(GENERATORS[name](random.Random(seed), count, start, **extra))
 
 
+def record_timestamps(items: list[Event]) -> list[int | None]:
+    """The Kafka record timestamp of each event: its ``ts`` field; an event without one (a
+    user or product row) gets the ``ts`` of the next event that has one, minus 1 ms, so a
+    worker reading in timestamp order applies it just before the events that followed it
+    here (None, the producer's clock, when no such event follows).
+
+    >>> record_timestamps([("users", "u1", {}), ("t", "u1", {"ts": 50}), ("users", "u1", {})])
+    [49, 50, None]
+    """
+    out: list[int | None] = [None] * len(items)
+    following: int | None = None
+    for i in range(len(items) - 1, -1, -1):
+        value = items[i][2]
+        ts = value.get("ts") if isinstance(value, dict) else None
+        if isinstance(ts, int) and not isinstance(ts, bool) and ts >= 0:
+            out[i] = following = ts
+        elif following is not None:
+            out[i] = max(0, following - 1)
+    return out
+
+
 async def produce(bootstrap: Kafka, items: list[Event], rate: float | None = None) -> int:
     """Send ``items``; at most ``rate`` events/s if given. Returns the number sent."""
     producer = AIOKafkaProducer(**client_kwargs(bootstrap), linger_ms=10, acks="all",
@@ -166,8 +187,10 @@ async def produce(bootstrap: Kafka, items: list[Event], rate: float | None = Non
     try:
         started = time.monotonic()
         futures = []
+        stamps = record_timestamps(items)
         for i, (topic, key, value) in enumerate(items):
-            futures.append(await producer.send(topic, json_dumps(value), key=key.encode()))
+            futures.append(await producer.send(topic, json_dumps(value), key=key.encode(),
+                                               timestamp_ms=stamps[i]))
             if rate and i % 100 == 99:
                 ahead = (i + 1) / rate - (time.monotonic() - started)
                 if ahead > 0:

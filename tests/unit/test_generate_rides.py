@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 from decimal import Decimal
 
 from streams import generate
@@ -39,3 +40,18 @@ def test_rate_sets_the_pace_of_event_time() -> None:
     assert max(v["ts"] for _, _, v in evs) <= 1_000            # 1 ms per ride at 1000/s
     slow = generate.events("trip_stats", 1_001, seed=2, start_ms=0, step_ms=600)
     assert max(v["ts"] for _, _, v in slow) > 500_000           # 10 min of event time
+
+
+def test_rows_without_event_time_are_stamped_just_before_the_events_that_follow_them() -> None:
+    # A worker reads a task's inputs in timestamp order: users and products produced before
+    # the transactions must not carry a later timestamp (the producer's clock) than them.
+    evs = generate.events("enrichment", 200, seed=3, start_ms=1_000_000)
+    stamps = generate.record_timestamps(evs)
+    for i, (topic, _key, value) in enumerate(evs):
+        if "ts" in value:
+            assert stamps[i] == value["ts"]
+        else:
+            following = next(v["ts"] for _, _, v in evs[i + 1:] if "ts" in v)
+            assert stamps[i] == following - 1, (topic, i)
+    assert all(a is None or b is None or a <= b + 1 for a, b in zip(stamps, stamps[1:]))
+    assert doctest.testmod(generate).failed == 0
