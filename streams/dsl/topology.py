@@ -272,6 +272,22 @@ class Stream:
                 rekeyed=self.rekeyed))
         return out
 
+    def join(self, other: Any, *args: Any, **kwargs: Any) -> Stream:
+        """Join this stream with ``other``; what that means depends on what ``other`` is.
+
+        * a :class:`Stream`: a windowed stream-stream join,
+          ``join(other, joiner, JoinWindows(before, after, grace), how="inner"|"left"|"outer",
+          name=...)`` (semantics and bounds in :mod:`streams.dsl.joins`).
+
+        ``orders.join(shipments, merge, JoinWindows(0, 7 * 86_400_000, 3_600_000),
+        name="order-shipments")``
+        """
+        if isinstance(other, Stream):
+            from .joins import stream_stream_join
+
+            return stream_stream_join(self, other, *args, **kwargs)
+        raise TypeError(f"cannot join a Stream with {type(other).__name__}: expected a Stream")
+
     def to(self, topic: str, *, key: Any = None, value: Any = "any-json") -> Stream:
         """Write every record to ``topic`` (partitioned by key, Kafka's default partitioner).
 

@@ -5,6 +5,7 @@
 * :mod:`.stateless`: map, filter, flat_map, select_key, peek, branch;
 * :mod:`.stateful`: aggregate, table source, process;
 * :mod:`.windowed`: windowed aggregations (tumbling/hopping, sessions);
+* :mod:`.joins`: stream-stream joins (one processor per side);
 * :mod:`.sinks`: ``SinkProc``.
 
 :data:`PROCESSORS` maps each node type to its processor class: a new node kind (windows, joins)
@@ -18,11 +19,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ...dsl import nodes as n
+from ...dsl.joins import JoinOutputNode, StreamJoinSideNode
 from ...dsl.serdes import MAX_RECORD_BYTES
 from ...dsl.windows import SessionWindows, SlidingWindows
 from ...state.meta import ORIGIN_HEADER
 from ..context import ProcessorContext
 from .base import MAX_TIMESTAMP_MS, Processor, Rec, ShapeError, describe_error
+from .joins import JoinOutputProc, StreamJoinSideProc
 from .sinks import SinkProc
 from .source import SourceProc, timestamp_extractor
 from .stateful import AggregateProc, ProcessProc, TableSourceProc
@@ -41,9 +44,9 @@ def window_aggregate(node: n.Node, ctx: ProcessorContext) -> Processor:
 
 
 __all__ = ["MAX_RECORD_BYTES", "MAX_TIMESTAMP_MS", "ORIGIN_HEADER", "PROCESSORS",
-           "AggregateProc", "BranchProc", "FilterProc", "FlatMapProc", "MapProc", "PeekProc",
+           "AggregateProc", "BranchProc", "FilterProc", "FlatMapProc", "JoinOutputProc", "MapProc", "PeekProc",
            "ProcessProc", "Processor", "ProcessorContext", "Rec", "SelectKeyProc", "ShapeError",
-           "SessionWindowAggregateProc", "SinkProc", "SlidingWindowAggregateProc", "SourceProc", "TableSourceProc",
+           "SessionWindowAggregateProc", "SinkProc", "SlidingWindowAggregateProc", "SourceProc", "StreamJoinSideProc", "TableSourceProc",
            "TimeWindowAggregateProc", "describe_error", "timestamp_extractor"]
 
 PROCESSORS: dict[type[n.Node], Callable[[n.Node, ProcessorContext], Processor]] = {
@@ -59,4 +62,6 @@ PROCESSORS: dict[type[n.Node], Callable[[n.Node, ProcessorContext], Processor]] 
     n.TableSourceNode: TableSourceProc,
     n.ProcessNode: ProcessProc,
     n.WindowAggregateNode: window_aggregate,
+    StreamJoinSideNode: StreamJoinSideProc,  # type: ignore[dict-item]
+    JoinOutputNode: JoinOutputProc,
 }
