@@ -30,6 +30,7 @@ from ..metrics import Metrics
 from . import checkpoint
 from .compile import subtopologies
 from .idle import IdleTracker
+from .ordering import PartitionGroup
 from .producer import KafkaTransport
 from .tasks import TaskManager
 from .topics import RepartitionPurger, TopicLayoutError, prepare_topics
@@ -74,6 +75,8 @@ class Worker:
         self.producer: AIOKafkaProducer | None = None
         self.transport: KafkaTransport | None = None
         self.tasks: TaskManager | None = None
+        # tasks with several input partitions: their buffered input, in timestamp order
+        self._groups: dict[Any, tuple[Any, PartitionGroup]] = {}
 
     # -- lifecycle --------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -144,7 +147,7 @@ class Worker:
                     fetch.cancel()
                     break
                 batch = fetch.result()
-                if batch:
+                if batch or self._groups:
                     async with self._lock:
                         await self._process(batch)
                 if self.idle.enabled:
@@ -180,29 +183,79 @@ class Worker:
 
     # -- processing -------------------------------------------------------------------------------
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        """Run a poll's records through their tasks. A task with one input partition gets its
+        records as they came (the direct batch path); a task with several buffers them in its
+        :class:`~streams.runtime.ordering.PartitionGroup` and runs them in timestamp order."""
         assert self.transport is not None and self.tasks is not None
         started = time.monotonic()
         m, name = self.metrics, self.topology.name
         count = 0
         newest_ts = 0
+        ordered: dict[Any, tuple[Any, PartitionGroup]] = {}
         for tp, records in batch.items():
             task = self.tasks.task_for(tp)
             if task is None:
                 continue
-            done = task.process(tp.topic, records)
-            if not done:
+            if len(task.tps) > 1:
+                group = self._group_of(task)
+                group.add(tp.topic, records)
+                ordered[task.id] = (task, group)
                 continue
-            count += done
-            self.idle.seen(task.id)
+            count += await self._run(task, tp.topic, records)
             newest_ts = max(newest_ts, records[-1].timestamp or 0)
-            m.consumed.labels(name, tp.topic, str(tp.partition)).inc(done)
-            m.count_task_events(task.dead_letters, task.dropped, task.late)
-            await self.transport.send(task.take_outputs())
+        for task_id, entry in self._groups.items():
+            if entry[1].buffered():
+                ordered[task_id] = entry
+        now_ms = int(time.monotonic() * 1000)
+        for task, group in ordered.values():
+            more = {t: await self._has_more(TopicPartition(t, task.partition))
+                    for t in group.empty_topics()}
+            for topic, run in group.drain(now_ms, more):
+                count += await self._run(task, topic, run)
+                newest_ts = max(newest_ts, run[-1].timestamp or 0)
+        if not count:
+            return
         self._since_commit += count
         m.processing.labels(name).observe(time.monotonic() - started)
         if newest_ts > 0:
             m.e2e.labels(name).observe(max(0.0, time.time() - newest_ts / 1000))
         self._update_lag(batch.keys())
+
+    async def _run(self, task: Any, topic: str, records: list[Any]) -> int:
+        """One batch of one input partition through ``task``; its outputs go to the producer."""
+        assert self.transport is not None
+        done = task.process(topic, records)
+        if done:
+            m, name = self.metrics, self.topology.name
+            self.idle.seen(task.id)
+            m.consumed.labels(name, topic, str(task.partition)).inc(done)
+            m.count_task_events(task.dead_letters, task.dropped, task.late)
+            await self.transport.send(task.take_outputs())
+        return done
+
+    def _group_of(self, task: Any) -> PartitionGroup:
+        """The task's partition group; a re-opened task (new Task object) gets a new one, as
+        the consumer was sought back to its committed position."""
+        entry = self._groups.get(task.id)
+        if entry is None or entry[0] is not task:
+            entry = (task, PartitionGroup.for_sources(task.sub.sources,
+                                                      self.settings.max_task_idle_ms))
+            self._groups[task.id] = entry
+        return entry[1]
+
+    async def _has_more(self, tp: TopicPartition) -> bool:
+        """Whether the broker is known to hold records of ``tp`` the consumer has not handed
+        out yet (its last fetch's stable end / high watermark is ahead of its position)."""
+        assert self.consumer is not None
+        try:
+            end = self.consumer.last_stable_offset(tp)
+            if end is None or end < 0:
+                end = self.consumer.highwater(tp)
+            if end is None:
+                return True  # not fetched yet: records may well be there
+            return end > await self.consumer.position(tp)
+        except Exception:  # noqa: BLE001 - not assigned any more, or no position yet
+            return False
 
     async def _idle_close(self) -> None:
         """Advance the stream time of the tasks whose input has been quiet for
@@ -255,6 +308,7 @@ class Worker:
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
         assert self.tasks is not None
         async with self._lock:
+            self._groups.clear()  # closed tasks; the consumer seeks reopened ones back
             try:
                 if self._fatal is None:
                     await self.tasks.revoked()
