@@ -278,8 +278,9 @@ class TopologyTestDriver:
         for topic, raws in polled.items():
             group.add(topic, raws)
         # In memory nothing is left to fetch: an empty input has no records waiting anywhere.
-        for topic, run in group.drain(self.wall_clock_ms):
-            task.process(topic, run)
+        runs = group.drain(self.wall_clock_ms)
+        if runs:
+            task.process_runs(runs)
             self._drain(task)
 
     def _drain(self, task: Task) -> None:

@@ -93,17 +93,12 @@ class PartitionGroup:
         topics = self.topics if topic is None else [topic]
         return sum(len(self._raws[t]) - self._head[t] for t in topics)
 
-    def empty_topics(self) -> list[str]:
-        """Topics with no buffered record while another has some (what ``drain`` may wait
-        for)."""
-        empty = [t for t in self.topics if self._head[t] >= len(self._raws[t])]
-        return empty if len(empty) < len(self.topics) else []
-
     def drain(self, now_ms: int, more: Mapping[str, bool] | None = None
               ) -> list[tuple[str, list[Any]]]:
         """The runs that may be processed now, in order: ``[(topic, raws)]``. ``more[topic]``
-        says the broker is known to hold more records for that (empty) partition; ``now_ms``
-        is the wall clock for the idle wait."""
+        says the broker is known to hold more records for that partition than were buffered
+        (asked for every input: one may run dry during the drain); ``now_ms`` is the wall clock
+        for the idle wait."""
         runs: list[tuple[str, list[Any]]] = []
         raws, tss, head = self._raws, self._ts, self._head
         while True:

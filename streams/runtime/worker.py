@@ -208,11 +208,15 @@ class Worker:
                 ordered[task_id] = entry
         now_ms = int(time.monotonic() * 1000)
         for task, group in ordered.values():
+            # every input's, not just the empty ones': one may run dry during the drain
             more = {t: await self._has_more(TopicPartition(t, task.partition))
-                    for t in group.empty_topics()}
-            for topic, run in group.drain(now_ms, more):
-                count += await self._run(task, topic, run)
-                newest_ts = max(newest_ts, run[-1].timestamp or 0)
+                    for t in group.topics}
+            runs = group.drain(now_ms, more)
+            if not runs:
+                continue
+            done = task.process_runs(runs)
+            count += await self._processed(task, done)
+            newest_ts = max([newest_ts] + [run[-1].timestamp or 0 for _t, run in runs])
         if not count:
             return
         self._since_commit += count
@@ -223,15 +227,21 @@ class Worker:
 
     async def _run(self, task: Any, topic: str, records: list[Any]) -> int:
         """One batch of one input partition through ``task``; its outputs go to the producer."""
+        return await self._processed(task, {topic: task.process(topic, records)})
+
+    async def _processed(self, task: Any, done: dict[str, int]) -> int:
+        """Metrics for the records ``task`` processed (per topic); its outputs to the producer."""
         assert self.transport is not None
-        done = task.process(topic, records)
-        if done:
+        total = sum(done.values())
+        if total:
             m, name = self.metrics, self.topology.name
             self.idle.seen(task.id)
-            m.consumed.labels(name, topic, str(task.partition)).inc(done)
+            for topic, n in done.items():
+                if n:
+                    m.consumed.labels(name, topic, str(task.partition)).inc(n)
             m.count_task_events(task.dead_letters, task.dropped, task.late)
             await self.transport.send(task.take_outputs())
-        return done
+        return total
 
     def _group_of(self, task: Any) -> PartitionGroup:
         """The task's partition group; a re-opened task (new Task object) gets a new one, as
