@@ -38,10 +38,11 @@ def test_a_failing_joiner_dead_letters_the_record_and_leaves_no_state() -> None:
         [dead] = d.read_dead_letters()
         assert (dead.reason, dead.source_topic, dead.source_offset) == ("processing", "a", 0)
         assert "boom" in dead.error
-        d.pipe("b", "k", rec("r2", 101))       # "bad" was rolled back: nothing to pair with
+        assert d.table("j-left") == {} and d.table("j-left-unmatched") == {}
+        d.pipe("b", "k", rec("r2", 101))       # "bad" was rolled back: nothing to pair with,
+        assert d.read_dead_letters() == []     # so its joiner is not called again
         d.advance_stream_time(10_000)          # and no unmatched marker of it either
         assert d.read_output("out") == []
-        assert d.table("j-left") == {} and d.table("j-left-unmatched") == {}
 
 
 def test_a_joiner_returning_none_is_a_shape_error() -> None:
