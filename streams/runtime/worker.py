@@ -77,6 +77,8 @@ class Worker:
         self.tasks: TaskManager | None = None
         # tasks with several input partitions: their buffered input, in timestamp order
         self._groups: dict[Any, tuple[Any, PartitionGroup]] = {}
+        self._wanted: set[TopicPartition] = set()  # empty inputs such a task waits for
+        self._wanted_turn = False
 
     # -- lifecycle --------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -140,7 +142,14 @@ class Worker:
                     async with self._lock:
                         await tasks.open_pending()
                         await tasks.restore_step()
+                # A task waiting for records the broker holds for one of its inputs asks for
+                # that partition first (every other poll, so other tasks are not held up):
+                # aiokafka hands out its fetched partitions in turn, max_records at a time, and
+                # the other inputs' backlog would come first.
+                wanted, self._wanted = list(self._wanted), set()
+                self._wanted_turn = not self._wanted_turn and bool(wanted)
                 fetch = asyncio.ensure_future(self.consumer.getmany(
+                    *(wanted if self._wanted_turn else ()),
                     timeout_ms=0 if tasks.restoring else 200, max_records=s.max_batch_records))
                 await asyncio.wait([fetch, stop_wait], return_when=asyncio.FIRST_COMPLETED)
                 if not fetch.done():
@@ -212,6 +221,9 @@ class Worker:
             more = {t: await self._has_more(TopicPartition(t, task.partition))
                     for t in group.topics}
             runs = group.drain(now_ms, more)
+            if group.buffered():
+                self._wanted.update(TopicPartition(t, task.partition) for t in group.topics
+                                    if more[t] and not group.buffered(t))
             if not runs:
                 continue
             done = task.process_runs(runs)
@@ -319,6 +331,7 @@ class Worker:
         assert self.tasks is not None
         async with self._lock:
             self._groups.clear()  # closed tasks; the consumer seeks reopened ones back
+            self._wanted.clear()
             try:
                 if self._fatal is None:
                     await self.tasks.revoked()
