@@ -9,8 +9,9 @@ Standalone script (not collected by pytest), against a running broker::
 1. deletes its topics and consumer groups (all named ``jbench...``), produces COUNT orders and
    their shipments once with ``streams generate``'s order_shipments generator (seed 42, one
    order per 100 ms of event time; ~10 % never shipped, ~5 % shipped 7-9 days later; up to
-   10 min out of order) into ``jbench-orders`` / ``jbench-shipments`` (4 partitions each,
-   keyed by order id, Kafka timestamp = ts);
+   10 min out of order; event time from an hour ago on, so that the broker's time retention
+   deletes nothing during the run) into ``jbench-orders`` / ``jbench-shipments`` (4 partitions
+   each, keyed by order id, Kafka timestamp = ts);
 2. runs each variant as a subprocess with a fresh consumer group and state directory, timing
    from process start until its group has committed the end offset of every input partition
    (polled every 0.2 s), then stops it with SIGTERM:
@@ -204,8 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     bootstrap = args.broker
     _log(f"generating {args.count} orders and their shipments")
-    events = generate.events("order_shipments", args.count, seed=SEED,
-                             start_ms=1_700_000_000_000, step_ms=100)
+    # Event time starts an hour ago: records (and outputs, written with event time) older than
+    # the broker's 7-day time retention would be deleted under the running benchmark.
+    start_ms = (int(time.time()) - 3600) * 1000
+    events = generate.events("order_shipments", args.count, seed=SEED, start_ms=start_ms,
+                             step_ms=100)
     pairs, unshipped = oracle(events)
     delete_ours(bootstrap)
     admin.run(admin.ensure_topics(bootstrap, [admin.TopicSpec(t, PARTITIONS) for t in INPUTS]))
