@@ -37,9 +37,13 @@ from .processors.source import timestamp_extractor
 # (a bound: a high watermark can run ahead of what the consumer may read, e.g. transaction
 # markers or records not yet committed).
 LAG_WAIT_CAP_MS = 10_000
+# The worker pauses fetching a partition with this many buffered records (as Kafka Streams'
+# buffered.records.per.partition), so the consumer fetches the input the task is waiting for
+# instead of more of the one it already has.
+PAUSE_BUFFERED = 20_000
 # A partition with this many buffered records is processed without waiting for the others, so
 # a stalled input cannot make the buffers grow without bound.
-MAX_BUFFERED = 100_000
+MAX_BUFFERED = 200_000
 
 
 def ordering_timestamp(sources: Iterable[n.SourceNode], topic: str) -> Callable[[Any], int]:

@@ -30,7 +30,7 @@ from ..metrics import Metrics
 from . import checkpoint
 from .compile import subtopologies
 from .idle import IdleTracker
-from .ordering import PartitionGroup
+from .ordering import PAUSE_BUFFERED, PartitionGroup
 from .producer import KafkaTransport
 from .tasks import TaskManager
 from .topics import RepartitionPurger, TopicLayoutError, prepare_topics
@@ -79,6 +79,7 @@ class Worker:
         self._groups: dict[Any, tuple[Any, PartitionGroup]] = {}
         self._wanted: set[TopicPartition] = set()  # empty inputs such a task waits for
         self._wanted_turn = False
+        self._paused_full: set[TopicPartition] = set()  # paused: their group buffer is full
 
     # -- lifecycle --------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -224,6 +225,7 @@ class Worker:
             if group.buffered():
                 self._wanted.update(TopicPartition(t, task.partition) for t in group.topics
                                     if more[t] and not group.buffered(t))
+            self._pause_full(task, group)
             if not runs:
                 continue
             done = task.process_runs(runs)
@@ -254,6 +256,21 @@ class Worker:
             m.count_task_events(task.dead_letters, task.dropped, task.late)
             await self.transport.send(task.take_outputs())
         return total
+
+    def _pause_full(self, task: Any, group: PartitionGroup) -> None:
+        """Stop fetching a partition while its group holds ``PAUSE_BUFFERED`` records of it (so
+        the consumer fetches the input the task waits for); resume once it has drained."""
+        assert self.consumer is not None
+        for topic in group.topics:
+            tp = TopicPartition(topic, task.partition)
+            full = group.buffered(topic) >= PAUSE_BUFFERED
+            if full and tp not in self._paused_full:
+                self.consumer.pause(tp)
+                self._paused_full.add(tp)
+            elif not full and tp in self._paused_full:
+                self._paused_full.discard(tp)
+                if tp in self.consumer.assignment():
+                    self.consumer.resume(tp)
 
     def _group_of(self, task: Any) -> PartitionGroup:
         """The task's partition group; a re-opened task (new Task object) gets a new one, as
@@ -332,6 +349,7 @@ class Worker:
         async with self._lock:
             self._groups.clear()  # closed tasks; the consumer seeks reopened ones back
             self._wanted.clear()
+            self._paused_full.clear()  # the task manager resumes a task's partitions on start
             try:
                 if self._fatal is None:
                     await self.tasks.revoked()
