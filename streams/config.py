@@ -76,6 +76,10 @@ class Settings:
     # > 0: a task whose input is quiet this long has its stream time follow the wall clock, so
     # final windows close without a next event; records arriving after that may become late.
     idle_close_ms: int = 0
+    # A task reading several partitions takes records in timestamp order across them; this long
+    # (ms of wall time) it waits for an input with no buffered record before going on without
+    # it (0: only while the broker is known to hold records for it; -1: never wait).
+    max_task_idle_ms: int = 0
     metrics_port: int = 9400
     metrics_host: str = "127.0.0.1"
     # Replication of the topics a worker creates: "auto" = min(3, brokers in the cluster);

@@ -134,13 +134,49 @@ def card_transactions(rng: random.Random, count: int, start_ms: int, step_ms: fl
         }
 
 
+DAY_MS = 86_400_000
+ORDER_UNSHIPPED_SHARE = 0.10       # orders that never ship
+ORDER_LATE_SHIPMENT_SHARE = 0.05   # shipments 7-9 days after their order: outside the window
+ORDER_DISORDER_MS = 10 * 60_000    # events arrive up to 10 min out of event-time order
+CARRIERS = ["dhl", "ups", "fedex", "dpd", "gls", "post"]
+
+
+def orders_and_shipments(rng: random.Random, count: int, start_ms: int, step_ms: float = 100
+                         ) -> Iterator[Event]:
+    """``count`` orders keyed by order_id, one every ``step_ms`` of event time, and their
+    shipments (same key): about 10 % never ship, about 5 % ship 7-9 days after the order
+    (beyond order_shipments' 7-day window), the rest within 0-6 days. Orders and shipments come
+    interleaved in event-time order, up to 10 minutes out of order (within the 1 h grace)."""
+    timed: list[tuple[int, int, Event]] = []
+    for i in range(count):
+        order_id = f"o{i}"
+        ts = start_ms + int(i * step_ms)
+        order = {"order_id": order_id, "customer_id": f"c{rng.randrange(20000)}",
+                 "amount": f"{Decimal(rng.randrange(100, 50000)) / 100:.2f}", "ts": ts}
+        timed.append((ts + rng.randrange(ORDER_DISORDER_MS), len(timed),
+                      ("orders", order_id, order)))
+        roll = rng.random()
+        if roll < ORDER_UNSHIPPED_SHARE:
+            continue
+        if roll < ORDER_UNSHIPPED_SHARE + ORDER_LATE_SHIPMENT_SHARE:
+            delay = rng.randrange(7 * DAY_MS + 60_000, 9 * DAY_MS)
+        else:
+            delay = rng.randrange(0, 6 * DAY_MS)
+        shipment = {"shipment_id": f"s{i}", "order_id": order_id,
+                    "carrier": rng.choice(CARRIERS), "ts": ts + delay}
+        timed.append((ts + delay + rng.randrange(ORDER_DISORDER_MS), len(timed),
+                      ("shipments", order_id, shipment)))
+    timed.sort()
+    for _arrival, _n, event in timed:
+        yield event
+
+
 GENERATORS: dict[str, Callable[..., Iterator[Event]]] = {
     "profile_notifications": profile_views,
     "trip_stats": rides,
     "enrichment": enrichment,
-
-
     "fraud_alerts": card_transactions,
+    "order_shipments": orders_and_shipments,
 }
 
 

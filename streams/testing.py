@@ -32,6 +32,7 @@ from .dsl.topology import Topology
 from .runtime import checkpoint
 from .runtime.compile import SubTopology, subtopologies
 from .runtime.global_tables import GlobalTables
+from .runtime.ordering import PartitionGroup
 from .runtime.task import Output, Task
 from .state.meta import Offsets, TaskId
 from .state.recovery import ChangelogFilter, apply_changelog, decide_open, restored_meta
@@ -174,8 +175,11 @@ class TopologyTestDriver:
     __test__ = False
 
     def __init__(self, topology: Topology, state_dir: str | Path | None = None,
-                 wall_clock_ms: int = 0, commit_every: int = 1000) -> None:
+                 wall_clock_ms: int = 0, commit_every: int = 1000,
+                 max_task_idle_ms: int = 0) -> None:
         self.topology = topology
+        self.max_task_idle_ms = max_task_idle_ms
+        self._groups: dict[TaskId, PartitionGroup] = {}
         self._tmp = None if state_dir else tempfile.mkdtemp(prefix="streams-driver-")
         self.state_dir = Path(state_dir or self._tmp)  # type: ignore[arg-type]
         self.wall_clock_ms = wall_clock_ms
@@ -193,6 +197,7 @@ class TopologyTestDriver:
     # -- tasks ------------------------------------------------------------------------------------
     def _open_tasks(self) -> None:
         self._open_global_tables()
+        self._groups.clear()
         for sub in self._subs:
             task = self._open_task(sub)
             self._tasks[task.id] = task
@@ -244,8 +249,7 @@ class TopologyTestDriver:
             log = self.topics.get(topic, [])
             start = self.kafka.group.get((topic, 0), 0)
             if task is not None and log[start:]:
-                task.process(topic, log[start:])
-                self._drain(task)
+                self._feed(task, {topic: log[start:]})
 
     # -- input ------------------------------------------------------------------------------------
     def pipe(self, topic: str, key: Any, value: Any, timestamp: int | None = None,
@@ -262,6 +266,21 @@ class TopologyTestDriver:
         self._run(topic, [self._input(topic, *_encode(key, value), ts, [])
                           for key, value, ts in records])
 
+    def pipe_poll(self, batches: dict[str, list[tuple[Any, Any, int | None]]]) -> None:
+        """Send records of several topics as ONE poll: ``{topic: [(key, value, timestamp)]}``.
+        A task reading several of them takes the records in timestamp order across its inputs
+        (as the worker does), not topic after topic."""
+        by_task: dict[TaskId, tuple[Task, dict[str, list[TestRecord]]]] = {}
+        for topic, records in batches.items():
+            task = self._by_topic.get(topic)
+            if task is None:
+                raise KeyError(f"topology {self.topology.name!r} does not read topic {topic!r}")
+            raws = [self._input(topic, *_encode(key, value), ts, []) for key, value, ts in records]
+            by_task.setdefault(task.id, (task, {}))[1].setdefault(topic, []).extend(raws)
+        for task, polled in by_task.values():
+            self._feed(task, polled)
+            self._count(sum(len(r) for r in polled.values()))
+
     def _input(self, topic: str, key: bytes | None, value: bytes | None, ts: int | None,
                headers: list) -> TestRecord:
         return self.kafka.append(topic, key, value, ts, headers)
@@ -274,11 +293,33 @@ class TopologyTestDriver:
         if task is None:
             raise KeyError(f"topology {self.topology.name!r} does not read topic {topic!r}")
         if raws:
-            task.process(topic, raws)
+            self._feed(task, {topic: raws})
+            self._count(len(raws))
+
+    def _count(self, n: int) -> None:
+        self._since_commit += n
+        if self._since_commit >= self.commit_every:
+            self.commit()
+
+    def _feed(self, task: Task, polled: dict[str, list[TestRecord]]) -> None:
+        """Process a poll's records of ``task``, as the worker does: directly for a task with
+        one input, in timestamp order through its partition group for a task with several."""
+        if len(task.tps) == 1:
+            for topic, raws in polled.items():
+                task.process(topic, raws)
+                self._drain(task)
+            return
+        group = self._groups.get(task.id)
+        if group is None:
+            group = self._groups[task.id] = PartitionGroup.for_sources(
+                task.sub.sources, self.max_task_idle_ms)
+        for topic, raws in polled.items():
+            group.add(topic, raws)
+        # In memory nothing is left to fetch: an empty input has no records waiting anywhere.
+        runs = group.drain(self.wall_clock_ms)
+        if runs:
+            task.process_runs(runs)
             self._drain(task)
-            self._since_commit += len(raws)
-            if self._since_commit >= self.commit_every:
-                self.commit()
 
     def _drain(self, task: Task) -> None:
         """Write the task's outputs; hand each repartition topic's new records downstream as one
@@ -292,8 +333,7 @@ class TopologyTestDriver:
         for topic, recs in fed.items():
             downstream = self._by_topic.get(topic)
             if downstream is not None:
-                downstream.process(topic, recs)
-                self._drain(downstream)
+                self._feed(downstream, {topic: recs})
 
     def commit(self) -> None:
         """Run the worker's commit protocol for every task."""
@@ -308,7 +348,12 @@ class TopologyTestDriver:
                 self._drain(task)
 
     def advance_wall_clock(self, ms: int) -> None:
+        """Move the wall clock on; records a task held back for an empty input
+        (``max_task_idle_ms``) are processed once they waited long enough."""
         self.wall_clock_ms += ms
+        for task_id, group in list(self._groups.items()):
+            if group.buffered():
+                self._feed(self._tasks[task_id], {})
 
     # -- output -----------------------------------------------------------------------------------
     def read_output(self, topic: str, decode: bool = True) -> list[tuple[Any, Any]]:

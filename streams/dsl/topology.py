@@ -400,25 +400,36 @@ class Stream:
         return self._then(n.ProcessNode(self._name("process", name), fn, names), rekeys=True)
 
     def join(self, other: Any, *args: Any, **kwargs: Any) -> Stream:
-        """Join with a table or global table (semantics in :mod:`streams.dsl.table_joins`):
+        """Join this stream with ``other``; what that means depends on what ``other`` is.
 
-        * ``stream.join(table, joiner, how="inner"|"left")``: the co-partitioned table's row of
-          the record's key; emits ``joiner(value, row)`` (``row`` None for a left join miss);
-        * ``stream.join(global_table, key_selector, joiner, how="inner"|"left")``: the row of
-          ``key_selector(key, value)`` in a global table.
+        * a :class:`Stream`: a windowed stream-stream join,
+          ``join(other, joiner, JoinWindows(before, after, grace), how="inner"|"left"|"outer",
+          name=...)`` (semantics and bounds in :mod:`streams.dsl.joins`);
+        * a :class:`Table`: ``join(table, joiner, how="inner"|"left")``, the co-partitioned
+          table's row of the record's key; emits ``joiner(value, row)`` (``row`` None for a
+          left join miss);
+        * a :class:`~streams.dsl.table_joins.GlobalTable`: ``join(global_table, key_selector,
+          joiner, how="inner"|"left")``, the row of ``key_selector(key, value)``.
 
-        Only stream records produce output; table updates never do.
+        Only stream records produce output from table joins; table updates never do
+        (semantics in :mod:`streams.dsl.table_joins`).
 
+        ``orders.join(shipments, merge, JoinWindows(0, 7 * 86_400_000, 3_600_000),
+        name="order-shipments")``
         ``orders.join(users, lambda order, user: {**order, "tier": user["tier"]})``
         """
         from .table_joins import GlobalTable
 
+        if isinstance(other, Stream):
+            from .joins import stream_stream_join
+
+            return stream_stream_join(self, other, *args, **kwargs)
         if isinstance(other, GlobalTable):
             return self._join_global_table(other, *args, **kwargs)
         if isinstance(other, Table):
             return self._join_table(other, *args, **kwargs)
-        raise TypeError(f"cannot join a stream with {type(other).__name__}: expected a Table "
-                        "or GlobalTable")
+        raise TypeError(f"cannot join a Stream with {type(other).__name__}: expected a Stream, "
+                        "Table or GlobalTable")
 
     def _join_table(self, table: Table, *args: Any, **kwargs: Any) -> Stream:
         from .table_joins import join_table

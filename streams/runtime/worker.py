@@ -34,6 +34,7 @@ from .compile import subtopologies
 from .global_tables import GlobalTableConsumer, GlobalTables
 from .idle import IdleTracker
 from .lifecycle import BrokerWatch
+from .ordering import PAUSE_BUFFERED, PartitionGroup
 from .producer import KafkaTransport
 from .tasks import TaskManager
 from .topics import RepartitionPurger, TopicLayoutError, prepare_topics
@@ -86,6 +87,11 @@ class Worker:
         self.global_tables = (GlobalTables(topology, self.state_root)
                               if topology.global_tables else None)
         self.global_consumer: GlobalTableConsumer | None = None
+        # tasks with several input partitions: their buffered input, in timestamp order
+        self._groups: dict[Any, tuple[Any, PartitionGroup]] = {}
+        self._wanted: set[TopicPartition] = set()  # empty inputs such a task waits for
+        self._wanted_turn = False
+        self._paused_full: set[TopicPartition] = set()  # paused: their group buffer is full
 
     # -- lifecycle --------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -174,7 +180,14 @@ class Worker:
                     async with self._lock:
                         await tasks.open_pending()
                         await tasks.restore_step()
+                # A task waiting for records the broker holds for one of its inputs asks for
+                # that partition first (every other poll, so other tasks are not held up):
+                # aiokafka hands out its fetched partitions in turn, max_records at a time, and
+                # the other inputs' backlog would come first.
+                wanted, self._wanted = list(self._wanted), set()
+                self._wanted_turn = not self._wanted_turn and bool(wanted)
                 fetch = asyncio.ensure_future(self.consumer.getmany(
+                    *(wanted if self._wanted_turn else ()),
                     timeout_ms=0 if tasks.restoring else tune.poll_timeout_ms,
                     max_records=tune.max_batch_records))
                 await asyncio.wait([fetch, stop_wait], return_when=asyncio.FIRST_COMPLETED)
@@ -182,7 +195,7 @@ class Worker:
                     fetch.cancel()
                     break
                 batch = fetch.result()
-                if batch:
+                if batch or self._groups:
                     async with self._lock:
                         await self._process(batch)
                 if self.idle.enabled:
@@ -223,22 +236,43 @@ class Worker:
 
     # -- processing -------------------------------------------------------------------------------
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        """Run a poll's records through their tasks. A task with one input partition gets its
+        records as they came (the direct batch path); a task with several buffers them in its
+        :class:`~streams.runtime.ordering.PartitionGroup` and runs them in timestamp order."""
         assert self.transport is not None and self.tasks is not None
         started = time.monotonic()
         m, name = self.metrics, self.topology.name
         count = 0
+        ordered: dict[Any, tuple[Any, PartitionGroup]] = {}
         for tp, records in batch.items():
             task = self.tasks.task_for(tp)
             if task is None:
                 continue
-            done = task.process(tp.topic, records)
-            if not done:
+            if len(task.tps) > 1:
+                group = self._group_of(task)
+                group.add(tp.topic, records)
+                ordered[task.id] = (task, group)
                 continue
-            count += done
-            self.idle.seen(task.id)
-            m.consumed.labels(name, tp.topic, str(tp.partition)).inc(done)
-            m.count_task_events(task.dead_letters, task.dropped, task.late)
-            await self.transport.send(task.take_outputs())
+            count += await self._run(task, tp.topic, records)
+        for task_id, entry in self._groups.items():
+            if entry[1].buffered():
+                ordered[task_id] = entry
+        now_ms = int(time.monotonic() * 1000)
+        for task, group in ordered.values():
+            # every input's, not just the empty ones': one may run dry during the drain
+            more = {t: await self._has_more(TopicPartition(t, task.partition))
+                    for t in group.topics}
+            runs = group.drain(now_ms, more)
+            if group.buffered():
+                self._wanted.update(TopicPartition(t, task.partition) for t in group.topics
+                                    if more[t] and not group.buffered(t))
+            self._pause_full(task, group)
+            if not runs:
+                continue
+            done = task.process_runs(runs)
+            count += await self._processed(task, done)
+        if not count:
+            return
         self._since_commit += count
         m.processing.labels(name).observe(time.monotonic() - started)
         self._update_lag(batch.keys())
@@ -250,6 +284,63 @@ class Worker:
         await self.global_consumer.poll()
         if self.global_tables.dropped:
             self.metrics.count_task_events({}, self.global_tables.dropped, {})
+
+    async def _run(self, task: Any, topic: str, records: list[Any]) -> int:
+        """One batch of one input partition through ``task``; its outputs go to the producer."""
+        return await self._processed(task, {topic: task.process(topic, records)})
+
+    async def _processed(self, task: Any, done: dict[str, int]) -> int:
+        """Metrics for the records ``task`` processed (per topic); its outputs to the producer."""
+        assert self.transport is not None
+        total = sum(done.values())
+        if total:
+            m, name = self.metrics, self.topology.name
+            self.idle.seen(task.id)
+            for topic, n in done.items():
+                if n:
+                    m.consumed.labels(name, topic, str(task.partition)).inc(n)
+            m.count_task_events(task.dead_letters, task.dropped, task.late)
+            await self.transport.send(task.take_outputs())
+        return total
+
+    def _pause_full(self, task: Any, group: PartitionGroup) -> None:
+        """Stop fetching a partition while its group holds ``PAUSE_BUFFERED`` records of it (so
+        the consumer fetches the input the task waits for); resume once it has drained."""
+        assert self.consumer is not None
+        for topic in group.topics:
+            tp = TopicPartition(topic, task.partition)
+            full = group.buffered(topic) >= PAUSE_BUFFERED
+            if full and tp not in self._paused_full:
+                self.consumer.pause(tp)
+                self._paused_full.add(tp)
+            elif not full and tp in self._paused_full:
+                self._paused_full.discard(tp)
+                if tp in self.consumer.assignment():
+                    self.consumer.resume(tp)
+
+    def _group_of(self, task: Any) -> PartitionGroup:
+        """The task's partition group; a re-opened task (new Task object) gets a new one, as
+        the consumer was sought back to its committed position."""
+        entry = self._groups.get(task.id)
+        if entry is None or entry[0] is not task:
+            entry = (task, PartitionGroup.for_sources(task.sub.sources,
+                                                      self.settings.max_task_idle_ms))
+            self._groups[task.id] = entry
+        return entry[1]
+
+    async def _has_more(self, tp: TopicPartition) -> bool:
+        """Whether the broker is known to hold records of ``tp`` the consumer has not handed
+        out yet (its last fetch's stable end / high watermark is ahead of its position)."""
+        assert self.consumer is not None
+        try:
+            end = self.consumer.last_stable_offset(tp)
+            if end is None or end < 0:
+                end = self.consumer.highwater(tp)
+            if end is None:
+                return True  # not fetched yet: records may well be there
+            return end > await self.consumer.position(tp)
+        except Exception:  # noqa: BLE001 - not assigned any more, or no position yet
+            return False
 
     async def _idle_close(self) -> None:
         """Advance the stream time of the tasks whose input has been quiet for
@@ -311,6 +402,9 @@ class Worker:
             log.info("revoked %d partitions: committing and closing %d tasks", len(revoked),
                      len(self.tasks.running) + len(self.tasks.restoring))
         async with self._lock:
+            self._groups.clear()  # closed tasks; the consumer seeks reopened ones back
+            self._wanted.clear()
+            self._paused_full.clear()  # the task manager resumes a task's partitions on start
             try:
                 if self._fatal is None:
                     await self.tasks.revoked()

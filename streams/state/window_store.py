@@ -232,8 +232,9 @@ class JoinBufferView(TimeKeyedView):
     ``buf.fetch("o-1", 500, 1_500)`` gives ``[(1000, {"qty": 2}), (1000, {"qty": 3})]``.
     """
 
-    def add(self, key: Any, ts: int, value: Any) -> None:
-        """Append ``value`` at ``ts`` (after the values already there; ``None`` is refused)."""
+    def add(self, key: Any, ts: int, value: Any) -> bytes:
+        """Append ``value`` at ``ts`` (after the values already there; ``None`` is refused).
+        Returns the entry's id (its primary key), for :meth:`put_entry`/:meth:`delete_entry`."""
         if value is None:
             raise ValueError(f"join buffer {self.name!r} cannot hold a null value")
         prefix = key_prefix(self.key_bytes(key)) + time_bytes(ts)
@@ -244,7 +245,9 @@ class JoinBufferView(TimeKeyedView):
             seq = int.from_bytes(pk[-_SEQ:], "big") + 1
         if seq >= 1 << (8 * _SEQ):
             raise ValueError(f"join buffer {self.name!r}: too many values at one timestamp")
-        self._write(prefix + seq.to_bytes(_SEQ, "big"), ts, value)
+        pk = prefix + seq.to_bytes(_SEQ, "big")
+        self._write(pk, ts, value)
+        return pk
 
     def fetch(self, key: Any, ts_from: int, ts_to: int) -> list[tuple[int, Any]]:
         """[(ts, value)] of ``key`` with ``ts_from <= ts <= ts_to``, by ts then insertion."""
@@ -259,3 +262,36 @@ class JoinBufferView(TimeKeyedView):
     def expire_before(self, ts: int) -> int:
         """Delete the values of every key with a timestamp below ``ts``; returns how many."""
         return self._expire(ts)
+
+    # -- entries by id (a stream-stream join's "unmatched" markers share the buffer's ids) ------
+    def fetch_entries(self, key: Any, ts_from: int, ts_to: int) -> list[tuple[bytes, int, Any]]:
+        """[(entry id, ts, value)] of ``key`` with ``ts_from <= ts <= ts_to``, by ts then
+        insertion."""
+        prefix = key_prefix(self.key_bytes(key))
+        at = len(prefix)
+        return [(pk, time_of(pk, at), self.decode(pk, vb))
+                for pk, vb in self._scan(prefix, ts_from, ts_to)]
+
+    def put_entry(self, pk: bytes, ts: int, value: Any) -> None:
+        """Store ``value`` under the entry id ``pk`` (made by :meth:`add` on any join buffer
+        with the same key serde) at ``ts``."""
+        self._write(pk, ts, value)
+
+    def has_entry(self, pk: bytes) -> bool:
+        return self.get_by_bytes(pk, _ABSENT) is not _ABSENT
+
+    def delete_entry(self, pk: bytes, ts: int) -> None:
+        self._write(pk, ts, None)
+
+    def pop_before(self, ts: int) -> list[tuple[Any, int, Any]]:
+        """Delete every entry with a timestamp below ``ts`` and return them as [(key, ts,
+        value)], by ts then key bytes then insertion (reads the time index)."""
+        out = []
+        for pk, value in self._entries(self._indexed(None, ts - 1)):
+            key, (t,) = self._split(pk, 1)
+            out.append((key, t, value))
+            self._write(pk, t, None)
+        return out
+
+
+_ABSENT = object()

@@ -53,3 +53,21 @@ def test_an_internal_topic_of_the_wrong_size_is_refused(kafka: str, tmp_path) ->
     worker = Worker(t, Settings(broker=kafka, state_dir=str(tmp_path), metrics_port=-1))
     with pytest.raises(WorkerFailed, match="has 4 partitions but its sub-topology has 6 tasks"):
         asyncio.run(worker.run())
+
+
+def test_join_inputs_with_different_partition_counts_are_refused(kafka: str, tmp_path) -> None:
+    from streams import JoinWindows
+
+    t = Topology("copart_join")
+    t.stream("copart-orders").join(t.stream("copart-shipments"), lambda o, s: o,
+                                   JoinWindows(before=0, after=1000), name="j").to("copart-out")
+    admin.run(admin.delete_topics(kafka, ["copart-orders", "copart-shipments"]))
+    admin.run(admin.ensure_topics(kafka, [TopicSpec("copart-orders", 4),
+                                          TopicSpec("copart-shipments", 2)]))
+    worker = Worker(t, Settings(broker=kafka, state_dir=str(tmp_path), metrics_port=-1))
+    with pytest.raises(WorkerFailed) as failed:
+        asyncio.run(worker.run())
+    message = str(failed.value)
+    assert "\n" not in message
+    assert "co-partitioned" in message
+    assert "'copart-orders': 4" in message and "'copart-shipments': 2" in message

@@ -5,8 +5,10 @@
 * :mod:`.stateless`: map, filter, flat_map, select_key, peek, branch;
 * :mod:`.stateful`: aggregate, table source, process;
 * :mod:`.windowed`: windowed aggregations (tumbling/hopping, sessions);
-* :mod:`.sinks`: ``SinkProc``;
-* :mod:`.table_joins`: stream-table and stream-global-table joins.
+* :mod:`.joins`: stream-stream joins (one processor per side);
+* :mod:`.table_joins`: stream-table and stream-global-table joins;
+* :mod:`.agents`: Faust-style agents;
+* :mod:`.sinks`: ``SinkProc``.
 
 :data:`PROCESSORS` maps each node type to its processor class: a new node kind (windows, joins)
 is a node class in :mod:`streams.dsl.nodes`, a ``Processor(node, ctx)`` subclass here, and one
@@ -20,6 +22,7 @@ from collections.abc import Callable
 
 from ...dsl import nodes as n
 from ...dsl.agents import AgentNode
+from ...dsl.joins import JoinOutputNode, StreamJoinSideNode
 from ...dsl.serdes import MAX_RECORD_BYTES
 from ...dsl.table_joins import GlobalTableJoinNode, StreamTableJoinNode
 from ...dsl.windows import SessionWindows, SlidingWindows
@@ -27,6 +30,7 @@ from ...state.meta import ORIGIN_HEADER
 from ..context import ProcessorContext
 from .agents import AgentProc
 from .base import MAX_TIMESTAMP_MS, Processor, Rec, ShapeError, describe_error
+from .joins import JoinOutputProc, StreamJoinSideProc
 from .sinks import SinkProc
 from .source import SourceProc, timestamp_extractor
 from .stateful import AggregateProc, ProcessProc, TableSourceProc
@@ -46,11 +50,12 @@ def window_aggregate(node: n.Node, ctx: ProcessorContext) -> Processor:
 
 
 __all__ = ["AgentProc", "AggregateProc", "BranchProc", "FilterProc", "FlatMapProc",
-           "GlobalTableJoinProc", "MAX_RECORD_BYTES", "MAX_TIMESTAMP_MS", "MapProc",
-           "ORIGIN_HEADER", "PROCESSORS", "PeekProc", "ProcessProc", "Processor",
+           "GlobalTableJoinProc", "JoinOutputProc", "MAX_RECORD_BYTES", "MAX_TIMESTAMP_MS",
+           "MapProc", "ORIGIN_HEADER", "PROCESSORS", "PeekProc", "ProcessProc", "Processor",
            "ProcessorContext", "Rec", "SelectKeyProc", "SessionWindowAggregateProc", "ShapeError",
-           "SinkProc", "SlidingWindowAggregateProc", "SourceProc", "StreamTableJoinProc",
-           "TableSourceProc", "TimeWindowAggregateProc", "describe_error", "timestamp_extractor"]
+           "SinkProc", "SlidingWindowAggregateProc", "SourceProc", "StreamJoinSideProc",
+           "StreamTableJoinProc", "TableSourceProc", "TimeWindowAggregateProc", "describe_error",
+           "timestamp_extractor"]
 
 PROCESSORS: dict[type[n.Node], Callable[[n.Node, ProcessorContext], Processor]] = {
     n.SourceNode: SourceProc,
@@ -65,6 +70,9 @@ PROCESSORS: dict[type[n.Node], Callable[[n.Node, ProcessorContext], Processor]] 
     n.TableSourceNode: TableSourceProc,
     n.ProcessNode: ProcessProc,
     n.WindowAggregateNode: window_aggregate,
+    # stream-stream joins (streams.dsl.joins)
+    StreamJoinSideNode: StreamJoinSideProc,  # type: ignore[dict-item]
+    JoinOutputNode: JoinOutputProc,
     # stream-table joins (streams.dsl.table_joins)
     StreamTableJoinNode: StreamTableJoinProc,
     GlobalTableJoinNode: GlobalTableJoinProc,

@@ -218,7 +218,7 @@ def test_joins_refuse_what_they_cannot_join() -> None:
     windowed = s.group_by_key().window(TumblingWindows(size=1000)).count(name="w")
     with pytest.raises(TypeError, match="cannot be joined"):
         s.join(windowed, lambda a, b: a)
-    with pytest.raises(TypeError, match="cannot join a stream with dict"):
+    with pytest.raises(TypeError, match="cannot join a Stream with dict"):
         s.join({}, lambda a, b: a)
     with pytest.raises(ValueError, match="how must be one of"):
         s.join(t.table("users"), lambda a, b: a, how="outer")

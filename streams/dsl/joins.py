@@ -1,0 +1,173 @@
+"""Stream-stream joins: ``left.join(right, joiner, JoinWindows(...), how=..., name=...)``.
+
+Semantics (Kafka Streams' where it settled them; times are epoch ms, bounds inclusive):
+
+* Two records **match** when they have the same key (compared as serialized bytes) and
+  ``l.ts - before <= r.ts <= l.ts + after``; mirrored, a right record at ``r.ts`` matches the
+  left records in ``[r.ts - after, r.ts + before]``. A match is emitted once, when its second
+  record arrives, as ``joiner(left_value, right_value)`` keyed by the key, with timestamp
+  ``max(l.ts, r.ts)``.
+* **Stream time** is the task's (both inputs share it); it advances record by record. A left
+  record's window **closes when stream time > l.ts + after + grace**, a right record's when
+  stream time > ``r.ts + before + grace``. A record whose own window is already closed when it
+  arrives is **late**: dropped, counted in ``streams_late_events_total{node}`` and written to
+  the topology's ``late_topic`` if it has one. A record joins only partners whose window is
+  still open at its arrival (so a record that was emitted as unmatched never matches later).
+* ``how="inner"``: only matches. ``how="left"``: also each left record that found no match is
+  emitted as ``joiner(left_value, None)`` **once its window has closed** (by stream time, never
+  before, and never if a match arrived in time: no spurious results, as Kafka Streams >= 3.1);
+  ``how="outer"``: the same for unmatched right records, ``joiner(None, right_value)``. Such a
+  result has the unmatched record's timestamp.
+* Records with a null key or value are skipped and counted as dropped. A joiner that raises, or
+  returns ``None``, sends the arriving record to the dead letters with its effects on the join
+  state rolled back (an unmatched record whose joiner fails at close time is a dead letter too).
+* Both sides are buffered in RocksDB join buffers ``<name>-left`` / ``<name>-right`` (and
+  ``<name>-left-unmatched`` / ``<name>-right-unmatched`` markers for left/outer joins), each
+  with a changelog, committed in the task's one WriteBatch. Buffered records are deleted once
+  their window closed, so state stays bounded by the window and grace.
+* Both inputs must be co-partitioned (same partition count; the worker refuses to start
+  otherwise). A side whose key may have changed (after ``select_key`` or ``process``) is first
+  repartitioned through ``<topology>-<name>-left-repartition`` (or ``-right-``), as Kafka
+  Streams does.
+
+>>> from streams import Topology, JoinWindows
+>>> t = Topology("shop")
+>>> orders, shipments = t.stream("orders", timestamp="ts"), t.stream("shipments", timestamp="ts")
+>>> _ = orders.join(shipments, lambda o, s: {**o, "carrier": s["carrier"]},
+...                 JoinWindows(before=0, after=7 * 86_400_000, grace=3_600_000),
+...                 how="left", name="order-shipments").to("shipped")
+>>> sorted(t.stores)
+['order-shipments-left', 'order-shipments-left-unmatched', 'order-shipments-right']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import nodes as n
+from .serdes import JsonSerde, KeySerde, Serde, serde_for
+from .windows import JoinWindows
+
+if TYPE_CHECKING:
+    from .topology import Stream
+
+JOIN_KINDS = ("inner", "left", "outer")
+
+
+@dataclass(eq=False)
+class StreamJoinSideNode(n.Node):
+    """One input side of a stream-stream join: buffers its records and looks up the other's."""
+
+    side: str  # "left" | "right"
+    joiner: Callable[[Any, Any], Any]
+    windows: JoinWindows
+    how: str
+    join_name: str
+    late_topic: str | None = None
+
+    @property
+    def own_buffer(self) -> str:
+        return f"{self.join_name}-{self.side}"
+
+    @property
+    def other_buffer(self) -> str:
+        return f"{self.join_name}-{_other(self.side)}"
+
+    def unmatched(self, side: str) -> str | None:
+        """The unmatched-marker store of ``side``, if this join emits that side unmatched."""
+        if side == "left" and self.how in ("left", "outer"):
+            return f"{self.join_name}-left-unmatched"
+        if side == "right" and self.how == "outer":
+            return f"{self.join_name}-right-unmatched"
+        return None
+
+    def store_names(self) -> list[str]:
+        names = [f"{self.join_name}-left", f"{self.join_name}-right"]
+        return names + [s for s in (self.unmatched("left"), self.unmatched("right")) if s]
+
+    def label(self) -> str:
+        w = self.windows
+        return (f"join {self.name} ({self.how}, {self.side} side, before {w.before_ms} ms, "
+                f"after {w.after_ms} ms, grace {w.grace_ms} ms) stores={','.join(self.store_names())}")
+
+    def value_record(self) -> Any:
+        return None  # the joiner's results
+
+
+@dataclass(eq=False)
+class JoinOutputNode(n.Node):
+    """Where both sides' join results meet: downstream operators hang off this node."""
+
+    def label(self) -> str:
+        return f"join-output {self.name}"
+
+    def value_record(self) -> Any:
+        return None
+
+
+def _other(side: str) -> str:
+    return "right" if side == "left" else "left"
+
+
+def _value_serde(stream: Stream) -> Serde:
+    from .topology import _value_type
+
+    record = _value_type(stream.node)
+    return JsonSerde() if record is None else serde_for(record)
+
+
+def _copartitioned(stream: Stream, name: str) -> n.Node:
+    """``stream``'s node, or, if its key may have changed, the source of a repartition topic
+    ``<topology>-<name>-repartition`` written with the current key."""
+    if not stream.rekeyed:
+        return stream.node
+    topology = stream.topology
+    topic = topology._claim_repartition(name)
+    stream.node.add_child(n.SinkNode(f"{name}-sink", topic, KeySerde(), JsonSerde(),
+                                     internal=True))
+    source = n.SourceNode(f"{name}-source", topic, KeySerde(), _value_serde(stream), None,
+                          internal=True)
+    topology.sources.append(source)
+    return source
+
+
+def stream_stream_join(left: Stream, right: Stream, joiner: Callable[[Any, Any], Any],
+                       windows: JoinWindows, *, how: str = "inner",
+                       name: str | None = None) -> Stream:
+    """Join two streams within ``windows`` (see the module docstring for the semantics).
+
+    ``name`` is required: it names the join buffers, their changelogs and any repartition
+    topic, so it must stay the same across versions of the topology.
+    """
+    from .topology import Stream
+
+    if not isinstance(windows, JoinWindows):
+        raise TypeError(f"a stream-stream join needs JoinWindows, got {windows!r}")
+    if how not in JOIN_KINDS:
+        raise ValueError(f"how must be one of {JOIN_KINDS}, got {how!r}")
+    if not callable(joiner):
+        raise TypeError(f"joiner must be a function (left_value, right_value) -> value, "
+                        f"got {joiner!r}")
+    if name is None:
+        raise TypeError("a stream-stream join needs name= (it names the join buffers and their "
+                        "changelogs, which must stay the same across versions)")
+    if left.topology is not right.topology:
+        raise ValueError("cannot join streams of different topologies")
+    topology = left.topology
+    topology._add_store(f"{name}-left", _value_serde(left), "join-buffer", windows)
+    topology._add_store(f"{name}-right", _value_serde(right), "join-buffer", windows)
+    sides: dict[str, StreamJoinSideNode] = {}
+    for side, stream in (("left", left), ("right", right)):
+        sides[side] = StreamJoinSideNode(f"{name}-{side}-join", side, joiner, windows, how, name,
+                                         topology.late_topic)
+    for side, stream in (("left", left), ("right", right)):
+        marker = sides[side].unmatched(side)
+        if marker:
+            topology._add_store(marker, _value_serde(stream), "join-buffer", windows)
+    output = JoinOutputNode(f"{name}-output")
+    for side, stream in (("left", left), ("right", right)):
+        upstream = _copartitioned(stream, f"{name}-{side}")
+        upstream.add_child(sides[side]).add_child(output)
+    return Stream(topology, output)
