@@ -59,7 +59,7 @@ def transactions(first: int, count: int, users: list[str], products: list[str]) 
         uid = f"u-unknown-{i}" if i % 13 == 0 else users[i % len(users)]
         pid = f"p-unknown-{i}" if i % 17 == 0 else products[(i * 7) % len(products)]
         out.append(("transactions", uid, {"txn_id": f"t{i}", "user_id": uid, "product_id": pid,
-                                          "amount": f"{i % 500}.{i % 100:02d}", "ts": 1_000 + i}))
+                                          "amount": f"{i % 500}.{i % 100:02d}", "ts": EPOCH_MS + i}))
     return out
 
 
