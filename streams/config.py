@@ -22,8 +22,12 @@ class Settings:
     broker: str = "127.0.0.1:9092"
     state_dir: str = ".streams/state"
     partitions: int = 4
+    # "at_least_once" or "exactly_once" (streams.runtime.transactions); the only switch.
     processing_guarantee: str = "at_least_once"
     commit_interval_ms: int = 1000
+    # exactly_once: the broker aborts a transaction open longer than this; well above the
+    # commit interval, so only a stuck or dead worker's transaction times out.
+    transaction_timeout_ms: int = 60000
     commit_every_records: int = 50000
     max_batch_records: int = 5000
     session_timeout_ms: int = 15000
@@ -71,4 +75,18 @@ def load_settings(topology: str | None = None, config_file: str | Path | None = 
         values["broker"] = os.environ["STREAMS_BROKER"]
     if os.environ.get("STREAMS_STATE_DIR"):
         values["state_dir"] = os.environ["STREAMS_STATE_DIR"]
-    return Settings(**values).with_overrides(**overrides)
+    return validate(Settings(**values).with_overrides(**overrides))
+
+
+GUARANTEES = ("at_least_once", "exactly_once")
+
+
+def validate(settings: Settings) -> Settings:
+    """One clear error for settings that cannot work together."""
+    if settings.processing_guarantee not in GUARANTEES:
+        raise ConfigError(f"processing_guarantee must be one of {', '.join(GUARANTEES)}, not "
+                          f"{settings.processing_guarantee!r}")
+    if settings.transaction_timeout_ms < 5 * settings.commit_interval_ms:
+        raise ConfigError(f"transaction_timeout_ms ({settings.transaction_timeout_ms}) must be at "
+                          f"least 5 x commit_interval_ms ({settings.commit_interval_ms})")
+    return settings

@@ -69,7 +69,6 @@ class Topology:
         self.description = description
         self.sources: list[n.SourceNode] = []
         self.stores: dict[str, StoreSpec] = {}
-        self.exactly_once = False
         self.late_topic = late_topic
         self._counter = 0
         self._repartition_names: set[str] = set()

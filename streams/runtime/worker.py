@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from collections.abc import Iterable
@@ -33,6 +34,7 @@ from .global_tables import GlobalTableConsumer, GlobalTables
 from .idle import IdleTracker
 from .producer import KafkaTransport
 from .tasks import TaskManager
+from .transactions import EXACTLY_ONCE, FAIL_COMMIT_ENV, TaskTransactions
 from .topics import RepartitionPurger, TopicLayoutError, prepare_topics
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,8 @@ class Worker:
         self.state_root = Path(settings.state_dir) / topology.name
         self.metrics = Metrics(topology.name)
         self.metrics_port: int | None = None
+        # The one switch for exactly-once: Settings.processing_guarantee (config/<topology>.toml).
+        self.exactly_once = settings.processing_guarantee == EXACTLY_ONCE
         self._lock = asyncio.Lock()  # the main loop vs. the rebalance listener
         self._stopping = asyncio.Event()
         self._fatal: BaseException | None = None
@@ -120,10 +124,19 @@ class Worker:
                 on_remaining=lambda table, n: remaining.labels(name, table).set(n),
                 on_keys=lambda table, n: keys.labels(name, table).set(n),
                 stopping=self._stopping.is_set)
+        txns = None
+        if self.exactly_once:
+            results = self.metrics.transactions
+            txns = TaskTransactions(
+                name, name, s.broker, transaction_timeout_ms=s.transaction_timeout_ms,
+                commit_timeout_s=max(10.0, 3 * s.commit_interval_ms / 1000),
+                on_produced=lambda topic, n: produced.labels(name, topic).inc(n),
+                on_result=lambda result: results.labels(name, result).inc(),
+                fail_commit=os.environ.get(FAIL_COMMIT_ENV) or None)
         self.tasks = TaskManager(
             self.topology, self.subs, self.state_root, s.broker, self.consumer, self.transport,
             on_remaining=lambda table, n: remaining.labels(name, table).set(n),
-            global_tables=self.global_tables)
+            global_tables=self.global_tables, txns=txns)
         clean = False
         try:
             if self.global_consumer is not None:
@@ -132,7 +145,8 @@ class Worker:
                 await self.global_consumer.load()
             if not self._stopping.is_set():  # (a stop request may end the load early)
                 self.consumer.subscribe(topics=self.topics, listener=_Rebalance(self))
-                log.info("worker for %s started (group %s, broker %s)", name, name, s.broker)
+                log.info("worker for %s started (group %s, broker %s, %s)", name, name, s.broker,
+                         s.processing_guarantee)
                 await self._loop()
             clean = self._fatal is None
         except Exception as exc:  # noqa: BLE001 - reported below as the worker's failure
@@ -218,7 +232,8 @@ class Worker:
             newest_ts = max(newest_ts, records[-1].timestamp or 0)
             m.consumed.labels(name, tp.topic, str(tp.partition)).inc(done)
             m.count_task_events(task.dead_letters, task.dropped, task.late)
-            await self.transport.send(task.take_outputs())
+            if not self.exactly_once:  # (exactly-once: sent in the task's transaction)
+                await self.transport.send(task.take_outputs())
         self._since_commit += count
         m.processing.labels(name).observe(time.monotonic() - started)
         if newest_ts > 0:
@@ -246,7 +261,8 @@ class Worker:
                     task.stream_time + elapsed):
                 continue
             self.metrics.count_task_events(task.dead_letters, task.dropped, task.late)
-            await self.transport.send(task.take_outputs())
+            if not self.exactly_once:
+                await self.transport.send(task.take_outputs())
 
     def _update_lag(self, tps: Iterable[TopicPartition]) -> None:
         assert self.consumer is not None and self.tasks is not None
@@ -265,7 +281,10 @@ class Worker:
     async def _commit(self) -> None:
         assert self.transport is not None and self.tasks is not None
         started = time.monotonic()
-        committed = await checkpoint.commit(self.tasks.running.values(), self.transport)
+        if self.exactly_once:
+            committed = await self.tasks.commit_transactions()
+        else:
+            committed = await checkpoint.commit(self.tasks.running.values(), self.transport)
         if committed:
             await self.purger.committed(committed)
         self._since_commit = 0
