@@ -337,5 +337,9 @@ class TaskManager:
             off = task.offsets.get((tp.topic, tp.partition))
             if off is not None:
                 self.consumer.seek(tp, off)
+            elif self.txns is not None:
+                # Nothing committed yet; a reopened task (after an aborted transaction) must
+                # not continue from where the consumer had fetched to.
+                await self.consumer.seek_to_beginning(tp)
         assignment = self.consumer.assignment()
         self.consumer.resume(*[tp for tp in tps if tp in assignment])
