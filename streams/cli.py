@@ -231,7 +231,8 @@ def tables_list(name: str | None, as_json: bool, state_dir: str | None, broker: 
     for topo_name in names:
         topology = registry.load(topo_name)
         settings = load_settings(topo_name, state_dir=state_dir, broker=broker)
-        rows += asyncio.run(table_infos(topology, settings.state_dir, settings.broker))
+        rows += asyncio.run(table_infos(topology, settings.state_dir, settings.broker,
+                                        processing_guarantee=settings.processing_guarantee))
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
         return
@@ -242,7 +243,7 @@ def tables_list(name: str | None, as_json: bool, state_dir: str | None, broker: 
         click.echo(f"{r.topology}/{r.table}  kind={r.kind}  partitions={r.partitions}  "
                    f"keys={r.keys if r.keys_exact else f'~{r.keys} (estimate)'} "
                    f"(local tasks {','.join(r.local_tasks) or '-'})"
-                   f"  bytes={r.bytes_on_disk}")
+                   f"  bytes={r.bytes_on_disk}  guarantee={r.processing_guarantee}")
         if r.window is not None:
             click.echo(f"  windows: {r.window}; {r.windows} stored")
         if r.kind == "global":  # every worker holds all of it; its topic is its changelog
@@ -254,6 +255,10 @@ def tables_list(name: str | None, as_json: bool, state_dir: str | None, broker: 
             f"{k}={v}" for k, v in r.committed_input_offsets.items()) or "-"))
         click.echo("  local input offsets:     " + (", ".join(
             f"{k}={v}" for k, v in sorted(r.local_input_offsets.items())) or "-"))
+        if r.processing_guarantee == "exactly_once":
+            for task, offs in sorted(r.task_offsets.items()):
+                click.echo(f"  task {task}: last committed transaction: " + (", ".join(
+                    f"{k}={v}" for k, v in sorted(offs.items())) or "-"))
 
 
 @tables.command("get")

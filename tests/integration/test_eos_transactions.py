@@ -172,3 +172,40 @@ def test_next_owner_fences_the_previous_producer(kafka: str) -> None:
         assert committed.get((source, 0)) == 2
     finally:
         delete_topics(kafka, topology)
+
+
+PRIVATE_PORT = 19392  # a broker of this test alone (the shared one must never stop)
+
+
+def test_broker_stopped_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    from streams.kafka import broker
+
+    kafka = broker.start(PRIVATE_PORT, verbose=False)
+    topology, source, sink = counting_topology()
+    settings = eos_settings(kafka, tmp_path / "state", commit_interval_ms=500)
+    try:
+        create_topics(kafka, topology, 2)
+
+        async def scenario() -> None:
+            await produce(kafka, source, events(0, 40000))
+            async with InProcessWorker(topology, settings):
+                async def started() -> bool:
+                    return len(await read_all(kafka, sink)) >= 1000
+                await wait_for(started, 90, "the first committed outputs")
+                # Stop the broker while input is still being processed.
+                await asyncio.to_thread(broker.stop, PRIVATE_PORT)
+                await asyncio.sleep(10)
+                await asyncio.to_thread(broker.start, PRIVATE_PORT, 90.0, False)
+                await produce(kafka, source, events(40000, 2000))
+
+                async def done() -> bool:
+                    return len(await read_all(kafka, sink)) >= 42000
+                await wait_for(done, 150, "42000 committed outputs", poll=2)
+
+        asyncio.run(scenario())
+        committed = asyncio.run(read_all(kafka, sink))
+        assert sorted_counts(committed) == expected_counts(42000)
+        assert len(committed) == 42000
+    finally:
+        broker.stop(PRIVATE_PORT)
+        broker.wipe(PRIVATE_PORT)
