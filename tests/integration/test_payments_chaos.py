@@ -114,3 +114,31 @@ def test_duplicate_after_restart_is_recognised(kafka: str, workers: Any, tmp_pat
                 for r in read_topic(kafka, "account-balances", timeout=30)}
     assert balances == {"alice": "65.00", "bob": "35.00"}
     assert w.terminate() == 0
+
+
+PRIVATE_PORT = 19492  # a broker of this test alone: the shared one must never be stopped
+
+
+def test_broker_stopped_for_10s_mid_stream(workers: Any, tmp_path: Path) -> None:
+    from streams.kafka import broker
+
+    kafka = broker.start(PRIVATE_PORT, verbose=False)
+    try:
+        events = generate.events(NAME, 8000, seed=9, accounts=100)
+        fresh_topics(kafka)
+        args = worker_config(tmp_path)
+        w = workers(NAME, kafka, tmp_path / "state", args=args)
+        w.wait_assigned()
+        first, rest = events[:len(events) // 2], events[len(events) // 2:]
+        feed(kafka, first, rate=400).join(60)
+        time.sleep(2)  # the worker is still working through the input
+        broker.stop(PRIVATE_PORT)
+        time.sleep(10)
+        broker.start(PRIVATE_PORT, verbose=False)
+        feed(kafka, rest, rate=400).join(60)
+        check_invariants(kafka, events, results_timeout=150)
+        assert w.running, w.log()[-3000:]
+        assert w.terminate() == 0
+    finally:
+        broker.stop(PRIVATE_PORT)
+        broker.wipe(PRIVATE_PORT)
