@@ -130,8 +130,8 @@ def test_broker_stopped_for_10s_mid_stream(workers: Any, tmp_path: Path) -> None
         w = workers(NAME, kafka, tmp_path / "state", args=args)
         w.wait_assigned()
         first, rest = events[:len(events) // 2], events[len(events) // 2:]
-        feed(kafka, first, rate=400).join(60)
-        time.sleep(2)  # the worker is still working through the input
+        feed(kafka, first, rate=None).join(60)
+        time.sleep(1)  # the worker is still working through the input
         broker.stop(PRIVATE_PORT)
         time.sleep(10)
         broker.start(PRIVATE_PORT, verbose=False)
