@@ -32,10 +32,13 @@ written, so the id stays free for the corrected record), and any deposit that is
 (missing field, bad amount, key not its account) — deposits have no result topic to reject to.
 A payment whose from_account is missing is INVALID (judged in the task of its record key).
 
-The topology is configured for exactly-once in ``config/payments.toml``; it is correct
-at-least-once as well: a replayed input is not applied to state twice (the task's offsets are
-in its state), credits carry their origin so a replayed debit does not credit twice, and only
-outputs may repeat.
+The topology is configured for exactly-once in ``config/payments.toml``. At-least-once, a
+replayed input is not applied to state twice (the task's offsets are in its state) and credits
+carry their origin, so a replayed debit does not credit twice; results and balance records may
+repeat. One gap is left that only transactions close: a replay after a crash may interleave
+payments and arriving credits differently and so decide a payment differently (INSUFFICIENT_FUNDS
+instead of COMPLETED); the credit the crashed attempt already sent stays in the internal topic
+and is applied. Under exactly-once the crashed attempt's records are aborted and never read.
 """
 
 from __future__ import annotations
