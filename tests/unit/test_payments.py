@@ -3,6 +3,7 @@ TopologyTestDriver: batches, commits, crashes with replays, restarts with lost s
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import re
@@ -49,7 +50,8 @@ class Ledger:
         self.balances[key] += Decimal(dep["amount"])
         self.deposited[key] += Decimal(dep["amount"])
 
-    def batch(self, records: list[tuple[str, Any, int]]) -> None:
+    def batch(self, records: list[tuple[str, Any, int]]) -> list[tuple[str, Decimal]]:
+        """Judge ``records`` in order; return the credits they sent (applied after them)."""
         credits = []
         for key, payment, record_ts in records:
             if isinstance(payment, bytes):
@@ -80,9 +82,22 @@ class Ledger:
                 credits.append((payment["to_account"], amount))
         for account, amount in credits:
             self.balances[account] += amount
+        return credits
 
     def table(self) -> dict[str, str]:
         return {a: f"{b:.2f}" for a, b in self.balances.items()}
+
+
+def replay_decides_the_same(before: Ledger, after: Ledger, sent: list[tuple[str, Decimal]],
+                            records: list[tuple[str, Any]]) -> bool:
+    """Whether replaying ``records`` from ``before`` after a crash decides every payment as the
+    first attempt did: a worker reads the credits the crashed attempt sent before the replayed
+    payments, so the replay sees them first."""
+    replay = copy.deepcopy(before)
+    for account, amount in sent:
+        replay.balances[account] += amount
+    replay.batch([(k, v, 77) for k, v in records])
+    return replay.results == after.results
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -136,15 +151,17 @@ def test_ledger_matches_the_oracle_with_batches_commits_and_crashes(tmp_path, se
         driver.commit()
         i = 0
         while i < len(payments):
-            size = rng.randint(1, 120)
+            size = rng.randint(1, 60)
             chunk = payments[i:i + size]
             i += size
             driver.pipe_batch("payments", [(k, v, None) for k, v in chunk])
-            ledger.batch([(k, v, 77) for k, v in chunk])
+            before = copy.deepcopy(ledger)
+            sent = ledger.batch([(k, v, 77) for k, v in chunk])
             garbage += sum(isinstance(v, bytes) for _, v in chunk)
-            if rng.random() < 0.25:
-                # a crash: the batch since the last commit is processed again, as one batch
-                # (the same batch, so the same decisions: see the at-least-once test below)
+            if rng.random() < 0.4 and replay_decides_the_same(before, ledger, sent, chunk):
+                # a crash: the batch since the last commit is processed again, after the
+                # credits it sent (at-least-once is exact when the replay decides the same;
+                # when it does not, see the last test)
                 driver.restart(commit=False, lose_state=rng.random() < 0.5)
                 driver.replay()
                 crashes += 1
@@ -155,7 +172,7 @@ def test_ledger_matches_the_oracle_with_batches_commits_and_crashes(tmp_path, se
         balance_records = driver.read_output("account-balances")
         table = driver.table("balances")
         dead = driver.read_dead_letters()
-    assert crashes > 3 and garbage > 0
+    assert crashes > 5 and garbage > 0
     # the generator's mix reaches every outcome
     outcomes = Counter(r[:2] for r in ledger.results.values())
     assert {("COMPLETED", None), ("REJECTED", "INVALID"),
@@ -393,3 +410,21 @@ def test_random_sequences_keep_the_ledger_and_its_invariants(ops):
     assert {a: b for a, b in table.items()} == ledger.table()
     check_invariants(table, ledger.deposited, {p: rs[0] for p, rs in by_id.items()},
                      ledger.payments)
+
+
+# -- the limit of at-least-once --------------------------------------------------------------------
+@pytest.mark.xfail(strict=True, reason="at-least-once: after a crash the credits the crashed "
+                   "attempt sent are read before the replayed payments, so a replay can decide "
+                   "a payment differently, and its new credit is taken for a replay and skipped; "
+                   "exactly_once (config/payments.toml) aborts the crashed attempt's records")
+def test_a_replay_that_decides_differently_keeps_the_money(tmp_path):
+    with TopologyTestDriver(topology, state_dir=tmp_path, commit_every=10**9) as driver:
+        driver.pipe("deposits", "a", dep("d1", "a", "10.00"))
+        driver.pipe("deposits", "b", dep("d2", "b", "5.00"))
+        driver.commit()
+        driver.pipe("payments", "b", pay("p1", "b", "c", "15.00"))   # b has 5.00: rejected
+        driver.pipe("payments", "a", pay("p2", "a", "b", "10.00"))   # b: 15.00 after the credit
+        driver.restart(commit=False)
+        driver.replay()  # p2's credit first: now p1 completes, but its credit looks replayed
+        table = {a: Decimal(b) for a, b in driver.table("balances").items()}
+    assert sum(table.values()) == Decimal("15.00")
