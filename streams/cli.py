@@ -147,17 +147,23 @@ def worker_cmd(name: str, config_file: str | None, state_dir: str | None,
 @click.option("--count", default=1000, show_default=True)
 @click.option("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
 @click.option("--seed", default=42, show_default=True)
+@click.option("--accounts", type=int, default=None,
+              help="payments only: number of accounts (default: count / 20, at least 10)")
 @_broker_option
-def generate_cmd(name: str, count: int, rate: float | None, seed: int, broker: str | None) -> None:
+def generate_cmd(name: str, count: int, rate: float | None, seed: int, accounts: int | None,
+                 broker: str | None) -> None:
     """Write realistic input events for reference topology NAME."""
     from . import generate
     from .runtime.topics import topic_specs
 
     topology = registry.load(name)
+    try:
+        items = generate.events(name, count, seed, rate=rate, accounts=accounts)
+    except ValueError as exc:  # an option that does not fit this generator
+        raise UserError(str(exc)) from None
     bootstrap = _bootstrap(broker)
     settings = load_settings(name)
     asyncio.run(admin.ensure_topics(bootstrap, topic_specs(topology, settings.partitions)))
-    items = generate.events(name, count, seed, rate=rate)
     sent = asyncio.run(generate.produce(bootstrap, items, rate))
     topics = sorted({t for t, _, _ in items})
     click.echo(f"sent {sent} events to {', '.join(topics)}")
