@@ -27,6 +27,7 @@ from aiokafka.errors import IllegalStateError
 
 from ..config import Settings
 from ..dsl.topology import Topology
+from ..kafka.outage import BrokerOutageLog
 from ..metrics import Metrics
 from . import checkpoint
 from .compile import subtopologies
@@ -82,6 +83,7 @@ class Worker:
         self.global_tables = (GlobalTables(topology, self.state_root)
                               if topology.global_tables else None)
         self.global_consumer: GlobalTableConsumer | None = None
+        self.outage_log = BrokerOutageLog()
 
     # -- lifecycle --------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -286,6 +288,7 @@ class Worker:
         else:
             committed = await checkpoint.commit(self.tasks.running.values(), self.transport)
         if committed:
+            self.outage_log.recovered()
             await self.purger.committed(committed)
         self._since_commit = 0
         self._last_commit = time.monotonic()
@@ -329,7 +332,11 @@ def run_worker(topology: Topology, settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)
-        await worker.run()
+        worker.outage_log.install()
+        try:
+            await worker.run()
+        finally:
+            worker.outage_log.uninstall()
 
     try:
         asyncio.run(main())
