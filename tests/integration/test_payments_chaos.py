@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
+import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +20,7 @@ import pytest
 
 from streams import generate
 
-from tests.conftest import produce, read_topic
+from tests.conftest import ROOT, produce, read_topic
 from tests.integration.payments_support import (RESULTS, check_invariants, feed, fresh_topics,
                                                 worker_config)
 
@@ -62,6 +66,18 @@ def test_workers_killed_mid_stream_keep_exactly_once(kafka: str, workers: Any,
         assert w.terminate() == 0
 
 
+def transactions(worker: Any, result: str) -> float:
+    """streams_transactions_total{result} scraped from the worker's metrics endpoint."""
+    url = re.search(r"metrics on (http://\S+)", worker.log())
+    assert url, worker.log()[-2000:]
+    text = urllib.request.urlopen(url.group(1), timeout=10).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("streams_transactions_total{") and f'result="{result}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def test_zombie_worker_is_fenced(kafka: str, workers: Any, tmp_path: Path) -> None:
     events = generate.events(NAME, 6000, seed=8, accounts=100)
     fresh_topics(kafka)
@@ -79,6 +95,8 @@ def test_zombie_worker_is_fenced(kafka: str, workers: Any, tmp_path: Path) -> No
     check_invariants(kafka, events)
     log = zombie.log()
     assert "fenced" in log, log[-3000:]
+    assert transactions(zombie, "fenced") >= 1
+    assert transactions(other, "committed") >= 1
     for w in (zombie, other):
         assert w.running, w.log()[-3000:]
         assert w.terminate() == 0
@@ -114,6 +132,12 @@ def test_duplicate_after_restart_is_recognised(kafka: str, workers: Any, tmp_pat
                 for r in read_topic(kafka, "account-balances", timeout=30)}
     assert balances == {"alice": "65.00", "bob": "35.00"}
     assert w.terminate() == 0
+    listing = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "tables", "list", NAME, "--state-dir", str(state),
+         "--broker", kafka], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert listing.returncode == 0, listing.stderr
+    assert "guarantee=exactly_once" in listing.stdout
+    assert "last committed transaction: " in listing.stdout and "payments:" in listing.stdout
 
 
 PRIVATE_PORT = 19492  # a broker of this test alone: the shared one must never be stopped
