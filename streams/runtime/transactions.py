@@ -4,8 +4,9 @@ With ``processing_guarantee = "exactly_once"`` each task owns a transactional pr
 ``transactional.id`` is stable per task: ``<topology>-<task id>`` (e.g. ``payments-0_3``). One
 commit of a task is one transaction holding
 
-1. the task's outputs of the interval (they are held in the task until the commit, not sent as
-   they are produced: a read_committed reader sees them only at the commit anyway);
+1. the task's outputs of the interval (sent after each batch inside the task's open
+   transaction, :meth:`TaskTransactions.send`, so they travel while the task keeps processing;
+   a read_committed reader sees them only at the commit);
 2. its changelog records (the table changes of the interval);
 3. its input offsets, through ``send_offsets_to_transaction`` to the topology's group;
 
@@ -107,6 +108,8 @@ class _TaskProducer:
     producer: AIOKafkaProducer
     transport: KafkaTransport
     committed: Offsets = field(default_factory=dict)  # the input offsets of its last commit
+    in_transaction: bool = False  # outputs of this interval were sent already (see send())
+    failed: BaseException | None = None  # an eager send failed: the commit raises it
 
 
 @dataclass
@@ -177,6 +180,25 @@ class TaskTransactions:
         producers, self._producers = self._producers, {}
         await asyncio.gather(*(_stop(tp.producer) for tp in producers.values()))
 
+    # -- sending --------------------------------------------------------------------------------
+    async def send(self, task: Task) -> None:
+        """Send the task's outputs so far inside its open transaction (begun here if needed):
+        they travel while the task keeps processing, and become visible at the commit. A
+        failure is kept for the commit to raise (the transaction is lost anyway)."""
+        tp = self._producers.get(task.id)
+        if tp is None or tp.failed is not None:
+            return  # (outputs stay in the task; the commit reports the failure)
+        outputs = task.take_outputs()
+        if not outputs:
+            return
+        try:
+            if not tp.in_transaction:
+                await tp.producer.begin_transaction()
+                tp.in_transaction = True
+            await tp.transport.send(outputs)
+        except Exception as exc:  # noqa: BLE001 - raised by the commit, classified there
+            tp.failed = exc
+
     # -- commit -----------------------------------------------------------------------------------
     async def commit(self, tasks: Iterable[Task]) -> CommitResult:
         """Commit every task in its own transaction, concurrently. A task whose transaction
@@ -204,9 +226,12 @@ class TaskTransactions:
         outputs = task.take_outputs()
         changes = task.prepare_commit()
         offsets = dict(task.offsets)
-        if not outputs and not changes and offsets == tp.committed:
+        if (not outputs and not changes and offsets == tp.committed and not tp.in_transaction
+                and tp.failed is None):
             return None  # nothing happened since the last commit
         try:
+            if tp.failed is not None:
+                raise tp.failed
             await asyncio.wait_for(self._transaction(task, tp, outputs, changes, offsets),
                                    self.commit_timeout_s)
         except BaseException:
@@ -215,12 +240,15 @@ class TaskTransactions:
             await self.close(task.id)
             raise
         tp.committed = offsets
+        tp.in_transaction = False
         return offsets
 
     async def _transaction(self, task: Task, tp: _TaskProducer, outputs: list[Any],
                            changes: list[Any], offsets: Offsets) -> None:
         producer, transport = tp.producer, tp.transport
-        await producer.begin_transaction()
+        if not tp.in_transaction:
+            await producer.begin_transaction()
+            tp.in_transaction = True
         await transport.send(outputs)
         await transport.send(changes)
         ends = await transport.flush()

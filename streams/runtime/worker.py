@@ -234,13 +234,20 @@ class Worker:
             newest_ts = max(newest_ts, records[-1].timestamp or 0)
             m.consumed.labels(name, tp.topic, str(tp.partition)).inc(done)
             m.count_task_events(task.dead_letters, task.dropped, task.late)
-            if not self.exactly_once:  # (exactly-once: sent in the task's transaction)
-                await self.transport.send(task.take_outputs())
+            await self._send(task)
         self._since_commit += count
         m.processing.labels(name).observe(time.monotonic() - started)
         if newest_ts > 0:
             m.e2e.labels(name).observe(max(0.0, time.time() - newest_ts / 1000))
         self._update_lag(batch.keys())
+
+    async def _send(self, task: Any) -> None:
+        """Hand a task's outputs to Kafka: exactly-once, inside the task's transaction."""
+        assert self.transport is not None and self.tasks is not None
+        if self.tasks.txns is not None:
+            await self.tasks.txns.send(task)
+        else:
+            await self.transport.send(task.take_outputs())
 
     async def _poll_global_tables(self) -> None:
         """Apply the global-table records that arrived (between batches: a batch sees the
@@ -263,8 +270,7 @@ class Worker:
                     task.stream_time + elapsed):
                 continue
             self.metrics.count_task_events(task.dead_letters, task.dropped, task.late)
-            if not self.exactly_once:
-                await self.transport.send(task.take_outputs())
+            await self._send(task)
 
     def _update_lag(self, tps: Iterable[TopicPartition]) -> None:
         assert self.consumer is not None and self.tasks is not None

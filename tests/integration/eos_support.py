@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import hypothesis  # noqa: F401 - see below
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams import Topology
@@ -17,6 +18,11 @@ from streams.config import Settings
 from streams.kafka import admin
 from streams.runtime.topics import topic_specs
 from streams.runtime.worker import Worker
+
+
+# (hypothesis is imported above, before any agent runs in this process: after agents ran
+# in-process, pytest's late import of its hypothesis plugin module failed to compile under
+# CPython 3.11.7 with "SystemError: AST constructor recursion depth mismatch".)
 
 
 def counting_topology() -> tuple[Topology, str, str]:
