@@ -244,7 +244,8 @@ class Worker:
     async def _send(self, task: Any) -> None:
         """Hand a task's outputs to Kafka: exactly-once, inside the task's transaction."""
         assert self.transport is not None and self.tasks is not None
-        if self.tasks.txns is not None:
+        if self.exactly_once:
+            assert self.tasks.txns is not None
             await self.tasks.txns.send(task)
         else:
             await self.transport.send(task.take_outputs())
