@@ -182,18 +182,24 @@ def worker_cmd(name: str, config_file: str | None, state_dir: str | None,
 @click.option("--count", default=1000, show_default=True)
 @click.option("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
 @click.option("--seed", default=42, show_default=True)
+@click.option("--accounts", type=int, default=None,
+              help="payments only: number of accounts (default: count / 20, at least 10)")
 @_broker_option
-def generate_cmd(name: str, count: int, rate: float | None, seed: int, broker: str | None) -> None:
+def generate_cmd(name: str, count: int, rate: float | None, seed: int, accounts: int | None,
+                 broker: str | None) -> None:
     """Write realistic input events for reference topology NAME."""
     from . import generate
     from .runtime.topics import topic_specs
 
     topology = registry.load(name)
+    try:
+        items = generate.events(name, count, seed, rate=rate, accounts=accounts)
+    except ValueError as exc:  # an option that does not fit this generator
+        raise UserError(str(exc)) from None
     settings = load_settings(name, broker=broker)
     bootstrap = KafkaConnection.from_settings(settings)
     asyncio.run(admin.ensure_topics(bootstrap, topic_specs(topology, settings.partitions),
                                     admin.Replication.from_settings(settings)))
-    items = generate.events(name, count, seed, rate=rate)
     sent = asyncio.run(generate.produce(bootstrap, items, rate))
     topics = sorted({t for t, _, _ in items})
     click.echo(f"sent {sent} events to {', '.join(topics)}")
@@ -268,7 +274,8 @@ def tables_list(name: str | None, as_json: bool, state_dir: str | None, broker: 
         topology = registry.load(topo_name)
         settings = load_settings(topo_name, state_dir=state_dir, broker=broker)
         rows += asyncio.run(table_infos(topology, settings.state_dir,
-                                        KafkaConnection.from_settings(settings)))
+                                        KafkaConnection.from_settings(settings),
+                                        processing_guarantee=settings.processing_guarantee))
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
         return
@@ -279,7 +286,7 @@ def tables_list(name: str | None, as_json: bool, state_dir: str | None, broker: 
         click.echo(f"{r.topology}/{r.table}  kind={r.kind}  partitions={r.partitions}  "
                    f"keys={r.keys if r.keys_exact else f'~{r.keys} (estimate)'} "
                    f"(local tasks {','.join(r.local_tasks) or '-'})"
-                   f"  bytes={r.bytes_on_disk}")
+                   f"  bytes={r.bytes_on_disk}  guarantee={r.processing_guarantee}")
         if r.window is not None:
             click.echo(f"  windows: {r.window}; {r.windows} stored")
         if r.kind == "global":  # every worker holds all of it; its topic is its changelog
@@ -291,6 +298,10 @@ def tables_list(name: str | None, as_json: bool, state_dir: str | None, broker: 
             f"{k}={v}" for k, v in r.committed_input_offsets.items()) or "-"))
         click.echo("  local input offsets:     " + (", ".join(
             f"{k}={v}" for k, v in sorted(r.local_input_offsets.items())) or "-"))
+        if r.processing_guarantee == "exactly_once":
+            for task, offs in sorted(r.task_offsets.items()):
+                click.echo(f"  task {task}: last committed transaction: " + (", ".join(
+                    f"{k}={v}" for k, v in sorted(offs.items())) or "-"))
 
 
 @tables.command("get")

@@ -68,8 +68,12 @@ class Settings:
     broker: str = "127.0.0.1:9092"
     state_dir: str = ".streams/state"
     partitions: int = 4
+    # "at_least_once" or "exactly_once" (streams.runtime.transactions); the only switch.
     processing_guarantee: str = "at_least_once"
     commit_interval_ms: int = 1000
+    # exactly_once: the broker aborts a transaction open longer than this; well above the
+    # commit interval, so only a stuck or dead worker's transaction times out.
+    transaction_timeout_ms: int = 60000
     commit_every_records: int = 50000
     max_batch_records: int = 5000
     session_timeout_ms: int = 15000
@@ -162,11 +166,7 @@ def load_settings(topology: str | None = None, config_file: str | Path | None = 
     problems = sec.problems() + _replication_problems(values)
     if problems:
         raise ConfigError(problems[0])
-    settings = Settings(**values, security=sec).with_overrides(**overrides)
-    if settings.processing_mode not in PROCESSING_MODES:
-        raise ConfigError(f"processing.mode must be one of {', '.join(PROCESSING_MODES)}, "
-                          f"not {settings.processing_mode!r}")
-    return settings
+    return validate(Settings(**values, security=sec).with_overrides(**overrides))
 
 
 # Environment overrides of the [security] table (never the password itself: that variable is
@@ -187,3 +187,20 @@ def _replication_problems(values: dict[str, Any]) -> list[str]:
                                     and value >= 1):
             out.append(f"{key} must be \"auto\" or a positive integer, not {value!r}")
     return out
+
+
+GUARANTEES = ("at_least_once", "exactly_once")
+
+
+def validate(settings: Settings) -> Settings:
+    """One clear error for settings that cannot work together."""
+    if settings.processing_mode not in PROCESSING_MODES:
+        raise ConfigError(f"processing.mode must be one of {', '.join(PROCESSING_MODES)}, "
+                          f"not {settings.processing_mode!r}")
+    if settings.processing_guarantee not in GUARANTEES:
+        raise ConfigError(f"processing_guarantee must be one of {', '.join(GUARANTEES)}, not "
+                          f"{settings.processing_guarantee!r}")
+    if settings.transaction_timeout_ms < 5 * settings.commit_interval_ms:
+        raise ConfigError(f"transaction_timeout_ms ({settings.transaction_timeout_ms}) must be at "
+                          f"least 5 x commit_interval_ms ({settings.commit_interval_ms})")
+    return settings

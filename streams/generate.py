@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from .dsl.serdes import json_dumps
 from .kafka.clients import Kafka, client_kwargs
 
-Event = tuple[str, str, dict[str, Any]]  # (topic, key, value)
+Event = tuple[str, str, Any]  # (topic, key, value): a JSON value, or bytes sent as they are
 
 TITLES = ["Software Engineer", "Senior Software Engineer", "Technical Recruiter", "Recruiter",
           "Hiring Manager", "CEO", "CTO", "Product Manager", "Data Scientist", "Student",
@@ -171,8 +171,78 @@ def orders_and_shipments(rng: random.Random, count: int, start_ms: int, step_ms:
         yield event
 
 
+PAYMENT_DUPLICATE_SHARE = 0.01   # a payment sent again (same payment_id and content)
+PAYMENT_INVALID_SHARE = 0.01     # bad amount, from == to, or a missing field
+PAYMENT_GARBAGE_SHARE = 0.005    # bytes that are not JSON, sent to `payments`
+PAYMENT_OVERDRAFT_SHARE = 0.05   # an amount above what the account is likely to hold
+CURRENCIES = ["EUR"]
+
+
+def _money(cents: int) -> str:
+    return f"{Decimal(cents) / 100:.2f}"
+
+
+def payments(rng: random.Random, count: int, start_ms: int, step_ms: float = 10,
+             accounts: int | None = None) -> Iterator[Event]:
+    """Deposits first (keyed by account: every account one to three, 10.00-1000.00), then
+    ``count`` payments keyed by from_account between random accounts (``accounts`` of them,
+    default ``max(10, count // 20)``), mostly 0.01-200.00. Mixed in: about 1 % duplicates (an
+    earlier payment sent again unchanged), 1 % INVALID payments (a bad amount, from == to or a
+    missing field), 0.5 % garbage (bytes that are not JSON), and about 5 % overdrafts (an
+    amount far above any balance). ``ts`` advances ``step_ms`` per event."""
+    n_accounts = max(2, accounts if accounts is not None else max(10, count // 20))
+    names = [f"acc{i}" for i in range(n_accounts)]
+    i = 0
+
+    def ts() -> int:
+        return start_ms + int(i * step_ms)
+
+    for account in names:
+        for _ in range(rng.randint(1, 3)):
+            yield "deposits", account, {"deposit_id": f"d{i}", "account": account,
+                                        "amount": _money(rng.randrange(1_000, 100_001)),
+                                        "ts": ts()}
+            i += 1
+    sent: list[tuple[str, dict[str, Any]]] = []
+    for n in range(count):
+        roll = rng.random()
+        if roll < PAYMENT_DUPLICATE_SHARE and sent:
+            key, payment = rng.choice(sent)
+            yield "payments", key, dict(payment)
+            i += 1
+            continue
+        roll -= PAYMENT_DUPLICATE_SHARE
+        if roll < PAYMENT_GARBAGE_SHARE:
+            garbage = rng.choice([b"not json", b"{\"payment_id\": ", b"\xff\xfe\x00",
+                                  b"payment p" + str(n).encode()])
+            yield "payments", rng.choice(names), garbage
+            i += 1
+            continue
+        roll -= PAYMENT_GARBAGE_SHARE
+        source, target = rng.sample(names, 2)
+        cents = (rng.randrange(500_000, 10_000_000) if rng.random() < PAYMENT_OVERDRAFT_SHARE
+                 else rng.randrange(1, 20_001))
+        payment: dict[str, Any] = {
+            "payment_id": f"p{n}", "from_account": source, "to_account": target,
+            "amount": _money(cents), "currency": rng.choice(CURRENCIES), "ts": ts()}
+        if roll < PAYMENT_INVALID_SHARE:
+            kind = rng.randrange(5)
+            if kind == 0:
+                payment["amount"] = rng.choice(["-5.00", "0.00", "12.5", "abc", "1e3", "7"])
+            elif kind == 1:
+                payment["amount"] = float(cents) / 100  # a float is never money
+            elif kind == 2:
+                payment["to_account"] = source
+            else:
+                del payment[rng.choice(["to_account", "amount", "currency", "ts"])]
+        sent.append((source, payment))
+        yield "payments", source, payment
+        i += 1
+
+
 GENERATORS: dict[str, Callable[..., Iterator[Event]]] = {
     "profile_notifications": profile_views,
+    "payments": payments,
     "trip_stats": rides,
     "enrichment": enrichment,
     "fraud_alerts": card_transactions,
@@ -181,16 +251,25 @@ GENERATORS: dict[str, Callable[..., Iterator[Event]]] = {
 
 
 def events(name: str, count: int, seed: int = 42, start_ms: int | None = None,
-           rate: float | None = None, step_ms: float | None = None) -> list[Event]:
+           rate: float | None = None, step_ms: float | None = None,
+           accounts: int | None = None) -> list[Event]:
     """``count`` events of topology ``name``, the same for the same arguments. Event time
     starts at ``start_ms`` (default: now) and advances ``step_ms`` per event (default
-    ``1000 / rate`` with a ``rate``, else the generator's own step)."""
+    ``1000 / rate`` with a ``rate``, else the generator's own step). ``accounts``: how many
+    accounts the payments generator uses (only it takes this option)."""
     if name not in GENERATORS:
         raise LookupError(f"no generator for topology {name!r} (have: {', '.join(GENERATORS)})")
     start = int(time.time() * 1000) if start_ms is None else start_ms
     if step_ms is None and rate:
         step_ms = 1000 / rate
-    extra = {} if step_ms is None else {"step_ms": step_ms}
+    extra: dict[str, Any] = {} if step_ms is None else {"step_ms": step_ms}
+    if accounts is not None:
+        if name != "payments":
+            raise ValueError(f"--accounts applies to the payments generator, not {name!r}")
+        if accounts < 2:
+            raise ValueError(f"--accounts must be at least 2 (payments go between accounts), "
+                             f"got {accounts}")
+        extra["accounts"] = accounts
     return list(GENERATORS[name](random.Random(seed), count, start, **extra))
 
 
@@ -225,7 +304,9 @@ async def produce(bootstrap: Kafka, items: list[Event], rate: float | None = Non
         futures = []
         stamps = record_timestamps(items)
         for i, (topic, key, value) in enumerate(items):
-            futures.append(await producer.send(topic, json_dumps(value), key=key.encode(),
+            # bytes are sent as they are: generators use them for garbage input
+            data = value if isinstance(value, bytes) else json_dumps(value)
+            futures.append(await producer.send(topic, data, key=key.encode(),
                                                timestamp_ms=stamps[i]))
             if rate and i % 100 == 99:
                 ahead = (i + 1) / rate - (time.monotonic() - started)

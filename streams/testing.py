@@ -243,8 +243,10 @@ class TopologyTestDriver:
 
     def replay(self) -> None:
         """Process every input record after the group's committed offsets again (what a worker
-        does after a crash), one batch per topic."""
-        for topic in self.topology.input_topics() + self.topology.repartition_topics():
+        does after a crash), one batch per topic: repartition topics first, since what they
+        hold after the committed offset (sent before the crash) precedes in their log anything
+        the replayed input sends again, so a worker's consumer reads it first."""
+        for topic in self.topology.repartition_topics() + self.topology.input_topics():
             task = self._by_topic.get(topic)
             log = self.topics.get(topic, [])
             start = self.kafka.group.get((topic, 0), 0)

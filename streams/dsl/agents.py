@@ -74,8 +74,8 @@ from .serdes import KeySerde, Serde, serde_for
 if TYPE_CHECKING:
     from .topology import GroupedStream, Stream, StoreSpec, Topology
 
-__all__ = ["ACTIVE", "Agent", "AgentNode", "AgentTable", "TopicRef", "WindowSet",
-           "WindowedAgentTable", "define_agent"]
+__all__ = ["ACTIVE", "Agent", "AgentNode", "AgentTable", "InternalTopic", "TopicRef",
+           "WindowSet", "WindowedAgentTable", "define_agent"]
 
 
 class _Active:
@@ -115,6 +115,12 @@ class AgentNode(n.Node):
             self.tables = _tables_named_by(self.fn, self.topology)
         return list(self.tables)
 
+    def internal_sends(self) -> list[str]:
+        """The internal topics (:meth:`Topology.internal_topic`) the function names: the topic
+        plan sizes them from this agent's sub-topology."""
+        mine = {id(t) for t in self.topology.internal_sends.values()}
+        return [ref.name for ref in _named_by(self.fn, lambda o: id(o) in mine)]
+
     def label(self) -> str:
         tables = ",".join(self.store_names()) or "-"
         return f"agent {self.name} tables={tables} sinks={','.join(self.sinks) or '-'}"
@@ -126,12 +132,19 @@ class AgentNode(n.Node):
 def _tables_named_by(fn: Callable[..., Any], topology: Any) -> list[str]:
     """The agent tables of ``topology`` that ``fn`` (or a function or lambda defined inside it)
     names as a global or a closure variable: the stores its task must hold."""
-    tables: dict[str, None] = {}
     mine = {id(t) for t in topology.agent_tables.values()}
+    return [t.name for t in _named_by(
+        fn, lambda o: isinstance(o, (AgentTable, WindowedAgentTable)) and id(o) in mine)]
+
+
+def _named_by(fn: Callable[..., Any], wanted: Callable[[Any], bool]) -> list[Any]:
+    """The objects for which ``wanted`` holds that ``fn`` (or a function or lambda defined
+    inside it) names as a global or a closure variable, each once, in order."""
+    found: dict[int, Any] = {}
 
     def consider(obj: Any) -> None:
-        if isinstance(obj, (AgentTable, WindowedAgentTable)) and id(obj) in mine:
-            tables[obj.name] = None
+        if obj is not None and wanted(obj):
+            found.setdefault(id(obj), obj)
 
     codes = [fn.__code__]
     while codes:
@@ -144,7 +157,7 @@ def _tables_named_by(fn: Callable[..., Any], topology: Any) -> list[str]:
             consider(cell.cell_contents)
         except ValueError:  # an empty cell
             pass
-    return list(tables)
+    return list(found.values())
 
 
 # -- tables ---------------------------------------------------------------------------------------
@@ -379,15 +392,17 @@ class TopicRef:
 
     The record is staged with the current event and produced at its boundary, with the event's
     timestamp; if the event fails it is never sent. Values: any JSON value, a faust Record, or
-    what ``value=`` (a serde spec) encodes.
+    what ``value=`` (a serde spec) encodes. ``config``: topic configs for when the topic is
+    created (``{"cleanup.policy": "compact"}`` for a read model keyed by entity).
     """
 
-    def __init__(self, topology: Topology, name: str, key: Any = None, value: Any = "any-json"
-                 ) -> None:
+    def __init__(self, topology: Topology, name: str, key: Any = None, value: Any = "any-json",
+                 config: dict[str, str] | None = None) -> None:
         self.topology = topology
         self.name = name
         self.key_serde: Serde = KeySerde() if key is None else serde_for(key)
         self.value_serde: Serde = serde_for(value)
+        self.config = dict(config or {})  # topic configs used when the topic is created
 
     def __repr__(self) -> str:
         return f"<topic {self.name!r}>"
@@ -399,6 +414,66 @@ class TopicRef:
         proc = _active(f"topic {self.name!r}")
         proc.stage(self.name, self.key_serde.serialize(key), self.value_serde.serialize(value),
                    list(headers) if headers else None)
+        return _SENT
+
+
+class InternalTopic(TopicRef):
+    """An internal topic from one agent to another (:meth:`Topology.internal_topic`): the
+    agent→agent form of a repartition. Records sent to it are read by the agent whose source
+    it is, in the task of the record's key — e.g. a payment debited in ``from_account``'s
+    task credits ``to_account`` in that account's task.
+
+    It is a repartition topic (``<topology>-<name>-repartition``): created by the topic plan
+    with as many partitions as the writing agent's sub-topology has tasks (the writer is the
+    agent whose function names this object, as for tables), kept without time retention,
+    purged once consumed, recreated by ``tables reset``. Each record carries its input
+    record's position (the origin header), so after a crash the reading task skips what the
+    writing task sends again for input it had already processed: at-least-once replays never
+    apply a record twice to the reader's state.
+
+    >>> from streams import Topology
+    >>> t = Topology("doc_internal")
+    >>> hop = t.internal_topic("hop")
+    >>> @t.agent("in", sink=["out"])
+    ... async def first(stream):
+    ...     async for key, value in stream.items():
+    ...         await hop.send(key=value["to"], value=value)
+    >>> @t.agent(hop, sink=["out"])
+    ... async def second(stream):
+    ...     async for key, value in stream.items():
+    ...         yield {"at": key}
+    >>> t.repartition_topics(), t.output_topics()
+    (['doc_internal-hop-repartition'], ['out'])
+    >>> from streams.testing import TopologyTestDriver
+    >>> with TopologyTestDriver(t) as driver:
+    ...     driver.pipe("in", "a", {"to": "b"})
+    ...     driver.read_output("out")
+    [('b', {'at': 'b'})]
+    """
+
+    def __init__(self, topology: Topology, name: str, topic: str, key: Any = None,
+                 value: Any = "any-json") -> None:
+        super().__init__(topology, topic, key, value)
+        self.short_name = name
+        self.source = n.SourceNode(f"{name}-source", topic, self.key_serde, self.value_serde,
+                                   None, internal=True)
+        topology.sources.append(self.source)
+
+    def __repr__(self) -> str:
+        return f"<internal topic {self.name!r}>"
+
+    def stream(self) -> Stream:
+        """The topic's records as a stream (what ``@topology.agent(internal)`` reads)."""
+        from .topology import Stream
+
+        return Stream(self.topology, self.source)
+
+    def send(self, *, key: Any = None, value: Any = None,
+             headers: Iterable[tuple[str, bytes]] | None = None) -> _Sent:
+        """Stage a record, with the current event's origin header (see the class)."""
+        proc = _active(f"topic {self.name!r}")
+        proc.stage(self.name, self.key_serde.serialize(key), self.value_serde.serialize(value),
+                   [proc.origin_header(), *(headers or ())])
         return _SENT
 
 
@@ -439,11 +514,15 @@ def define_agent(topology: Topology, source: str | Stream | GroupedStream, *,
                              f"{topology.name!r}; give one a distinct name=")
         if isinstance(source, str):
             stream = topology.stream(source, key=key, value=value, timestamp=timestamp)
+        elif isinstance(source, InternalTopic):
+            if source.topology is not topology:
+                raise ValueError(f"{source!r} belongs to topology {source.topology.name!r}")
+            stream = source.stream()
         elif isinstance(source, (Stream, GroupedStream)):
             stream = source
         else:
-            raise TypeError(f"an agent reads a topic name, a Stream or a GroupedStream, "
-                            f"got {source!r}")
+            raise TypeError(f"an agent reads a topic name, an internal_topic, a Stream or a "
+                            f"GroupedStream, got {source!r}")
         if group_by is not None:
             if isinstance(stream, GroupedStream):
                 raise ValueError("group_by= on an already grouped stream")

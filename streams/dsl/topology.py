@@ -69,7 +69,6 @@ class Topology:
         self.description = description
         self.sources: list[n.SourceNode] = []
         self.stores: dict[str, StoreSpec] = {}
-        self.exactly_once = False
         self.late_topic = late_topic
         self._counter = 0
         self._repartition_names: set[str] = set()
@@ -78,6 +77,7 @@ class Topology:
         self.agents: dict[str, Any] = {}
         self.agent_tables: dict[str, Any] = {}
         self.send_topics: dict[str, Any] = {}
+        self.internal_sends: dict[str, Any] = {}  # internal_topic(): agent -> agent
 
     # -- naming ---------------------------------------------------------------------------------
     def _next_name(self, kind: str) -> str:
@@ -202,13 +202,42 @@ class Topology:
         self.agent_tables[name] = table
         return table
 
-    def topic(self, name: str, *, key: Any = None, value: Any = "any-json") -> Any:
-        """A topic agents send to: ``await topology.topic("audit").send(key=k, value=v)``."""
+    def topic(self, name: str, *, key: Any = None, value: Any = "any-json",
+              config: dict[str, str] | None = None) -> Any:
+        """A topic agents send to: ``await topology.topic("audit").send(key=k, value=v)``.
+        ``config``: topic configs applied when the topic is created, e.g.
+        ``{"cleanup.policy": "compact"}`` (an existing topic is left as it is)."""
         from .agents import TopicRef
 
+        if name in self.internal_topics() or any(
+                r.name == name for r in self.internal_sends.values()):
+            raise ValueError(f"topic {name!r} is an internal topic of topology {self.name!r}; "
+                             "send to it through its internal_topic() object")
         ref = self.send_topics.get(name)
         if ref is None:
-            ref = self.send_topics[name] = TopicRef(self, name, key, value)
+            ref = self.send_topics[name] = TopicRef(self, name, key, value, config)
+        elif config is not None and dict(config) != ref.config:
+            raise ValueError(f"topic {name!r} is declared with two different configs")
+        return ref
+
+    def internal_topic(self, name: str, *, key: Any = None, value: Any = "any-json") -> Any:
+        """An internal topic from one agent to another, re-keying on the way: agents send to
+        it (``await hop.send(key=k, value=v)``) and one agent reads it
+        (``@topology.agent(hop)``), each record in the task of its new key. The topic is
+        ``<topology>-<name>-repartition``, sized and replay-protected like a repartition; see
+        :class:`streams.dsl.agents.InternalTopic`.
+
+        ``credits = topology.internal_topic("credits")``
+        """
+        from .agents import InternalTopic
+
+        ref = self.internal_sends.get(name)
+        if ref is None:
+            topic = self._claim_repartition(name)
+            if topic in self.send_topics:
+                raise ValueError(f"topic {topic!r} is already an output of topology "
+                                 f"{self.name!r}")
+            ref = self.internal_sends[name] = InternalTopic(self, name, topic, key, value)
         return ref
 
     def _check_table_name(self, name: str) -> None:

@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 E2E_SAMPLES_PER_BATCH = 8
 
 
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 class KafkaTransport:
     """Sends outputs as one ``send_batch`` per partition and commits the group's offsets.
 
@@ -118,8 +123,13 @@ class KafkaTransport:
         await self.producer.flush()
         ends: dict[tuple[str, int], int] = {}
         inflight, self._inflight = self._inflight, []
-        for fut, n in inflight:
-            meta = await fut  # raises the send's error
+        for i, (fut, n) in enumerate(inflight):
+            try:
+                meta = await fut  # raises the send's error
+            except BaseException:
+                for rest, _ in inflight[i + 1:]:  # retrieved: no "never retrieved" noise
+                    rest.add_done_callback(_retrieve)
+                raise
             key = (meta.topic, meta.partition)
             end = meta.offset + n
             if end > ends.get(key, -1):

@@ -18,6 +18,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from aiokafka.errors import KafkaError
+
 from ..dsl.topology import Topology
 from ..kafka.clients import Kafka
 from ..state.meta import Offsets, TaskId, TaskMeta, shape_of
@@ -26,6 +28,7 @@ from ..state.store import TaskStore
 from . import checkpoint
 from .compile import SubTopology
 from .task import Task
+from .transactions import TaskTransactions, classify
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +60,21 @@ def check_state_shape(path: Path, topology: Topology, sub: SubTopology) -> None:
         f"{topology.name}` to rebuild it")
 
 
+class TransactionCommitFailed(RuntimeError):
+    """A task's transaction failed for a reason retrying cannot fix."""
+
+
 class TaskManager:
     """Owns the worker's tasks: ``running`` process input; ``restoring`` wait for their state."""
 
     def __init__(self, topology: Topology, subs: list[SubTopology], state_root: Path,
                  bootstrap: Kafka, consumer: AIOKafkaConsumer, transport: checkpoint.CommitTransport,
                  on_remaining: Callable[[str, int], None] | None = None,
-                 global_tables: Mapping[str, Any] | None = None) -> None:
+                 global_tables: Mapping[str, Any] | None = None,
+                 txns: TaskTransactions | None = None) -> None:
         self.topology = topology
+        # Exactly-once: the tasks' transactional producers (see streams.runtime.transactions).
+        self.txns = txns
         self.global_tables = global_tables  # the worker's, handed to every task
         self.sub_of_topic = {t: s for s in subs for t in s.topics}
         self.state_root = state_root
@@ -77,6 +87,8 @@ class TaskManager:
         self._pending: dict[TaskId, SubTopology] = {}  # assigned, not opened yet
         self._restorer: AIOKafkaConsumer | None = None
         self._last_log = 0.0
+        self._retry_at = 0.0  # opening failed (broker unreachable): next attempt
+        self._backoff = 0.0
 
     # -- rebalance (no I/O beyond pausing partitions) ---------------------------------------------
     def assigned(self, tps: list[TopicPartition]) -> None:
@@ -86,7 +98,9 @@ class TaskManager:
             task_id = TaskId(sub.id, tp.partition)
             if task_id in self.running:
                 continue
-            if sub.stores:
+            if sub.stores or self.txns is not None:
+                # (exactly-once: even a stateless task first fences its previous owner and
+                # seeks to the offsets it committed)
                 self._pending[task_id] = sub
             else:
                 # Stateless: nothing to open or restore, and the group's offsets are where it
@@ -108,9 +122,58 @@ class TaskManager:
         """Commit the running tasks, then close everything (restores keep their progress)."""
         try:
             if self.running:
-                await checkpoint.commit(self.running.values(), self.transport)
+                if self.txns is None:
+                    await checkpoint.commit(self.running.values(), self.transport)
+                else:
+                    await self.commit_transactions()
         finally:
             self.close()
+            if self.txns is not None:
+                await self.txns.close_all()
+
+    async def commit_transactions(self) -> Offsets:
+        """Exactly-once commit of the running tasks; a fenced task is dropped, one whose
+        transaction failed for a retriable reason is reopened from its committed state, any
+        other failure raises (nothing of that task was committed)."""
+        assert self.txns is not None
+        result = await self.txns.commit(list(self.running.values()))
+        fatal: list[str] = []
+        for task_id, exc in result.failed.items():
+            kind = classify(exc)
+            if kind == "fenced":
+                log.warning("task %s: fenced (another worker owns it now): dropped until the "
+                            "group assigns it again", task_id)
+                await self.drop(task_id)
+            elif kind == "retriable":
+                log.warning("task %s: transaction aborted (%s: %s): reopening it from its last "
+                            "commit", task_id, type(exc).__name__, exc)
+                await self.drop(task_id, reopen=True)
+            else:
+                await self.drop(task_id)
+                fatal.append(f"task {task_id}: transaction could not commit "
+                             f"({type(exc).__name__}: {exc})")
+        if fatal:
+            raise TransactionCommitFailed("; ".join(fatal))
+        return result.committed
+
+    async def drop(self, task_id: TaskId, reopen: bool = False) -> None:
+        """Forget a running task's uncommitted changes and close it and its producer; its
+        partitions stay paused until it is reopened (``reopen``: by the main loop, as after an
+        assignment) or the group assigns it again."""
+        task = self.running.pop(task_id, None)
+        if task is None:
+            return
+        task.abandon()
+        task.close()
+        if self.txns is not None:
+            await self.txns.close(task_id)
+        tps = [TopicPartition(t, p) for t, p in task.tps]
+        assignment = self.consumer.assignment()
+        mine = [tp for tp in tps if tp in assignment]
+        if mine:
+            self.consumer.pause(*mine)
+        if reopen:
+            self._pending[task_id] = task.sub
 
     def close(self) -> None:
         for task in self.running.values():
@@ -127,6 +190,8 @@ class TaskManager:
 
     async def stop(self) -> None:
         self.close()
+        if self.txns is not None:
+            await self.txns.close_all()
         if self._restorer is not None:
             await self._restorer.stop()
             self._restorer = None
@@ -138,9 +203,27 @@ class TaskManager:
         return bool(self._pending or self.restoring)
 
     async def open_pending(self) -> None:
+        if time.monotonic() < self._retry_at:
+            return
         while self._pending:
             task_id, sub = self._pending.popitem()
-            await self._open(task_id, sub)
+            try:
+                await self._open(task_id, sub)
+            except (KafkaError, asyncio.TimeoutError, OSError) as exc:
+                if self.txns is None or classify(exc) != "retriable":
+                    raise
+                # Broker unreachable: keep the task pending and try again later; one line
+                # when this starts and one when it ends.
+                self._pending[task_id] = sub
+                if not self._backoff:
+                    log.warning("task %s: cannot open (%s: %s); retrying with backoff",
+                                task_id, type(exc).__name__, exc)
+                self._backoff = min(5.0, max(0.25, self._backoff * 2))
+                self._retry_at = time.monotonic() + self._backoff
+                return
+        if self._backoff:
+            log.info("tasks opened again after the broker became reachable")
+            self._backoff = 0.0
 
     async def restore_step(self, budget_s: float = 0.5) -> None:
         """Restore for about ``budget_s``, then return so the worker polls and processes."""
@@ -183,24 +266,37 @@ class TaskManager:
 
     async def _open(self, task_id: TaskId, sub: SubTopology) -> None:
         partition = task_id.partition
+        if self.txns is not None:
+            # Fence the previous owner first: then the group's offsets and the changelog ends
+            # read below include everything it committed, and it cannot commit any more.
+            await self.txns.open(task_id)
         if not sub.stores:
-            await self._start_task(Task(self.topology, sub, partition, None,
-                                        self.global_tables))
+            task = Task(self.topology, sub, partition, None, self.global_tables)
+            if self.txns is not None:
+                task.offsets = await self._committed(task.tps)
+                self.txns.set_committed(task_id, task.offsets)
+            await self._start_task(task)
             return
         path = self.state_root / str(task_id)
         check_state_shape(path, self.topology, sub)
         store = await asyncio.to_thread(TaskStore, path, sub.stores)
         task = Task(self.topology, sub, partition, store, self.global_tables)
         local = task.meta()
-        committed = await self._committed(task.tps)
-        tps = [TopicPartition(t, partition) for t in task.changelogs]
-        ends = {tp.topic: off for tp, off in (await self.consumer.end_offsets(tps)).items()}
+        try:
+            committed = await self._committed(task.tps)
+            tps = [TopicPartition(t, partition) for t in task.changelogs]
+            ends = {tp.topic: off for tp, off in (await self.consumer.end_offsets(tps)).items()}
+        except BaseException:
+            task.close()  # (releases the RocksDB lock for the next attempt)
+            raise
         decision = decide_open(local, committed, ends)
         if decision.action == "resume":
             task.offsets = {tp: off for tp, off in decision.resume_offsets.items()
                             if tp in set(task.tps)}
             if decision.finish_commit:
                 await self.transport.commit_offsets(task.offsets)
+            if self.txns is not None:
+                self.txns.set_committed(task_id, task.offsets)
             await self._start_task(task)
             return
         log.info("task %s: %s: %s (local offsets %s, changelog positions %s, group %s, "
@@ -219,8 +315,16 @@ class TaskManager:
         store.write(restoration.finish().encode())
         sub = self.sub_of_topic[next(iter(self._topics_of(task_id)))]
         task = Task(self.topology, sub, task_id.partition, store, self.global_tables)
+        if self.txns is not None:
+            self.txns.set_committed(task_id, task.offsets)
         if task.repair(restoration.repairs):
-            await checkpoint.commit([task], self.transport)
+            if self.txns is None:
+                await checkpoint.commit([task], self.transport)
+            else:
+                self.running[task.id] = task
+                await self.commit_transactions()
+                if task.id not in self.running:
+                    return
         await self._start_task(task)
 
     def _topics_of(self, task_id: TaskId) -> list[str]:
@@ -234,5 +338,9 @@ class TaskManager:
             off = task.offsets.get((tp.topic, tp.partition))
             if off is not None:
                 self.consumer.seek(tp, off)
+            elif self.txns is not None:
+                # Nothing committed yet; a reopened task (after an aborted transaction) must
+                # not continue from where the consumer had fetched to.
+                await self.consumer.seek_to_beginning(tp)
         assignment = self.consumer.assignment()
         self.consumer.resume(*[tp for tp in tps if tp in assignment])

@@ -15,6 +15,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from ..dsl import nodes as n
+from ..dsl.agents import AgentNode
 from ..dsl.topology import Topology
 from ..kafka.admin import Replication, TopicSpec, ensure_topics, topic_partitions
 from ..kafka.clients import Kafka, client_kwargs
@@ -42,7 +43,8 @@ def topic_specs(topology: Topology, partitions: int) -> list[TopicSpec]:
 
 
 def written_repartitions(sub: SubTopology) -> list[str]:
-    """The repartition topics that ``sub`` writes."""
+    """The repartition topics that ``sub`` writes: its internal sinks', and the internal topics
+    its agents send to (:meth:`Topology.internal_topic`)."""
     seen: set[int] = set()
     stack: list[n.Node] = list(sub.sources)
     out: list[str] = []
@@ -53,6 +55,8 @@ def written_repartitions(sub: SubTopology) -> list[str]:
         seen.add(id(node))
         if isinstance(node, n.SinkNode) and node.internal and node.topic not in out:
             out.append(node.topic)
+        if isinstance(node, AgentNode):
+            out.extend(t for t in node.internal_sends() if t not in out)
         stack.extend(node.children)
     return out
 
@@ -69,11 +73,16 @@ def plan_topics(topology: Topology, existing: dict[str, int],
     while pending:
         progressed = False
         for sub in list(pending):
-            if not all(t in counts for t in sub.topics):
+            # A sub-topology may read an internal topic it writes itself (an agent re-keying
+            # into its own tables' partitions): that topic takes the size of its other inputs.
+            writes = written_repartitions(sub)
+            if not all(t in counts or t in writes for t in sub.topics):
+                continue
+            sizes = {t: counts[t] for t in sub.topics if t in counts}
+            if not sizes:
                 continue
             pending.remove(sub)
             progressed = True
-            sizes = {t: counts[t] for t in sub.topics}
             if len(set(sizes.values())) > 1:
                 problems.append("topics read together must be co-partitioned, but have "
                                 f"different partition counts: {sizes}")
@@ -81,11 +90,20 @@ def plan_topics(topology: Topology, existing: dict[str, int],
             for topic in written_repartitions(sub):
                 counts[topic] = tasks[sub.id]
         if not progressed:
-            problems.append("repartition topics form a cycle: " +
-                            ", ".join(t for s in pending for t in s.topics))
+            written = {t for s in subs for t in written_repartitions(s)}
+            internal = set(topology.repartition_topics())
+            orphans = [t for s in pending for t in s.topics if t in internal and t not in written]
+            if orphans:
+                problems.append(f"internal topic {orphans[0]} is read but no agent names it "
+                                "(bind the internal_topic() to a name the sending agent uses)")
+            else:
+                problems.append("repartition topics form a cycle: " +
+                                ", ".join(t for s in pending for t in s.topics))
             break
     specs = [TopicSpec(t, counts[t]) for t in topology.input_topics()]
-    specs += [TopicSpec(t, existing.get(t, default)) for t in topology.output_topics()]
+    send_configs = {t: ref.config for t, ref in topology.send_topics.items()}
+    specs += [TopicSpec(t, existing.get(t, default), send_configs.get(t) or {})
+              for t in topology.output_topics()]
     specs += [TopicSpec(t, counts.get(t, default), REPARTITION_CONFIG)
               for t in topology.repartition_topics()]
     for sub in subs:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from collections.abc import Iterable
@@ -28,6 +29,7 @@ from ..config import Settings
 from ..dsl.topology import Topology
 from ..kafka.admin import Replication
 from ..kafka.clients import KafkaConnection, client_kwargs
+from ..kafka.outage import BrokerOutageLog
 from ..metrics import Metrics
 from . import checkpoint
 from .compile import subtopologies
@@ -37,6 +39,7 @@ from .lifecycle import BrokerWatch
 from .ordering import PAUSE_BUFFERED, PartitionGroup
 from .producer import KafkaTransport
 from .tasks import TaskManager
+from .transactions import EXACTLY_ONCE, FAIL_COMMIT_ENV, TaskTransactions
 from .topics import RepartitionPurger, TopicLayoutError, prepare_topics
 from .tuning import tuning
 
@@ -71,6 +74,8 @@ class Worker:
         self.metrics.initialise(topology)
         self.tuning = tuning(settings)
         self.metrics_port: int | None = None
+        # The one switch for exactly-once: Settings.processing_guarantee (config/<topology>.toml).
+        self.exactly_once = settings.processing_guarantee == EXACTLY_ONCE
         self._lock = asyncio.Lock()  # the main loop vs. the rebalance listener
         self._stopping = asyncio.Event()
         self._fatal: BaseException | None = None
@@ -92,6 +97,7 @@ class Worker:
         self._wanted: set[TopicPartition] = set()  # empty inputs such a task waits for
         self._wanted_turn = False
         self._paused_full: set[TopicPartition] = set()  # paused: their group buffer is full
+        self.outage_log = BrokerOutageLog()
 
     # -- lifecycle --------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -141,10 +147,19 @@ class Worker:
                 on_remaining=lambda table, n: remaining.labels(name, table).set(n),
                 on_keys=lambda table, n: keys.labels(name, table).set(n),
                 stopping=self._stopping.is_set)
+        txns = None
+        if self.exactly_once:
+            results = self.metrics.transactions
+            txns = TaskTransactions(
+                name, name, self.kafka, transaction_timeout_ms=s.transaction_timeout_ms,
+                commit_timeout_s=max(10.0, 3 * s.commit_interval_ms / 1000),
+                on_produced=lambda topic, n: produced.labels(name, topic).inc(n),
+                on_result=lambda result: results.labels(name, result).inc(),
+                fail_commit=os.environ.get(FAIL_COMMIT_ENV) or None)
         self.tasks = TaskManager(
             self.topology, self.subs, self.state_root, self.kafka, self.consumer, self.transport,
             on_remaining=lambda table, n: remaining.labels(name, table).set(n),
-            global_tables=self.global_tables)
+            global_tables=self.global_tables, txns=txns)
         watch = asyncio.ensure_future(BrokerWatch(self.consumer, s.broker).run())
         clean = False
         try:
@@ -154,8 +169,8 @@ class Worker:
                 await self.global_consumer.load()
             if not self._stopping.is_set():  # (a stop request may end the load early)
                 self.consumer.subscribe(topics=self.topics, listener=_Rebalance(self))
-                log.info("worker for %s started (group %s, broker %s, processing mode %s)", name,
-                         name, s.broker, s.processing_mode)
+                log.info("worker for %s started (group %s, broker %s, %s, processing mode %s)",
+                         name, name, s.broker, s.processing_guarantee, s.processing_mode)
                 await self._loop()
             clean = self._fatal is None
         except Exception as exc:  # noqa: BLE001 - reported below as the worker's failure
@@ -273,9 +288,24 @@ class Worker:
             count += await self._processed(task, done)
         if not count:
             return
+            count += done
+            self.idle.seen(task.id)
+            newest_ts = max(newest_ts, records[-1].timestamp or 0)
+            m.consumed.labels(name, tp.topic, str(tp.partition)).inc(done)
+            m.count_task_events(task.dead_letters, task.dropped, task.late)
+            await self._send(task)
         self._since_commit += count
         m.processing.labels(name).observe(time.monotonic() - started)
         self._update_lag(batch.keys())
+
+    async def _send(self, task: Any) -> None:
+        """Hand a task's outputs to Kafka: exactly-once, inside the task's transaction."""
+        assert self.transport is not None and self.tasks is not None
+        if self.exactly_once:
+            assert self.tasks.txns is not None
+            await self.tasks.txns.send(task)
+        else:
+            await self.transport.send(task.take_outputs())
 
     async def _poll_global_tables(self) -> None:
         """Apply the global-table records that arrived (between batches: a batch sees the
@@ -300,7 +330,7 @@ class Worker:
                 if n:
                     m.consumed.labels(name, topic, str(task.partition)).inc(n)
             m.count_task_events(task.dead_letters, task.dropped, task.late)
-            await self.transport.send(task.take_outputs())
+            await self._send(task)
         return total
 
     def _pause_full(self, task: Any, group: PartitionGroup) -> None:
@@ -355,7 +385,7 @@ class Worker:
                     task.stream_time + elapsed):
                 continue
             self.metrics.count_task_events(task.dead_letters, task.dropped, task.late)
-            await self.transport.send(task.take_outputs())
+            await self._send(task)
 
     def _update_lag(self, tps: Iterable[TopicPartition]) -> None:
         assert self.consumer is not None and self.tasks is not None
@@ -375,11 +405,15 @@ class Worker:
         assert self.transport is not None and self.tasks is not None
         started = time.monotonic()
         try:
-            committed = await checkpoint.commit(self.tasks.running.values(), self.transport)
+            if self.exactly_once:
+                committed = await self.tasks.commit_transactions()
+            else:
+                committed = await checkpoint.commit(self.tasks.running.values(), self.transport)
         except Exception:
             self.metrics.commit_failures.labels(self.topology.name).inc()
             raise
         if committed:
+            self.outage_log.recovered()
             await self.purger.committed(committed)
         self._last_commit_records, self._since_commit = self._since_commit, 0
         self._last_commit = time.monotonic()
@@ -429,7 +463,11 @@ def run_worker(topology: Topology, settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)
-        await worker.run()
+        worker.outage_log.install()
+        try:
+            await worker.run()
+        finally:
+            worker.outage_log.uninstall()
 
     try:
         asyncio.run(main())

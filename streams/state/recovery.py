@@ -235,8 +235,8 @@ class Restoration:
 
     def finish(self) -> TaskMeta:
         """The task's meta once every changelog is restored: state as of the group's offsets."""
-        log.info("task %s: restored %d of %d changelog records (the rest from unfinished commits) "
-                 "in %.2fs", self.task_id, self.applied, self.total,
+        log.info("task %s: restored %d of %d changelog records (the rest: unfinished commits, "
+                 "transaction markers) in %.2fs", self.task_id, self.applied, self.total,
                  time.monotonic() - self.started)
         return restored_meta(self.base, self.decision, self.committed, self.ends, self.accept,
                              self.shape)

@@ -43,6 +43,10 @@ class TableInfo:
     committed_input_offsets: dict[str, int] = field(default_factory=dict)
     window: str | None = None   # windowed tables: the window spec, e.g. "tumbling 60000 ms, ..."
     windows: int | None = None  # windowed tables: windows stored locally (``keys``: their keys)
+    processing_guarantee: str = "at_least_once"
+    # per local task: the input offsets its state reflects; under exactly_once those of the
+    # task's last committed transaction (RocksDB is written only after the commit)
+    task_offsets: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,7 +112,8 @@ def _dir_bytes(path: Path) -> int:
 
 
 async def table_infos(topology: Topology, state_dir: str, bootstrap: Kafka,
-                      only: list[str] | None = None) -> list[TableInfo]:
+                      only: list[str] | None = None,
+                      processing_guarantee: str = "at_least_once") -> list[TableInfo]:
     state_root = Path(state_dir)
     known = [*topology.stores, *topology.global_tables]
     for name in only or []:
@@ -120,6 +125,8 @@ async def table_infos(topology: Topology, state_dir: str, bootstrap: Kafka,
     for name in topology.global_tables:
         if not only or name in only:
             infos.append(await global_table_info(topology, state_root, bootstrap, name))
+    for info in infos:
+        info.processing_guarantee = processing_guarantee
     return infos
 
 
@@ -137,6 +144,7 @@ async def _table_infos(topology: Topology, state_root: Path, bootstrap: str,
         keys = size = windows = 0
         exact = True
         local_offsets: dict[str, int] = {}
+        task_offsets: dict[str, dict[str, int]] = {}
         tasks = []
         for path in task_dirs(state_root, topology, name):
             sub = subs[TaskId.parse(path.name).sub]
@@ -152,6 +160,7 @@ async def _table_infos(topology: Topology, state_root: Path, bootstrap: str,
                     exact = exact and is_exact
                 for (topic, part), off in TaskMeta.decode(store.meta()).offsets.items():
                     local_offsets[f"{topic}:{part}"] = off
+                    task_offsets.setdefault(path.name, {})[f"{topic}:{part}"] = off
             finally:
                 store.close()
             size += _dir_bytes(path)
@@ -161,7 +170,7 @@ async def _table_infos(topology: Topology, state_root: Path, bootstrap: str,
             topology=topology.name, table=name, kind=spec.kind, partitions=len(ends),
             keys=keys, keys_exact=exact, bytes_on_disk=size, changelog=spec.changelog,
             changelog_end_offsets=ends, local_tasks=tasks, local_input_offsets=local_offsets,
-            committed_input_offsets={f"{t}:{p}": o for (t, p), o in sorted(committed.items())
+            task_offsets=task_offsets, committed_input_offsets={f"{t}:{p}": o for (t, p), o in sorted(committed.items())
                                      if t in sub_topics}))
         if spec.kind in WINDOWED_KINDS:
             infos[-1].window = describe_window(window_spec(spec)) or spec.kind

@@ -35,6 +35,7 @@ from typing import Any
 from ...dsl import agents as dsl
 from ...dsl import nodes as n
 from ...dsl.serdes import MAX_RECORD_BYTES
+from ...state.meta import ORIGIN_HEADER, encode_origin
 from ...state.table import StoreView
 from ..context import ProcessorContext
 from .base import Processor, Rec, ShapeError, describe_error, what
@@ -253,6 +254,8 @@ class AgentProc(Processor):
         self._staged: list[tuple[str, bytes | None, bytes | None, list | None]] = []
         self.watching = False       # the test driver turns on in-place mutation checks
         self._watched: list[tuple[StoreView, Any, bytes, Any, bytes | None]] = []
+        self._origin_pos: tuple[str, int, int] | None = None
+        self._origin_index = 0
 
     # -- the services tables and topics use (via streams.dsl.agents.ACTIVE) -----------------------
     def view(self, table: str) -> Any:
@@ -288,6 +291,22 @@ class AgentProc(Processor):
             raise ValueError(f"agent {self.name!r} produced more than {MAX_STAGED_PER_EVENT} "
                              "records for one event")
         staged.append((topic, key, value, headers))
+
+    def origin_header(self) -> tuple[str, bytes]:
+        """The origin header of a record sent to an internal topic: the current event's input
+        position plus a number counting the event's internal sends, so the reading task
+        recognises an upstream replay record by record (as a repartition sink's records)."""
+        rec = self.event
+        if rec is None:
+            raise RuntimeError(f"agent {self.name!r} sent to an internal topic outside an event")
+        raw = rec.raw
+        pos = (raw.topic, raw.partition, raw.offset)
+        if pos == self._origin_pos:
+            self._origin_index += 1
+        else:
+            self._origin_pos, self._origin_index = pos, 0
+        return ORIGIN_HEADER, encode_origin(raw.topic, raw.partition, raw.offset,
+                                            self._origin_index)
 
     def watch(self, view: StoreView, key: Any, kb: bytes, value: Any) -> None:
         """Remember a handed-out mutable value to warn, at the boundary, if it was changed in
