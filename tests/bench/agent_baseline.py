@@ -10,16 +10,14 @@ bench-agent-out), BENCH_STATE_DIR (default a fresh temporary directory).
 
 from __future__ import annotations
 
-import logging
 import os
-import signal
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for p in (str(ROOT), str(Path(__file__).resolve().parent)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
 
 from streams import Topology  # noqa: E402
 
@@ -41,18 +39,9 @@ async def notify(stream):  # type: ignore[no-untyped-def]
 
 
 def main() -> int:
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    logging.basicConfig(level=logging.WARNING,
-                        format="%(asctime)s %(levelname)s [bench-agent] %(name)s: %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    from streams.config import Settings
-    from streams.runtime.worker import run_worker
+    from bench_worker import run
 
-    settings = Settings(
-        broker=os.environ.get("BENCH_BROKER", "127.0.0.1:9092"),
-        state_dir=os.environ.get("BENCH_STATE_DIR") or tempfile.mkdtemp(prefix="bench-agent-"),
-        metrics_port=-1)
-    return run_worker(topology, settings)
+    return run(topology, "bench-agent")
 
 
 if __name__ == "__main__":

@@ -7,11 +7,7 @@ directory), BENCH_VARIANT (join | window).
 
 from __future__ import annotations
 
-import logging
-import os
-import signal
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -21,18 +17,10 @@ for p in (str(ROOT), str(Path(__file__).resolve().parent)):
 
 
 def main() -> int:
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    logging.basicConfig(level=logging.WARNING,
-                        format="%(asctime)s %(levelname)s [jbench] %(name)s: %(message)s")
-    from streams.config import Settings
-    from streams.runtime.worker import run_worker
+    from bench_worker import run
     from joins_topology import topology
 
-    settings = Settings(
-        broker=os.environ.get("BENCH_BROKER", "127.0.0.1:9092"),
-        state_dir=os.environ.get("BENCH_STATE_DIR") or tempfile.mkdtemp(prefix="jbench-streams-"),
-        metrics_port=-1)
-    return run_worker(topology, settings)
+    return run(topology, "jbench-streams")
 
 
 if __name__ == "__main__":

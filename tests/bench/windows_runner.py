@@ -8,11 +8,7 @@ directory), BENCH_IN_TOPIC / BENCH_OUT_TOPIC (see windows_topology.py).
 
 from __future__ import annotations
 
-import logging
-import os
-import signal
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -22,20 +18,10 @@ for p in (str(ROOT), str(Path(__file__).resolve().parent)):
 
 
 def main() -> int:
-    # Until the worker's event loop installs its handlers, a stop request simply exits.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    logging.basicConfig(level=logging.WARNING,
-                        format="%(asctime)s %(levelname)s [wbench_windows] %(name)s: %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    from streams.config import Settings
-    from streams.runtime.worker import run_worker
+    from bench_worker import run
     from windows_topology import topology
 
-    settings = Settings(
-        broker=os.environ.get("BENCH_BROKER", "127.0.0.1:9092"),
-        state_dir=os.environ.get("BENCH_STATE_DIR") or tempfile.mkdtemp(prefix="wbench-streams-"),
-        metrics_port=-1)
-    return run_worker(topology, settings)
+    return run(topology, "wbench-streams")
 
 
 if __name__ == "__main__":
