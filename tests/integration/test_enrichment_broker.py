@@ -40,6 +40,9 @@ OTHER, UNENRICHED = "other-transactions", "unenriched-transactions"
 ALL_OUTPUTS = [*OUTPUTS.values(), OTHER, UNENRICHED]
 TIERS = ["PREMIUM", "REGULAR", "BASIC"]
 Event = tuple[str, Any, Any]
+# Event time near the wall clock: outputs carry it as their Kafka timestamp, and the broker's
+# 7-day time retention would delete records stamped in 1970 under the test.
+EPOCH_MS = int(time.time() * 1000)
 
 
 # -- input ------------------------------------------------------------------------------------------
