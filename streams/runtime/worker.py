@@ -288,12 +288,6 @@ class Worker:
             count += await self._processed(task, done)
         if not count:
             return
-            count += done
-            self.idle.seen(task.id)
-            newest_ts = max(newest_ts, records[-1].timestamp or 0)
-            m.consumed.labels(name, tp.topic, str(tp.partition)).inc(done)
-            m.count_task_events(task.dead_letters, task.dropped, task.late)
-            await self._send(task)
         self._since_commit += count
         m.processing.labels(name).observe(time.monotonic() - started)
         self._update_lag(batch.keys())

@@ -282,7 +282,7 @@ def scenario(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 def test_prometheus_sees_what_the_workers_did(scenario: Scenario) -> None:
     p, name = scenario.prom, PROFILE
     logs = {n: w.log()[-3000:] for n, w in scenario.workers.items()}
-    assert p.value(f'sum(up{{job=~"streams-.*"}})') == 2, logs
+    assert p.value('sum(up{job=~"streams-.*"})') == 2, logs
     assert p.value(f'sum(streams_events_consumed_total{{topology="{name}"}})') == \
         scenario.views + len(BAD_RECORDS)
     assert p.value(f'sum(streams_events_produced_total{{topology="{name}", '

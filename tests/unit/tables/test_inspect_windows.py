@@ -10,7 +10,6 @@ import pytest
 from click.testing import CliRunner
 
 from streams import Topology
-from streams.dsl.topology import StoreSpec
 from streams.dsl.windows import HoppingWindows, SessionWindows, SlidingWindows, TumblingWindows
 from streams.runtime.compile import subtopologies
 from streams.state.store import TaskStore
