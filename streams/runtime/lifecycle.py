@@ -30,8 +30,10 @@ class BrokerWatch:
 
     def __init__(self, consumer: Any, bootstrap: str, grace_s: float = 3.0,
                  connected: Callable[[Any], bool] = _client_connected,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_regained: Callable[[], None] | None = None) -> None:
         self.consumer = consumer
+        self.on_regained = on_regained  # e.g. lets the outage log filter show errors again
         self.bootstrap = bootstrap
         self.grace_s = grace_s
         self._connected = connected
@@ -46,6 +48,8 @@ class BrokerWatch:
                 assert self._down_since is not None
                 log.info("broker connection regained (%s) after %.1f s", self.bootstrap,
                          now - self._down_since)
+                if self.on_regained is not None:
+                    self.on_regained()
             self._down_since, self.lost = None, False
             return
         if self._down_since is None:

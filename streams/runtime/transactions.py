@@ -125,7 +125,6 @@ class TaskTransactions:
 
     def __init__(self, topology: str, group_id: str, bootstrap: Kafka, *,
                  transaction_timeout_ms: int, commit_timeout_s: float,
-                 client_options: dict[str, Any] | None = None,
                  on_produced: Callable[[str, int], None] | None = None,
                  on_result: Callable[[str], None] | None = None,
                  fail_commit: str | None = None) -> None:
@@ -134,29 +133,20 @@ class TaskTransactions:
         self.bootstrap = bootstrap
         self.transaction_timeout_ms = transaction_timeout_ms
         self.commit_timeout_s = commit_timeout_s
-        self.client_options = client_options or {}
         self.on_produced = on_produced
         self.on_result = on_result  # f("committed" | "aborted" | "fenced"): metrics
         self.fail_commit = fail_commit
         self._producers: dict[TaskId, _TaskProducer] = {}
 
-    def __contains__(self, task_id: TaskId) -> bool:
-        return task_id in self._producers
-
-    def last_committed(self, task_id: TaskId) -> Offsets:
-        tp = self._producers.get(task_id)
-        return dict(tp.committed) if tp else {}
-
     # -- producers --------------------------------------------------------------------------------
-    async def open(self, task_id: TaskId, committed: Offsets | None = None) -> None:
+    async def open(self, task_id: TaskId) -> None:
         """Start the task's producer and fence every earlier producer of the task."""
         await self.close(task_id)
         producer = AIOKafkaProducer(
             **client_kwargs(self.bootstrap), transactional_id=transactional_id(
                 self.topology, task_id),
             transaction_timeout_ms=self.transaction_timeout_ms, enable_idempotence=True,
-            acks="all", linger_ms=5, max_batch_size=512 * 1024, request_timeout_ms=30000,
-            **self.client_options)
+            acks="all", linger_ms=5, max_batch_size=512 * 1024, request_timeout_ms=30000)
         try:
             await producer.start()
             await asyncio.wait_for(_fence_previous_owner(producer), self.commit_timeout_s)
@@ -165,7 +155,7 @@ class TaskTransactions:
             raise
         self._producers[task_id] = _TaskProducer(
             producer, KafkaTransport(producer, None, on_produced=self.on_produced),
-            dict(committed or {}))
+            {})
 
     def set_committed(self, task_id: TaskId, offsets: Offsets) -> None:
         tp = self._producers.get(task_id)

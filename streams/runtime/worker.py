@@ -160,7 +160,10 @@ class Worker:
             self.topology, self.subs, self.state_root, self.kafka, self.consumer, self.transport,
             on_remaining=lambda table, n: remaining.labels(name, table).set(n),
             global_tables=self.global_tables, txns=txns)
-        watch = asyncio.ensure_future(BrokerWatch(self.consumer, s.broker).run())
+        # A regained connection also ends the outage log's suppression: an idle worker may not
+        # commit (its other "recovered" signal) for a long time.
+        watch = asyncio.ensure_future(BrokerWatch(
+            self.consumer, s.broker, on_regained=self.outage_log.recovered).run())
         clean = False
         try:
             if self.global_consumer is not None:
@@ -269,7 +272,12 @@ class Worker:
                 ordered[task.id] = (task, group)
                 continue
             count += await self._run(task, tp.topic, records)
-        for task_id, entry in self._groups.items():
+        for task_id, entry in list(self._groups.items()):
+            if self.tasks.running.get(task_id) is not entry[0]:
+                # dropped (fenced, or reopened after an aborted transaction): its buffered
+                # records are read again by the reopened task from its committed offsets
+                del self._groups[task_id]
+                continue
             if entry[1].buffered():
                 ordered[task_id] = entry
         now_ms = int(time.monotonic() * 1000)

@@ -164,8 +164,10 @@ def test_cli_rejects_an_unknown_mode_in_one_line() -> None:
 # -- broker lost / regained -------------------------------------------------------------------------
 def test_broker_lost_and_regained_are_one_line_each(caplog: pytest.LogCaptureFixture) -> None:
     state = {"up": True, "now": 0.0}
+    regained: list[float] = []
     watch = BrokerWatch(None, "127.0.0.1:9092", grace_s=3.0,
-                        connected=lambda _c: state["up"], clock=lambda: state["now"])
+                        connected=lambda _c: state["up"], clock=lambda: state["now"],
+                        on_regained=lambda: regained.append(state["now"]))
     caplog.set_level(logging.INFO, logger="streams.runtime.lifecycle")
     timeline = [(0, True), (1, False), (2, False), (3, False), (4, False), (5, False),
                 (6, False), (9, True), (10, True), (11, False), (12, True)]
@@ -176,6 +178,7 @@ def test_broker_lost_and_regained_are_one_line_each(caplog: pytest.LogCaptureFix
     assert lines == ["broker connection lost: no connection to 127.0.0.1:9092 for 3.0 s",
                      "broker connection regained (127.0.0.1:9092) after 8.0 s"]
     assert [r.levelname for r in caplog.records] == ["WARNING", "INFO"]
+    assert regained == [9.0]  # once, when the lost connection came back (not for the 1 s blip)
 
 
 # -- JSON logs --------------------------------------------------------------------------------------
