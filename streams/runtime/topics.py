@@ -61,6 +61,19 @@ def written_repartitions(sub: SubTopology) -> list[str]:
     return out
 
 
+def _shared_internal_topics(topology: Topology) -> list[str]:
+    """An internal topic has one writing agent: records carry their input record's position as
+    origin, and the reader drops any origin not after the last one it saw as a replay, so a
+    second writer's records would be lost."""
+    writers: dict[str, list[str]] = {}
+    for node in topology.nodes():
+        if isinstance(node, AgentNode):
+            for topic in node.internal_sends():
+                writers.setdefault(topic, []).append(node.name)
+    return [f"internal topic {topic} is sent to by several agents ({', '.join(names)}): give "
+            "each its own internal_topic()" for topic, names in writers.items() if len(names) > 1]
+
+
 def plan_topics(topology: Topology, existing: dict[str, int],
                 default: int) -> tuple[list[TopicSpec], list[str]]:
     """Topic specs for ``topology`` given the ``existing`` partition counts; the second value
@@ -68,7 +81,7 @@ def plan_topics(topology: Topology, existing: dict[str, int],
     subs = subtopologies(topology)
     counts: dict[str, int] = {t: existing.get(t, default) for t in topology.input_topics()}
     tasks: dict[str, int] = {}
-    problems: list[str] = []
+    problems: list[str] = _shared_internal_topics(topology)
     pending = list(subs)
     while pending:
         progressed = False

@@ -92,3 +92,29 @@ def test_a_crash_replay_is_not_applied_twice_downstream(tmp_path):
         driver.replay()   # the hop record is read again, and sent again by the replayed input
         assert driver.table("seen") == {"x": 2}
         assert [v["n"] for _, v in driver.read_output("out")] == [1, 2, 2]  # output repeats
+
+
+def test_two_agents_sending_to_one_internal_topic_are_refused():
+    # Both writers would stamp the same input positions as origins, and the reader would drop
+    # the second writer's records as replays: refused when the worker plans its topics.
+    t = Topology("two_writers")
+    hop = t.internal_topic("hop")
+
+    @t.agent("in", name="a1")
+    async def a1(stream):
+        async for key, value in stream.items():
+            await hop.send(key=key, value={"from": "a1"})
+
+    @t.agent("in", name="a2")
+    async def a2(stream):
+        async for key, value in stream.items():
+            await hop.send(key=key, value={"from": "a2"})
+
+    @t.agent(hop, sink=["out"])
+    async def reader(stream):
+        async for key, value in stream.items():
+            yield value
+
+    _, problems = plan_topics(t, {"in": 2}, 2)
+    assert problems == ["internal topic two_writers-hop-repartition is sent to by several agents "
+                        "(a1, a2): give each its own internal_topic()"]
