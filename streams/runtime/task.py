@@ -105,11 +105,7 @@ class Task:
 
         If the batch advanced stream time, the stream-time callbacks run once after the whole
         batch went through the graph; their outputs join the batch's."""
-        before = self.stream_time
-        done = self._apply(topic, raws)
-        if self.stream_time > before and self.stream_time_callbacks:
-            self._notify_stream_time()
-        return done
+        return self.process_runs([(topic, raws)]).get(topic, 0)
 
     def process_runs(self, runs: list[tuple[str, list[Any]]]) -> dict[str, int]:
         """Runs of records of the task's input partitions, in the order given (timestamp order,
