@@ -105,6 +105,24 @@ class ProcessorContext:
         """The largest record timestamp the task has seen (-1 before the first)."""
         return self._task.stream_time
 
+    def batch_clock(self) -> Callable[[Any], int]:
+        """A clock for one pass over a batch, record by record: ``clock(rec)`` returns the
+        stream time with ``rec`` counted (call it for the batch's records in order; records
+        the processor skips may be left out). Every processor that judges records by stream
+        time (windows, joins) takes its own clock at the start of its ``on_batch``: a batch
+        goes through the graph one node at a time, so the task's own stream time only moves
+        after the whole batch; a record is judged by the time of its own arrival, whatever the
+        batch boundaries."""
+        now = self._task.stream_time
+
+        def clock(rec: Any) -> int:
+            nonlocal now
+            ts = rec.ts
+            if ts > now:
+                now = ts
+            return now
+        return clock
+
     def observe_time(self, ts: int) -> None:
         """Advance stream time to ``ts`` if it is later. Registered callbacks run once at the
         end of the batch, not here."""

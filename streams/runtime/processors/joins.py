@@ -58,15 +58,14 @@ class StreamJoinSideProc(Processor):
         own_unmatched, other_unmatched = self.own_unmatched, self.other_unmatched
         lo, hi, own_close, other_close = self.lo, self.hi, self.own_close, self.other_close
         savepoints = [s for s in (own, own_unmatched, other_unmatched) if s is not None]
-        now = ctx.stream_time
+        clock = ctx.batch_clock()
         out: list[Rec] = []
         for rec in recs:
             key, value, ts = rec.key, rec.value, rec.ts
             if key is None or value is None:
                 ctx.count_dropped(name, "null-key" if key is None else "null-value")
                 continue
-            if ts > now:
-                now = ts
+            now = clock(rec)
             if ts + own_close < now:
                 self.late(rec, now)
                 continue

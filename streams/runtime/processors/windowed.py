@@ -58,14 +58,14 @@ class _WindowAggregateProc(Processor):
         and a value; the others are skipped and counted as dropped (Kafka Streams' rule). Stream
         time advances record by record; ``self.now`` holds it after the batch."""
         ctx, name = self.ctx, self.wnode.name
+        clock = ctx.batch_clock()
         now = self.now = ctx.stream_time
         for rec in recs:
             if rec.key is None or rec.value is None:
                 ctx.count_dropped(name, "null-key" if rec.key is None else "null-value")
                 continue
             before = now
-            if rec.ts > now:
-                now = self.now = rec.ts
+            now = self.now = clock(rec)
             yield rec, before, now
 
     def output(self, key: Any, agg: Any, start: int, end: int, ts: int, raw: Any) -> Rec:
