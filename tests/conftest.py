@@ -172,6 +172,20 @@ class WorkerProcess:
             time.sleep(0.2)
         raise AssertionError(f"worker got no assignment in {timeout}s:\n{self.log()[-3000:]}")
 
+    def wait_running(self, timeout: float = 180.0) -> None:
+        """Wait until every task of the worker's latest assignment runs (opened and restored:
+        its tables are current), as the worker logs once per assignment."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = self.log()
+            assigned = log.rfind("assigned ")
+            if assigned >= 0 and log.find("tasks running", assigned) >= 0:
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{log[-3000:]}")
+            time.sleep(0.2)
+        raise AssertionError(f"worker tasks not running in {timeout}s:\n{self.log()[-3000:]}")
+
     def terminate(self, timeout: float = 60.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

@@ -98,6 +98,7 @@ class Worker:
         self._wanted_turn = False
         self._paused_full: set[TopicPartition] = set()  # paused: their group buffer is full
         self.outage_log = BrokerOutageLog()
+        self._assignment_pending = False  # assigned tasks not all running yet (see _loop)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -198,6 +199,11 @@ class Worker:
                     async with self._lock:
                         await tasks.open_pending()
                         await tasks.restore_step()
+                if self._assignment_pending and not tasks.busy:
+                    # One line per assignment once every task of it runs (opened, restored):
+                    # until then the tables of a restoring task are behind the group's offsets.
+                    self._assignment_pending = False
+                    log.info("all %d tasks running", len(tasks.running))
                 # A task waiting for records the broker holds for one of its inputs asks for
                 # that partition first (every other poll, so other tasks are not held up):
                 # aiokafka hands out its fetched partitions in turn, max_records at a time, and
@@ -455,6 +461,7 @@ class Worker:
         async with self._lock:
             self.metrics.rebalances.labels(self.topology.name).inc()
             self.tasks.assigned(assigned)
+            self._assignment_pending = True
 
 
 def run_worker(topology: Topology, settings: Settings) -> int:

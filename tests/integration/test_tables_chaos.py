@@ -33,6 +33,9 @@ def _fresh(kafka: str) -> None:
 
 
 def _drain_and_stop(kafka: str, worker, state_dir: Path | None = None) -> None:
+    # Drained offsets alone say nothing about a worker that restarted on old state: the
+    # group's offsets are already at the end while its tasks still restore.
+    worker.wait_running()
     wait_drained(kafka, "trip_stats", ["rides", *REPARTITION])
     assert worker.terminate() == 0, worker.log()[-3000:]
 
