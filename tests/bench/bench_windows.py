@@ -59,7 +59,7 @@ from typing import Any, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import GroupCoordinatorNotAvailableError, KafkaError
 from aiokafka.protocol.admin import DeleteGroupsRequest
 
 HERE = Path(__file__).resolve().parent
@@ -70,6 +70,7 @@ if str(ROOT) not in sys.path:
 from streams.kafka import admin  # noqa: E402
 
 INPUT_TOPIC = "wbench-rides"
+WORKLOADS = ("city", "driver-repartition")
 SEED = 42
 SPACING_MS = 10          # event time between consecutive rides
 DISORDER_MS = 20_000     # rides are up to this much out of order
@@ -78,19 +79,30 @@ GRACE_MS = 30_000
 CITIES = ["amsterdam", "athens", "barcelona", "berlin", "brussels", "bucharest", "budapest",
           "copenhagen", "dublin", "helsinki", "lisbon", "london", "madrid", "milan", "oslo",
           "paris", "prague", "rome", "stockholm", "vienna"]
-RESULTS = HERE / "results" / "windows.json"
-CHART = HERE / "results" / "windows.png"
-INPUT_META = Path(tempfile.gettempdir()) / "wbench-input.json"
+# drivers in the generated rides: city keeps the input every published result was measured on;
+# driver-repartition uses 2,000 so that a driver's 1-minute window holds ~3 rides (6,000 rides
+# per minute) and nearly every driver rides again within the last minutes of the input, which
+# closes its windows under per-key stream time too (Quix's default): with 50,000 drivers a
+# window would hold 0.12 rides, output would be as large as input and most drivers' last
+# windows would stay open.
+DEFAULT_DRIVERS = {"city": 50_000, "driver-repartition": 2_000}
+RESULTS = {"city": HERE / "results" / "windows.json",
+           "driver-repartition": HERE / "results" / "windows_driver_repartition.json"}
+CHART = {"city": HERE / "results" / "windows.png",
+         "driver-repartition": HERE / "results" / "windows_driver_repartition.png"}
 
 STREAMS_TOPOLOGY = "wbench_windows"
 STREAMS_OUT = "wbench-out-streams"
+STREAMS_LATE = "wbench-late-streams"
+STREAMS_REPARTITION = f"{STREAMS_TOPOLOGY}-by-driver-repartition"
 FAUST_APP = "wbench-faust"
 FAUST_CHANGELOG = f"{FAUST_APP}-ride-totals-changelog"
 QUIX_GROUP = "wbench-quix"
 QUIX_OUT = "wbench-out-quix"
+QUIX_REPARTITION = f"repartition__{QUIX_GROUP}--"   # a prefix: Quix appends topic and column
 RAW_GROUP = "wbench-raw"
 
-Window = tuple[str, int]            # (city, window_start ms)
+Window = tuple[str, int]            # (city or driver, window_start ms)
 Agg = tuple[int, str]               # (rides, fare_total "12.34")
 
 
@@ -99,8 +111,10 @@ def _log(msg: str) -> None:
 
 
 # -- input and oracle -------------------------------------------------------------------------------
-def rides(count: int, seed: int, start_ms: int) -> list[tuple[str, dict[str, Any]]]:
-    """(city, ride) pairs: one ride per SPACING_MS of event time, each up to DISORDER_MS early."""
+def rides(count: int, seed: int, start_ms: int,
+          drivers: int = 50_000) -> list[tuple[str, dict[str, Any]]]:
+    """(city, ride) pairs: one ride per SPACING_MS of event time, each up to DISORDER_MS early,
+    by one of ``drivers`` drivers."""
     rng = random.Random(seed)
     out = []
     for i in range(count):
@@ -108,7 +122,7 @@ def rides(count: int, seed: int, start_ms: int) -> list[tuple[str, dict[str, Any
         out.append((city, {
             "ride_id": f"ride-{i:09d}-{rng.getrandbits(48):012x}",
             "rider_id": f"rider-{rng.randrange(500_000):07d}",
-            "driver_id": f"driver-{rng.randrange(50_000):06d}",
+            "driver_id": f"driver-{rng.randrange(drivers):06d}",
             "city": city,
             "fare": f"{Decimal(rng.randrange(450, 9000)) / 100:.2f}",
             "ts": start_ms + i * SPACING_MS - rng.randrange(DISORDER_MS + 1),
@@ -119,17 +133,23 @@ def rides(count: int, seed: int, start_ms: int) -> list[tuple[str, dict[str, Any
 @dataclass
 class Oracle:
     windows: dict[Window, Agg]
-    city_max_ts: dict[str, int]        # largest ts per city (key)
+    key_max_ts: dict[str, int]         # largest ts per key (city, or driver)
     partition_max_ts: dict[int, int]   # largest ts per input partition
     city_partition: dict[str, int]
+    repartitioned: bool = False        # keys are drivers, read behind a repartition
 
     def close_time(self, w: Window) -> int:
         return w[1] + WINDOW_MS + GRACE_MS
 
     def surely_closed(self) -> set[Window]:
         """Closed by the largest timestamp of its own key: closed under any per-key or
-        per-partition notion of stream time."""
-        return {w for w in self.windows if self.close_time(w) <= self.city_max_ts[w[0]]}
+        per-partition notion of stream time. Behind a repartition also closed by the smallest
+        of the input partitions' largest timestamps, so closed under an event-time watermark
+        that follows the slowest upstream partition as well."""
+        floor = min(self.partition_max_ts.values()) if self.repartitioned else None
+        return {w for w in self.windows
+                if self.close_time(w) <= self.key_max_ts[w[0]]
+                and (floor is None or self.close_time(w) <= floor)}
 
     def possibly_closed(self) -> set[Window]:
         """Closed by the largest timestamp of any partition (the most any variant may close)."""
@@ -137,21 +157,26 @@ class Oracle:
         return {w for w in self.windows if self.close_time(w) <= top}
 
 
-def oracle_for(data: list[tuple[str, dict[str, Any]]], city_partition: dict[str, int]) -> Oracle:
+def oracle_for(data: list[tuple[str, dict[str, Any]]], city_partition: dict[str, int],
+               workload: str = "city") -> Oracle:
+    """Count and Decimal fare sum per (key, window start), key = the city or (behind the
+    repartition) the driver."""
+    by_driver = workload == "driver-repartition"
     sums: dict[Window, list] = {}
-    city_max: dict[str, int] = {}
+    key_max: dict[str, int] = {}
     part_max: dict[int, int] = {}
     for city, ride in data:
         ts = ride["ts"]
-        w = (city, ts - ts % WINDOW_MS)
+        key = ride["driver_id"] if by_driver else city
+        w = (key, ts - ts % WINDOW_MS)
         agg = sums.setdefault(w, [0, Decimal(0)])
         agg[0] += 1
         agg[1] += Decimal(ride["fare"])
-        city_max[city] = max(city_max.get(city, ts), ts)
+        key_max[key] = max(key_max.get(key, ts), ts)
         p = city_partition[city]
         part_max[p] = max(part_max.get(p, ts), ts)
-    return Oracle({w: (n, f"{total:.2f}") for w, (n, total) in sums.items()}, city_max,
-                  part_max, city_partition)
+    return Oracle({w: (n, f"{total:.2f}") for w, (n, total) in sums.items()}, key_max,
+                  part_max, city_partition, repartitioned=by_driver)
 
 
 async def _produce(bootstrap: str, data: list[tuple[str, dict[str, Any]]]) -> dict[str, int]:
@@ -184,7 +209,13 @@ async def _delete_groups(bootstrap: str, groups: list[str], timeout: float = 60.
         for group in groups:
             deadline = time.monotonic() + timeout
             while True:
-                node = await client.find_coordinator(group)
+                try:
+                    node = await client.find_coordinator(group)
+                except GroupCoordinatorNotAvailableError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.5)  # a fresh broker creates __consumer_offsets first
+                    continue
                 resp = await client._send_request(DeleteGroupsRequest([group]), node)
                 code = dict(resp.results).get(group, 0)
                 if code in (0, 69):       # deleted / GROUP_ID_NOT_FOUND
@@ -216,23 +247,33 @@ def reset_topics(bootstrap: str, names: list[str], create: list[str], partitions
 ALL_GROUPS = [STREAMS_TOPOLOGY, FAUST_APP, QUIX_GROUP, RAW_GROUP]
 
 
-def prepare(bootstrap: str, count: int, partitions: int, reuse: bool) -> Oracle:
+def input_meta_path(bootstrap: str, parent: str | None) -> Path:
+    """Where the description of the produced input is kept for --reuse-input: one file per
+    broker, so benchmarks against different brokers on one host do not mix them up."""
+    port = bootstrap.rsplit(":", 1)[-1]
+    return Path(parent or tempfile.gettempdir()) / f"wbench-input-{port}.json"
+
+
+def prepare(bootstrap: str, count: int, partitions: int, reuse: bool, drivers: int,
+            workload: str, meta_path: Path) -> Oracle:
     """Fresh input (or the previous run's, with --reuse-input) and the oracle for it."""
-    if reuse and INPUT_META.exists():
-        meta = json.loads(INPUT_META.read_text())
+    if reuse and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
         ends = admin.run(admin.end_offsets(bootstrap, INPUT_TOPIC)) if INPUT_TOPIC in \
             admin.run(admin.list_topics(bootstrap)) else {}
         if (meta.get("count") == count and meta.get("seed") == SEED
+                and meta.get("drivers", 50_000) == drivers
                 and meta.get("partitions") == partitions and sum(ends.values()) == count):
             _log(f"reusing {count} rides in {INPUT_TOPIC} (produced {meta['produced_at']})")
-            data = rides(count, SEED, meta["start_ms"])
-            return oracle_for(data, meta["city_partition"])
+            data = rides(count, SEED, meta["start_ms"], drivers)
+            return oracle_for(data, meta["city_partition"], workload)
     admin.run(_delete_groups(bootstrap, ALL_GROUPS))
-    reset_topics(bootstrap, [INPUT_TOPIC, STREAMS_OUT, QUIX_OUT, f"{STREAMS_TOPOLOGY}-",
-                             f"{FAUST_APP}-", f"changelog__{QUIX_GROUP}--",
-                             f"repartition__{QUIX_GROUP}--"], [INPUT_TOPIC], partitions)
+    reset_topics(bootstrap, [INPUT_TOPIC, STREAMS_OUT, STREAMS_LATE, QUIX_OUT,
+                             f"{STREAMS_TOPOLOGY}-", f"{FAUST_APP}-",
+                             f"changelog__{QUIX_GROUP}--", QUIX_REPARTITION],
+                 [INPUT_TOPIC], partitions)
     start_ms = int(time.time() * 1000) - count * SPACING_MS
-    data = rides(count, SEED, start_ms)
+    data = rides(count, SEED, start_ms, drivers)
     size = sum(len(json.dumps(r, separators=(",", ":"))) for _, r in data[:1000]) / min(count, 1000)
     started = time.monotonic()
     city_partition = asyncio.run(_produce(bootstrap, data))
@@ -241,10 +282,11 @@ def prepare(bootstrap: str, count: int, partitions: int, reuse: bool) -> Oracle:
         raise SystemExit(f"{INPUT_TOPIC} holds {sum(ends.values())} records, not {count}")
     _log(f"produced {count} rides (~{size:.0f} B each) to {INPUT_TOPIC} ({partitions} partitions: "
          f"{dict(sorted(ends.items()))}) in {time.monotonic() - started:.1f}s")
-    INPUT_META.write_text(json.dumps({"count": count, "seed": SEED, "partitions": partitions,
-                                      "start_ms": start_ms, "city_partition": city_partition,
-                                      "produced_at": time.strftime("%Y-%m-%dT%H:%M:%S")}))
-    return oracle_for(data, city_partition)
+    meta_path.write_text(json.dumps({"count": count, "seed": SEED, "partitions": partitions,
+                                     "drivers": drivers, "start_ms": start_ms,
+                                     "city_partition": city_partition,
+                                     "produced_at": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+    return oracle_for(data, city_partition, workload)
 
 
 # -- variants ---------------------------------------------------------------------------------------
@@ -259,6 +301,8 @@ class Variant:
     reset_names: list[str]            # topics (or prefixes ending in - / --) deleted before a run
     create_topics: list[str]          # created (empty) before a run
     reader: Callable[[str, int, Path], Any]   # (bootstrap, partitions, run dir) -> results
+    # (bootstrap, run dir) -> rides the variant reported it dropped as late (None: unknown)
+    late_reader: Callable[[str, Path], int | None] | None = None
 
 
 @dataclass
@@ -269,6 +313,7 @@ class Run:
     exit_code: int | None
     log: str
     check: dict[str, Any] = field(default_factory=dict)
+    late_reported: int | None = None
 
 
 async def _read_topic(bootstrap: str, topic: str, partitions: int) -> list[Any]:
@@ -322,22 +367,49 @@ def read_faust_changelog(bootstrap: str, partitions: int, run_dir: Path) -> tupl
     return got, 0
 
 
+def count_topic(topic: str) -> Callable[[str, Path], int | None]:
+    """Records in ``topic`` (its end offsets: the topic is created empty for each run and
+    written without transactions)."""
+    def count(bootstrap: str, run_dir: Path) -> int | None:
+        if topic not in admin.run(admin.list_topics(bootstrap)):
+            return None
+        return sum(admin.run(admin.end_offsets(bootstrap, topic)).values())
+    return count
+
+
+def read_late_file(bootstrap: str, run_dir: Path) -> int | None:
+    """The count windows_quix.py's ``on_late`` callback wrote on exit."""
+    path = run_dir / "late-count.txt"
+    return int(path.read_text()) if path.exists() else None
+
+
 def read_raw_file(bootstrap: str, partitions: int, run_dir: Path) -> tuple[dict, int]:
     data = json.loads((run_dir / "raw-result.json").read_text())
     return {(city, int(s)): (n, total) for city, ws in data.items()
             for s, (n, total) in ws.items()}, 0
 
 
-def variants(bootstrap: str, partitions: int) -> list[Variant]:
+# Variants that can run each workload faithfully. driver-repartition leaves out faust (its
+# windows have neither grace nor a final emit, they expire by wall clock, so it cannot close
+# windows or drop late rides: nothing to compare but the sums) and the raw loop (no
+# repartition, no window closing: it would measure a different job).
+WORKLOAD_VARIANTS = {"city": "abcd", "driver-repartition": "ac"}
+
+
+def variants(bootstrap: str, partitions: int, workload: str = "city") -> list[Variant]:
     py = sys.executable
     common = {"BENCH_BROKER": bootstrap, "BENCH_IN_TOPIC": INPUT_TOPIC,
-              "BENCH_PARTITIONS": str(partitions)}
-    return [
+              "BENCH_PARTITIONS": str(partitions), "BENCH_WORKLOAD": workload}
+    # behind a repartition a variant is done once it has also committed its repartition topic
+    a_done = [INPUT_TOPIC] + ([STREAMS_REPARTITION] if workload == "driver-repartition" else [])
+    c_done = [INPUT_TOPIC] + ([QUIX_REPARTITION] if workload == "driver-repartition" else [])
+    every = [
         Variant("a", "streams (this framework)", STREAMS_TOPOLOGY,
                 [py, str(HERE / "windows_runner.py")],
-                {**common, "BENCH_OUT_TOPIC": STREAMS_OUT},
-                [INPUT_TOPIC], [STREAMS_OUT, f"{STREAMS_TOPOLOGY}-"],
-                [STREAMS_OUT], read_final_topic(STREAMS_OUT)),
+                {**common, "BENCH_OUT_TOPIC": STREAMS_OUT, "BENCH_LATE_TOPIC": STREAMS_LATE},
+                a_done, [STREAMS_OUT, STREAMS_LATE, f"{STREAMS_TOPOLOGY}-"],
+                [STREAMS_OUT, STREAMS_LATE], read_final_topic(STREAMS_OUT),
+                count_topic(STREAMS_LATE)),
         Variant("b", "faust-streaming", FAUST_APP,
                 [py, str(HERE / "windows_faust.py"), "worker", "-l", "warn"],
                 {**common, "BENCH_FAUST_APP_ID": FAUST_APP},
@@ -345,13 +417,13 @@ def variants(bootstrap: str, partitions: int) -> list[Variant]:
         Variant("c", "quixstreams", QUIX_GROUP,
                 [py, str(HERE / "windows_quix.py")],
                 {**common, "BENCH_GROUP": QUIX_GROUP, "BENCH_OUT_TOPIC": QUIX_OUT},
-                [INPUT_TOPIC], [QUIX_OUT, f"changelog__{QUIX_GROUP}--",
-                                f"repartition__{QUIX_GROUP}--"],
-                [QUIX_OUT], read_final_topic(QUIX_OUT)),
+                c_done, [QUIX_OUT, f"changelog__{QUIX_GROUP}--", QUIX_REPARTITION],
+                [QUIX_OUT], read_final_topic(QUIX_OUT), read_late_file),
         Variant("d", "raw aiokafka loop", RAW_GROUP,
                 [py, str(HERE / "windows_raw.py")],
                 {**common, "BENCH_GROUP": RAW_GROUP}, [INPUT_TOPIC], [], [], read_raw_file),
     ]
+    return [v for v in every if v.key in WORKLOAD_VARIANTS[workload]]
 
 
 def _run_env(v: Variant, run_dir: Path) -> dict[str, str]:
@@ -361,7 +433,8 @@ def _run_env(v: Variant, run_dir: Path) -> dict[str, str]:
             **v.env,
             "BENCH_STATE_DIR": str(run_dir / "state"),
             "BENCH_FAUST_DATADIR": str(run_dir / "faust-data"),
-            "BENCH_RESULT_FILE": str(run_dir / "raw-result.json")}
+            "BENCH_RESULT_FILE": str(run_dir / "raw-result.json"),
+            "BENCH_LATE_FILE": str(run_dir / "late-count.txt")}
 
 
 async def _progress(client: AIOKafkaAdminClient, probe: AIOKafkaConsumer, group: str,
@@ -371,7 +444,8 @@ async def _progress(client: AIOKafkaAdminClient, probe: AIOKafkaConsumer, group:
     end; topics after the first are only looked at once the first is done (their end offsets
     are final then: at-least-once flushes what it produced before committing). A topic is only
     asked about once it exists (a metadata request for a missing topic would let the broker
-    auto-create it with one partition)."""
+    auto-create it with one partition). A name ending in ``--`` is a prefix: the one topic
+    that starts with it (Quix names its repartition topic after the input and the column)."""
     try:
         offsets = await client.list_consumer_group_offsets(group)
     except KafkaError:
@@ -379,6 +453,11 @@ async def _progress(client: AIOKafkaAdminClient, probe: AIOKafkaConsumer, group:
     committed = {tp: m.offset for tp, m in offsets.items() if m.offset >= 0}
     in_sum = sum(off for tp, off in committed.items() if tp.topic == topics[0])
     for i, topic in enumerate(topics):
+        if topic.endswith("--"):
+            found_names = [t for t in await client.list_topics() if t.startswith(topic)]
+            if len(found_names) != 1:
+                return False, in_sum
+            topic = found_names[0]
         if topic not in parts:
             if topic not in await client.list_topics():
                 return False, in_sum
@@ -455,9 +534,13 @@ async def measure(v: Variant, bootstrap: str, count: int, timeout: float, run_di
 def verify(key: str, got: dict[Window, Agg], dups: int, oracle: Oracle) -> dict[str, Any]:
     """Every window a variant reports must equal the oracle (rides and fare sum). Variants that
     emit only closed windows ((a), (c)) must report every window closed by its own key's
-    largest timestamp and none that no partition's largest timestamp closed; faust's changelog
-    and the raw dict must hold every window (their last values are complete: all input was
-    consumed)."""
+    largest timestamp (behind a repartition: and by every input partition's largest
+    timestamp) and none that no partition's largest timestamp closed; windows in between may
+    legitimately still be open at the end of the input. faust's changelog and the raw dict
+    must hold every window (their last values are complete: all input was consumed).
+    ``rides_missing_from_closed_windows`` = the oracle's rides in the windows that must be
+    closed minus the rides the variant reported for them: the rides it lost, e.g. dropped as
+    late."""
     wrong = sorted(w for w, agg in got.items() if oracle.windows.get(w) != agg)
     check: dict[str, Any] = {"windows": len(got), "wrong": len(wrong),
                              "wrong_examples": [[w[0], w[1], list(got[w]),
@@ -468,9 +551,11 @@ def verify(key: str, got: dict[Window, Agg], dups: int, oracle: Oracle) -> dict[
         surely, possibly = oracle.surely_closed(), oracle.possibly_closed()
         missing = sorted(surely - got.keys())
         extra = sorted(got.keys() - possibly)
+        lost = sum(oracle.windows[w][0] - (got[w][0] if w in got else 0) for w in surely)
         check.update(missing_closed=len(missing), missing_examples=missing[:5],
                      not_closed_but_emitted=len(extra), extra_examples=extra[:5],
-                     emitted_beyond_surely_closed=len(got.keys() - surely))
+                     emitted_beyond_surely_closed=len(got.keys() - surely),
+                     rides_missing_from_closed_windows=lost)
         check["ok"] = not wrong and not missing and not extra and dups == 0
     else:
         missing = sorted(oracle.windows.keys() - got.keys())
@@ -597,7 +682,8 @@ def loadavg() -> list[float] | None:
         return None
 
 
-def write_chart(path: Path, summary: dict[str, dict[str, Any]], count: int) -> str | None:
+def write_chart(path: Path, summary: dict[str, dict[str, Any]], count: int,
+                what: str = "city") -> str | None:
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -608,16 +694,18 @@ def write_chart(path: Path, summary: dict[str, dict[str, Any]], count: int) -> s
     labels = [f"({k}) {summary[k]['label']}" for k in keys]
     med = [summary[k]["events_per_s_median"] for k in keys]
     best = [summary[k]["events_per_s_best"] for k in keys]
+    worst = [summary[k]["events_per_s_worst"] for k in keys]
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     colors = {"a": "#1f77b4", "b": "#ff7f0e", "c": "#2ca02c", "d": "#7f7f7f"}
     bars = ax.bar(labels, med, color=[colors.get(k, "#7f7f7f") for k in keys],
                   label="median run")
     ax.scatter(labels, best, color="black", marker="_", s=400, zorder=3, label="best run")
+    ax.scatter(labels, worst, color="grey", marker="_", s=400, zorder=3, label="worst run")
     for b, m, top in zip(bars, med, best):
         ax.annotate(f"{m:,.0f}", (b.get_x() + b.get_width() / 2, max(m, top)), ha="center",
                     va="bottom", fontsize=9, xytext=(0, 4), textcoords="offset points")
     ax.set_ylabel("events/s (input consumed and committed)")
-    ax.set_title(f"1-min tumbling window per city, {count:,} rides, 4 partitions")
+    ax.set_title(f"1-min tumbling window per {what}, {count:,} rides, 4 partitions")
     ax.legend(loc="upper left", fontsize=8)
     ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
@@ -636,27 +724,51 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--broker", default=os.environ.get("STREAMS_BROKER", "127.0.0.1:9092"))
+    parser.add_argument("--workload", choices=WORKLOADS, default="city",
+                        help="city: windows per city, the input's key (default); "
+                             "driver-repartition: windows per driver behind a repartition")
     parser.add_argument("--count", type=int, default=1_000_000, help="rides (default 1000000)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per variant (default 3)")
+    parser.add_argument("--drivers", type=int, default=None,
+                        help="drivers in the generated rides (default 50000 for city, 2000 "
+                             "for driver-repartition)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds, each running every variant once (default 3; fewer gives "
+                             "no spread worth reporting)")
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--variants", default="abcd",
-                        help="a=streams, b=faust, c=quixstreams, d=raw aiokafka (default abcd)")
+    parser.add_argument("--variants", default=None,
+                        help="a=streams, b=faust, c=quixstreams, d=raw aiokafka (default: all "
+                             "the workload supports: abcd for city, ac for driver-repartition)")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds per run (default max(180, count/1000))")
     parser.add_argument("--reuse-input", action="store_true",
                         help="keep wbench-rides if it holds the same COUNT rides as last time")
     parser.add_argument("--profile", action="store_true",
                         help="also run (a) once under cProfile and record its hot spots")
-    parser.add_argument("--work-dir", default=None, help="parent of the scratch dir")
-    parser.add_argument("--results", default=str(RESULTS), help="JSON results file")
-    parser.add_argument("--chart", default=str(CHART), help="PNG chart ('' = none)")
+    parser.add_argument("--work-dir", default=None,
+                        help="parent of this run's scratch dir (default the temp dir)")
+    parser.add_argument("--results", default=None,
+                        help="JSON results file (default tests/bench/results/windows.json for "
+                             "city, windows_driver_repartition.json for driver-repartition)")
+    parser.add_argument("--chart", default=None,
+                        help="PNG chart ('' = none; default next to the default results)")
     args = parser.parse_args(argv)
 
     bootstrap = args.broker
     if bootstrap.rsplit(":", 1)[0] not in ("127.0.0.1", "localhost", "::1", "[::1]"):
         parser.error("--broker must be a local address (127.0.0.1:PORT)")
+    workload = args.workload
+    drivers = args.drivers or DEFAULT_DRIVERS[workload]
+    supported = WORKLOAD_VARIANTS[workload]
+    wanted = args.variants or supported
+    if set(wanted) - set(supported):
+        parser.error(f"--workload {workload} runs only the variants {supported}")
+    results_path = Path(args.results) if args.results else RESULTS[workload]
+    chart_path = (args.chart if args.chart is not None
+                  else "" if args.results else str(CHART[workload]))
     if not admin.broker_answers(bootstrap):
         parser.error(f"no Kafka broker answers at {bootstrap}")
+    if args.repeat < 3:
+        _log(f"only {args.repeat} round(s): a functional check, not a measurement")
     timeout = args.timeout or max(180.0, args.count / 1000)
     if args.work_dir:
         Path(args.work_dir).mkdir(parents=True, exist_ok=True)
@@ -664,21 +776,29 @@ def main(argv: list[str] | None = None) -> int:
     _log(f"logs and state in {work}")
 
     load_before = loadavg()
-    oracle = prepare(bootstrap, args.count, args.partitions, args.reuse_input)
-    _log(f"oracle: {len(oracle.windows)} (city, window)s, {len(oracle.surely_closed())} closed "
-         f"by their city's last ride, {len(oracle.possibly_closed())} by their partition's")
+    oracle = prepare(bootstrap, args.count, args.partitions, args.reuse_input, drivers, workload,
+                     input_meta_path(bootstrap, args.work_dir))
+    what = "driver" if workload == "driver-repartition" else "city"
+    _log(f"oracle: {len(oracle.windows)} ({what}, window)s, {len(oracle.surely_closed())} that "
+         f"must be closed, {len(oracle.possibly_closed())} that may be")
 
-    chosen = [v for v in variants(bootstrap, args.partitions) if v.key in args.variants]
+    chosen = [v for v in variants(bootstrap, args.partitions, workload) if v.key in wanted]
     runs: dict[str, list[Run]] = {v.key: [] for v in chosen}
     finals: dict[str, dict[Window, Agg]] = {}
     failures: dict[str, str] = {}
+    orders: list[str] = []
     for rnd in range(1, args.repeat + 1):
-        for v in chosen:
+        # rotate the order each round (a b c, b c a, c a b, ...): no variant always runs first,
+        # right after the input was produced, or always after the same neighbour
+        shift = (rnd - 1) % len(chosen)
+        order = chosen[shift:] + chosen[:shift]
+        orders.append("".join(v.key for v in order))
+        for v in order:
             if v.key in failures:
                 continue
             reset_for(v, bootstrap, args.partitions)
             run_dir = work / f"{v.key}-{rnd}"
-            _log(f"({v.key}) {v.label}, run {rnd}/{args.repeat}")
+            _log(f"({v.key}) {v.label}, round {rnd}/{args.repeat}")
             try:
                 run = asyncio.run(measure(v, bootstrap, args.count, timeout, run_dir))
             except RuntimeError as exc:
@@ -687,12 +807,14 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             got, dups = v.reader(bootstrap, args.partitions, run_dir)
             run.check = verify(v.key, got, dups, oracle)
+            if v.late_reader is not None:
+                run.late_reported = v.late_reader(bootstrap, run_dir)
             if v.key in ("a", "b", "c"):
                 finals[v.key] = got  # the last run's results are compared across variants
             runs[v.key].append(run)
             _log(f"({v.key}) {run.seconds:.2f}s, {run.events_per_s:,.0f} events/s, "
-                 f"stop {run.stop_seconds:.1f}s, exit {run.exit_code}; check "
-                 f"{'ok' if run.check['ok'] else 'FAILED'}: "
+                 f"stop {run.stop_seconds:.1f}s, exit {run.exit_code}, late reported "
+                 f"{run.late_reported}; check {'ok' if run.check['ok'] else 'FAILED'}: "
                  f"{ {k: x for k, x in run.check.items() if not k.endswith('examples')} }")
 
     summary: dict[str, dict[str, Any]] = {}
@@ -704,8 +826,13 @@ def main(argv: list[str] | None = None) -> int:
         summary[v.key] = {
             "label": v.label, "runs": len(rs), "seconds": secs,
             "seconds_min": min(secs), "seconds_median": round(statistics.median(secs), 3),
+            "seconds_max": max(secs),
             "events_per_s_best": round(args.count / min(secs), 1),
             "events_per_s_median": round(args.count / statistics.median(secs), 1),
+            "events_per_s_worst": round(args.count / max(secs), 1),
+            "late_reported": [r.late_reported for r in rs],
+            "rides_missing_from_closed_windows": [
+                r.check.get("rides_missing_from_closed_windows") for r in rs],
             "all_checks_ok": all(r.check.get("ok") for r in rs) and all(
                 r.exit_code == 0 for r in rs),
             "runs_detail": [asdict(r) for r in rs],
@@ -717,10 +844,12 @@ def main(argv: list[str] | None = None) -> int:
             return round(summary[a][field_] / summary[b][field_], 3)
         return None
     ratios = {f"a_over_{b}": {"median": ratio("a", b, "events_per_s_median"),
-                              "best": ratio("a", b, "events_per_s_best")} for b in "bcd"}
+                              "best": ratio("a", b, "events_per_s_best"),
+                              "worst": ratio("a", b, "events_per_s_worst")}
+              for b in "bcd" if b in summary}
 
     profile = None
-    if args.profile and "a" in args.variants:
+    if args.profile and "a" in summary:
         v = next(v for v in chosen if v.key == "a")
         _log("(a) once more under cProfile")
         try:
@@ -729,51 +858,76 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as exc:
             profile = {"error": str(exc)}
 
+    load_after = loadavg()
     print()
-    print(f"windows: {args.count:,} rides, {args.partitions} partitions, {len(CITIES)} cities, "
-          f"1-min tumbling windows, grace 30 s; {args.repeat} run(s) each; broker {bootstrap}")
-    print(f"{'variant':<30} {'min s':>8} {'median s':>9} {'best ev/s':>11} {'median ev/s':>12}  "
-          "checks")
+    print(f"windows ({workload}): {args.count:,} rides, {args.partitions} partitions, "
+          f"{len(CITIES)} cities, {drivers:,} drivers, 1-min tumbling windows per {what}, "
+          f"grace 30 s; {args.repeat} round(s) ({' '.join(orders)}); broker {bootstrap}; "
+          f"load average {load_before} -> {load_after}")
+    print(f"{'variant':<30} {'median ev/s':>12} {'min-max ev/s':>19} {'median s':>9}  "
+          f"{'late':>12} {'lost':>12}  checks")
     for k, s in summary.items():
-        print(f"({k}) {s['label']:<26} {s['seconds_min']:>8.2f} {s['seconds_median']:>9.2f} "
-              f"{s['events_per_s_best']:>11,.0f} {s['events_per_s_median']:>12,.0f}  "
+        span = f"{s['events_per_s_worst']:,.0f}-{s['events_per_s_best']:,.0f}"
+        late = "/".join("?" if x is None else str(x) for x in s["late_reported"]) \
+            if any(x is not None for x in s["late_reported"]) else "-"
+        lost = "/".join("-" if x is None else str(x)
+                        for x in s["rides_missing_from_closed_windows"])
+        print(f"({k}) {s['label']:<26} {s['events_per_s_median']:>12,.0f} {span:>19} "
+              f"{s['seconds_median']:>9.2f}  {late:>12} {lost:>12}  "
               f"{'ok' if s['all_checks_ok'] else 'FAILED'}")
+    print("late = rides the variant reported it dropped as late, per round; lost = the "
+          "oracle's rides missing from the windows that must be closed, per round")
     for k, msg in failures.items():
         print(f"({k}) FAILED: {msg.splitlines()[0]}")
-    for b in "bcd":
-        r = ratios[f"a_over_{b}"]
+    for name, r in ratios.items():
         if r["median"] is not None:
-            print(f"ratio (a)/({b}) events/s: median {r['median']:.3f}, best {r['best']:.3f}")
-    print(f"agreement of (a), (b), (c): {json.dumps(agree)}")
+            print(f"ratio (a)/({name[-1]}) events/s: median {r['median']:.3f}, "
+                  f"best {r['best']:.3f}, worst {r['worst']:.3f}")
+    print(f"agreement of {', '.join(f'({k})' for k in finals)}: {json.dumps(agree)}")
     if profile and "hot_path" in profile:
         print("(a) under cProfile, per-record framework functions by cumulative share:")
         for r in profile["hot_path"][:6]:
             print(f"  {r['cumtime_share']:6.1%}  {r['function']}  ({r['calls']} calls)")
 
     chart_note = None
-    if args.chart:
-        chart_note = write_chart(Path(args.chart), summary, args.count)
-        print(chart_note or f"chart written to {args.chart}")
+    if chart_path:
+        chart_note = write_chart(Path(chart_path), summary, args.count, what)
+        print(chart_note or f"chart written to {chart_path}")
+    if workload == "city":
+        description = ("rides keyed by city -> per city, 1-minute tumbling windows (grace 30 s, "
+                       "event time = ts) -> {rides, fare_total (Decimal sum, 2 places)}")
+    else:
+        description = ("rides keyed by city, all produced before any variant starts (a "
+                       "backlog) -> re-keyed by driver_id through a repartition topic -> per "
+                       "driver, 1-minute tumbling windows (grace 30 s, event time = ts) -> "
+                       "{rides, fare_total (Decimal sum, 2 places)}, emitted when final; "
+                       "late rides counted (correct count: 0)")
     doc = {
         "benchmark": "windows",
+        "workload_name": workload,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "broker": bootstrap, "count": args.count, "partitions": args.partitions,
-        "cities": len(CITIES), "seed": SEED, "repeat": args.repeat,
-        "workload": "rides keyed by city -> per city, 1-minute tumbling windows (grace 30 s, event "
-                    "time = ts) -> {rides, fare_total (Decimal sum, 2 places)}; input "
-                    f"one ride per {SPACING_MS} ms of event time, up to {DISORDER_MS} ms out of "
-                    "order (none late)",
+        "cities": len(CITIES), "drivers": drivers, "seed": SEED, "repeat": args.repeat,
+        "round_orders": orders,
+        "workload": f"{description}; input one ride per {SPACING_MS} ms of event time, up to "
+                    f"{DISORDER_MS} ms out of order (none late)",
         "measure": "seconds from subprocess start until the variant's consumer group has "
-                   "committed the end offset of every input partition, "
-                   "polled every 0.1 s; events/s = count / seconds; "
-                   "best = from the fastest run, median = from the median run",
+                   "committed the end offset of every input partition (and, behind a "
+                   "repartition, of every partition of its repartition topic), "
+                   "polled every 0.1 s; events/s = count / seconds; rounds run every variant "
+                   "once, in an order rotated each round; best / median / worst = from the "
+                   "fastest / median / slowest run",
+        "late_counts": "late_reported: (a) records in its late topic (the topology's "
+                       "late_topic), (c) calls of the window's on_late callback; "
+                       "rides_missing_from_closed_windows: oracle rides minus reported rides "
+                       "over the windows that must be closed",
         "settings": "commit interval 1 s for all variants; (a) at_least_once, (b) at-least-once "
                     "(faust default), (c) at-least-once; state: (a) RocksDB, (b) faust memory "
                     "store + changelog, (c) RocksDB + changelog, (d) a dict",
         "comparison": verify.__doc__.strip() + " " + agreement.__doc__.strip(),
         "versions": versions(),
         "machine": {**machine(), "load_average_1_5_15_min": {"start": load_before,
-                                                              "end": loadavg()}},
+                                                              "end": load_after}},
         "oracle": {"windows": len(oracle.windows), "surely_closed": len(oracle.surely_closed()),
                    "possibly_closed": len(oracle.possibly_closed())},
         "variants": summary,
@@ -781,12 +935,12 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": ratios,
         "agreement": agree,
         "profile_a": profile,
-        "chart": None if chart_note or not args.chart else str(args.chart),
+        "chart": None if chart_note or not chart_path else str(chart_path),
+        "scratch_dir": str(work),
     }
-    out = Path(args.results)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    print(f"results written to {out}")
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    print(f"results written to {results_path}")
     ok = (not failures and all(s["all_checks_ok"] for s in summary.values())
           and agree.get("agree") is not False)
     return 0 if ok else 1
