@@ -1,26 +1,46 @@
 """Windowed-aggregation benchmark: this framework vs. faust-streaming vs. Quix Streams vs. a bare
-aiokafka loop, on rides per city and 1-minute tumbling window (grace 30 s).
+aiokafka loop, on rides per city (or per driver, behind a repartition) and 1-minute tumbling
+window (grace 30 s).
 
 Standalone script (not collected by pytest; needs the ``bench`` extra: quixstreams, matplotlib)::
 
-    python tests/bench/bench_windows.py                       # 1,000,000 rides, 3 repeats
+    python tests/bench/bench_windows.py                       # 1,000,000 rides, 3 rounds
     python tests/bench/bench_windows.py --count 20000 --repeat 1   # quick check
+    python tests/bench/bench_windows.py --workload driver-repartition --count 100000
+
+Workloads (``--workload``):
+
+- ``city`` (default, the published results): windows per city, the input's own key, so no
+  repartition; variants a, b, c, d.
+- ``driver-repartition``: the same rides re-keyed by ``driver_id`` (this framework:
+  ``group_by(lambda r: r["driver_id"], name="by-driver")``; Quix: ``sdf.group_by("driver_id")``),
+  then the same windows per driver, emitted when final. All rides are produced before any
+  variant starts, so each variant works through a backlog: its upstream task(s) feed the
+  repartition topic at whatever pace they read their input partitions, which is where event-time
+  progress behind a repartition goes wrong if it is taken as "max timestamp seen". The input's
+  disorder (20 s) is inside the grace (30 s), so a correct run drops no ride as late; each
+  variant's late count is reported (a: records in its late topic; c: calls of the window's
+  ``on_late`` callback) next to the rides missing from its closed windows. Only a and c:
+  faust's windows have no grace and no final emit (they expire by wall clock), and the raw loop
+  has no repartition and closes no window, so neither would do this job.
 
 What it does:
 
 1. deletes the topics and consumer groups it uses (all named ``wbench...``, plus Quix's
-   ``changelog__wbench-quix--...``), then produces COUNT rides once into ``wbench-rides``
-   (4 partitions, keyed by city, 20 cities, seed 42): JSON ~150 B
-   ``{ride_id, rider_id, driver_id, city, fare ("12.34"), ts}``, one ride per 10 ms of event
-   time ending about now, each up to 20 s out of order (so nothing is late with 30 s grace);
-   the Kafka record timestamp is ``ts`` too;
-2. runs, one after the other, in ``--repeat`` rounds (a b c d, a b c d, ...), each variant as a
-   subprocess with a fresh consumer group, state and output topic, timing from process start
-   until its group has committed every input offset, polled every 0.1 s; then stops it with
-   SIGTERM:
+   ``changelog__wbench-quix--...`` and ``repartition__wbench-quix--...``), then produces COUNT
+   rides once into ``wbench-rides`` (4 partitions, keyed by city, 20 cities, ``--drivers``
+   drivers, seed 42): JSON ~150 B ``{ride_id, rider_id, driver_id, city, fare ("12.34"), ts}``,
+   one ride per 10 ms of event time ending about now, each up to 20 s out of order (so nothing
+   is late with 30 s grace); the Kafka record timestamp is ``ts`` too;
+2. runs ``--repeat`` rounds (at least 3 for numbers worth reporting), each running every
+   variant once, in an order rotated each round (a b c d, b c d a, c d a b, ...), each variant as
+   a subprocess with a fresh consumer group, state and output topic, timing from process start
+   until its group has committed every input offset (and every offset of its repartition
+   topic), polled every 0.1 s; then stops it with SIGTERM:
 
    a. this framework: tests/bench/windows_topology.py run by tests/bench/windows_runner.py
-      (group ``wbench_windows``, output ``wbench-out-streams``, emit="final");
+      (group ``wbench_windows``, output ``wbench-out-streams``, late topic
+      ``wbench-late-streams``, emit="final");
    b. faust-streaming: tests/bench/windows_faust.py, a tumbling windowed table
       (group/app ``wbench-faust``; result = the table's changelog);
    c. Quix Streams: tests/bench/windows_quix.py, ``tumbling_window().reduce().final()``
@@ -29,11 +49,14 @@ What it does:
       (tests/bench/windows_raw.py, group ``wbench-raw``; writes its dict to a file on exit);
 
 3. verifies every run against an oracle computed here from the generated rides (count and
-   Decimal fare sum per (city, window_start)) -- see ``verify()`` for what "agree" means --
-   prints a table and writes tests/bench/results/windows.json and windows.png.
+   Decimal fare sum per (key, window_start)) -- see ``verify()`` for what "agree" means --
+   prints median and min-max events/s per variant and writes ``--results`` (default
+   tests/bench/results/windows.json, or windows_driver_repartition.json) and a chart next to it.
 
-``--profile`` additionally runs (a) once under ``python -m cProfile -o`` and records its
-hottest functions in the results.
+Logs, state and result files of a run go under one fresh directory (``--work-dir`` names its
+parent); the description of the produced input, kept for ``--reuse-input``, goes next to it,
+one file per broker port. ``--profile`` additionally runs (a) once under
+``python -m cProfile -o`` and records its hottest functions in the results.
 """
 
 from __future__ import annotations
@@ -314,6 +337,7 @@ class Run:
     log: str
     check: dict[str, Any] = field(default_factory=dict)
     late_reported: int | None = None
+    load_average: list[float] | None = None   # 1/5/15 min, as the run started
 
 
 async def _read_topic(bootstrap: str, topic: str, partitions: int) -> list[Any]:
@@ -799,6 +823,7 @@ def main(argv: list[str] | None = None) -> int:
             reset_for(v, bootstrap, args.partitions)
             run_dir = work / f"{v.key}-{rnd}"
             _log(f"({v.key}) {v.label}, round {rnd}/{args.repeat}")
+            load = loadavg()
             try:
                 run = asyncio.run(measure(v, bootstrap, args.count, timeout, run_dir))
             except RuntimeError as exc:
@@ -807,6 +832,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             got, dups = v.reader(bootstrap, args.partitions, run_dir)
             run.check = verify(v.key, got, dups, oracle)
+            run.load_average = load
             if v.late_reader is not None:
                 run.late_reported = v.late_reader(bootstrap, run_dir)
             if v.key in ("a", "b", "c"):
