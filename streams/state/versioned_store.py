@@ -43,6 +43,8 @@ from .table import StoreView
 from .window_store import key_prefix, prefix_end, time_bytes, time_of
 
 _VALUE, _TOMBSTONE = b"\x01", b"\x00"
+# what ``put`` did (Kafka's put returns the new version's validTo, or a code for "not put")
+DROPPED, LATEST, HISTORY = 0, 1, 2
 _INDEX = b"\xff"
 STREAM_TIME_KEY = b"\xfe"
 _UNKNOWN = None
@@ -155,16 +157,18 @@ class VersionedTableView(StoreView):
             yield last_prefix[4:], self._deserialize(last.data[1:])
 
     # -- writes -----------------------------------------------------------------------------------
-    def put(self, key: Any, value: Any, ts: int) -> bool:
-        """Write ``value`` (``None``: a tombstone) as ``key``'s version at ``ts``. Returns False,
-        writing nothing, when ``ts`` is older than the history retention allows (Kafka drops
-        such writes). Raises, writing nothing, if the value cannot be serialized or its
-        changelog record would be too large."""
+    def put(self, key: Any, value: Any, ts: int) -> int:
+        """Write ``value`` (``None``: a tombstone) as ``key``'s version at ``ts``. Returns
+        ``LATEST`` if it is now the key's latest version, ``HISTORY`` if a later one exists,
+        ``DROPPED`` (0, false), writing nothing, when ``ts`` is older than the history retention
+        allows (Kafka drops such writes). Raises, writing nothing, if the value cannot be
+        serialized or its changelog record would be too large."""
         kb = self.key_bytes(key)
         now = self.stream_time
         if now >= 0 and ts < now - self.history_ms:
-            return False
-        data = _TOMBSTONE if value is None else _VALUE + self._serialize(value)
+            return DROPPED
+        vb = None if value is None else self._serialize(value)
+        data = _TOMBSTONE if vb is None else _VALUE + vb  # a serde's None is a delete too
         prefix = key_prefix(kb)
         pk = prefix + time_bytes(ts)
         if len(pk) + len(data) > MAX_RECORD_BYTES:
@@ -190,7 +194,7 @@ class VersionedTableView(StoreView):
         if ts > now:
             self._time = ts
             self.put_raw(STREAM_TIME_KEY, time_bytes(ts))
-        return True
+        return LATEST if after is None else HISTORY
 
     def _reindex(self, pk: bytes, old: int | None, new: int | None) -> None:
         if old == new:

@@ -267,3 +267,23 @@ def test_grace_needs_a_versioned_table_and_a_name() -> None:
         t.stream("s").join(versioned, joined, grace=timedelta(seconds=1))
     with pytest.raises(ValueError, match="negative"):
         t.table("other", versioned=timedelta(seconds=-1))
+
+
+def test_tables_get_reads_latest_as_of_and_every_version_from_local_state(tmp_path) -> None:
+    from streams.tables.inspect import get_value, get_versions
+
+    topology = build(history_ms=60_000, grace_ms=None)
+    # the driver keeps tasks under its state dir, a worker under <state dir>/<topology>
+    with TopologyTestDriver(topology, state_dir=tmp_path / topology.name) as d:
+        d.pipe("vj-table", "a", {"v": 1}, timestamp=1_000)
+        d.pipe("vj-table", "a", {"v": 2}, timestamp=5_000)
+        d.pipe("vj-table", "b", {"v": 1}, timestamp=2_000)
+        d.pipe("vj-table", "b", None, timestamp=3_000)
+    state = str(tmp_path)
+    assert get_value(topology, state, "vj-table", "a") == {"v": 2}
+    assert get_value(topology, state, "vj-table", "a", as_of=4_999) == {"v": 1}
+    assert get_value(topology, state, "vj-table", "b", as_of=2_500) == {"v": 1}
+    with pytest.raises(LookupError, match="as of 3000"):
+        get_value(topology, state, "vj-table", "b", as_of=3_000)
+    assert get_versions(topology, state, "vj-table", "b") == [
+        {"timestamp": 2_000, "value": {"v": 1}}, {"timestamp": 3_000, "value": None}]

@@ -13,7 +13,7 @@ from typing import Any
 
 from ...dsl.serdes import json_dumps
 from ...dsl.versioned import VersionedTableJoinNode, VersionedTableSourceNode
-from ...state.versioned_store import VersionedTableView
+from ...state.versioned_store import DROPPED, LATEST, VersionedTableView
 from ...state.window_store import JoinBufferView
 from ..context import ProcessorContext
 from .base import Processor, Rec
@@ -45,15 +45,14 @@ class VersionedTableSourceProc(Processor):
                                 reason="null-key")
                 continue
             try:
-                latest = table.latest_timestamp(rec.key)
-                if not table.put(rec.key, rec.value, rec.ts):
-                    ctx.count_dropped(name, "expired")
-                    continue
+                done = table.put(rec.key, rec.value, rec.ts)
             except Exception as exc:  # noqa: BLE001 - e.g. a value too large for the changelog
                 self.fail(rec, exc)
                 continue
-            if latest is None or rec.ts >= latest:
+            if done == LATEST:
                 out.append(rec)
+            elif done == DROPPED:
+                ctx.count_dropped(name, "expired")
         table.expire()
         self.emit(out)
 
