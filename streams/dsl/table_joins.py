@@ -4,7 +4,9 @@ Semantics (Kafka Streams' KStream-KTable and KStream-GlobalKTable joins):
 
 * **Only stream records produce output.** A stream record is joined with the table row that is
   current when the record is processed; a later table update (or tombstone) changes the table
-  silently and never emits a join result for earlier stream records.
+  silently and never emits a join result for earlier stream records. A **versioned** table
+  (``topology.table(topic, versioned=timedelta(...))``) is joined as of the stream record's
+  timestamp instead, optionally after a ``grace`` (:mod:`streams.dsl.versioned`).
 * ``how="inner"``: a stream record whose row is missing produces nothing. ``how="left"``: it
   produces ``joiner(value, None)``.
 * A stream record with a **null key** (table joins) or a **null value**, and a global join whose
