@@ -136,6 +136,6 @@ def versioned_join_node(head: n.Node, table: Table, joiner: Callable[[Any, Any],
                             "of held-back records and its changelog, which must stay the same "
                             "across versions)")
         buffer = f"{name}-buffer"
-        topology._add_store(buffer, _value_serde(Stream(topology, head)), "join-buffer")
+        topology._add_store(buffer, _value_serde(Stream(topology, head)), "grace-buffer")
     return VersionedTableJoinNode(name or topology._next_name("join"), table=table.name,
                                   joiner=joiner, how=how, grace_ms=grace_ms, buffer=buffer)

@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 from ..dsl.serdes import MAX_RECORD_BYTES, Serde
 from .store import TaskStore
 from .table import StoreView
-from .window_store import key_prefix, prefix_end, time_bytes, time_of
+from .window_store import JoinBufferView, key_prefix, prefix_end, time_bytes, time_of
 
 _VALUE, _TOMBSTONE = b"\x01", b"\x00"
 # what ``put`` did (Kafka's put returns the new version's validTo, or a code for "not put")
@@ -74,6 +74,10 @@ class VersionedTableView(StoreView):
             raise ValueError(f"history retention of {name!r} must be >= 0, got {history_ms}")
         self.history_ms = history_ms
         self._time: int | None = _UNKNOWN  # cached observed stream time
+        # Every expiry index entry below this time is deleted (the cutoff only grows, and no
+        # entry is written below it), so ``expire`` starts its scan here instead of walking the
+        # deletes since the last commit again; None: from the start.
+        self._expired_to: int | None = None
 
     # -- stream time ------------------------------------------------------------------------------
     @property
@@ -210,21 +214,40 @@ class VersionedTableView(StoreView):
         now = self.stream_time
         if now < 0:
             return 0
-        end = prefix_end(_INDEX + time_bytes(now - self.history_ms))
-        expired = list(self.range_bytes(_INDEX, end))
+        cutoff = now - self.history_ms
+        start = _INDEX if self._expired_to is None else _INDEX + time_bytes(self._expired_to)
+        expired = list(self.range_bytes(start, prefix_end(_INDEX + time_bytes(cutoff))))
         for ik, _ in expired:
             self.put_raw(ik[9:], None)
             self.put_raw(ik, None)
+        self._expired_to = cutoff + 1
         return len(expired)
 
     # -- buffer lifecycle: the cached stream time follows the buffered writes ---------------------
     def rollback(self) -> None:
         super().rollback()
-        self._time = _UNKNOWN
+        self._time = self._expired_to = _UNKNOWN
 
     def discard(self) -> None:
         super().discard()
-        self._time = _UNKNOWN
+        self._time = self._expired_to = _UNKNOWN
+
+
+class GraceBufferView(JoinBufferView):
+    """The stream records a join holds back for its grace period: a join buffer (per key, any
+    number of values per timestamp, in arrival order) released by time range."""
+
+    def pop_range(self, ts_from: int, ts_to: int) -> list[tuple[Any, int, Any]]:
+        """Delete every entry with ``ts_from <= ts <= ts_to`` and return them as [(key, ts,
+        value)], by ts then key bytes then arrival. With ``ts_from`` at or below the earliest
+        held timestamp this releases everything up to ``ts_to`` and, unlike a scan from the
+        beginning, does not walk the entries released since the last commit again."""
+        out = []
+        for pk, value in self._entries(self._indexed(ts_from, ts_to)):
+            key, (t,) = self._split(pk, 1)
+            out.append((key, t, value))
+            self._write(pk, t, None)
+        return out
 
 
 def _expiry(data: bytes, ts: int, next_ts: int | None) -> int | None:

@@ -8,6 +8,7 @@ kind                               view
 ``session``                        :class:`~streams.state.window_store.SessionStoreView`
 ``join-buffer``                    :class:`~streams.state.window_store.JoinBufferView`
 ``versioned``                      :class:`~streams.state.versioned_store.VersionedTableView`
+``grace-buffer``                   :class:`~streams.state.versioned_store.GraceBufferView`
 =================================  ==========================================================
 
 All of them are :class:`~streams.state.table.StoreView`\\ s: the task flushes, discards and
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from .store import TaskStore
 from .table import StoreView, TableView
-from .versioned_store import VersionedTableView
+from .versioned_store import GraceBufferView, VersionedTableView
 from .window_store import JoinBufferView, SessionStoreView, WindowStoreView
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ VIEWS: dict[str, type[StoreView]] = {
     "session": SessionStoreView,
     "join-buffer": JoinBufferView,
     "versioned": VersionedTableView,
+    "grace-buffer": GraceBufferView,
 }
 
 

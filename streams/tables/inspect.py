@@ -21,7 +21,7 @@ from ..state.views import open_view
 from ..state.window_store import SessionStoreView, WindowStoreView
 
 WINDOWED_KINDS = ("window", "session")
-TIME_KEYED_KINDS = (*WINDOWED_KINDS, "join-buffer")  # primary entries + a time index
+TIME_KEYED_KINDS = (*WINDOWED_KINDS, "join-buffer", "grace-buffer")  # entries + a time index
 VERSIONED = "versioned"  # versions of each key + an expiry index (streams.state.versioned_store)
 _MIN, _MAX = -(1 << 63), (1 << 63) - 1
 # Primary entries of a window/session store start with 0x00 (the key length's first byte),

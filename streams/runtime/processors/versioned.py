@@ -13,8 +13,7 @@ from typing import Any
 
 from ...dsl.serdes import json_dumps
 from ...dsl.versioned import VersionedTableJoinNode, VersionedTableSourceNode
-from ...state.versioned_store import DROPPED, LATEST, VersionedTableView
-from ...state.window_store import JoinBufferView
+from ...state.versioned_store import DROPPED, LATEST, GraceBufferView, VersionedTableView
 from ..context import ProcessorContext
 from .base import Processor, Rec
 from .table_joins import _PLAIN_VALUES, _joined
@@ -67,7 +66,7 @@ class VersionedTableJoinProc(Processor):
         view: Any = ctx.store(node.table)
         self.table: VersionedTableView = view
         self.grace = node.grace_ms
-        self.buffer: JoinBufferView | None = None
+        self.buffer: GraceBufferView | None = None
         # A lower bound of the buffered timestamps: nothing to release below it (saves a scan
         # of the buffer's time index per record).
         self._held_from = _EARLIEST
@@ -121,7 +120,7 @@ class VersionedTableJoinProc(Processor):
         """Join the held records with ``ts <= up_to``, in timestamp order."""
         if up_to < self._held_from or self.buffer is None:
             return
-        for key, ts, value in self.buffer.pop_before(up_to + 1):
+        for key, ts, value in self.buffer.pop_range(self._held_from, up_to):
             # No input record is behind a released one any more: its raw names the buffer.
             raw = _ClosedWindowRecord(self.changelog, self.ctx.partition,
                                       None if key is None else str(key).encode(),
