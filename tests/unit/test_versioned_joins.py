@@ -287,3 +287,12 @@ def test_tables_get_reads_latest_as_of_and_every_version_from_local_state(tmp_pa
         get_value(topology, state, "vj-table", "b", as_of=3_000)
     assert get_versions(topology, state, "vj-table", "b") == [
         {"timestamp": 2_000, "value": {"v": 1}}, {"timestamp": 3_000, "value": None}]
+
+
+def test_the_dsl_docstring_example_runs() -> None:
+    import doctest
+
+    import streams.dsl.versioned
+
+    assert doctest.testmod(streams.dsl.versioned).attempted > 0
+    assert doctest.testmod(streams.dsl.versioned).failed == 0
