@@ -294,5 +294,5 @@ def test_the_dsl_docstring_example_runs() -> None:
 
     import streams.dsl.versioned
 
-    assert doctest.testmod(streams.dsl.versioned).attempted > 0
-    assert doctest.testmod(streams.dsl.versioned).failed == 0
+    result = doctest.testmod(streams.dsl.versioned)
+    assert result.attempted > 0 and result.failed == 0
