@@ -47,6 +47,8 @@ _VALUE, _TOMBSTONE = b"\x01", b"\x00"
 DROPPED, LATEST, HISTORY = 0, 1, 2
 _INDEX = b"\xff"
 STREAM_TIME_KEY = b"\xfe"
+_LAST_TIME = b"\xff" * 8  # above every time_bytes()
+_NO_VALUE: Any = object()
 _UNKNOWN = None
 
 
@@ -78,6 +80,9 @@ class VersionedTableView(StoreView):
         # entry is written below it), so ``expire`` starts its scan here instead of walking the
         # deletes since the last commit again; None: from the start.
         self._expired_to: int | None = None
+        # keys (their prefixes) with version writes since the last flush: their lookups merge
+        # the buffer in; the others are answered by RocksDB alone
+        self._dirty_prefixes: set[bytes] = set()
 
     # -- stream time ------------------------------------------------------------------------------
     @property
@@ -103,6 +108,12 @@ class VersionedTableView(StoreView):
             yield Version(time_of(pk, at), pk, data)
 
     def _last(self, prefix: bytes, up_to: int | None = None) -> Version | None:
+        """The key's last version (up to ``up_to``): one reverse seek in RocksDB, unless the
+        key has writes not yet committed (then a scan of its versions with those merged in)."""
+        if prefix not in self._dirty_prefixes and not self.store.has_pending(self.name):
+            upper = prefix + (_LAST_TIME if up_to is None else time_bytes(up_to))
+            found = self.store.last_committed(self.name, prefix, upper)
+            return None if found is None else Version(time_of(found[0], len(prefix)), *found)
         last = None
         for last in self._versions(prefix, up_to):
             pass
@@ -200,6 +211,20 @@ class VersionedTableView(StoreView):
             self.put_raw(STREAM_TIME_KEY, time_bytes(ts))
         return LATEST if after is None else HISTORY
 
+    def put_raw(self, kb: bytes, vb: bytes | None, value: Any = _NO_VALUE) -> None:
+        if kb[:1] == b"\x00":  # a version (index and stream-time keys start 0xff, 0xfe)
+            self._dirty_prefixes.add(kb[:-8])
+        super().put_raw(kb, vb) if value is _NO_VALUE else super().put_raw(kb, vb, value)
+
+    def flush(self) -> list[tuple[bytes, bytes | None]]:
+        # The buffer moves to the store's batch (``has_pending`` covers it until written); the
+        # stream time and the expiry cutoff it reflects stay as they are.
+        now, expired_to = self._time, self._expired_to
+        out = super().flush()
+        self._time, self._expired_to = now, expired_to
+        self._dirty_prefixes.clear()
+        return out
+
     def _reindex(self, pk: bytes, old: int | None, new: int | None) -> None:
         if old == new:
             return
@@ -231,6 +256,7 @@ class VersionedTableView(StoreView):
     def discard(self) -> None:
         super().discard()
         self._time = self._expired_to = _UNKNOWN
+        self._dirty_prefixes.clear()
 
 
 class GraceBufferView(JoinBufferView):
