@@ -147,11 +147,6 @@ class VersionedTableView(StoreView):
         """The latest value of ``key``."""
         return self.get_by_bytes(self.key_bytes(key), default)
 
-    def latest_timestamp(self, key: Any) -> int | None:
-        """The timestamp of ``key``'s latest version (a tombstone included), None if none."""
-        last = self._last(key_prefix(self.key_bytes(key)))
-        return None if last is None else last.ts
-
     def versions(self, key: Any) -> list[tuple[int, Any]]:
         """[(timestamp, value or None for a tombstone)] of ``key``'s stored versions, oldest
         first (what `streams tables get` shows)."""
