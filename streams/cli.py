@@ -289,6 +289,8 @@ def tables_list(name: str | None, as_json: bool, state_dir: str | None, broker: 
                    f"  bytes={r.bytes_on_disk}  guarantee={r.processing_guarantee}")
         if r.window is not None:
             click.echo(f"  windows: {r.window}; {r.windows} stored")
+        if r.kind == "versioned":
+            click.echo(f"  versions: {r.versions} stored; history retention {r.history_ms} ms")
         if r.kind == "global":  # every worker holds all of it; its topic is its changelog
             click.echo(f"  topic {r.changelog} (all partitions, the changelog) end offsets "
                        f"[{ends}]")
@@ -309,15 +311,27 @@ def tables_list(name: str | None, as_json: bool, state_dir: str | None, broker: 
 @click.argument("table")
 @click.argument("key")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--as-of", "as_of", type=int, default=None,
+              help="versioned tables: the value as of this time (epoch ms)")
+@click.option("--versions", "all_versions", is_flag=True,
+              help="versioned tables: every stored version of KEY, oldest first")
 @_state_dir_option
-def tables_get(name: str, table: str, key: str, as_json: bool, state_dir: str | None) -> None:
+def tables_get(name: str, table: str, key: str, as_json: bool, as_of: int | None,
+               all_versions: bool, state_dir: str | None) -> None:
     """Print the value of KEY in TABLE (from this host's state); for a windowed table every
-    window of KEY, one line each (with --json: {"window_start", "window_end", "value"})."""
+    window of KEY, one line each (with --json: {"window_start", "window_end", "value"}); for
+    a versioned table the latest value, or with --as-of the value as of that time, or with
+    --versions every version (with --json: {"timestamp", "value"}, value null: deleted)."""
     from .dsl.serdes import json_dumps
-    from .tables.inspect import get_value, get_windows, is_windowed
+    from .tables.inspect import get_value, get_versions, get_windows, is_windowed
 
     topology = registry.load(name)
     settings = load_settings(name, state_dir=state_dir)
+    if all_versions:
+        for v in get_versions(topology, settings.state_dir, table, key):
+            text = json_dumps(v if as_json else v["value"]).decode()
+            click.echo(text if as_json else f"{key} @{v['timestamp']}: {text}")
+        return
     if is_windowed(topology, table):
         for w in get_windows(topology, settings.state_dir, table, key):
             if as_json:
@@ -327,7 +341,7 @@ def tables_get(name: str, table: str, key: str, as_json: bool, state_dir: str | 
                 bounds = f"[{s}, {e})" if _end_exclusive(topology, table) else f"[{s}, {e}]"
                 click.echo(f"{key} {bounds}: {json_dumps(w['value']).decode()}")
         return
-    value = get_value(topology, settings.state_dir, table, key)
+    value = get_value(topology, settings.state_dir, table, key, as_of=as_of)
     text = json_dumps(value).decode()
     click.echo(text if as_json else f"{key}: {text}")
 

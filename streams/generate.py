@@ -74,6 +74,7 @@ CATEGORIES = ["books", "electronics", "garden", "toys", "grocery", "sports", "mu
 PRODUCT_NAMES = ["lamp", "kettle", "novel", "headphones", "rake", "puzzle", "coffee", "ball",
                  "guitar strings", "notebook", "charger", "tent"]
 UNKNOWN_SHARE = 0.04  # transactions whose user (and, separately, product) does not exist
+LATE_SHARE, LATE_STEPS = 0.03, 50  # transactions that arrive up to 50 steps late
 
 
 def enrichment(rng: random.Random, count: int, start_ms: int, step_ms: float = 100
@@ -82,7 +83,10 @@ def enrichment(rng: random.Random, count: int, start_ms: int, step_ms: float = 1
     (keyed by product_id), then ``count`` transactions keyed by user_id. About 4 % of the
     transactions name a user that does not exist and about 4 % a product that does not; after
     each fifth of the transactions three users change tier. Event time starts at ``start_ms``
-    and advances ``step_ms`` per transaction."""
+    and advances ``step_ms`` per transaction; about 3 % of the transactions arrive late (their
+    ``ts`` up to 50 steps back), among them, three transactions after each tier change, one of
+    a changed user from before the change: it gets the tier the user had at its ``ts``. The users rows carry no
+    time: ``record_timestamps`` stamps them just before the next transaction."""
     n_users, n_products = max(20, count // 20), max(10, count // 40)
     user_ids = [f"u{i}" for i in range(n_users)]
     product_ids = [f"p{i}" for i in range(n_products)]
@@ -94,9 +98,12 @@ def enrichment(rng: random.Random, count: int, start_ms: int, step_ms: float = 1
         yield "products", pid, {"product_id": pid, "name": rng.choice(PRODUCT_NAMES),
                                 "category": rng.choice(CATEGORIES), "price": f"{price:.2f}"}
     fifth = max(1, count // 5)
+    changed: list[str] = []
+    changed_at = 0
     for i in range(count):
         if i and i % fifth == 0:
-            for uid in rng.sample(user_ids, 3):
+            changed, changed_at = rng.sample(user_ids, 3), i
+            for uid in changed:
                 yield "users", uid, {"user_id": uid, "name": rng.choice(FIRST_NAMES),
                                      "tier": rng.choice(TIERS)}
         uid = (f"u-unknown-{rng.randrange(1000)}" if rng.random() < UNKNOWN_SHARE
@@ -104,8 +111,17 @@ def enrichment(rng: random.Random, count: int, start_ms: int, step_ms: float = 1
         pid = (f"p-unknown-{rng.randrange(1000)}" if rng.random() < UNKNOWN_SHARE
                else rng.choice(product_ids))
         amount = Decimal(rng.randrange(100, 100000)) / 100
+        ts = start_ms + int(i * step_ms)
+        if changed and i == changed_at + 3:
+            # a transaction of a user who just changed tier, from before the change, arrives
+            # late: it gets the tier the user had when it happened
+            uid, ts = changed[0], start_ms + int((changed_at - 2) * step_ms)
+        elif rng.random() < LATE_SHARE and i % fifth:
+            # arrives late (not right after a tier change: the users rows are stamped with the
+            # time of the transaction that follows them)
+            ts = max(start_ms, ts - int(rng.randrange(1, LATE_STEPS) * step_ms))
         yield "transactions", uid, {"txn_id": f"t{i}", "user_id": uid, "product_id": pid,
-                                    "amount": f"{amount:.2f}", "ts": start_ms + int(i * step_ms)}
+                                    "amount": f"{amount:.2f}", "ts": ts}
 
 
 MERCHANTS = ["grocer", "fuel", "coffee", "books", "pharmacy", "electronics", "travel", "cinema",

@@ -384,7 +384,8 @@ class TopologyTestDriver:
     def table(self, name: str) -> dict[Any, Any]:
         """The current contents of a table as {key: value} (commits first, as a worker would
         before anyone can read its state). Windowed tables: {key: {window start: value}}, or
-        {key: {(start, end): value}} for sessions."""
+        {key: {(start, end): value}} for sessions; versioned tables: each key's latest
+        value."""
         self.commit()
         if self._globals is not None and name in self._globals.views:
             return {kb.decode(): v for kb, v in self._globals[name].items()}
@@ -398,6 +399,8 @@ class TopologyTestDriver:
                         windows.setdefault(key, {})[bounds[0] if kind == "window"
                                                     else tuple(bounds)] = value
                     return windows
+                if kind == "versioned":  # the latest version of each key
+                    return {kb.decode(): v for kb, v in view.latest_items()}  # type: ignore[attr-defined]
                 out = {}
                 for kb, vb in task.store.items(name):  # type: ignore[union-attr]
                     out[kb.decode()] = view.decode(kb, vb)

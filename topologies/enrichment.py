@@ -1,25 +1,31 @@
 """Stream-table joins + branch: enrich transactions with their user and product.
 
 transactions {txn_id, user_id, product_id, amount, ts}, keyed by user_id
-  -> join users (a table on `users`, keyed by user_id, co-partitioned with transactions)
-  -> join products (a global table on `products`) by the transaction's product_id
+  -> join users (a versioned table on `users`, keyed by user_id, co-partitioned with
+     transactions): the user AS OF the transaction's time ``ts`` (the version of the user
+     with the latest record timestamp at or before it), so a transaction that arrives late
+     still gets the tier the user had when it happened; history is kept for a day
+  -> join products (a global table on `products`) by the transaction's product_id, as current
+     when the transaction is processed
   -> by the user's tier: premium-transactions (PREMIUM), regular-transactions (REGULAR),
      other-transactions (anything else), each {txn_id, user_id, user_name, tier, product_id,
      product_name, category, amount, ts}
-  -> a transaction whose user or product is unknown when it is processed: unenriched-transactions,
-     with its key and value unchanged
+  -> a transaction whose user is unknown as of its time, or whose product is unknown when it
+     is processed: unenriched-transactions, with its key and value unchanged
 Transactions that are not JSON objects, lack a field, carry an amount that is not a two-place
 decimal string or a key other than their user_id go to enrichment-dlq.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from streams import Topology
 
 FIELDS = ("txn_id", "user_id", "product_id", "amount", "ts")
+USER_HISTORY = timedelta(days=1)  # how far back a transaction can still get its user's past tier
 
 
 class InvalidTransaction(ValueError):
@@ -74,13 +80,16 @@ def is_unenriched(joined: dict[str, Any]) -> bool:
 topology = Topology("enrichment", description="transactions enriched with user and product, "
                                               "by tier")
 
-users = topology.table("users")
+# Versions are at the users records' Kafka timestamps (the rows carry no time of their own).
+users = topology.table("users", versioned=USER_HISTORY)
 products = topology.global_table("products")
 
 joined = (topology.stream("transactions", timestamp="ts")
           .map(validated, name="validate")
           .peek(key_is_user_id, name="check-key")
-          # left joins: an unknown user or product is routed below instead of dropped
+          # left joins: an unknown user or product is routed below instead of dropped; no
+          # grace: a task reads users and transactions in timestamp order, so a user's update
+          # is applied before the transactions after it, and outputs need not wait
           .join(users, with_user, how="left", name="join-users")
           .join(products, lambda _key, j: j["txn"]["product_id"], with_product, how="left",
                 name="join-products"))

@@ -4,7 +4,9 @@ Semantics (Kafka Streams' KStream-KTable and KStream-GlobalKTable joins):
 
 * **Only stream records produce output.** A stream record is joined with the table row that is
   current when the record is processed; a later table update (or tombstone) changes the table
-  silently and never emits a join result for earlier stream records.
+  silently and never emits a join result for earlier stream records. A **versioned** table
+  (``topology.table(topic, versioned=timedelta(...))``) is joined as of the stream record's
+  timestamp instead, optionally after a ``grace`` (:mod:`streams.dsl.versioned`).
 * ``how="inner"``: a stream record whose row is missing produces nothing. ``how="left"``: it
   produces ``joiner(value, None)``.
 * A stream record with a **null key** (table joins) or a **null value**, and a global join whose
@@ -55,7 +57,7 @@ if TYPE_CHECKING:
 
 JOIN_MODES = ("inner", "left")
 # table kinds a stream can be joined with (key -> latest value); windowed stores are not
-TABLE_KINDS = ("table", "aggregate")
+TABLE_KINDS = ("table", "aggregate", "versioned")
 
 
 @dataclass(frozen=True)
@@ -149,12 +151,17 @@ def _check_how(how: str) -> None:
 
 
 def join_table(stream: Stream, table: Table, joiner: Callable[[Any, Any], Any], *,
-               how: str = "inner", name: str | None = None) -> Stream:
-    """``stream.join(table, joiner, how="inner"|"left", name=None)``: see the module docstring.
+               how: str = "inner", name: str | None = None, grace: Any = None) -> Stream:
+    """``stream.join(table, joiner, how="inner"|"left", name=None, grace=None)``: see the
+    module docstring; a versioned table is joined as of each record's time, with an optional
+    ``grace`` (:mod:`streams.dsl.versioned`).
 
     ``name`` names the join node and, if the stream must be repartitioned first, its
-    repartition topic (default ``<table>-join``).
+    repartition topic (default ``<table>-join``); with a grace, also the buffer of held-back
+    records (``<name>-buffer``), so it is required then.
     """
+    from .versioned import VERSIONED, versioned_join_node
+
     from .topology import GroupedStream, Stream, _value_type
 
     _check_how(how)
@@ -165,6 +172,10 @@ def join_table(stream: Stream, table: Table, joiner: Callable[[Any, Any], Any], 
                         "stream: only key-value tables (topology.table, aggregations) can")
     if not callable(joiner):
         raise TypeError(f"joiner must be a function joiner(value, table_value), got {joiner!r}")
+    versioned = table.spec.kind == VERSIONED
+    if grace is not None and not versioned:
+        raise ValueError(f"a grace needs a versioned table (as Kafka Streams): declare "
+                         f"{table.name!r} with topology.table(..., versioned=timedelta(...))")
     topology = stream.topology
     head = stream.node
     if stream.rekeyed:
@@ -175,8 +186,12 @@ def join_table(stream: Stream, table: Table, joiner: Callable[[Any, Any], Any], 
         if name is not None:
             topology._claim_repartition(name)
         head = grouped._grouped(f"{table.name}-join")
-    node = StreamTableJoinNode(name or topology._next_name("join"), table=table.name,
-                               joiner=joiner, how=how)
+    node: n.Node
+    if versioned:
+        node = versioned_join_node(head, table, joiner, how, name, grace)
+    else:
+        node = StreamTableJoinNode(name or topology._next_name("join"), table=table.name,
+                                   joiner=joiner, how=how)
     head.add_child(node)
     return Stream(topology, node)
 

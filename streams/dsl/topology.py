@@ -41,6 +41,7 @@ class StoreSpec:
     kind: str  # "aggregate", "table", "store"; "window", "session", "join-buffer" (state.views)
     key_serde: Serde
     window: Any = None  # the window spec of a windowed aggregate's store
+    history_ms: int | None = None  # a versioned table's history retention (state.versioned_store)
 
 
 class Topology:
@@ -140,13 +141,25 @@ class Topology:
         return Stream(self, node)
 
     def table(self, topic: str, *, name: str | None = None, key: Any = "str",
-              value: Any = "json") -> Table:
+              value: Any = "json", versioned: Any = None) -> Table:
         """Materialize ``topic`` as a table (latest value per key, a null value deletes).
 
+        ``versioned=timedelta(...)`` keeps every version of each key for that long (history
+        retention) instead of only the latest, so that a stream joined with the table gets the
+        row *as of each stream record's timestamp* and the join can take a ``grace``
+        (Kafka Streams' versioned tables; rules in :mod:`streams.dsl.versioned`). A version's
+        time is its Kafka record timestamp (a tombstone's too).
+
         ``users = topology.table("users", value=User)``
+        ``tiers = topology.table("users", versioned=timedelta(days=1))``
         """
         self._check_input(topic)
         name = name or topic
+        if versioned is not None:
+            from .versioned import add_versioned_table
+
+            return add_versioned_table(self, topic, name, key=key, value=value,
+                                       history=versioned)
         spec = self._add_store(name, serde_for(value), "table")
         source = n.SourceNode(self._next_name("source"), topic, serde_for(key), spec.value_serde,
                               None)
@@ -436,7 +449,9 @@ class Stream:
           name=...)`` (semantics and bounds in :mod:`streams.dsl.joins`);
         * a :class:`Table`: ``join(table, joiner, how="inner"|"left")``, the co-partitioned
           table's row of the record's key; emits ``joiner(value, row)`` (``row`` None for a
-          left join miss);
+          left join miss). A versioned table gives the row as of the record's timestamp, and
+          takes ``grace=timedelta(...)`` and ``name=`` to hold records back for late table
+          updates (:mod:`streams.dsl.versioned`);
         * a :class:`~streams.dsl.table_joins.GlobalTable`: ``join(global_table, key_selector,
           joiner, how="inner"|"left")``, the row of ``key_selector(key, value)``.
 
@@ -446,6 +461,7 @@ class Stream:
         ``orders.join(shipments, merge, JoinWindows(0, 7 * 86_400_000, 3_600_000),
         name="order-shipments")``
         ``orders.join(users, lambda order, user: {**order, "tier": user["tier"]})``
+        ``txns.join(tiers, add_tier, grace=timedelta(seconds=30), name="txn-tier")``
         """
         from .table_joins import GlobalTable
 

@@ -150,6 +150,23 @@ class TaskStore:
             db = _keeping(cf.items(from_key=start, read_opt=opts), opts)
         return overlay(db, self._pending[table], start, end)
 
+    def has_pending(self, table: str) -> bool:
+        """Whether ``table`` has writes buffered for the next WriteBatch."""
+        return bool(self._pending.get(table))
+
+    def last_committed(self, table: str, prefix: bytes, upper: bytes
+                       ) -> tuple[bytes, bytes] | None:
+        """The entry of RocksDB (buffered writes not included) with the largest key
+        ``<= upper`` among those starting with ``prefix``, by one reverse seek."""
+        cf = self._cf.get(table)
+        if cf is None:
+            return None
+        for key, value in cf.items(backwards=True, from_key=upper):
+            if isinstance(key, bytes) and key.startswith(prefix):
+                return key, value
+            return None
+        return None
+
     def items(self, table: str) -> Iterator[tuple[bytes, bytes]]:
         cf = self._cf.get(table)
         if cf is None:

@@ -7,6 +7,8 @@ kind                               view
 ``window``                         :class:`~streams.state.window_store.WindowStoreView`
 ``session``                        :class:`~streams.state.window_store.SessionStoreView`
 ``join-buffer``                    :class:`~streams.state.window_store.JoinBufferView`
+``versioned``                      :class:`~streams.state.versioned_store.VersionedTableView`
+``grace-buffer``                   :class:`~streams.state.versioned_store.GraceBufferView`
 =================================  ==========================================================
 
 All of them are :class:`~streams.state.table.StoreView`\\ s: the task flushes, discards and
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from .store import TaskStore
 from .table import StoreView, TableView
+from .versioned_store import GraceBufferView, VersionedTableView
 from .window_store import JoinBufferView, SessionStoreView, WindowStoreView
 
 if TYPE_CHECKING:
@@ -31,6 +34,8 @@ VIEWS: dict[str, type[StoreView]] = {
     "window": WindowStoreView,
     "session": SessionStoreView,
     "join-buffer": JoinBufferView,
+    "versioned": VersionedTableView,
+    "grace-buffer": GraceBufferView,
 }
 
 
@@ -41,4 +46,7 @@ def open_view(store: TaskStore, spec: StoreSpec) -> StoreView:
     except KeyError:
         raise ValueError(f"store {spec.name!r} has unknown kind {spec.kind!r}; "
                          f"known: {', '.join(sorted(VIEWS))}") from None
+    if cls is VersionedTableView:
+        return VersionedTableView(store, spec.name, spec.key_serde, spec.value_serde,
+                                  history_ms=spec.history_ms or 0)
     return cls(store, spec.name, spec.key_serde, spec.value_serde)

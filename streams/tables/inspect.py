@@ -16,11 +16,13 @@ from ..state.meta import TaskId, TaskMeta
 from ..dsl.windows import HoppingWindows, SlidingWindows, TumblingWindows
 from ..state.global_store import global_dirs
 from ..state.store import TaskStore
+from ..state.versioned_store import VersionedTableView, count_versions
 from ..state.views import open_view
 from ..state.window_store import SessionStoreView, WindowStoreView
 
 WINDOWED_KINDS = ("window", "session")
-TIME_KEYED_KINDS = (*WINDOWED_KINDS, "join-buffer")  # primary entries + a time index
+TIME_KEYED_KINDS = (*WINDOWED_KINDS, "join-buffer", "grace-buffer")  # entries + a time index
+VERSIONED = "versioned"  # versions of each key + an expiry index (streams.state.versioned_store)
 _MIN, _MAX = -(1 << 63), (1 << 63) - 1
 # Primary entries of a window/session store start with 0x00 (the key length's first byte),
 # its time index entries with 0xff (see streams.state.window_store): a window is a key below.
@@ -43,6 +45,8 @@ class TableInfo:
     committed_input_offsets: dict[str, int] = field(default_factory=dict)
     window: str | None = None   # windowed tables: the window spec, e.g. "tumbling 60000 ms, ..."
     windows: int | None = None  # windowed tables: windows stored locally (``keys``: their keys)
+    history_ms: int | None = None  # versioned tables: the history retention
+    versions: int | None = None     # versioned tables: versions stored locally (tombstones too)
     processing_guarantee: str = "at_least_once"
     # per local task: the input offsets its state reflects; under exactly_once those of the
     # task's last committed transaction (RocksDB is written only after the commit)
@@ -141,7 +145,7 @@ async def _table_infos(topology: Topology, state_root: Path, bootstrap: str,
     for name in names:
         spec = topology.stores[name]
         ends = await admin.end_offsets(bootstrap, spec.changelog)
-        keys = size = windows = 0
+        keys = size = windows = versions = 0
         exact = True
         local_offsets: dict[str, int] = {}
         task_offsets: dict[str, dict[str, int]] = {}
@@ -150,7 +154,11 @@ async def _table_infos(topology: Topology, state_root: Path, bootstrap: str,
             sub = subs[TaskId.parse(path.name).sub]
             store = open_read_only(path, sub.stores)
             try:
-                if spec.kind in TIME_KEYED_KINDS:
+                if spec.kind == VERSIONED:
+                    v, n = count_versions(store, name)
+                    versions += v
+                    keys += n  # keys with any version, a deleted one's tombstone included
+                elif spec.kind in TIME_KEYED_KINDS:
                     w, n = count_windows(store, name)
                     windows += w
                     keys += n  # a key's entries are all in one task
@@ -175,6 +183,9 @@ async def _table_infos(topology: Topology, state_root: Path, bootstrap: str,
         if spec.kind in WINDOWED_KINDS:
             infos[-1].window = describe_window(window_spec(spec)) or spec.kind
             infos[-1].windows = windows
+        if spec.kind == VERSIONED:
+            infos[-1].history_ms = spec.history_ms
+            infos[-1].versions = versions
     return infos
 
 
@@ -216,11 +227,18 @@ async def global_table_info(topology: Topology, state_root: Path, bootstrap: str
                      local_tasks=[p.name for p in dirs], local_input_offsets=offsets)
 
 
-def get_value(topology: Topology, state_dir: str, table: str, key: str) -> Any:
-    """The value of ``key`` in ``table`` from the local task stores; LookupError if absent."""
+def get_value(topology: Topology, state_dir: str, table: str, key: str,
+              as_of: int | None = None) -> Any:
+    """The value of ``key`` in ``table`` from the local task stores; LookupError if absent.
+    A versioned table gives its latest value, or with ``as_of`` (epoch ms) its value as of
+    then."""
     if table in topology.global_tables:
         return _get_global(topology, state_dir, table, key)
     spec = _spec(topology, table)
+    if spec.kind == VERSIONED:
+        return _get_versioned(topology, state_dir, spec, key, as_of)
+    if as_of is not None:
+        raise LookupError(f"table {table!r} is not versioned (kind {spec.kind}): no --as-of")
     kb = spec.key_serde.serialize(key)
     assert kb is not None
     subs = {s.id: s for s in subtopologies(topology)}
@@ -233,6 +251,45 @@ def get_value(topology: Topology, state_dir: str, table: str, key: str) -> Any:
         if raw is not None:
             return spec.value_serde.deserialize(raw)
     raise LookupError(f"key {key!r} not found in table {table!r}")
+
+
+def _get_versioned(topology: Topology, state_dir: str, spec: Any, key: str,
+                   as_of: int | None) -> Any:
+    subs = {s.id: s for s in subtopologies(topology)}
+    for path in _local_dirs(topology, state_dir, spec.name):
+        store = open_read_only(path, subs[TaskId.parse(path.name).sub].stores)
+        try:
+            view = open_view(store, spec)
+            assert isinstance(view, VersionedTableView)
+            value = view.get(key) if as_of is None else view.get_as_of(key, as_of)
+        finally:
+            store.close()
+        if value is not None:
+            return value
+    when = "" if as_of is None else f" as of {as_of}"
+    raise LookupError(f"key {key!r} not found in table {spec.name!r}{when}")
+
+
+def get_versions(topology: Topology, state_dir: str, table: str, key: str
+                 ) -> list[dict[str, Any]]:
+    """Every stored version of ``key`` in the versioned ``table``, oldest first:
+    ``{"timestamp", "value"}`` (value None: a tombstone); LookupError if it has none."""
+    spec = _spec(topology, table)
+    if spec.kind != VERSIONED:
+        raise LookupError(f"table {table!r} is not versioned (kind {spec.kind})")
+    subs = {s.id: s for s in subtopologies(topology)}
+    out: list[dict[str, Any]] = []
+    for path in _local_dirs(topology, state_dir, table):
+        store = open_read_only(path, subs[TaskId.parse(path.name).sub].stores)
+        try:
+            view = open_view(store, spec)
+            assert isinstance(view, VersionedTableView)
+            out += [{"timestamp": ts, "value": v} for ts, v in view.versions(key)]
+        finally:
+            store.close()
+    if not out:
+        raise LookupError(f"key {key!r} has no versions in table {table!r}")
+    return out
 
 
 def get_windows(topology: Topology, state_dir: str, table: str, key: str) -> list[dict[str, Any]]:
@@ -300,5 +357,6 @@ def _local_dirs(topology: Topology, state_dir: str, table: str) -> list[Path]:
     return paths
 
 
-__all__ = ["TableInfo", "count_windows", "describe_window", "get_value", "get_windows",
+__all__ = ["TableInfo", "count_windows", "describe_window", "get_value", "get_versions",
+           "get_windows",
            "window_spec", "open_read_only", "table_infos", "task_dirs"]

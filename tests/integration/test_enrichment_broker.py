@@ -3,8 +3,9 @@ with two workers, and a worker restart that resumes its global table from local 
 
 Input comes in phases, each processed before the next is produced (the test waits for the
 group's offsets, and for each worker's global-table copy through `streams tables list`), so the
-user and product current when a transaction is processed are known: the oracle replays the
-phases with plain dicts.
+product current when a transaction is processed is known; users are a versioned table, each
+transaction gets its user as of its ``ts`` (users rows are produced with explicit record
+timestamps): the oracle replays the phases with plain dicts.
 """
 
 from __future__ import annotations
@@ -45,7 +46,29 @@ Event = tuple[str, Any, Any]
 EPOCH_MS = int(time.time() * 1000)
 
 
+USERS_V1_AT = EPOCH_MS - 1_000  # record timestamps of the users rows: before every transaction
+USERS_V2_AT = EPOCH_MS + 299    # the updates: after the first 300 transactions' ts
+
+
 # -- input ------------------------------------------------------------------------------------------
+def produce_at(kafka: str, events: list[Event], timestamp_ms: int) -> None:
+    """Produce ``events`` with the record timestamp ``timestamp_ms`` (a users row's version
+    time)."""
+    from aiokafka import AIOKafkaProducer
+
+    async def send() -> None:
+        p = AIOKafkaProducer(bootstrap_servers=kafka, acks="all")
+        await p.start()
+        try:
+            for topic, key, value in events:
+                await p.send_and_wait(topic, json.dumps(value).encode(), key=key.encode(),
+                                      timestamp_ms=timestamp_ms)
+        finally:
+            await p.stop()
+
+    asyncio.run(send())
+
+
 def user(i: int, version: int = 1) -> Event:
     return "users", f"u{i}", {"user_id": f"u{i}", "name": f"user{i}-v{version}",
                               "tier": TIERS[(i + version) % 3]}
@@ -66,19 +89,23 @@ def transactions(first: int, count: int, users: list[str], products: list[str]) 
     return out
 
 
-def oracle(phases: list[list[Event]]) -> dict[str, tuple[str, str, Any]]:
-    """txn_id -> (output topic, key, value), replaying the phases in order."""
-    users: dict[str, Any] = {}
+def oracle(phases: list[list[Event]], stamps: dict[int, int]) -> dict[str, tuple[str, str, Any]]:
+    """txn_id -> (output topic, key, value), replaying the phases in order: the user as of the
+    transaction's ts (``stamps``: the record timestamp of each phase's users rows), the product
+    current when it is processed."""
+    users: dict[str, list[tuple[int, Any]]] = {}
     products: dict[str, Any] = {}
     out: dict[str, tuple[str, str, Any]] = {}
-    for phase in phases:
+    for n, phase in enumerate(phases):
         for topic, key, value in phase:
             if topic == "users":
-                users[key] = value
+                users.setdefault(key, []).append((stamps[n], value))
             elif topic == "products":
                 products[key] = value
             else:
-                u, p = users.get(key), products.get(value["product_id"])
+                older = [(ts, u) for ts, u in users.get(key, []) if ts <= value["ts"]]
+                u = max(older, key=lambda v: v[0])[1] if older else None
+                p = products.get(value["product_id"])
                 if u is None or p is None:
                     out[value["txn_id"]] = (UNENRICHED, key, value)
                     continue
@@ -111,12 +138,18 @@ def tables_list(kafka: str, state_dir: Path) -> dict[str, Any]:
     return {row["table"]: row for row in json.loads(done.stdout)}
 
 
-def tables_get(kafka: str, state_dir: Path, table: str, key: str) -> Any:
+def tables_get(kafka: str, state_dir: Path, table: str, key: str, *options: str,
+               lines: bool = False) -> Any:
+    """`streams tables get --json`: the value, or with ``lines`` a list, one per line; None if
+    the key is not found."""
     env = {**os.environ, "STREAMS_BROKER": kafka}
     done = subprocess.run([sys.executable, "-m", "streams.cli", "tables", "get", "enrichment",
-                           table, key, "--json", "--state-dir", str(state_dir)], cwd=ROOT,
+                           table, key, "--json", "--state-dir", str(state_dir), *options],
+                          cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=60)
-    return json.loads(done.stdout) if done.returncode == 0 else None
+    if done.returncode != 0:
+        return None
+    return [json.loads(ln) for ln in done.stdout.splitlines()] if lines else json.loads(done.stdout)
 
 
 def wait_global_current(kafka: str, state_dir: Path, timeout: float = 60.0) -> dict[str, Any]:
@@ -158,8 +191,9 @@ def start(kafka: str) -> None:
     create_topology_topics(kafka, enrichment, partitions=PARTITIONS)
 
 
-def check_outputs(kafka: str, phases: list[list[Event]]) -> dict[str, list[Any]]:
-    expected = oracle(phases)
+def check_outputs(kafka: str, phases: list[list[Event]],
+                  stamps: dict[int, int]) -> dict[str, list[Any]]:
+    expected = oracle(phases, stamps)
     got = outputs(kafka)
     assert set(got) == set(expected), sorted(set(got) ^ set(expected))[:10]
     repeated = {t: v for t, v in got.items() if len(v) > 1}
@@ -170,13 +204,14 @@ def check_outputs(kafka: str, phases: list[list[Event]]) -> dict[str, list[Any]]
 
 
 # -- tests ------------------------------------------------------------------------------------------
-def test_two_workers_enrich_with_the_rows_current_at_processing_time(kafka: str, workers,
-                                                                      tmp_path: Path) -> None:
+def test_two_workers_enrich_with_the_user_as_of_the_transaction(kafka: str, workers,
+                                                                 tmp_path: Path) -> None:
     start(kafka)
     user_ids = [f"u{i}" for i in range(40)]
     product_ids = [f"p{i}" for i in range(40)]
     phase0 = [user(i) for i in range(40)] + [product(p) for p in product_ids]
-    produce(kafka, phase0)
+    produce_at(kafka, [e for e in phase0 if e[0] == "users"], USERS_V1_AT)
+    produce(kafka, [e for e in phase0 if e[0] != "users"])
     a = workers("enrichment", kafka, state_dir=tmp_path / "a")
     b = workers("enrichment", kafka, state_dir=tmp_path / "b")
     owned = wait_split([a, b])
@@ -191,12 +226,17 @@ def test_two_workers_enrich_with_the_rows_current_at_processing_time(kafka: str,
     phase2 = ([user(i, 2) for i in range(10)] + [product(p, 2) for p in product_ids[:5]] +
               [("products", "p5", None), ("products", "p6", None)] +
               [product(p) for p in new_products])
-    produce(kafka, phase2)
+    produce_at(kafka, [e for e in phase2 if e[0] == "users"], USERS_V2_AT)
+    produce(kafka, [e for e in phase2 if e[0] != "users"])
     wait_drained(kafka, "enrichment", ["users"], timeout=90)
     for state in (tmp_path / "a", tmp_path / "b"):
         wait_global_current(kafka, state)
 
     phase3 = transactions(300, 300, user_ids, product_ids[:12] + new_products)
+    # transactions of the updated users from before their update arrive late: their old tier
+    phase3 += [("transactions", f"u{i}", {"txn_id": f"t-late-{i}", "user_id": f"u{i}",
+                                          "product_id": "p1", "amount": "1.00",
+                                          "ts": USERS_V2_AT - 1 - i}) for i in range(10)]
     produce(kafka, phase3)
     wait_drained(kafka, "enrichment", ["transactions", "users"], timeout=90)
 
@@ -207,6 +247,16 @@ def test_two_workers_enrich_with_the_rows_current_at_processing_time(kafka: str,
         assert products["kind"] == "global" and products["keys"] == 40 and products["keys_exact"]
         assert products["local_input_offsets"] == {
             f"products:{p}": o for p, o in products["changelog_end_offsets"].items()}
+    assert {info["users"]["kind"] for info in infos} == {"versioned"}
+    # u0 read from the worker that owns its partition: as of a time, every version
+    u0_partition = next(r.partition for r in read_topic(kafka, "users", idle=0.5)
+                        if r.key == b"u0")
+    owner = tmp_path / ("a" if u0_partition in owned[0] else "b")
+    assert tables_get(kafka, owner, "users", "u0", "--as-of",
+                      str(USERS_V2_AT - 1))["name"] == "user0-v1"
+    assert [(v["timestamp"], v["value"]["name"]) for v in tables_get(
+        kafka, owner, "users", "u0", "--versions", lines=True)] == [
+            (USERS_V1_AT, "user0-v1"), (USERS_V2_AT, "user0-v2")]
     for state in ("a", "b"):
         assert tables_get(kafka, tmp_path / state, "products", "p-new-1")["name"] == "p-new-1-v1"
         assert tables_get(kafka, tmp_path / state, "products", "p5") is None
@@ -215,7 +265,10 @@ def test_two_workers_enrich_with_the_rows_current_at_processing_time(kafka: str,
         assert w.terminate() == 0, w.log()[-3000:]
         assert "Traceback" not in w.log(), w.log()[-3000:]
 
-    got = check_outputs(kafka, [phase0, phase1, phase2, phase3])
+    got = check_outputs(kafka, [phase0, phase1, phase2, phase3],
+                        {0: USERS_V1_AT, 2: USERS_V2_AT})
+    late = [got[f"t-late-{i}"][0][2] for i in range(10)]
+    assert [v["user_name"] for v in late] == [f"user{i}-v1" for i in range(10)]
     # Through the outputs: the transactions of each worker's partitions were enriched with
     # products from every partition of the products topic.
     product_partition = {r.key.decode(): r.partition for r in read_topic(kafka, "products")}
@@ -239,7 +292,8 @@ def test_a_restarted_worker_resumes_its_global_table_from_local_state(kafka: str
     user_ids = [f"u{i}" for i in range(20)]
     product_ids = [f"p{i}" for i in range(30)]
     phase0 = [user(i) for i in range(20)] + [product(p) for p in product_ids]
-    produce(kafka, phase0)
+    produce_at(kafka, [e for e in phase0 if e[0] == "users"], USERS_V1_AT)
+    produce(kafka, [e for e in phase0 if e[0] != "users"])
     a = workers("enrichment", kafka, state_dir=tmp_path / "a")
     b = workers("enrichment", kafka, state_dir=tmp_path / "b")
     wait_split([a, b])
@@ -272,7 +326,7 @@ def test_a_restarted_worker_resumes_its_global_table_from_local_state(kafka: str
     for w in (a2, b):
         assert w.terminate() == 0, w.log()[-3000:]
         assert "Traceback" not in w.log(), w.log()[-3000:]
-    got = check_outputs(kafka, [phase0, while_down, after_restart, txns])
+    got = check_outputs(kafka, [phase0, while_down, after_restart, txns], {0: USERS_V1_AT})
     txn_partition = {json.loads(r.value)["txn_id"]: r.partition
                      for r in read_topic(kafka, "transactions")}
     # the restarted worker processed transactions with products it loaded while starting and

@@ -1,5 +1,6 @@
 """The enrichment reference topology through the TopologyTestDriver, against an oracle that
-replays the generated input in order with plain dicts."""
+replays the generated input in order with plain dicts: the user as of each transaction's time
+(users are versioned by their record timestamps), the product current when it is processed."""
 
 from __future__ import annotations
 
@@ -9,27 +10,45 @@ from typing import Any
 
 import pytest
 
-from streams.generate import events
+from streams.generate import events, record_timestamps
 from streams.testing import TopologyTestDriver
 from topologies.enrichment import topology
 
 OUTPUTS = {"PREMIUM": "premium-transactions", "REGULAR": "regular-transactions"}
 OTHER, UNENRICHED = "other-transactions", "unenriched-transactions"
 ALL_OUTPUTS = [*OUTPUTS.values(), OTHER, UNENRICHED]
+Stamped = tuple[str, str, Any, int]  # topic, key, value, record timestamp
 
 
-def oracle(items: list[tuple[str, str, dict[str, Any]]]) -> dict[str, list[tuple[str, Any]]]:
-    """Where each transaction goes, with the user and product current when it comes."""
-    users: dict[str, Any] = {}
+def stamped(items: list[tuple[str, str, Any]]) -> list[Stamped]:
+    """The items with the record timestamps `streams generate` produces them with."""
+    return [(t, k, v, ts) for (t, k, v), ts in zip(items, record_timestamps(items))]
+
+
+def user_as_of(versions: list[tuple[int, Any]], ts: int) -> Any:
+    """The version with the largest timestamp <= ts (the later of equal ones), else None."""
+    found = None
+    for vts, value in versions:
+        if vts <= ts:
+            if found is None or vts >= found[0]:
+                found = (vts, value)
+    return None if found is None else found[1]
+
+
+def oracle(items: list[Stamped]) -> dict[str, list[tuple[str, Any]]]:
+    """Where each transaction goes: the user as of the transaction's ts among the user
+    versions processed before it, the product current when it comes."""
+    users: dict[str, list[tuple[int, Any]]] = {}
     products: dict[str, Any] = {}
     out: dict[str, list[tuple[str, Any]]] = {t: [] for t in ALL_OUTPUTS}
-    for topic, key, value in items:
+    for topic, key, value, ts in items:
         if topic == "users":
-            users[key] = value
+            users.setdefault(key, []).append((ts, value))
         elif topic == "products":
             products[key] = value
         else:
-            user, product = users.get(key), products.get(value["product_id"])
+            user = user_as_of(users.get(key, []), value["ts"])
+            product = products.get(value["product_id"])
             if user is None or product is None:
                 out[UNENRICHED].append((key, value))
                 continue
@@ -72,10 +91,18 @@ def test_each_transaction_goes_to_its_tier_with_the_user_and_product_of_its_time
                                             "category": "books", "price": "2.00"})]
     for pos, change in zip((txn_at[100], txn_at[250], txn_at[400]), changes):
         items.insert(pos, change)
-    expected = oracle(items)  # a None product is a tombstone: products.get gives None
+    input_ = stamped(items)
+    expected = oracle(input_)  # a None product is a tombstone: products.get gives None
+    # the generated late transactions include some that happened before their user's change
+    late_crossing = [
+        v["txn_id"] for i, (t, k, v, _) in enumerate(input_) if t == "transactions" and
+        user_as_of([(ts, u) for t2, k2, u, ts in input_[:i] if t2 == "users" and k2 == k],
+                   v["ts"]) != next((u for t2, k2, u, _ in reversed(input_[:i])
+                                     if t2 == "users" and k2 == k), None)]
+    assert late_crossing, "no late transaction crosses a tier change: the input tests nothing"
     with TopologyTestDriver(topology, commit_every=commit_every) as d:
-        for topic, key, value in items:
-            d.pipe(topic, key, value)
+        for topic, key, value, ts in input_:
+            d.pipe(topic, key, value, timestamp=ts)
         got = {t: d.read_output(t) for t in ALL_OUTPUTS}
         assert d.read_dead_letters() == []
     assert got == expected

@@ -7,6 +7,7 @@
 * :mod:`.windowed`: windowed aggregations (tumbling/hopping, sessions);
 * :mod:`.joins`: stream-stream joins (one processor per side);
 * :mod:`.table_joins`: stream-table and stream-global-table joins;
+* :mod:`.versioned`: versioned tables and as-of stream-table joins with grace;
 * :mod:`.agents`: Faust-style agents;
 * :mod:`.sinks`: ``SinkProc``.
 
@@ -25,6 +26,7 @@ from ...dsl.agents import AgentNode
 from ...dsl.joins import JoinOutputNode, StreamJoinSideNode
 from ...dsl.serdes import MAX_RECORD_BYTES
 from ...dsl.table_joins import GlobalTableJoinNode, StreamTableJoinNode
+from ...dsl.versioned import VersionedTableJoinNode, VersionedTableSourceNode
 from ...dsl.windows import SessionWindows, SlidingWindows
 from ...state.meta import ORIGIN_HEADER
 from ..context import ProcessorContext
@@ -35,6 +37,7 @@ from .sinks import SinkProc
 from .source import SourceProc, timestamp_extractor
 from .stateful import AggregateProc, ProcessProc, TableSourceProc
 from .table_joins import GlobalTableJoinProc, StreamTableJoinProc
+from .versioned import VersionedTableJoinProc, VersionedTableSourceProc
 from .stateless import BranchProc, FilterProc, FlatMapProc, MapProc, PeekProc, SelectKeyProc
 from .windowed import (SessionWindowAggregateProc, SlidingWindowAggregateProc,
                        TimeWindowAggregateProc)
@@ -54,7 +57,8 @@ __all__ = ["AgentProc", "AggregateProc", "BranchProc", "FilterProc", "FlatMapPro
            "MapProc", "ORIGIN_HEADER", "PROCESSORS", "PeekProc", "ProcessProc", "Processor",
            "ProcessorContext", "Rec", "SelectKeyProc", "SessionWindowAggregateProc", "ShapeError",
            "SinkProc", "SlidingWindowAggregateProc", "SourceProc", "StreamJoinSideProc",
-           "StreamTableJoinProc", "TableSourceProc", "TimeWindowAggregateProc", "describe_error",
+           "StreamTableJoinProc", "TableSourceProc", "TimeWindowAggregateProc",
+           "VersionedTableJoinProc", "VersionedTableSourceProc", "describe_error",
            "timestamp_extractor"]
 
 PROCESSORS: dict[type[n.Node], Callable[[n.Node, ProcessorContext], Processor]] = {
@@ -76,5 +80,8 @@ PROCESSORS: dict[type[n.Node], Callable[[n.Node, ProcessorContext], Processor]] 
     # stream-table joins (streams.dsl.table_joins)
     StreamTableJoinNode: StreamTableJoinProc,
     GlobalTableJoinNode: GlobalTableJoinProc,
+    # versioned tables and as-of joins (streams.dsl.versioned)
+    VersionedTableSourceNode: VersionedTableSourceProc,  # type: ignore[dict-item]
+    VersionedTableJoinNode: VersionedTableJoinProc,  # type: ignore[dict-item]
     AgentNode: AgentProc,
 }
