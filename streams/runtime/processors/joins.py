@@ -51,6 +51,20 @@ class _UnmatchedCloser:
         # State committed with stream time T has every marker closed by T closed (the stream-
         # time callback ran before that commit), so closing starts from the task's stream time.
         self.closed_upto = ctx.stream_time
+        # Per side, a lower bound of the markers' timestamps (None: unknown), so that a record
+        # advancing stream time scans the markers only when one of them may have closed, and
+        # the bound below which every marker is gone (the scan starts there, not at the
+        # tombstones of the markers closed before). A new marker is never below the latter:
+        # it has ts + window end >= stream time.
+        self.min_ts: list[int | None] = [None] * len(self.sides)
+        self.gone_below: list[int | None] = [None] * len(self.sides)
+
+    def marked(self, is_left: bool, ts: int) -> None:
+        """A marker at ``ts`` was added on that side."""
+        for i, side in enumerate(self.sides):
+            low = self.min_ts[i]
+            if side[0] == is_left and low is not None and ts < low:
+                self.min_ts[i] = ts
 
     def close(self, now: int, fail: Any) -> list[Rec]:
         """The results of the markers closed at stream time ``now`` (removed from the store),
@@ -59,10 +73,17 @@ class _UnmatchedCloser:
             return []
         self.closed_upto = now
         closed: list[tuple[int, int, bytes, bool, Any, Any, str]] = []
-        for is_left, markers, closes, changelog in self.sides:
-            kb = markers.key_bytes
-            for key, ts, value in markers.pop_before(now - closes):
-                closed.append((ts, 1 if is_left else 0, kb(key), is_left, key, value, changelog))
+        for i, (is_left, markers, closes, changelog) in enumerate(self.sides):
+            low = self.min_ts[i]
+            if low is not None and low + closes >= now:
+                continue
+            key_bytes = markers.key_bytes
+            popped, first = markers.pop_closed(self.gone_below[i], now - closes)
+            order = 1 if is_left else 0  # right side first
+            for key, ts, value in popped:
+                closed.append((ts, order, key_bytes(key), is_left, key, value, changelog))
+            self.min_ts[i] = _NONE_LEFT if first is None else first
+            self.gone_below[i] = now - closes
         if not closed:
             return []
         closed.sort(key=lambda c: c[:3])  # stable: insertion order within one (ts, side, key)
@@ -81,6 +102,8 @@ class _UnmatchedCloser:
             out.append(Rec(key, result, ts, raw))
         return out
 
+
+_NONE_LEFT = 1 << 63  # (no marker: none can close)
 
 # One closer per join per task, found through the join's left buffer view (a per-task object
 # both side processors receive from the context).
@@ -169,6 +192,8 @@ class StreamJoinSideProc(Processor):
                         results.append(Rec(key, result, ts, rec.raw))
                     else:
                         own_unmatched.put_entry(pk, ts, value)
+                        if closer is not None:
+                            closer.marked(left, ts)
             except Exception as exc:  # noqa: BLE001 - user code; the record goes to the DLQ
                 for s in savepoints:
                     s.rollback()
