@@ -112,7 +112,7 @@ batches = st.lists(
     min_size=1, max_size=14)
 
 
-@settings(max_examples=200, deadline=None, report_multiple_bugs=False,
+@settings(max_examples=150, deadline=None, report_multiple_bugs=False,
           suppress_health_check=[HealthCheck.too_slow])
 @given(how=st.sampled_from(["inner", "left", "outer"]), before=st.integers(0, 25),
        after=st.integers(0, 25), grace=st.integers(0, 12), plan=batches,
