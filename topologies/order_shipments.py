@@ -10,8 +10,10 @@ shipments {shipment_id, order_id, carrier, ts}    keyed by order_id; event time 
      -> an order with no shipment in its window, once window + grace closed by stream time
         -> `unshipped-orders` {order_id, customer_id, amount, order_ts}
 Input that is not a JSON object with these fields (amount a decimal string with two places, ts
-epoch ms) goes to `order_shipments-dlq`. Records later than the grace are dropped and counted
-(streams_late_events_total{node}).
+epoch ms) goes to `order_shipments-dlq`. Both sides are kept for 7 d + 1 h of stream time (the
+join's retention, before + after + grace): a shipment that arrives out of order still pairs with
+its order as long as the order is kept and has not been emitted as unshipped; records older than
+the retention are dropped and counted (streams_late_events_total{node}).
 
 One left join gives both outputs: its matched results are exactly the inner join's, and it
 buffers each side once instead of twice.

@@ -1,34 +1,45 @@
 """Stream-stream joins: ``left.join(right, joiner, JoinWindows(...), how=..., name=...)``.
 
-Semantics (Kafka Streams' where it settled them; times are epoch ms, bounds inclusive):
+Semantics are Kafka Streams' 4.0 (``KStreamKStreamJoin`` and its outer-join store); times are
+epoch ms, bounds inclusive, ``retention = before + after + grace``:
 
 * Two records **match** when they have the same key (compared as serialized bytes) and
   ``l.ts - before <= r.ts <= l.ts + after``; mirrored, a right record at ``r.ts`` matches the
   left records in ``[r.ts - after, r.ts + before]``. A match is emitted once, when its second
   record arrives, as ``joiner(left_value, right_value)`` keyed by the key, with timestamp
-  ``max(l.ts, r.ts)``.
-* **Stream time** is the task's (both inputs share it); it advances record by record. A left
-  record's window **closes when stream time > l.ts + after + grace**, a right record's when
-  stream time > ``r.ts + before + grace``. A record whose own window is already closed when it
-  arrives is **late**: dropped, counted in ``streams_late_events_total{node}`` and written to
-  the topology's ``late_topic`` if it has one. A record joins only partners whose window is
-  still open at its arrival (so a record that was emitted as unmatched never matches later).
-* ``how="inner"``: only matches. ``how="left"``: also each left record that found no match is
-  emitted as ``joiner(left_value, None)`` **once its window has closed** (by stream time, never
-  before, and never if a match arrived in time: no spurious results, as Kafka Streams >= 3.1);
-  ``how="outer"``: the same for unmatched right records, ``joiner(None, right_value)``. Such a
-  result has the unmatched record's timestamp.
+  ``max(l.ts, r.ts)``; the partners of one record in the order of (timestamp, arrival).
+* **Stream time** is the task's (both inputs share it; committed with the state). Each side
+  **keeps** a record while ``ts + retention >= stream time`` and an arriving record joins every
+  kept partner in its range, even if the record itself is behind its own window (it is out of
+  order, not late). A record with ``ts + retention < stream time`` on arrival is **late**:
+  dropped, counted in ``streams_late_events_total{node}`` and written to the topology's
+  ``late_topic`` if it has one (Kafka Streams would still join it with partners it keeps).
+* ``how="inner"``: only matches. ``how="left"``: also each left record that found no partner,
+  as ``joiner(left_value, None)``; ``how="outer"``: also each such right record, as
+  ``joiner(None, right_value)``; both at the unmatched record's timestamp. Such a record is held
+  until its **window closes** (stream time > ``l.ts + after + grace``, right: ``r.ts + before +
+  grace``) and emitted then, unless a partner arrived before (no spurious results). A record
+  that finds no partner and whose window end (``l.ts + after``, right: ``r.ts + before``) is
+  already behind stream time is emitted unmatched at once. As in Kafka Streams, a partner
+  arriving later (within the retention) still pairs with a record emitted unmatched.
+* **Order**: the unmatched results that a record's arrival closes are emitted *before* that
+  record's own results, by (timestamp, right side first, key bytes, arrival), as Kafka Streams
+  does; so are those closed when stream time moves without a join record (end of a batch, idle
+  close).
 * Records with a null key or value are skipped and counted as dropped. A joiner that raises, or
   returns ``None``, sends the arriving record to the dead letters with its effects on the join
   state rolled back (an unmatched record whose joiner fails at close time is a dead letter too).
 * Both sides are buffered in RocksDB join buffers ``<name>-left`` / ``<name>-right`` (and
   ``<name>-left-unmatched`` / ``<name>-right-unmatched`` markers for left/outer joins), each
   with a changelog, committed in the task's one WriteBatch. Buffered records are deleted once
-  their window closed, so state stays bounded by the window and grace.
+  past the retention, so state stays bounded by ``before + after + grace`` of input.
 * Both inputs must be co-partitioned (same partition count; the worker refuses to start
   otherwise). A side whose key may have changed (after ``select_key`` or ``process``) is first
   repartitioned through ``<topology>-<name>-left-repartition`` (or ``-right-``), as Kafka
   Streams does.
+
+The deviations from Kafka Streams (late records, an inclusive retention bound, stream time that
+survives restarts) and why are in the README's join section.
 
 >>> from streams import Topology, JoinWindows
 >>> t = Topology("shop")
@@ -140,6 +151,10 @@ def stream_stream_join(left: Stream, right: Stream, joiner: Callable[[Any, Any],
 
     ``name`` is required: it names the join buffers, their changelogs and any repartition
     topic, so it must stay the same across versions of the topology.
+
+    ``left.join(right, lambda l, r: {"l": l, "r": r}, JoinWindows(before=100, after=100),
+    how="left", name="lr")``: a left record at 0 pairs with right records at -100..100; one
+    that found none is emitted as ``{"l": ..., "r": None}`` once stream time passes 100.
     """
     from .topology import Stream
 

@@ -291,6 +291,8 @@ class Worker:
             # every input's, not just the empty ones': one may run dry during the drain
             more = {t: await self._has_more(TopicPartition(t, task.partition))
                     for t in group.topics}
+            for t in self._fetched_before_others(task.partition, group.topics):
+                more[t] = True
             runs = group.drain(now_ms, more)
             if group.buffered():
                 self._wanted.update(TopicPartition(t, task.partition) for t in group.topics
@@ -365,6 +367,28 @@ class Worker:
                                                       self.settings.max_task_idle_ms))
             self._groups[task.id] = entry
         return entry[1]
+
+    def _fetched_before_others(self, partition: int, topics: list[str]) -> list[str]:
+        """The inputs whose last fetch response is older than another input's of the same task.
+
+        Their high watermark may be stale next to the other input's records: the consumer
+        leaves a partition with undelivered records out of its fetch requests, so during a
+        catch-up (after a restart or a rebalance) the inputs are fetched at different moments,
+        and records produced to one after its last fetch are unknown to ``_has_more`` while
+        the other's fetched later are already here. Going on without them let one input run
+        hours of event time ahead and made the other's records late (a join lost its pairs).
+        Such an input counts as having more until a fetch at least as recent answers for it."""
+        assert self.consumer is not None
+        polled: dict[str, int | None] = {}
+        for t in topics:
+            try:
+                polled[t] = self.consumer.last_poll_timestamp(TopicPartition(t, partition))
+            except Exception:  # noqa: BLE001 - not assigned any more
+                return []
+        newest = max((p for p in polled.values() if p is not None), default=None)
+        if newest is None:
+            return []
+        return [t for t, p in polled.items() if p is None or p < newest]
 
     async def _has_more(self, tp: TopicPartition) -> bool:
         """Whether the broker is known to hold records of ``tp`` the consumer has not handed

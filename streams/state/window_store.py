@@ -283,6 +283,32 @@ class JoinBufferView(TimeKeyedView):
     def delete_entry(self, pk: bytes, ts: int) -> None:
         self._write(pk, ts, None)
 
+    def pop_closed(self, start: int | None, before: int
+                   ) -> tuple[list[tuple[Any, int, Any]], int | None]:
+        """Delete every entry with ``start <= ts < before`` (``start`` None: unbounded) and
+        return them as [(key, ts, value)], by ts then key bytes then insertion, together with
+        the smallest timestamp left at or above ``before`` (None: nothing left). One scan of
+        the time index; a ``start`` below which nothing is left skips the tombstones of what
+        was deleted before."""
+        lower = _INDEX if start is None else _INDEX + time_bytes(start)
+        pks: list[tuple[bytes, int]] = []
+        left: int | None = None
+        for ik, _ in self.range_bytes(lower, None):
+            t = time_of(ik, 1)
+            if t >= before:
+                left = t
+                break
+            pks.append((ik[9:], t))
+        out = []
+        for pk, t in pks:
+            value = self.get_by_bytes(pk)
+            if value is None:
+                continue
+            key, _times = self._split(pk, 1)
+            out.append((key, t, value))
+            self._write(pk, t, None)
+        return out, left
+
     def pop_before(self, ts: int) -> list[tuple[Any, int, Any]]:
         """Delete every entry with a timestamp below ``ts`` and return them as [(key, ts,
         value)], by ts then key bytes then insertion (reads the time index)."""

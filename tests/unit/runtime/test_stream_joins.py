@@ -85,13 +85,15 @@ def test_null_keys_and_values_are_dropped_and_malformed_input_dead_lettered() ->
 def test_late_records_are_counted_and_written_to_the_late_topic() -> None:
     with TopologyTestDriver(topology("left", late_topic="late")) as d:
         d.pipe("a", "k", rec("l1", 1000))
-        d.pipe("b", "k", rec("old", 984))    # 984 + before 10 + grace 5 < 1000: late
-        d.pipe("b", "k", rec("r1", 990))     # 990 + 15 >= 1000: on time, pairs with l1
-        assert d.read_output("out") == [("k", {"l": "l1", "r": "r1"})]
+        # retention = before 10 + after 10 + grace 5 = 25
+        d.pipe("b", "k", rec("old", 974))    # 974 + 25 < 1000: late
+        d.pipe("b", "k", rec("r1", 975))     # 975 + 25 >= 1000: kept, but not l1's partner
+        d.pipe("b", "k", rec("r2", 990))     # pairs with l1
+        assert d.read_output("out") == [("k", {"l": "l1", "r": "r2"})]
         [late] = d.read_records("late")
         headers = dict(late.headers)
         assert headers["reason"] == b"late" and headers["node"] == b"j-right-join"
-        assert late.value == b'{"id":"old","ts":984}'
+        assert late.value == b'{"id":"old","ts":974}'
         task = next(iter(d._tasks.values()))
         assert task.late == {"j-right-join": 1}
 
@@ -155,3 +157,67 @@ def test_max_task_idle_holds_records_for_an_empty_input() -> None:
         assert task.stream_time == 150
         d.advance_wall_clock(1)
         assert task.stream_time == 600
+
+
+# -- Kafka Streams parity: order of unmatched results, retention -----------------------------------
+
+def _kv(d: TopologyTestDriver) -> list[tuple[str, str | None, str | None, int]]:
+    return [(r.key.decode(), *(lambda v: (v["l"], v["r"]))(__import__("json").loads(r.value)),
+             r.timestamp) for r in d.read_records("out")]
+
+
+def test_unmatched_results_closed_by_a_record_come_before_its_own_results() -> None:
+    # b@101 closes A0's window (0 + after 100 + grace 0 < 101) and pairs with A1.
+    w = JoinWindows(before=100, after=100, grace=0)
+    with TopologyTestDriver(topology("left", windows=w)) as d:
+        d.pipe("a", "0", rec("A0", 0))
+        d.pipe("a", "0", rec("A1", 50))
+        d.pipe("b", "0", rec("b", 101))
+        assert _kv(d) == [("0", "A0", None, 0), ("0", "A1", "b", 101)]
+
+
+def test_unmatched_results_come_out_in_timestamp_order_right_side_first() -> None:
+    w = JoinWindows(before=100, after=100, grace=1000)
+    with TopologyTestDriver(topology("outer", windows=w)) as d:
+        d.pipe("b", "0", rec("R", 0))
+        d.pipe("a", "0", rec("L", 150))
+        d.pipe("a", "9", rec("Z", 2000))     # closes R (0 + 1100) and L (150 + 1100)
+        assert _kv(d) == [("0", None, "R", 0), ("0", "L", None, 150)]
+
+
+def test_unmatched_results_of_one_timestamp_are_ordered_right_first_then_by_key_bytes() -> None:
+    w = JoinWindows(before=10, after=10, grace=0)
+    with TopologyTestDriver(topology("outer", windows=w)) as d:
+        d.pipe_batch("a", [("b", rec("Lb", 5), None), ("ab", rec("Lab", 5), None),
+                           ("ab", rec("Lab2", 5), None)])
+        d.pipe("b", "c", rec("Rc", 5))
+        d.pipe("b", "zz", rec("close", 100))
+        assert _kv(d) == [("c", None, "Rc", 5), ("ab", "Lab", None, 5), ("ab", "Lab2", None, 5),
+                          ("b", "Lb", None, 5)]
+
+
+def test_a_record_behind_its_window_still_pairs_within_the_retention() -> None:
+    # before/after 100, grace 0: records are kept for 200 ms of stream time. R@40 arrives at
+    # stream time 150, after its own window (40 + 100) closed: Kafka still joins it with L@0.
+    w = JoinWindows(before=100, after=100, grace=0)
+    with TopologyTestDriver(topology("inner", windows=w)) as d:
+        d.pipe("a", "k", rec("L", 0))
+        d.pipe("a", "z", rec("Z", 150))
+        d.pipe("b", "k", rec("R", 40))
+        d.pipe("b", "y", rec("Y", 210))      # L (0 + 200 < 210) is no longer kept
+        d.pipe("b", "k", rec("R2", 60))      # R2 is kept (60 + 200 >= 210), L is not
+        assert _kv(d) == [("k", "L", "R", 40)]
+        assert next(iter(d._tasks.values())).late == {}
+
+
+def test_an_out_of_order_record_whose_window_ended_is_emitted_unmatched_at_once() -> None:
+    # Kafka: a left record with no partner whose window end (ts + after) is already behind
+    # stream time goes out unmatched right away; a partner arriving later within the retention
+    # still pairs with it.
+    w = JoinWindows(before=100, after=100, grace=1000)
+    with TopologyTestDriver(topology("left", windows=w)) as d:
+        d.pipe("a", "z", rec("Z", 500))
+        d.pipe("a", "k", rec("K", 300))      # 300 + 100 < 500
+        assert _kv(d) == [("k", "K", None, 300)]
+        d.pipe("b", "k", rec("R", 350))
+        assert _kv(d) == [("k", "K", "R", 350)]
