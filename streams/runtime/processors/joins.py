@@ -17,6 +17,7 @@ from ...dsl.serdes import json_dumps
 from ...state.meta import source_headers
 from ...state.window_store import JoinBufferView
 from ..context import ProcessorContext
+from ..record_limits import fit_copy
 from .base import Processor, Rec, ShapeError
 from .windowed import _ClosedWindowRecord
 
@@ -106,7 +107,8 @@ class StreamJoinSideProc(Processor):
             headers = [("error", f"join window of {node.name} for ts {rec.ts} closed at stream "
                                  f"time {now}".encode()), ("reason", b"late"),
                        ("node", node.name.encode()), *source_headers(raw)]
-            ctx.send(node.late_topic, raw.key, raw.value, rec.ts, headers)
+            key, value, headers = fit_copy(raw.key, raw.value, headers)  # always fits
+            ctx.send(node.late_topic, key, value, rec.ts, headers)
 
     def _on_stream_time(self, now: int) -> None:
         """Own records whose window closed (``ts + own_close < now``): unmatched ones are
