@@ -39,7 +39,7 @@ from ...state.meta import ORIGIN_HEADER, encode_origin
 from ...state.table import StoreView
 from ..context import ProcessorContext
 from ..record_limits import headers_bytes, too_large
-from .base import Processor, Rec, ShapeError, describe_error, what
+from .base import STORE_FAILURES, Processor, Rec, ShapeError, describe_error, what
 
 __all__ = ["AgentAwaitError", "AgentEvent", "AgentProc", "AgentStream"]
 
@@ -457,7 +457,10 @@ class AgentProc(Processor):
                                  "event", reason="agent")
 
     def _fail(self, exc: BaseException, reason: str) -> None:
-        """Drop the current event's effects, dead-letter its record, close the instance."""
+        """Drop the current event's effects, dead-letter its record, close the instance (a
+        failure of the state store itself is raised instead: not the record's fault)."""
+        if isinstance(exc, STORE_FAILURES):
+            raise exc
         for view in self._view_list:
             view.rollback()
         self._staged.clear()
