@@ -343,5 +343,12 @@ class TaskStore:
 
     @staticmethod
     def destroy(path: Path) -> None:
-        shutil.rmtree(path, ignore_errors=True)
+        """Delete the store's directory; a directory that cannot be deleted (read-only, no
+        permission) raises :class:`StateStorageError` instead of being restored on top of."""
+        try:
+            shutil.rmtree(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise state_error(Path(path), exc) from exc
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from streams.state.store import TaskStore
+
 from .eos_support import (InProcessWorker, counting_topology, counts_by_key, create_topics,
                           delete_topics, eos_settings, produce, read_all, wait_for)
 
@@ -58,3 +60,37 @@ def test_corrupt_state_is_wiped_and_restored_from_the_changelog(
         (line,) = [m for m in lines if f"state in {task_dir} is corrupt" in m]
         assert "MANIFEST-999999" in line and "wiped, restoring it from the changelog" in line
         assert "\n" not in line
+
+
+def test_full_disk_at_the_final_commit_is_one_line(kafka: str, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Formerly a traceback (rocksdict's plain "IO error: No space left on device")."""
+    topology, source, sink = counting_topology()
+    create_topics(kafka, topology, 1)
+    settings = eos_settings(kafka, tmp_path / "state", processing_guarantee="at_least_once",
+                            partitions=1, commit_interval_ms=600_000)
+
+    def disk_full(self: TaskStore, batch: object) -> None:
+        raise self.failed(Exception(f"IO error: No space left on device: While appending to "
+                                    f"file: {self.path}/000012.log: No space left on device"))
+
+    async def run() -> None:
+        await produce(kafka, source, _events(0, 8))
+        async with InProcessWorker(topology, settings):
+            async def done() -> bool:
+                return len(await read_all(kafka, sink)) >= 8
+            await wait_for(done, 60, "8 outputs")
+            monkeypatch.setattr(TaskStore, "_write", disk_full)
+
+    try:
+        with caplog.at_level(logging.ERROR, logger="streams.runtime.worker"):
+            asyncio.run(run())
+    finally:
+        monkeypatch.undo()
+        delete_topics(kafka, topology)
+    (record,) = [r for r in caplog.records if "final commit failed" in r.getMessage()]
+    assert record.exc_info is None  # no traceback
+    message = record.getMessage()
+    assert f"state directory {tmp_path / 'state' / topology.name}" in message
+    assert "no space left on device" in message and "\n" not in message

@@ -165,3 +165,21 @@ def test_cli_get_on_corrupt_state_is_one_line(tmp_path: Path, monkeypatch: pytes
     assert r.exit_code == 1
     (line,) = r.output.strip().splitlines()
     assert line.startswith(f"error: state in {path} is corrupt"), line
+
+
+def test_wiping_an_undeletable_directory_is_one_line_naming_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Formerly ignored: a wipe (corrupt state, `tables reset`) that deleted nothing went on as
+    if it had, and the task was restored on top of the old files."""
+    import shutil
+
+    def rmtree(path: Any, ignore_errors: bool = False, **_k: Any) -> None:
+        if not ignore_errors:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+    _filled(tmp_path / "db", ["t"], rows=10)
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    with pytest.raises(StateStorageError,
+                       match=rf"^state directory {tmp_path / 'db'}: read-only file system"):
+        TaskStore.destroy(tmp_path / "db")
+    monkeypatch.undo()
+    TaskStore.destroy(tmp_path / "missing")  # guard: nothing to delete is fine
