@@ -183,3 +183,27 @@ def test_wiping_an_undeletable_directory_is_one_line_naming_it(
         TaskStore.destroy(tmp_path / "db")
     monkeypatch.undo()
     TaskStore.destroy(tmp_path / "missing")  # guard: nothing to delete is fine
+
+
+def test_corrupt_global_table_copy_is_wiped_and_reloaded(tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Formerly the worker could not start: the copy's open failed on every attempt."""
+    from streams.runtime.global_tables import GlobalTables
+    from streams.state.global_store import GLOBAL_DIR
+
+    t = Topology("corrupt_global")
+    t.global_table("products", name="products")
+    g = GlobalTables(t, tmp_path)
+    g.open()
+    g.close()
+    (tmp_path / GLOBAL_DIR / "CURRENT").write_text("MANIFEST-999999\n")
+    g = GlobalTables(t, tmp_path)
+    with caplog.at_level("WARNING", logger="streams.state.global_store"):
+        g.open()
+    try:
+        assert g.offsets == {}  # reloaded from the topics' beginning
+        assert g.path is not None and g.path.name == GLOBAL_DIR
+    finally:
+        g.close()
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert f"state in {tmp_path / GLOBAL_DIR} is corrupt" in line and "wiped" in line
