@@ -16,7 +16,7 @@ from .config import PROCESSING_MODES, ConfigError, load_settings
 from .kafka import admin, broker
 from .kafka.clients import KafkaConnection, client_kwargs
 from .logs import LOG_FORMATS
-from .state.store import StoreLocked
+from .state.store import StateCorrupted, StateStorageError, StoreLocked
 
 
 class UserError(click.ClickException):
@@ -27,7 +27,8 @@ class UserError(click.ClickException):
 
 
 _EXPECTED = (registry.UnknownTopology, ConfigError, broker.BrokerError, admin.BrokerUnavailable,
-             StoreLocked, LookupError, FileNotFoundError, PermissionError, TimeoutError)
+             StoreLocked, StateCorrupted, StateStorageError, LookupError, FileNotFoundError,
+             PermissionError, TimeoutError)
 
 
 class _Group(click.Group):

@@ -11,10 +11,13 @@ from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, RebalanceInProgressError
+from aiokafka.errors import (CommitFailedError, MessageSizeTooLargeError,
+                             RebalanceInProgressError, RecordTooLargeError)
 from aiokafka.partitioner import DefaultPartitioner
 
 from ..state.meta import Offsets
+from .record_limits import (BROKER_MAX_MESSAGE_BYTES, RecordTooLarge, describe_output,
+                            headers_bytes)
 from .task import Output
 
 log = logging.getLogger(__name__)
@@ -22,6 +25,23 @@ log = logging.getLogger(__name__)
 # End-to-end latency is observed for at most this many records of each produced batch (spread
 # over the batch): a handful of histogram observations per request, whatever the batch size.
 E2E_SAMPLES_PER_BATCH = 8
+
+
+def _check_batch_size(batch: Any, group: list[Output], end: int, n: int,
+                      partition: int) -> None:
+    """Refuse, naming the record, a batch the broker would refuse for its size: only a lone
+    record can make one (a batch takes more records only up to ``max_batch_size``). The
+    runtime checks every record it makes, so this is a bug showing, never bad input: without
+    it the error would be a bare MessageSizeTooLargeError from the broker."""
+    if batch.size() > BROKER_MAX_MESSAGE_BYTES:
+        topic, _p, key, value, _ts, headers = _largest(group[end - n:end], text=False)
+        raise RecordTooLarge(f"{describe_output(topic, partition, key, value, headers)} would "
+                             f"exceed the broker's {BROKER_MAX_MESSAGE_BYTES} bytes")
+
+
+def _largest(outputs: list[Output], text: bool = True) -> Any:
+    out = max(outputs, key=lambda o: len(o[2] or b"") + len(o[3] or b"") + headers_bytes(o[5]))
+    return describe_output(out[0], out[1], out[2], out[3], out[5]) if text else out
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -51,8 +71,9 @@ class KafkaTransport:
         self.on_commit_failed = on_commit_failed
         self._partitions: dict[str, list[int]] = {}
         self._partitioner = DefaultPartitioner()
-        # (future of a batch, number of records) since the last flush
-        self._inflight: list[tuple[asyncio.Future[Any], int]] = []
+        # (future of a batch, number of records, the outputs it is the last records of, the
+        # index after its last record) since the last flush
+        self._inflight: list[tuple[asyncio.Future[Any], int, list[Output], int]] = []
 
     async def partitions_for(self, topic: str) -> list[int]:
         parts = self._partitions.get(topic)
@@ -84,15 +105,17 @@ class KafkaTransport:
             batch, n = create(), 0
             for i, (_t, _p, key, value, ts, headers) in enumerate(group):
                 if batch.append(key=key, value=value, timestamp=ts, headers=headers or []) is None:
+                    _check_batch_size(batch, group, i, n, partition)
                     fut = await send_batch(batch, topic, partition=partition)
-                    inflight.append((fut, n))
+                    inflight.append((fut, n, group, i))
                     if timed:
                         self._time_batch(fut, group, i, n)
                     batch, n = create(), 0
                     batch.append(key=key, value=value, timestamp=ts, headers=headers or [])
                 n += 1
+            _check_batch_size(batch, group, len(group), n, partition)
             fut = await send_batch(batch, topic, partition=partition)
-            inflight.append((fut, n))
+            inflight.append((fut, n, group, len(group)))
             if timed:
                 self._time_batch(fut, group, len(group), n)
             if self.on_produced is not None:
@@ -123,12 +146,18 @@ class KafkaTransport:
         await self.producer.flush()
         ends: dict[tuple[str, int], int] = {}
         inflight, self._inflight = self._inflight, []
-        for i, (fut, n) in enumerate(inflight):
+        for i, (fut, n, group, end) in enumerate(inflight):
             try:
                 meta = await fut  # raises the send's error
-            except BaseException:
-                for rest, _ in inflight[i + 1:]:  # retrieved: no "never retrieved" noise
+            except BaseException as exc:
+                for rest, *_ in inflight[i + 1:]:  # retrieved: no "never retrieved" noise
                     rest.add_done_callback(_retrieve)
+                if isinstance(exc, (MessageSizeTooLargeError, RecordTooLargeError)):
+                    # (a topic whose max.message.bytes is below the runtime's record limit)
+                    raise RecordTooLarge(
+                        f"the broker refused a batch of {n} records as too large "
+                        f"({type(exc).__name__}); its largest: "
+                        f"{_largest(group[end - n:end])}") from exc
                 raise
             key = (meta.topic, meta.partition)
             end = meta.offset + n

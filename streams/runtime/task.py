@@ -22,6 +22,7 @@ from ..state.table import StoreView
 from ..state.views import open_view
 from .compile import SubTopology, build_processors
 from .context import Output, ProcessorContext, StreamTimeCallback
+from .record_limits import fit_copy
 
 __all__ = ["Output", "Task"]
 
@@ -155,9 +156,11 @@ class Task:
     def dead_letter(self, raw: Any, error: str, reason: str) -> None:
         """Route ``raw`` to the topology's dead-letter topic. After a repartition the source
         headers name the original input record (from its origin header), not the internal
-        topic, which is named in ``via-topic``."""
+        topic, which is named in ``via-topic``. A record too large to copy is truncated
+        (:func:`~streams.runtime.record_limits.fit_copy`)."""
         headers = [("error", error.encode()), ("reason", reason.encode()), *source_headers(raw)]
-        self.outputs.append(Output(self.topology.dlq_topic, None, raw.key, raw.value,
+        key, value, headers = fit_copy(raw.key, raw.value, headers)  # always fits the broker
+        self.outputs.append(Output(self.topology.dlq_topic, None, key, value,
                                    raw.timestamp, headers))
         self.dead_letters[reason] = self.dead_letters.get(reason, 0) + 1
 

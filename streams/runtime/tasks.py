@@ -24,7 +24,7 @@ from ..dsl.topology import Topology
 from ..kafka.clients import Kafka
 from ..state.meta import Offsets, TaskId, TaskMeta, shape_of
 from ..state.recovery import Restoration, decide_open, restore_consumer
-from ..state.store import TaskStore
+from ..state.store import StateCorrupted, TaskStore
 from . import checkpoint
 from .compile import SubTopology
 from .task import Task
@@ -278,8 +278,13 @@ class TaskManager:
             await self._start_task(task)
             return
         path = self.state_root / str(task_id)
-        check_state_shape(path, self.topology, sub)
-        store = await asyncio.to_thread(TaskStore, path, sub.stores)
+        try:
+            check_state_shape(path, self.topology, sub)
+            store = await asyncio.to_thread(TaskStore, path, sub.stores)
+        except StateCorrupted as exc:  # Kafka Streams' TaskCorruptedException: wipe, restore
+            log.warning("task %s: %s: wiped, restoring it from the changelog", task_id, exc)
+            TaskStore.destroy(path)
+            store = await asyncio.to_thread(TaskStore, path, sub.stores)
         task = Task(self.topology, sub, partition, store, self.global_tables)
         local = task.meta()
         try:

@@ -31,6 +31,7 @@ from ..kafka.admin import Replication
 from ..kafka.clients import KafkaConnection, client_kwargs
 from ..kafka.outage import BrokerOutageLog
 from ..metrics import Metrics
+from ..state.store import StateCorrupted, StateStorageError
 from . import checkpoint
 from .compile import subtopologies
 from .global_tables import GlobalTableConsumer, GlobalTables
@@ -242,6 +243,9 @@ class Worker:
                 log.info("final commit done: %d tasks, %d input records since the previous "
                          "commit", len(self.tasks.running) if self.tasks else 0,
                          self._last_commit_records)
+            except (StateCorrupted, StateStorageError) as exc:  # one line: the path says it
+                log.error("final commit failed: %s; uncommitted input will be processed again",
+                          exc)
             except Exception:  # noqa: BLE001 - still close the stores below
                 log.exception("final commit failed; uncommitted input will be processed again")
         else:

@@ -29,7 +29,7 @@ from typing import Any
 
 from ..dsl.serdes import KeySerde
 from .meta import Offsets, TaskMeta
-from .store import StoreLocked, TaskStore
+from .store import StateCorrupted, StoreLocked, TaskStore
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,15 @@ def open_global_store(state_root: Path, specs: list[Any]) -> TaskStore:
     shape = global_shape(specs)
     for slot in range(MAX_SLOTS):
         path = state_root / (GLOBAL_DIR if slot == 0 else f"{GLOBAL_DIR}-{slot}")
-        existing = TaskStore.existing_tables(path)
         try:
+            existing = TaskStore.existing_tables(path)
             store = TaskStore(path, names, lock_timeout=0)
         except StoreLocked:
             continue
+        except StateCorrupted as exc:  # a copy of the topics: reloaded from them
+            log.warning("global tables: %s: wiped, reloading them", exc)
+            TaskStore.destroy(path)
+            existing, store = None, TaskStore(path, names, lock_timeout=0)
         if existing is not None and (existing != sorted(names) or
                                      TaskMeta.decode(store.meta()).shape != shape):
             log.info("global tables: %s was written for other global tables: wiped", path)

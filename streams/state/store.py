@@ -17,11 +17,14 @@ ranges with :meth:`TaskStore.range`.
 
 from __future__ import annotations
 
+import errno
+import re
 import shutil
-from bisect import bisect_left
 import time
+from bisect import bisect_left
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from rocksdict import AccessType, Options, Rdict, ReadOptions, WriteBatch
 
@@ -71,16 +74,75 @@ def _merge(base: Iterator[tuple[bytes, bytes]], ch: list[tuple[bytes, bytes | No
             yield k, cv
 
 
-def _keeping(items: Iterator[tuple[bytes, bytes]], opts: ReadOptions
-             ) -> Iterator[tuple[bytes, bytes]]:
+def _keeping(store: TaskStore, items: Iterator[Any], opts: ReadOptions | None
+             ) -> Iterator[Any]:
     # The iterator reads its upper bound from ``opts``: freeing ``opts`` while the iterator is
     # in use silently truncates the scan, so this frame keeps it alive until the end.
-    yield from items
+    try:
+        yield from items
+    except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception
+        raise store.failed(exc) from exc
     del opts
 
 
 class StoreLocked(RuntimeError):
     """Another process holds this task's RocksDB."""
+
+
+class StateCorrupted(RuntimeError):
+    """The RocksDB in ``path`` is damaged (a checksum mismatch, a bad or missing table file, a
+    CURRENT file naming no MANIFEST): its state cannot be trusted. The worker wipes it and
+    restores the task from its changelog, as Kafka Streams does for a corrupted task."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        self.path = path
+        super().__init__(f"state in {path} is corrupt ({_first_line(detail)})")
+
+
+class StateStorageError(RuntimeError):
+    """The state directory cannot be written: no space left, read-only, no permission."""
+
+
+# A file RocksDB's own metadata names is missing: the database is damaged, not absent (an
+# absent database has no CURRENT, which is not matched here).
+_MISSING_DB_FILE = re.compile(r"No such file or directory.*(MANIFEST-\d+|\d+\.(sst|log|blob))")
+_STORAGE = (("No space left on device", "no space left on device"),
+            ("Disk quota exceeded", "disk quota exceeded"),
+            ("Read-only file system", "read-only file system"),
+            ("Permission denied", "permission denied"))
+_STORAGE_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                   errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                   errno.EPERM: "permission denied"}
+# Marker left in a store's directory when a read or write after the open found corruption:
+# the next open wipes the store instead of trusting it again.
+CORRUPT_MARKER = "STREAMS-CORRUPT"
+
+
+def _first_line(text: str, limit: int = 300) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else "unknown error"
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+def state_error(path: Path, exc: BaseException) -> BaseException:
+    """What a failed RocksDB (or file system) operation on the state in ``path`` means:
+    :class:`StateCorrupted`, :class:`StateStorageError` (one line naming the path),
+    :class:`StoreLocked`, or ``exc`` itself. Matched on RocksDB's status text ("Corruption:",
+    "IO error: ...") — rocksdict raises a plain Exception — and never on a bare word: "block
+    checksum mismatch" contains "lock"."""
+    if isinstance(exc, (StateCorrupted, StateStorageError, StoreLocked)):
+        return exc
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
+        return StateStorageError(f"state directory {path}: {_STORAGE_ERRNOS[exc.errno]} "
+                                 f"({_first_line(text)})")
+    if "Corruption:" in text or _MISSING_DB_FILE.search(text):
+        return StateCorrupted(path, text)
+    for needle, what in _STORAGE:
+        if needle in text:
+            return StateStorageError(f"state directory {path}: {what} ({_first_line(text)})")
+    if "/LOCK:" in text or "lock hold by" in text:
+        return StoreLocked(f"{path} is locked by another process")
+    return exc
 
 
 class TaskStore:
@@ -92,8 +154,14 @@ class TaskStore:
         self.tables = list(tables)
         self.read_only = read_only
         cfs = {name: Options(raw_mode=True) for name in [*self.tables, META]}
+        if (self.path / CORRUPT_MARKER).exists():
+            raise StateCorrupted(self.path, (self.path / CORRUPT_MARKER).read_text(
+                errors="replace") or "marked corrupt")
         if not read_only:
-            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise state_error(self.path, exc) from exc
         deadline = time.monotonic() + lock_timeout
         while True:
             try:
@@ -105,26 +173,52 @@ class TaskStore:
                 else:
                     self.db = Rdict(str(self.path), options=_options(), column_families=cfs)
                 break
-            except Exception as exc:  # rocksdict raises plain Exception on a held LOCK
+            except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception
+                error = state_error(self.path, exc)
                 # On a rebalance the previous owner may still be closing this task's store.
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                    if "lock" in str(exc).lower():
-                        raise StoreLocked(f"{self.path} is locked by another process") from exc
-                    raise
+                if not isinstance(error, StoreLocked) or time.monotonic() > deadline:
+                    if error is exc:
+                        raise
+                    raise error from exc
                 time.sleep(0.2)
         self._cf = {name: self.db.get_column_family(name) for name in cfs}
         self._handles = {name: self.db.get_column_family_handle(name) for name in cfs}
         # table -> key -> value bytes (None = delete); ordered by first write.
         self._pending: dict[str, dict[bytes, bytes | None]] = {t: {} for t in self.tables}
-        self._meta_keys = set(self.meta())
+        try:
+            self._meta_keys = set(self.meta())
+        except BaseException:
+            self.close()  # (releases the LOCK: the opener wipes and reopens this directory)
+            raise
 
     @staticmethod
     def existing_tables(path: Path) -> list[str] | None:
         """The tables (column families) of the RocksDB at ``path``; None if there is none."""
         if not (Path(path) / "CURRENT").exists():
             return None
-        cfs = Rdict.list_cf(str(path), Options(raw_mode=True))
+        if (Path(path) / CORRUPT_MARKER).exists():
+            raise StateCorrupted(Path(path), "marked corrupt")
+        try:
+            cfs = Rdict.list_cf(str(path), Options(raw_mode=True))
+        except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception
+            error = state_error(Path(path), exc)
+            if error is exc:
+                raise
+            raise error from exc
         return sorted(c for c in cfs if c not in ("default", META))
+
+    def failed(self, exc: BaseException) -> BaseException:
+        """The error to raise for ``exc`` from a read or write of the open store. Corruption
+        found now (a block checksum mismatch in a data block: opening reads only the files'
+        footers and indexes) marks the directory, so that the next open of the task wipes it
+        and restores from the changelog instead of trusting it again."""
+        error = state_error(self.path, exc)
+        if isinstance(error, StateCorrupted) and not self.read_only:
+            try:
+                (self.path / CORRUPT_MARKER).write_text(_first_line(str(exc)))
+            except OSError:
+                pass  # (the error still stops the worker; the open finds the damage again)
+        return error
 
     # -- reads ------------------------------------------------------------------------------------
     def get(self, table: str, key: bytes) -> bytes | None:
@@ -132,7 +226,10 @@ class TaskStore:
         if key in pending:
             return pending[key]
         cf = self._cf.get(table)
-        return None if cf is None else cf.get(key)
+        try:
+            return None if cf is None else cf.get(key)
+        except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception
+            raise self.failed(exc) from exc
 
     def range(self, table: str, start: bytes = b"", end: bytes | None = None
               ) -> Iterator[tuple[bytes, bytes]]:
@@ -147,7 +244,7 @@ class TaskStore:
             opts = ReadOptions()
             if end is not None:
                 opts.set_iterate_upper_bound(end)
-            db = _keeping(cf.items(from_key=start, read_opt=opts), opts)
+            db = _keeping(self, cf.items(from_key=start, read_opt=opts), opts)
         return overlay(db, self._pending[table], start, end)
 
     def has_pending(self, table: str) -> bool:
@@ -171,13 +268,13 @@ class TaskStore:
         cf = self._cf.get(table)
         if cf is None:
             return iter(())
-        return iter(cf.items())
+        return _keeping(self, cf.items(), None)
 
     def meta(self) -> dict[str, str]:
         cf = self._cf.get(META)
         if cf is None:
             return {}
-        return {k.decode(): v.decode() for k, v in cf.items()}
+        return {k.decode(): v.decode() for k, v in _keeping(self, cf.items(), None)}
 
     def count_keys(self, table: str, limit: int = 200_000) -> tuple[int, bool]:
         """(number of keys, exact?): counted up to ``limit``, RocksDB's estimate beyond."""
@@ -185,7 +282,7 @@ class TaskStore:
         if cf is None:
             return 0, True
         n = 0
-        for _ in cf.keys():
+        for _ in _keeping(self, cf.keys(), None):
             n += 1
             if n > limit:
                 return max(n, self.approximate_keys(table)), False
@@ -215,9 +312,15 @@ class TaskStore:
                 else:
                     batch.put(key, value, handle)
         self._replace_meta(batch, meta)
-        self.db.write(batch)
+        self._write(batch)
         for pending in self._pending.values():
             pending.clear()
+
+    def _write(self, batch: WriteBatch) -> None:
+        try:
+            self.db.write(batch)
+        except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception
+            raise self.failed(exc) from exc
 
     def write_raw(self, table: str, entries: list[tuple[bytes, bytes | None]],
                   meta: dict[str, str] | None = None) -> None:
@@ -232,7 +335,7 @@ class TaskStore:
                 batch.put(key, value, handle)
         if meta is not None:
             self._replace_meta(batch, meta)
-        self.db.write(batch)
+        self._write(batch)
 
     def _replace_meta(self, batch: WriteBatch, meta: dict[str, str]) -> None:
         handle = self._handles[META]
@@ -257,5 +360,12 @@ class TaskStore:
 
     @staticmethod
     def destroy(path: Path) -> None:
-        shutil.rmtree(path, ignore_errors=True)
+        """Delete the store's directory; a directory that cannot be deleted (read-only, no
+        permission) raises :class:`StateStorageError` instead of being restored on top of."""
+        try:
+            shutil.rmtree(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise state_error(Path(path), exc) from exc
 

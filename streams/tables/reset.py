@@ -9,7 +9,6 @@ double-count the neighbour when the input is replayed).
 from __future__ import annotations
 
 import glob
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from ..kafka.admin import Replication, TopicSpec
 from ..kafka.clients import Kafka
 from ..runtime.compile import SubTopology, subtopologies
 from ..state.global_store import global_dirs
+from ..state.store import TaskStore
 from ..runtime.topics import CHANGELOG_CONFIG, REPARTITION_CONFIG, written_repartitions
 
 
@@ -130,5 +130,5 @@ async def execute_reset(plan: ResetPlan, bootstrap: Kafka, force: bool,
     say(f"[2/4] offsets reset to earliest on {len(reset)} partitions")
     say(f"[3/4] recreated {len(names)} topics: {', '.join(names) or '-'}")
     for path in plan.state_dirs:
-        shutil.rmtree(path, ignore_errors=True)
+        TaskStore.destroy(path)  # (one line naming a directory that cannot be deleted)
     say(f"[4/4] deleted {len(plan.state_dirs)} local state directories")

@@ -38,7 +38,8 @@ from ...dsl.serdes import MAX_RECORD_BYTES
 from ...state.meta import ORIGIN_HEADER, encode_origin
 from ...state.table import StoreView
 from ..context import ProcessorContext
-from .base import Processor, Rec, ShapeError, describe_error, what
+from ..record_limits import headers_bytes, too_large
+from .base import STORE_FAILURES, Processor, Rec, ShapeError, describe_error, what
 
 __all__ = ["AgentAwaitError", "AgentEvent", "AgentProc", "AgentStream"]
 
@@ -290,9 +291,9 @@ class AgentProc(Processor):
               headers: list | None) -> None:
         if self.event is None:
             raise RuntimeError(f"agent {self.name!r} sent to {topic!r} outside an event")
-        size = len(key or b"") + len(value or b"")
+        size = len(key or b"") + len(value or b"") + headers_bytes(headers)
         if size > MAX_RECORD_BYTES:
-            raise ValueError(f"record for {topic!r} of {size} bytes exceeds {MAX_RECORD_BYTES}")
+            raise too_large(size, f"record for {topic!r}", self.event.raw)
         staged = self._staged
         if len(staged) >= MAX_STAGED_PER_EVENT:
             raise ValueError(f"agent {self.name!r} produced more than {MAX_STAGED_PER_EVENT} "
@@ -456,7 +457,10 @@ class AgentProc(Processor):
                                  "event", reason="agent")
 
     def _fail(self, exc: BaseException, reason: str) -> None:
-        """Drop the current event's effects, dead-letter its record, close the instance."""
+        """Drop the current event's effects, dead-letter its record, close the instance (a
+        failure of the state store itself is raised instead: not the record's fault)."""
+        if isinstance(exc, STORE_FAILURES):
+            raise exc
         for view in self._view_list:
             view.rollback()
         self._staged.clear()

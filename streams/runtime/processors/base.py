@@ -20,11 +20,16 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from ...dsl import nodes as n
+from ...state.store import StateCorrupted, StateStorageError
 from ..context import ProcessorContext
 
-__all__ = ["MAX_TIMESTAMP_MS", "Processor", "Rec", "ShapeError", "describe_error", "what"]
+__all__ = ["MAX_TIMESTAMP_MS", "STORE_FAILURES", "Processor", "Rec", "ShapeError", "describe_error",
+           "what"]
 
 T = TypeVar("T")
+
+#: failures of the task's state, raised instead of dead-lettering the record that met them
+STORE_FAILURES = (StateCorrupted, StateStorageError)
 
 
 class Rec:
@@ -96,7 +101,10 @@ class Processor:
         raise NotImplementedError
 
     def fail(self, rec: Rec, exc: BaseException) -> None:
-        """Send ``rec``'s input record to the dead letters for ``exc``."""
+        """Send ``rec``'s input record to the dead letters for ``exc``. A failure of the
+        task's state store is not the record's fault: it is raised, and stops the task."""
+        if isinstance(exc, STORE_FAILURES):
+            raise exc
         reason = "shape" if isinstance(exc, ShapeError) else "processing"
         self.ctx.dead_letter(rec.raw, f"{describe_error(exc)} (in {self.node.name})",
                              reason=reason)

@@ -23,6 +23,7 @@ from ...dsl.serdes import json_dumps
 from ...state.meta import source_headers
 from ...state.window_store import JoinBufferView
 from ..context import ProcessorContext
+from ..record_limits import fit_copy
 from .base import Processor, Rec, ShapeError
 from .windowed import _ClosedWindowRecord
 
@@ -214,7 +215,8 @@ class StreamJoinSideProc(Processor):
             headers = [("error", f"join {node.name} keeps records for {self.retention} ms; ts "
                                  f"{rec.ts} is older at stream time {now}".encode()),
                        ("reason", b"late"), ("node", node.name.encode()), *source_headers(raw)]
-            ctx.send(node.late_topic, raw.key, raw.value, rec.ts, headers)
+            key, value, headers = fit_copy(raw.key, raw.value, headers)  # always fits
+            ctx.send(node.late_topic, key, value, rec.ts, headers)
 
     def _on_stream_time(self, now: int) -> None:
         """Stream time moved to ``now`` outside a join record (end of a batch, idle close):

@@ -6,6 +6,7 @@ from ...dsl import nodes as n
 from ...dsl.serdes import MAX_RECORD_BYTES
 from ...state.meta import ORIGIN_HEADER, encode_origin
 from ..context import ProcessorContext
+from ..record_limits import headers_bytes, too_large
 from .base import Processor, Rec
 
 __all__ = ["SinkProc"]
@@ -13,7 +14,7 @@ __all__ = ["SinkProc"]
 
 class SinkProc(Processor):
     """Writes each record to the node's topic; a record that does not serialize, or would be
-    larger than ``MAX_RECORD_BYTES``, is a dead letter. Records to a repartition topic carry
+    larger than ``MAX_RECORD_BYTES`` (key, value and headers), is a dead letter. Records to a repartition topic carry
     their input record's position (the origin header) so the downstream task can skip
     replays."""
 
@@ -29,13 +30,15 @@ class SinkProc(Processor):
         for rec in recs:
             try:
                 key, value = ks(rec.key), vs(rec.value)
+                headers = rec.headers
                 size = len(key or b"") + len(value or b"")
+                if headers:
+                    size += headers_bytes(headers)
                 if size > MAX_RECORD_BYTES:
-                    raise ValueError(f"output record of {size} bytes exceeds {MAX_RECORD_BYTES}")
+                    raise too_large(size, f"output record for {topic!r}", rec.raw)
             except Exception as exc:  # noqa: BLE001
                 self.fail(rec, exc)
                 continue
-            headers = rec.headers
             if internal:
                 headers = [(ORIGIN_HEADER, self._origin(rec)), *(headers or ())]
             send(topic, key, value, rec.ts, headers)

@@ -20,6 +20,7 @@ from ...dsl import nodes as n
 from ...dsl.serdes import json_dumps
 from ...state.meta import source_headers
 from ..context import ProcessorContext
+from ..record_limits import fit_copy
 from .base import Processor, Rec
 
 __all__ = ["SessionWindowAggregateProc", "SlidingWindowAggregateProc", "TimeWindowAggregateProc"]
@@ -93,7 +94,8 @@ class _WindowAggregateProc(Processor):
             headers = [("error", f"window [{start}, {end}] of {node.name} closed at stream "
                                  f"time {ctx.stream_time}".encode()), ("reason", b"late"),
                        ("node", node.name.encode()), *source_headers(raw), *_bounds(start, end)]
-            ctx.send(node.late_topic, raw.key, raw.value, rec.ts, headers)
+            key, value, headers = fit_copy(raw.key, raw.value, headers)  # always fits
+            ctx.send(node.late_topic, key, value, rec.ts, headers)
 
     def closed_output(self, key: Any, agg: Any, start: int, end: int, ts: int) -> Rec:
         rec = self.output(key, agg, start, end, ts, None)

@@ -33,6 +33,9 @@ class FakeBatch:
         self.n += 1
         return object()
 
+    def size(self) -> int:
+        return 100 * self.n
+
 
 class FakeProducer:
     """Records each send_batch; its futures resolve only when the test says (the broker's ack)."""
