@@ -55,17 +55,18 @@ MODES = ["update", "final"]
 # -- the oracle -----------------------------------------------------------------------------------
 
 def initializer() -> dict:
-    return {"count": 0, "sum": 0, "ids": []}
+    # "inits" counts the initializer calls in an aggregate: it tells how sessions were merged
+    return {"count": 0, "sum": 0, "ids": [], "inits": 1}
 
 
 def adder(agg: dict, value: dict) -> dict:
     return {"count": agg["count"] + 1, "sum": agg["sum"] + value["n"],
-            "ids": list(agg["ids"]) + [value["id"]]}
+            "ids": list(agg["ids"]) + [value["id"]], "inits": agg["inits"]}
 
 
 def merger(a: dict, b: dict) -> dict:
     return {"count": a["count"] + b["count"], "sum": a["sum"] + b["sum"],
-            "ids": list(a["ids"]) + list(b["ids"])}
+            "ids": list(a["ids"]) + list(b["ids"]), "inits": a["inits"] + b["inits"]}
 
 
 @dataclass
@@ -495,24 +496,26 @@ def _session_run(mode: str, grace: int, batches: list[list[int]], key: str = "k"
         return before_advance, read_out(driver), read_late(driver, inputs)
 
 
-def _agg(ids: list[int], tss: list[int]) -> dict:
-    return {"count": len(ids), "sum": sum(tss), "ids": ids}
+def _agg(ids: list[int], tss: list[int], inits: int = 1) -> dict:
+    """The aggregate of ``ids`` (timestamps ``tss``); ``inits``: initializer calls in it (a
+    session merged from n sessions: 1 + theirs, as Kafka Streams merges)."""
+    return {"count": len(ids), "sum": sum(tss), "ids": ids, "inits": inits}
 
 
 @pytest.mark.parametrize("batches", [[[10], [12], [20], [16]], [[10, 12, 20, 16]]],
                          ids=["one-by-one", "one-batch"])
 def test_kafka_session_example_update(batches: list) -> None:
     out, after, late = _session_run("update", 10, batches)
-    def v(s: int, e: int, ids: list[int], tss: list[int]) -> tuple:
-        return ("k", {**_agg(ids, tss), "window_start": s, "window_end": e}, s, e, e)
+    def v(s: int, e: int, ids: list[int], tss: list[int], inits: int = 1) -> tuple:
+        return ("k", {**_agg(ids, tss, inits), "window_start": s, "window_end": e}, s, e, e)
     expected = [
         v(10, 10, [0], [10]),
-        ("k", None, 10, 10, 10), v(10, 12, [0, 1], [10, 12]),
+        ("k", None, 10, 10, 10), v(10, 12, [0, 1], [10, 12], 2),
         v(20, 20, [2], [20]),
         # 16 merges [10,12] and [20,20] into [10,20]: both retracted (each stamped with its
         # end), then the merged session (stamped with its end)
         ("k", None, 10, 12, 12), ("k", None, 20, 20, 20),
-        v(10, 20, [0, 1, 2, 3], [10, 12, 20, 16]),
+        v(10, 20, [0, 1, 2, 3], [10, 12, 20, 16], 1 + 2 + 1),
     ]
     assert normalize(out) == normalize(expected)
     assert after == [] and late == []
@@ -523,7 +526,7 @@ def test_kafka_session_example_update(batches: list) -> None:
 def test_kafka_session_example_final(batches: list) -> None:
     out, after, late = _session_run("final", 10, batches)
     assert out == []  # [10,20] closes at stream time 31
-    assert after == [("k", {**_agg([0, 1, 2, 3], [10, 12, 20, 16]),
+    assert after == [("k", {**_agg([0, 1, 2, 3], [10, 12, 20, 16], 4),
                             "window_start": 10, "window_end": 20}, 10, 20, 20)]
     assert late == []
 
@@ -534,8 +537,10 @@ def test_session_example_without_grace_does_not_reopen_a_closed_session(batches:
     """Grace 0: at stream time 20, [10,12] is closed (12 < 20 - 5 - 0) and emitted; 16 then
     merges only with [20,20] (a closed session never changes again)."""
     out, after, late = _session_run("final", 0, batches)
-    first = ("k", {**_agg([0, 1], [10, 12]), "window_start": 10, "window_end": 12}, 10, 12, 12)
-    second = ("k", {**_agg([2, 3], [20, 16]), "window_start": 16, "window_end": 20}, 16, 20, 20)
+    first = ("k", {**_agg([0, 1], [10, 12], 2), "window_start": 10, "window_end": 12},
+             10, 12, 12)
+    second = ("k", {**_agg([2, 3], [20, 16], 2), "window_start": 16, "window_end": 20},
+              16, 20, 20)
     assert out + after == [first, second]
     assert out == [first]
     assert late == []
@@ -636,7 +641,7 @@ def test_session_close_boundary(mode: str, split: bool) -> None:
         assert normalize(out + after) == normalize(expected_outputs(o.out, "aggregate"))
     # and the merged session [7,10] in the first case
     out, _, after = _run(spec, "final", [[r] for r in still_open])
-    assert ("a", {**_agg([0, 2], [1, 1]), "window_start": 7, "window_end": 10}, 7, 10, 10) in (
+    assert ("a", {**_agg([0, 2], [1, 1], 2), "window_start": 7, "window_end": 10}, 7, 10, 10) in (
         out + after)
 
 
@@ -730,7 +735,8 @@ def test_session_closed_by_an_earlier_record_of_the_batch_is_not_merged(mode: st
     out, late, after = _run(SessionWindows(gap=2), mode, batches)
     assert late == []
     def v(s: int, e: int, ids: list[int]) -> tuple:
-        return ("a", {**_agg(ids, [1] * len(ids)), "window_start": s, "window_end": e}, s, e, e)
+        return ("a", {**_agg(ids, [1] * len(ids), len(ids)), "window_start": s, "window_end": e},
+                s, e, e)
     if mode == "final":
         assert out + after == [v(0, 0, [0]), v(1, 3, [1, 2])]
     else:
@@ -739,3 +745,116 @@ def test_session_closed_by_an_earlier_record_of_the_batch_is_not_merged(mode: st
     o = _oracle_run("session", mode, batches, gap=2)
     o.advance_to(10_000)
     assert normalize(out + after) == normalize(expected_outputs(o.out, "aggregate"))
+
+
+# -- Kafka Streams' own cases, transcribed (``k@5``: key k at timestamp 5) ------------------------
+
+def _counts(spec: Any, mode: str, records: list[tuple[str, int]], advance: int | None = None
+            ) -> list[tuple]:
+    """(key, count, start, end, timestamp) of every output of a count over ``records``, each
+    its own poll batch; then stream time advanced to ``advance`` if given."""
+    with TopologyTestDriver(build(spec, mode, "count")) as driver:
+        for i, (key, ts) in enumerate(records):
+            driver.pipe_batch(IN, [(key, {"n": 1, "ts": ts, "id": i}, ts)])
+        if advance is not None:
+            driver.advance_stream_time(advance)
+        return [(k, None if v is None else v["value"], s, e, ts)
+                for k, v, s, e, ts in read_out(driver)]
+
+
+def test_tumbling_update_is_stamped_with_the_largest_timestamp_of_the_window() -> None:
+    """Kafka: k@5, k@3 -> 1@5, 2@5 (the out-of-order record does not move the stamp back)."""
+    got = _counts(TumblingWindows(size=10, grace=100), "update", [("k", 5), ("k", 3)])
+    assert got == [("k", 1, 0, 10, 5), ("k", 2, 0, 10, 5)]
+
+
+def test_tumbling_final_is_stamped_with_the_largest_timestamp_of_the_window() -> None:
+    """Kafka: k@3, k@20 -> [0,10) 1@3 (not the window's last millisecond)."""
+    got = _counts(TumblingWindows(size=10, grace=0), "final", [("k", 3), ("k", 20)])
+    assert got == [("k", 1, 0, 10, 3)]
+
+
+def test_sliding_final_is_stamped_with_the_largest_timestamp_of_the_window() -> None:
+    """Kafka: k@3, k@30 -> [0,10] 1@3 (not the window's end)."""
+    got = _counts(SlidingWindows(max_difference=10, grace=0), "final", [("k", 3), ("k", 30)])
+    assert got == [("k", 1, 0, 10, 3)]
+
+
+def test_session_update_and_retraction_are_stamped_with_the_session_end() -> None:
+    """Kafka: k@10, k@5 -> [10,10] 1@10, retraction [10,10]@10, [5,10] 2@10."""
+    got = _counts(SessionWindows(gap=10), "update", [("k", 10), ("k", 5)])
+    assert got == [("k", 1, 10, 10, 10), ("k", None, 10, 10, 10), ("k", 2, 5, 10, 10)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_session_record_is_late_only_once_its_merged_session_is_closed(mode: str) -> None:
+    """Kafka (gap 10, grace 1): at stream time 11 a record at 0 is kept (its session [0,0] is
+    not closed: 0 >= 11 - 10 - 1); at stream time 12 it is late."""
+    records = [("dummy", 0), ("on-time-1", 0), ("dummy", 11), ("on-time-2", 0), ("dummy", 12),
+               ("late-1", 0)]
+    spec = SessionWindows(gap=10, grace=1)
+    with TopologyTestDriver(build(spec, mode, "count")) as driver:
+        for i, (key, ts) in enumerate(records):
+            driver.pipe_batch(IN, [(key, {"n": 1, "ts": ts, "id": i}, ts)])
+        driver.advance_stream_time(100)
+        late = read_late(driver, {i: (k, {"n": 1, "ts": ts, "id": i}, ts)
+                                  for i, (k, ts) in enumerate(records)})
+        got = {k for k, v, *_ in read_out(driver) if v is not None}
+    assert late == [5]
+    assert {"on-time-1", "on-time-2"} <= got and "late-1" not in got
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_session_merge_starts_from_the_initializer(mode: str) -> None:
+    """Kafka builds a merged session as initializer, merger with each session, then the adder:
+    init "0", adder agg+v, merger a+b: k@0 "1", then k@5 "2" gives "0+0+1+2"."""
+    t = Topology("winmerge")
+    (t.stream(IN, timestamp="ts").group_by_key().window(SessionWindows(gap=10))
+     .aggregate(lambda: "0", lambda agg, v: f"{agg}+{v['v']}", merger=lambda a, b: f"{a}+{b}",
+                name=NAME, emit=mode).to(OUT))
+    with TopologyTestDriver(t) as driver:
+        driver.pipe_batch(IN, [("k", {"v": "1", "ts": 0}, 0)])
+        driver.pipe_batch(IN, [("k", {"v": "2", "ts": 5}, 5)])
+        driver.advance_stream_time(100)
+        got = [(v["value"], s, e) for _k, v, s, e, _ts in read_out(driver) if v is not None]
+    assert got[-1] == ("0+0+1+2", 0, 5)
+
+
+# -- windows stored before timestamps were kept --------------------------------------------------
+
+@pytest.mark.parametrize("lose_state", [False, True], ids=["local-state", "from-changelog"])
+@pytest.mark.parametrize("spec", [TumblingWindows(size=10), SlidingWindows(max_difference=9)],
+                         ids=["tumbling", "sliding"])
+def test_windows_stored_without_a_timestamp_still_open_and_emit(spec: Any,
+                                                                lose_state: bool) -> None:
+    """A window value in the format without a timestamp (plain serde bytes, locally and in the
+    changelog) is read as it is; its result is stamped with the records seen since (an updated
+    window) or with the largest timestamp the window can hold (closed without an update)."""
+    with TopologyTestDriver(build(spec, "final", "count"), commit_every=10**9) as driver:
+        driver.pipe_batch(IN, [("a", {"n": 1, "ts": 3, "id": 0}, 3),
+                               ("b", {"n": 1, "ts": 2, "id": 1}, 2)])
+        (task,) = driver._tasks.values()
+        view = task.tables[NAME]
+        for key in ("a", "b"):  # rewrite both windows [0, ...) in the old format
+            stored = view.get(key, 0)
+            assert view.get_stamped(key, 0) == (stored, 3 if key == "a" else 2)
+            view.replace(key, 0, stored)
+            assert view.get_stamped(key, 0) == (stored, None)
+        driver.restart(commit=True, lose_state=lose_state)
+        driver.pipe_batch(IN, [("a", {"n": 1, "ts": 1, "id": 2}, 1)])
+        driver.advance_stream_time(100)
+        got = [(k, v["value"], s, e, ts) for k, v, s, e, ts in read_out(driver)]
+    end = 10 if isinstance(spec, TumblingWindows) else 9
+    last = 9  # the largest timestamp [0, 10) / [0, 9] can hold
+    assert got[:2] == [("a", 2, 0, end, 1), ("b", 1, 0, end, last)]
+    if isinstance(spec, SlidingWindows):  # and the new right window of 1, stamped as usual
+        assert got[2:] == [("a", 1, 2, 11, 3)]
+
+
+def test_sliding_window_created_late_keeps_the_records_it_covers() -> None:
+    """Documented deviation: d = 10, grace 0, j@30 then k@22 (its left window [12,22] is
+    closed, no window of k holds it) then k@21: 21's right window [22,32] is created and holds
+    22 (Kafka, building it from existing aggregates, finds none and creates no window)."""
+    got = _counts(SlidingWindows(max_difference=10, grace=0), "final",
+                  [("j", 30), ("k", 22), ("k", 21)], advance=100)
+    assert [g for g in got if g[0] == "k"] == [("k", 1, 22, 32, 22)]
