@@ -125,10 +125,17 @@ class TimeKeyedView(StoreView):
         return len(expired)
 
 
-class _StampedValues(TimeKeyedView):
-    """Values that may carry a timestamp (see the module doc): ``get``/``fetch`` give the value
-    alone, ``*_stamped`` readers give ``(value, ts)`` with ``ts`` None for a value stored
-    without one."""
+class WindowStoreView(TimeKeyedView):
+    """Kafka Streams' (timestamped) WindowStore: one value per (record key, window start),
+    optionally with a timestamp (see the module doc).
+
+    ``view.put("user-1", 60_000, 3); view.fetch("user-1", 0, 120_000)  # [(60000, 3)]``;
+    ``view.put("user-1", 0, 2, ts=45_000); view.get_stamped("user-1", 0)  # (2, 45000)``.
+    ``get``/``fetch``/``fetch_all`` give values alone; ``*_stamped`` readers give the stored
+    timestamp too (None for a value stored without one).
+
+    The window end is not stored: a windowed operator knows its size (``end = start + size``).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -144,11 +151,6 @@ class _StampedValues(TimeKeyedView):
         vb = self._dirty.get(kb, _ABSENT)
         return self.store.get(self.name, kb) if vb is _ABSENT else vb
 
-    def _stamp_of(self, kb: bytes) -> int | None:
-        """The timestamp stored with ``kb``'s value (None: no value, or one without it)."""
-        vb = self._raw(kb)
-        return time_of(vb, 2) if vb is not None and vb[:2] == _STAMP else None
-
     def _put_stamped(self, kb: bytes, value: Any, ts: int) -> None:
         """As :meth:`put_by_bytes` (``value`` not None), the value stamped with ``ts``."""
         payload = self._serialize(value)
@@ -159,15 +161,6 @@ class _StampedValues(TimeKeyedView):
             raise ValueError(f"table {self.name!r}: changelog record of {len(kb) + len(vb)} "
                              f"bytes exceeds {MAX_RECORD_BYTES}")
         self.put_raw(kb, vb, value)
-
-
-class WindowStoreView(_StampedValues):
-    """Kafka Streams' WindowStore: one value per (record key, window start).
-
-    ``view.put("user-1", 60_000, 3); view.fetch("user-1", 0, 120_000)  # [(60000, 3)]``
-
-    The window end is not stored: a windowed operator knows its size (``end = start + size``).
-    """
 
     def window_key(self, key: Any, start: int) -> bytes:
         return key_prefix(self.key_bytes(key)) + time_bytes(start)
@@ -233,9 +226,12 @@ class WindowStoreView(_StampedValues):
                           ) -> list[tuple[Any, int, Any, int | None]]:
         """As :meth:`fetch_all`, with each value's stored timestamp (None: stored without)."""
         out = []
-        for pk, value in self._entries(self._indexed(start_from, start_to)):
-            key, (start,) = self._split(pk, 1)
-            out.append((key, start, value, self._stamp_of(pk)))
+        for pk in self._indexed(start_from, start_to):
+            vb = self._raw(pk)
+            if vb is not None:
+                key, (start,) = self._split(pk, 1)
+                out.append((key, start, self.decode(pk, vb),
+                            time_of(vb, 2) if vb[:2] == _STAMP else None))
         return out
 
     def expire_before(self, start: int) -> int:
