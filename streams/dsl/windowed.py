@@ -1,6 +1,7 @@
 """Windowed aggregations on event time: ``grouped.window(spec).aggregate(...)``.
 
-Semantics (Kafka Streams' where it settled them):
+Semantics: Kafka Streams 4.0's (``KStreamWindowAggregate``, ``KStreamSlidingWindowAggregate``,
+``KStreamSessionWindowAggregate``); the deviations are listed in README.md ("Windows").
 
 * **Stream time** is the largest record timestamp the task has processed; it is persisted with
   the task's state and restored from the changelog. Within a poll batch it advances record by
@@ -8,28 +9,40 @@ Semantics (Kafka Streams' where it settled them):
 * **Tumbling** windows are ``[start, start + size)`` with ``start`` a multiple of ``size``;
   **hopping** windows ``[start, start + size)`` for every multiple of ``advance`` with
   ``start <= ts < start + size`` (no start below 0). Such a window **closes when stream time >=
-  end + grace**.
+  end + grace**; a record none of whose windows is open is late.
+* **Sliding** windows ``[start, start + d]`` (inclusive) are defined by the records: each
+  record's left window ``[ts - d, ts]`` (``[0, d]`` for ``ts < d``) and its right window
+  ``[ts + 1, ts + 1 + d]`` once a later record falls into it; each holds every record within
+  its bounds that arrived while it was open. A window **closes when stream time > end + grace**;
+  a record is late when ``ts + d < stream time - grace``.
 * **Session** windows are ``[first ts, last ts]`` per key (inclusive). A record at ``ts`` merges
-  every session of its key with ``end >= ts - gap`` and ``start <= ts + gap`` into one; the
-  aggregates are combined with ``merger`` (in start order), then the record is added. A record
-  is late when the merged session's ``end + grace`` is below stream time. A session **closes when
-  stream time > end + gap + grace**: only then can no on-time record merge into it any more (as
-  Kafka Streams' emit-on-window-close for sessions), so a final session is never split.
-* A record updates each of its windows that is still open; a record **none of whose windows is
-  open is late**: it is dropped, counted in ``streams_late_events_total{node}`` and written to
+  every open session of its key with ``end >= ts - gap`` and ``start <= ts + gap`` into one,
+  whose aggregate is ``merger(...merger(initializer(), s1)..., sn)`` (sessions by start), then
+  ``adder(aggregate, value)``: the initializer takes part in every merge, as in Kafka, so make
+  ``merger`` treat it as neutral. A session **closes when stream time > end + gap + grace**
+  (then no record can merge into it any more); a record is late when its merged session is
+  closed already (``end < stream time - gap - grace``).
+* **Result timestamps**: a tumbling, hopping or sliding result carries the largest record
+  timestamp of its window (kept in the window store next to the aggregate); a session result
+  its session's end, a session retraction the retracted session's end. A window stored without
+  that timestamp (by an earlier version) is stamped with the largest timestamp added since, or,
+  closed without an update, with the last millisecond it can hold.
+* A **late** record is dropped, counted in ``streams_late_events_total{node}`` and written to
   the topology's ``late_topic`` if it has one, with headers ``reason`` = late, ``node`` and the
   original record's source position (a hopping record with some windows open is not late; a
-  record late for several windowed aggregations is written once for each, named by ``node``). Records with a null key or value are skipped and counted as dropped.
+  record late for several windowed aggregations is written once for each, named by ``node``).
+  Records with a null key or value are skipped and counted as dropped.
 * ``emit="update"``: after each record, one output per window it updated (by window start).
   Session merges first retract each merged-away session: a tombstone (value None) keyed by the
   group key with headers ``window_start``/``window_end`` naming the old session.
-  ``emit="final"``: each window is emitted once, when it closes, ordered by (window end, key); a
-  crash may only repeat such a record as an exact duplicate.
+  ``emit="final"``: each window is emitted once, when it closes (at the end of a poll batch, or
+  when stream time advances without input), ordered by (window end, key); a crash may only
+  repeat such a record as an exact duplicate.
 * A window is deleted from the store when it closes, so stored windows stay bounded.
 
 Outputs are keyed by the group key; their value is the aggregate's fields (a dict or faust Record)
 plus ``window_start`` and ``window_end`` (epoch ms; the end is exclusive for tumbling and hopping,
-inclusive for sessions), or ``{"value": aggregate, "window_start": ..., "window_end": ...}`` for
+inclusive for sliding windows and sessions), or ``{"value": aggregate, "window_start": ..., "window_end": ...}`` for
 other aggregates. Every output carries headers ``window_start`` and ``window_end``.
 
 >>> from streams import Topology, TumblingWindows
@@ -73,8 +86,11 @@ class WindowedStream:
                   value: Any = None, result: Callable[[Any], Any] | None = None) -> WindowedTable:
         """Fold each window's values per key: ``agg = adder(agg, value)`` from
         ``initializer()``. Session windows also need ``merger(agg1, agg2)`` to combine the
-        aggregates of sessions a record joins. ``emit`` is "update" or "final"; ``value`` the
-        serde of stored aggregates (a faust Record class is inferred from the initializer).
+        aggregates of sessions a record joins: as in Kafka Streams the merged aggregate starts
+        from ``initializer()``, so ``merger(initializer(), agg)`` should give ``agg``.
+        ``emit`` is "update" or "final"; ``value`` the serde of stored aggregates (a faust
+        Record class is inferred from the initializer). Results are stamped with the window's
+        largest record timestamp (sessions: their end).
 
         ``w.aggregate(lambda: {"rides": 0}, lambda a, r: {"rides": a["rides"] + 1},
         merger=lambda a, b: {"rides": a["rides"] + b["rides"]}, name="sessions", emit="final")``

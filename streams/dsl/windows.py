@@ -10,8 +10,10 @@ the epoch. Two kinds of bounds:
 A window is closed once no record that could fall into it is accepted any more: records
 ``grace`` older than stream time are still accepted, so ``close_time(end)`` is ``end + grace``
 for half-open windows ("a window closes when stream time >= end + grace", as Kafka Streams'
-``KStreamWindowAggregate``) and ``end + grace + 1`` for inclusive ends (as its session
-aggregation: closed when ``end < stream time - grace``).
+``KStreamWindowAggregate``), ``end + grace + 1`` for sliding windows' inclusive ends (closed when
+``end < stream time - grace``) and ``end + gap + grace + 1`` for sessions (a record up to ``gap``
+after the end still merges into it: closed when ``end < stream time - gap - grace``, as
+``KStreamSessionWindowAggregate``).
 """
 
 from __future__ import annotations
@@ -197,6 +199,15 @@ class SessionWindows(_InclusiveEnd):
 
     def describe(self) -> str:
         return f"session gap {self.gap_ms} ms, grace {self.grace_ms} ms"
+
+    def close_time(self, window_end: int) -> int:
+        """The stream time at which the session ending (inclusive) at ``window_end`` closes:
+        a record at ``window_end + gap`` may still merge into it until then.
+
+        >>> SessionWindows(gap=5, grace=2).close_time(100)
+        108
+        """
+        return window_end + self.gap_ms + self.grace_ms + 1
 
     def merge_bounds(self, ts: int) -> tuple[int, int]:
         """(earliest end, latest start) of the sessions a record at ``ts`` merges with: the

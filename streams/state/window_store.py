@@ -20,6 +20,12 @@ Encodings (RocksDB orders keys as bytes, so these group by record key, then by t
   ``expire_before`` read it, so they cost what they return, not a scan of every key. Index
   entries are written, committed and changelogged with their record (a restore rebuilds them),
   so the changelog and RocksDB's key counts hold two entries per record.
+
+Window values may carry a timestamp (Kafka Streams' ``ValueAndTimestamp``: a
+window's largest record timestamp): ``0xfe 0x01 + ts (8 bytes, as above) + serde bytes``.
+Values written without one are the plain serde bytes (state from before timestamps were kept,
+and windowed agent tables); readers take both. No UTF-8 text starts with 0xfe, so a JSON,
+Record or str value is never mistaken for a stamped one.
 """
 
 from __future__ import annotations
@@ -28,12 +34,15 @@ import operator
 from collections.abc import Iterator
 from typing import Any
 
+from ..dsl.serdes import MAX_RECORD_BYTES
 from .table import StoreView
 
 _OFFSET = 1 << 63
 _INDEX = b"\xff"
 _MAX_KEY = 1 << 24  # keeps the first byte of a primary key 0x00, below the index's 0xff
 _SEQ = 4
+_STAMP = b"\xfe\x01"
+_STAMPED = len(_STAMP) + 8
 
 
 def time_bytes(ts: int) -> bytes:
@@ -117,12 +126,41 @@ class TimeKeyedView(StoreView):
 
 
 class WindowStoreView(TimeKeyedView):
-    """Kafka Streams' WindowStore: one value per (record key, window start).
+    """Kafka Streams' (timestamped) WindowStore: one value per (record key, window start),
+    optionally with a timestamp (see the module doc).
 
-    ``view.put("user-1", 60_000, 3); view.fetch("user-1", 0, 120_000)  # [(60000, 3)]``
+    ``view.put("user-1", 60_000, 3); view.fetch("user-1", 0, 120_000)  # [(60000, 3)]``;
+    ``view.put("user-1", 0, 2, ts=45_000); view.get_stamped("user-1", 0)  # (2, 45000)``.
+    ``get``/``fetch``/``fetch_all`` give values alone; ``*_stamped`` readers give the stored
+    timestamp too (None for a value stored without one).
 
     The window end is not stored: a windowed operator knows its size (``end = start + size``).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._plain_deserialize = self._deserialize
+        self._deserialize = self._unstamp
+
+    def _unstamp(self, vb: bytes) -> Any:
+        if vb[:2] == _STAMP:
+            return self._plain_deserialize(vb[_STAMPED:])
+        return self._plain_deserialize(vb)
+
+    def _raw(self, kb: bytes) -> bytes | None:
+        vb = self._dirty.get(kb, _ABSENT)
+        return self.store.get(self.name, kb) if vb is _ABSENT else vb
+
+    def _put_stamped(self, kb: bytes, value: Any, ts: int) -> None:
+        """As :meth:`put_by_bytes` (``value`` not None), the value stamped with ``ts``."""
+        payload = self._serialize(value)
+        if payload is None:
+            raise ValueError(f"table {self.name!r}: the value serializes to null")
+        vb = _STAMP + time_bytes(ts) + payload
+        if len(kb) + len(vb) > MAX_RECORD_BYTES:
+            raise ValueError(f"table {self.name!r}: changelog record of {len(kb) + len(vb)} "
+                             f"bytes exceeds {MAX_RECORD_BYTES}")
+        self.put_raw(kb, vb, value)
 
     def window_key(self, key: Any, start: int) -> bytes:
         return key_prefix(self.key_bytes(key)) + time_bytes(start)
@@ -130,14 +168,33 @@ class WindowStoreView(TimeKeyedView):
     def get(self, key: Any, start: int, default: Any = None) -> Any:
         return self.get_by_bytes(self.window_key(key, start), default)
 
-    def put(self, key: Any, start: int, value: Any) -> None:
-        """Serialize ``value`` now (``None`` deletes), as :meth:`TableView.put`."""
-        self._write(self.window_key(key, start), start, value)
+    def get_stamped(self, key: Any, start: int, default: Any = None) -> tuple[Any, int | None]:
+        """(value, the timestamp stored with it or None), or (default, None) if absent."""
+        kb = self.window_key(key, start)
+        vb = self._raw(kb)  # one read for both (get_by_bytes would read the bytes again)
+        if vb is None:
+            return default, None
+        stamp = time_of(vb, 2) if vb[:2] == _STAMP else None
+        return self.decode(kb, vb), stamp
 
-    def replace(self, key: Any, start: int, value: Any) -> None:
+    def put(self, key: Any, start: int, value: Any, ts: int | None = None) -> None:
+        """Serialize ``value`` now (``None`` deletes), as :meth:`TableView.put`; ``ts``: the
+        timestamp kept with it (the window's largest record timestamp)."""
+        kb = self.window_key(key, start)
+        if ts is None or value is None:
+            self._write(kb, start, value)
+            return
+        self._put_stamped(kb, value, ts)  # first: if the value is refused, nothing has changed
+        self.put_raw(_INDEX + time_bytes(start) + kb, b"")
+
+    def replace(self, key: Any, start: int, value: Any, ts: int | None = None) -> None:
         """Overwrite an existing window's value (its time-index entry is already there, so
         only the window itself is written — and sent to the changelog)."""
-        self.put_by_bytes(self.window_key(key, start), value)
+        kb = self.window_key(key, start)
+        if ts is None:
+            self.put_by_bytes(kb, value)
+        else:
+            self._put_stamped(kb, value, ts)
 
     def delete(self, key: Any, start: int) -> None:
         self.put(key, start, None)
@@ -163,6 +220,18 @@ class WindowStoreView(TimeKeyedView):
         for pk, value in self._entries(self._indexed(start_from, start_to)):
             key, (start,) = self._split(pk, 1)
             out.append((key, start, value))
+        return out
+
+    def fetch_all_stamped(self, start_from: int | None = None, start_to: int | None = None
+                          ) -> list[tuple[Any, int, Any, int | None]]:
+        """As :meth:`fetch_all`, with each value's stored timestamp (None: stored without)."""
+        out = []
+        for pk in self._indexed(start_from, start_to):
+            vb = self._raw(pk)
+            if vb is not None:
+                key, (start,) = self._split(pk, 1)
+                out.append((key, start, self.decode(pk, vb),
+                            time_of(vb, 2) if vb[:2] == _STAMP else None))
         return out
 
     def expire_before(self, start: int) -> int:

@@ -17,7 +17,8 @@ MIN, GRACE = 60_000, 30_000
 
 def _city_oracle(rides: list[dict[str, Any]], size: int, advance: int
                  ) -> tuple[dict[tuple[str, int], list[Any]], set[str]]:
-    """{(city, window start): [rides, fare total]} and the ride ids late for every window."""
+    """{(city, window start): [rides, fare total, largest ride ts]} and the ride ids late for
+    every window."""
     windows: dict[tuple[str, int], list[Any]] = {}
     late = set()
     now = -1
@@ -30,9 +31,10 @@ def _city_oracle(rides: list[dict[str, Any]], size: int, advance: int
         if not open_:
             late.add(r["ride_id"])
         for s in open_:
-            w = windows.setdefault((r["city"], s), [0, Decimal(0)])
+            w = windows.setdefault((r["city"], s), [0, Decimal(0), ts])
             w[0] += 1
             w[1] += Decimal(r["fare"])
+            w[2] = max(w[2], ts)
     return windows, late
 
 
@@ -53,13 +55,17 @@ def test_per_city_windows_and_late_rides_match_the_oracle() -> None:
         now = max(r["ts"] for r in rides)
         before = driver.read_output("rides-per-city-1m")
         # Final: only closed windows so far, each once, with its final aggregate.
-        closed = {k: v for k, v in oracle_1m.items() if k[1] + MIN + GRACE <= now}
+        closed = {k: v[:2] for k, v in oracle_1m.items() if k[1] + MIN + GRACE <= now}
         assert len(before) == len(closed)
         driver.advance_stream_time(now + 40 * MIN)       # everything closes (sessions: gap 30 min)
         emitted = before + driver.read_output("rides-per-city-1m")
         got = {(k, v["window_start"]): [v["rides"], Decimal(v["fare_total"])] for k, v in emitted}
         assert len(got) == len(emitted), "each window once"
-        assert got == oracle_1m
+        assert got == {k: v[:2] for k, v in oracle_1m.items()}
+        # each stamped with its window's largest ride timestamp (as Kafka Streams)
+        stamps = {(r.key.decode(), json.loads(r.value)["window_start"]): r.timestamp
+                  for r in driver.topics["rides-per-city-1m"]}
+        assert stamps == {k: v[2] for k, v in oracle_1m.items()}
         for k, v in emitted:
             assert v["city"] == k and v["window_end"] == v["window_start"] + MIN
             assert Decimal(v["fare_total"]).as_tuple().exponent == -2
@@ -68,7 +74,7 @@ def test_per_city_windows_and_late_rides_match_the_oracle() -> None:
         for k, v in driver.read_output("rides-per-city-5m"):
             assert v["window_end"] - v["window_start"] == 5 * MIN
             last[(k, v["window_start"])] = [v["rides"], Decimal(v["fare_total"])]
-        assert last == oracle_5m
+        assert last == {k: v[:2] for k, v in oracle_5m.items()}
         # Late rides: in rides-late, named by the aggregation they were late for.
         by_node: dict[str, list[str]] = {}
         for rec in driver.read_records("rides-late"):
@@ -83,6 +89,8 @@ def test_per_city_windows_and_late_rides_match_the_oracle() -> None:
         assert sum(v["rides"] for _, v in sessions) + n_late == len(rides)
         assert all(v["window_start"] <= v["window_end"] and v["rider_id"] == k
                    for k, v in sessions)
+        assert all(r.timestamp == json.loads(r.value)["window_end"]  # stamped with the end
+                   for r in driver.topics["rider-sessions"])
         # Busy drivers: sliding windows of 10 min with more than 5 rides, each once; a window's
         # count is every ride in its bounds (inclusive) that arrived while it was open.
         busy = driver.read_output("busy-drivers")

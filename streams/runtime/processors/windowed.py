@@ -129,7 +129,7 @@ class TimeWindowAggregateProc(_WindowAggregateProc):
             return
         node, store = self.wnode, self.store
         init, add, grace = node.initializer, node.adder, self.grace
-        get, put, replace = store.get, store.put, store.replace
+        get, put, replace = store.get_stamped, store.put, store.replace
         out: list[Rec] = []
         for rec, _before, now in self.accepted(recs):
             key, value, ts = rec.key, rec.value, rec.ts
@@ -140,14 +140,17 @@ class TimeWindowAggregateProc(_WindowAggregateProc):
             store.begin()
             try:
                 for start, end in open_:
-                    current = get(key, start, _NONE)  # a fresh copy: the output keeps its own
+                    # a fresh copy: the output keeps its own
+                    current, newest = get(key, start, _NONE)
+                    # the result's timestamp: the window's largest record timestamp
+                    stamp = ts if newest is None or newest < ts else newest
                     if current is _NONE:
                         agg = add(init(), value)
-                        put(key, start, agg)
+                        put(key, start, agg, stamp)
                     else:
                         agg = add(current, value)
-                        replace(key, start, agg)
-                    updates.append(self.output(key, agg, start, end, ts, rec.raw))
+                        replace(key, start, agg, stamp)
+                    updates.append(self.output(key, agg, start, end, stamp, rec.raw))
             except Exception as exc:  # noqa: BLE001 - user code; the record goes to the DLQ
                 store.rollback()
                 self.fail(rec, exc)
@@ -175,6 +178,7 @@ class TimeWindowAggregateProc(_WindowAggregateProc):
         init, add, grace = node.initializer, node.adder, self.grace
         objects: dict[tuple[Any, int], Any] = {}
         existed: dict[tuple[Any, int], bool] = {}
+        stored_ts: dict[tuple[Any, int], int | None] = {}
         applied: dict[tuple[Any, int], list[Rec]] = {}
         for rec, _before, now in self.accepted(recs):
             key, value = rec.key, rec.value
@@ -185,7 +189,7 @@ class TimeWindowAggregateProc(_WindowAggregateProc):
                     wk = (key, start)
                     agg = objects.get(wk, _NONE)
                     if agg is _NONE:
-                        agg = store.get(key, start, _NONE)
+                        agg, stored_ts[wk] = store.get_stamped(key, start, _NONE)
                         existed[wk] = agg is not _NONE
                         if agg is _NONE:
                             agg = init()
@@ -205,7 +209,7 @@ class TimeWindowAggregateProc(_WindowAggregateProc):
             for wk in done:
                 applied.setdefault(wk, []).append(rec)
         for wk, agg in objects.items():
-            self._store_final(wk, agg, existed[wk], applied.get(wk, []))
+            self._store_final(wk, agg, existed[wk], stored_ts[wk], applied.get(wk, []))
         self.emit(self.close_until(self.now))
 
     def _replay(self, wk: tuple[Any, int], recs: Any) -> Any:
@@ -218,21 +222,28 @@ class TimeWindowAggregateProc(_WindowAggregateProc):
             agg = node.adder(agg, rec.value)
         return agg
 
-    def _store_final(self, wk: tuple[Any, int], agg: Any, existed: bool, recs: list[Rec]) -> None:
+    def _store_final(self, wk: tuple[Any, int], agg: Any, existed: bool, stored_ts: int | None,
+                     recs: list[Rec]) -> None:
         key, start = wk
         store, node = self.store, self.wnode
+        if not recs:  # every record of this batch failed: the stored window stays as it is
+            return
+        newest = max(rec.ts for rec in recs)
+        if stored_ts is not None and stored_ts > newest:
+            newest = stored_ts
         try:
-            (store.replace if existed else store.put)(key, start, agg)
+            (store.replace if existed else store.put)(key, start, agg, newest)
             return
         except Exception:  # noqa: BLE001 - the aggregate cannot be stored: find the record(s)
             pass
         # Rare path: apply and store record by record, so exactly the records whose aggregate
         # cannot be stored go to the dead letters (each step starts from a fresh decode).
         for rec in recs:
-            current = store.get(key, start, _NONE)
+            current, ts = store.get_stamped(key, start, _NONE)
+            ts = rec.ts if ts is None or ts < rec.ts else ts
             try:
                 new = node.adder(node.initializer() if current is _NONE else current, rec.value)
-                (store.put if current is _NONE else store.replace)(key, start, new)
+                (store.put if current is _NONE else store.replace)(key, start, new, ts)
             except Exception as exc:  # noqa: BLE001
                 self.fail(rec, exc)
 
@@ -241,19 +252,24 @@ class TimeWindowAggregateProc(_WindowAggregateProc):
         last_start = now - self.size - self.grace
         if last_start < 0:
             return []
-        closed = sorted(self.store.fetch_all(None, last_start), key=lambda r: (r[1], str(r[0])))
+        closed = sorted(self.store.fetch_all_stamped(None, last_start),
+                        key=lambda r: (r[1], str(r[0])))
         out = []
-        for key, start, agg in closed:
+        for key, start, agg, newest in closed:
             end = start + self.size
             if self.final:
-                out.append(self.closed_output(key, agg, start, end, end - 1))
+                # the window's largest record timestamp (a window stored without one: the
+                # largest timestamp it can hold)
+                out.append(self.closed_output(key, agg, start, end,
+                                              end - 1 if newest is None else newest))
             self.store.delete(key, start)
         return out
 
 
 class SessionWindowAggregateProc(_WindowAggregateProc):
     """Session windows ``[first, last]`` per key, merged within ``gap``; closed when stream time
-    passes ``end + gap + grace`` (Kafka Streams' emit-on-window-close for sessions)."""
+    passes ``end + gap + grace`` (Kafka Streams' ``KStreamSessionWindowAggregate``). Results
+    and retractions are stamped with their session's end."""
 
     def __init__(self, node: n.Node, ctx: ProcessorContext) -> None:
         super().__init__(node, ctx)
@@ -268,29 +284,32 @@ class SessionWindowAggregateProc(_WindowAggregateProc):
             key, value, ts = rec.key, rec.value, rec.ts
             # A session closed by an earlier record (in this batch it is deleted only at the end
             # of it) is final: never merged into, whatever the batch boundaries. A session still
-            # open before this record may absorb it; the merged session's end decides lateness.
+            # open before this record may absorb it; the merged session's end decides lateness:
+            # late when it is closed already (end < stream time - gap - grace), as Kafka.
             sessions = [(b, a) for b, a in store.fetch_sessions(key, ts - gap, ts + gap)
                         if before <= b[1] + gap + grace]
             start = min([s for (s, _e), _a in sessions] + [ts])
             end = max([e for (_s, e), _a in sessions] + [ts])
-            if now > end + grace:
+            if end < now - gap - grace:
                 self.late(rec, start, end)
                 continue
             emitted = []
             store.begin()
             try:
-                agg: Any = _NONE
+                # Kafka Streams' order: the initializer, merged with each session (by start),
+                # then the record added.
+                agg = init()
                 for _bounds_, old in sessions:
-                    agg = old if agg is _NONE else merge(agg, old)  # type: ignore[misc]
-                agg = add(init() if agg is _NONE else agg, value)
+                    agg = merge(agg, old)
+                agg = add(agg, value)
                 for (s, e), _old in sessions:
                     if (s, e) != (start, end):
                         store.delete(key, s, e)
                         if update:
-                            emitted.append(self.retraction(key, s, e, ts, rec.raw))
+                            emitted.append(self.retraction(key, s, e, e, rec.raw))
                 store.put(key, start, end, agg)
                 if update:
-                    emitted.append(self.output(key, agg, start, end, ts, rec.raw))
+                    emitted.append(self.output(key, agg, start, end, end, rec.raw))
             except Exception as exc:  # noqa: BLE001 - user code; the record goes to the DLQ
                 store.rollback()
                 self.fail(rec, exc)
@@ -331,12 +350,14 @@ class SlidingWindowAggregateProc(_WindowAggregateProc):
         self.d = self.wnode.window.max_difference_ms
         self.records = ctx.store(sliding_buffer(self.wnode.table))
 
-    def _fold(self, key: Any, start: int, end: int) -> Any:
+    def _fold(self, key: Any, start: int, end: int) -> tuple[Any, int]:
+        """(aggregate, largest timestamp) of the buffered records of ``key`` in [start, end]
+        (never empty: called for windows that hold the current record)."""
         init, add = self.wnode.initializer, self.wnode.adder
-        agg = init()
-        for _ts, value in self.records.fetch(key, start, end):
-            agg = add(agg, value)
-        return agg
+        agg, newest = init(), start
+        for ts, value in self.records.fetch(key, start, end):
+            agg, newest = add(agg, value), ts
+        return agg, newest
 
     def on_batch(self, recs: list[Rec]) -> None:
         node, store, records = self.wnode, self.store, self.records
@@ -346,6 +367,7 @@ class SlidingWindowAggregateProc(_WindowAggregateProc):
         # at its end; a failing record's windows are recomputed from the record buffer, which
         # holds exactly the accepted records. Update mode emits every state, so it encodes each.
         objects: dict[tuple[Any, int], Any] = {}
+        stamps: dict[tuple[Any, int], int] = {}  # the largest record timestamp of each
         touched_by: dict[tuple[Any, int], Rec] = {}
         out: list[Rec] = []
         for rec, _before, now in self.accepted(recs):
@@ -367,12 +389,20 @@ class SlidingWindowAggregateProc(_WindowAggregateProc):
                         wk = (key, start)
                         touched.append(wk)
                         agg = objects.get(wk, _NONE)
-                        agg = add(store.get(key, start) if agg is _NONE else agg, value)
-                        if update:
-                            store.replace(key, start, agg)
-                            emitted.append(self.output(key, agg, start, start + d, ts, rec.raw))
+                        if agg is _NONE:
+                            agg, newest = store.get_stamped(key, start)
                         else:
-                            objects[wk] = agg
+                            newest = stamps[wk]
+                        agg = add(agg, value)
+                        # a window stored without its timestamp: the record's (as Kafka for
+                        # a window without one)
+                        newest = ts if newest is None or newest < ts else newest
+                        if update:
+                            store.replace(key, start, agg, newest)
+                            emitted.append(self.output(key, agg, start, start + d, newest,
+                                                       rec.raw))
+                        else:
+                            objects[wk], stamps[wk] = agg, newest
                             touched_by[wk] = rec
                 earlier = records.times(key, ts - d - 1, ts - 1)
                 records.add(key, ts, value)
@@ -388,17 +418,18 @@ class SlidingWindowAggregateProc(_WindowAggregateProc):
                     created.append(ts + 1)
                 for start in sorted(set(created)):
                     if start + d >= close_before:
-                        agg = self._fold(key, start, start + d)
-                        store.put(key, start, agg)
+                        agg, newest = self._fold(key, start, start + d)
+                        store.put(key, start, agg, newest)
                         objects.pop((key, start), None)
                         if update:
-                            emitted.append(self.output(key, agg, start, start + d, ts, rec.raw))
+                            emitted.append(self.output(key, agg, start, start + d, newest,
+                                                       rec.raw))
             except Exception as exc:  # noqa: BLE001 - user code; the record goes to the DLQ
                 store.rollback()
                 records.rollback()
                 for wk in touched:  # maybe changed in place: rebuild from the accepted records
                     if wk in objects:
-                        objects[wk] = self._fold(wk[0], wk[1], wk[1] + d)
+                        objects[wk], stamps[wk] = self._fold(wk[0], wk[1], wk[1] + d)
                 self.fail(rec, exc)
                 continue
             store.release()
@@ -406,7 +437,7 @@ class SlidingWindowAggregateProc(_WindowAggregateProc):
             out.extend(sorted(emitted, key=lambda r: r.value["window_start"]))
         for (key, start), agg in objects.items():
             try:
-                store.replace(key, start, agg)
+                store.replace(key, start, agg, stamps[(key, start)])
             except Exception as exc:  # noqa: BLE001 - an aggregate that cannot be stored
                 self.fail(touched_by[(key, start)], exc)
         out.extend(self.close_until(self.now))
@@ -419,11 +450,12 @@ class SlidingWindowAggregateProc(_WindowAggregateProc):
         last_start = now - self.grace - 1 - d
         out = []
         if last_start >= 0:
-            closed = sorted(self.store.fetch_all(None, last_start),
+            closed = sorted(self.store.fetch_all_stamped(None, last_start),
                             key=lambda r: (r[1] + d, str(r[0])))
-            for key, start, agg in closed:
-                if self.final:
-                    out.append(self.closed_output(key, agg, start, start + d, start + d))
+            for key, start, agg, newest in closed:
+                if self.final:  # stored without a timestamp: the largest the window can hold
+                    out.append(self.closed_output(key, agg, start, start + d,
+                                                  start + d if newest is None else newest))
                 self.store.delete(key, start)
         self.records.expire_before(now - 2 * d - self.grace - 1)
         return out

@@ -65,10 +65,11 @@ def test_timedelta_sizes_are_milliseconds() -> None:
 
 
 def test_close_times() -> None:
-    # half-open windows close at end + grace; inclusive ends one ms later
+    # half-open windows close at end + grace; inclusive ends one ms later; sessions also wait
+    # for the gap (Kafka Streams: closed when end < stream time - gap - grace)
     assert TumblingWindows(size=10, grace=5).close_time(20) == 25
     assert HoppingWindows(size=10, advance=5, grace=0).close_time(15) == 15
-    assert SessionWindows(gap=5, grace=2).close_time(100) == 103
+    assert SessionWindows(gap=5, grace=2).close_time(100) == 108
     assert SlidingWindows(max_difference=10, grace=2).close_time(100) == 103
 
 

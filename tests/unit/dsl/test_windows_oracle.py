@@ -1,26 +1,33 @@
-"""Windowed aggregations against an independent brute-force oracle (from /work/spec/windows-spec.md).
+"""Windowed aggregations against an independent brute-force oracle of Kafka Streams' rules.
 
-The oracle below simulates the spec record by record with plain dicts, lists and loops. It does
-not use streams' window math (``windows_for``, ``close_time``, ``merge_bounds``): windows, close
-times and session merges are recomputed here from the spec's definitions:
+The oracle below simulates Kafka Streams 4.0's ``KStreamWindowAggregate``,
+``KStreamSessionWindowAggregate`` and ``KStreamSlidingWindowAggregate`` record by record with
+plain dicts, lists and loops. It does not use streams' window math (``windows_for``,
+``close_time``, ``merge_bounds``): windows, close times and merges are recomputed here:
 
 * stream time = the largest timestamp processed so far, updated with a record *before* the
   record is checked, record by record inside a poll batch;
 * tumbling/hopping ``[start, start + size)``, starts multiples of ``advance`` and >= 0; a window
-  closes when stream time >= end + grace; a record none of whose windows is open is late, a
-  hopping record with some open windows updates only those;
-* sessions ``[first, last]`` inclusive; a record merges with the key's sessions with
-  ``end >= ts - gap and start <= ts + gap``; the record is late if the merged session ended too
-  long ago (stream time > end + grace, stream time including the record's own timestamp); a
-  session closes when stream time > end + gap + grace (no on-time record can merge any more);
-* after each record, the windows/sessions that stream time closed are closed: emitted (final
-  mode) and deleted, so a later record -- even later in the same poll batch -- never changes
-  them (a session closed by an earlier record is not merged into a later one). A session that
-  only the current record's own timestamp closes is still there for that record to merge with
-  ("a record whose merged session would already be closed is late": merge first, then check);
+  is open while ``end > stream time - grace``; a record none of whose windows is open is late,
+  a hopping record with some open windows updates only those. A result is stamped with the
+  largest record timestamp of its window (Kafka's timestamped window store);
+* sliding (difference ``d``): windows ``[s, s + d]`` inclusive, open while ``s + d >= stream
+  time - grace``; a record is late when ``ts + d < stream time - grace``. The windows are the
+  left window ``[ts - d, ts]`` of every accepted record (``[0, d]`` for ``ts < d``) and the right
+  window ``[ts + 1, ts + 1 + d]`` of every accepted record with a later accepted one within it,
+  created when they become needed if they are still open, with every accepted record of the key
+  within their bounds; an existing open window takes each later record within its bounds.
+  Results are stamped with the window's largest record timestamp;
+* sessions ``[first, last]`` inclusive; a record merges with the key's open sessions with
+  ``end >= ts - gap and start <= ts + gap``; the record is late when the merged session is
+  already closed (``end < stream time - gap - grace``); the merged aggregate is
+  ``merger(...merger(initializer(), s1)..., sn)``, then the record is added. Results and
+  retractions are stamped with their session's end;
+* after each record the windows stream time closed are closed: emitted (final mode) and
+  deleted, so a later record never changes them; a closed session is not merged into later;
 * emit "update": after each record, one output per updated window by increasing start (sessions:
   tombstones for the merged-away sessions first); emit "final": every window once, when it
-  closes, in (window end, key) order per batch/advance.
+  closes, in (window end, key) order per batch/advance, stamped as above.
 
 Output values are ``{**aggregate, window_start, window_end}`` (``{"value": n, ...}`` for count and
 sum); every output carries headers window_start/window_end; late records go to the late topic
@@ -36,46 +43,51 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from streams import HoppingWindows, SessionWindows, Topology, TumblingWindows
+from streams import HoppingWindows, SessionWindows, SlidingWindows, Topology, TumblingWindows
 from streams.testing import TopologyTestDriver
 
 IN, OUT, LATE = "in", "out", "late"
 NAME = "agg"
-KINDS = ["tumbling", "hopping", "session"]
+KINDS = ["tumbling", "hopping", "sliding", "session"]
 MODES = ["update", "final"]
 
 
 # -- the oracle -----------------------------------------------------------------------------------
 
 def initializer() -> dict:
-    return {"count": 0, "sum": 0, "ids": []}
+    # "inits" counts the initializer calls in an aggregate: it tells how sessions were merged
+    return {"count": 0, "sum": 0, "ids": [], "inits": 1}
 
 
 def adder(agg: dict, value: dict) -> dict:
     return {"count": agg["count"] + 1, "sum": agg["sum"] + value["n"],
-            "ids": list(agg["ids"]) + [value["id"]]}
+            "ids": list(agg["ids"]) + [value["id"]], "inits": agg["inits"]}
 
 
 def merger(a: dict, b: dict) -> dict:
     return {"count": a["count"] + b["count"], "sum": a["sum"] + b["sum"],
-            "ids": list(a["ids"]) + list(b["ids"])}
+            "ids": list(a["ids"]) + list(b["ids"]), "inits": a["inits"] + b["inits"]}
 
 
 @dataclass
 class Oracle:
-    kind: str          # tumbling | hopping | session
+    kind: str          # tumbling | hopping | sliding | session
     mode: str          # update | final
-    size: int = 0      # tumbling/hopping
+    size: int = 0      # tumbling/hopping; sliding: the time difference d
     advance: int = 0   # hopping (tumbling: = size)
     gap: int = 0       # session
     grace: int = 0
     stream_time: int = -1  # nothing processed yet: no window is closed
-    windows: dict = field(default_factory=dict)   # (key, start) -> agg       (time windows)
+    windows: dict = field(default_factory=dict)   # (key, start) -> [agg, max ts]  (time, sliding)
     sessions: dict = field(default_factory=dict)  # key -> [[start, end, agg]] (sessions)
-    out: list = field(default_factory=list)       # (key, agg | None, window_start, window_end)
+    accepted: dict = field(default_factory=dict)  # key -> [(ts, value)]        (sliding)
+    out: list = field(default_factory=list)       # (key, agg | None, start, end, timestamp)
     late: list = field(default_factory=list)      # ids of the late input records
-    late_windows: list = field(default_factory=list)  # (id, start, end) of a late time-window record
-    pending: list = field(default_factory=list)   # closed in this batch: (end, key, start, agg)
+    late_windows: list = field(default_factory=list)  # (id, start, end) of a late window record
+    pending: list = field(default_factory=list)   # closed in this batch: (end, key, start, agg, ts)
+
+    def end_of(self, start: int) -> int:
+        return start + self.size  # exclusive for tumbling/hopping, inclusive for sliding
 
     # windows and close times, recomputed from the definitions
     def windows_of(self, ts: int) -> list[tuple[int, int]]:
@@ -83,9 +95,11 @@ class Oracle:
         return [(s, s + self.size) for s in range(0, ts + 1, step) if s <= ts < s + self.size]
 
     def is_closed(self, end: int) -> bool:
-        if self.kind == "session":  # inclusive end; closed once no on-time record can merge
-            return self.stream_time > end + self.gap + self.grace
-        return self.stream_time >= end + self.grace  # exclusive end
+        if self.kind == "session":  # Kafka: end < stream time - gap - grace
+            return end < self.stream_time - self.gap - self.grace
+        if self.kind == "sliding":  # inclusive end: end < stream time - grace
+            return end < self.stream_time - self.grace
+        return end <= self.stream_time - self.grace  # exclusive end
 
     def _close(self) -> None:
         if self.kind == "session":
@@ -93,27 +107,29 @@ class Oracle:
                 keep = []
                 for start, end, agg in self.sessions[key]:
                     if self.is_closed(end):
-                        self.pending.append((end, key, start, agg))
+                        self.pending.append((end, key, start, agg, end))
                     else:
                         keep.append([start, end, agg])
                 self.sessions[key] = keep
         else:
-            for (key, start), agg in list(self.windows.items()):
-                if self.is_closed(start + self.size):
+            for (key, start), (agg, newest) in list(self.windows.items()):
+                if self.is_closed(self.end_of(start)):
                     del self.windows[(key, start)]
-                    self.pending.append((start + self.size, key, start, agg))
+                    self.pending.append((self.end_of(start), key, start, agg, newest))
 
     def _flush(self) -> None:
         closed, self.pending = self.pending, []
         if self.mode == "final":
-            for end, key, start, agg in sorted(closed, key=lambda c: (c[0], c[1])):
-                self.out.append((key, agg, start, end))
+            for end, key, start, agg, ts in sorted(closed, key=lambda c: (c[0], c[1])):
+                self.out.append((key, agg, start, end, ts))
 
     def batch(self, records: list[tuple[str, dict, int]]) -> None:
         for key, value, ts in records:
             self.stream_time = max(self.stream_time, ts)  # the record's own timestamp counts
             if self.kind == "session":
                 self._session_record(key, value, ts)
+            elif self.kind == "sliding":
+                self._sliding_record(key, value, ts)
             else:
                 self._time_record(key, value, ts)
             self._close()  # record by record, not once per batch
@@ -132,18 +148,49 @@ class Oracle:
             self.late_windows.append((value["id"], mine[-1][0], mine[-1][1]))
             return
         for s, e in open_:  # increasing start
-            agg = adder(self.windows.get((key, s), initializer()), value)
-            self.windows[(key, s)] = agg
+            agg, newest = self.windows.get((key, s), (initializer(), ts))
+            agg, newest = adder(agg, value), max(newest, ts)
+            self.windows[(key, s)] = [agg, newest]
             if self.mode == "update":
-                self.out.append((key, agg, s, e))
+                self.out.append((key, agg, s, e, newest))
+
+    def _sliding_record(self, key: str, value: dict, ts: int) -> None:
+        d = self.size
+        if ts + d < self.stream_time - self.grace:  # even its right window is closed
+            self.late.append(value["id"])
+            self.late_windows.append((value["id"], ts + 1, ts + 1 + d))
+            return
+        mine = self.accepted.setdefault(key, [])
+        mine.append((ts, value))
+        updated = {}
+        for (k, s), w in self.windows.items():
+            if k == key and s <= ts <= s + d:  # every stored window is open (closed: deleted)
+                w[0], w[1] = adder(w[0], value), max(w[1], ts)
+                updated[s] = w
+        wanted = {0 if ts < d else ts - d}  # the left window ([0, d] for an early record)
+        if any(ts < u <= ts + 1 + d for u, _ in mine):
+            wanted.add(ts + 1)  # its right window, once a record falls into it
+        # the right window of every earlier record this one falls into
+        wanted |= {p + 1 for p, _ in mine if p < ts <= p + 1 + d}
+        for s in wanted:
+            if (key, s) in self.windows or self.is_closed(s + d):
+                continue
+            inside = sorted((t, v["id"], v) for t, v in mine if s <= t <= s + d)
+            agg = initializer()
+            for _t, _i, v in inside:
+                agg = adder(agg, v)
+            self.windows[(key, s)] = updated[s] = [agg, max(t for t, _i, _v in inside)]
+        if self.mode == "update":
+            for s in sorted(updated):
+                self.out.append((key, updated[s][0], s, s + d, updated[s][1]))
 
     def _session_record(self, key: str, value: dict, ts: int) -> None:
-        sessions = self.sessions.setdefault(key, [])
+        sessions = self.sessions.setdefault(key, [])  # open ones only (closed: deleted)
         merged = [x for x in sessions if x[1] >= ts - self.gap and x[0] <= ts + self.gap]
         merged.sort(key=lambda x: x[0])
         start = min([x[0] for x in merged] + [ts])
         end = max([x[1] for x in merged] + [ts])
-        if self.stream_time > end + self.grace:  # the merged session ended too long ago
+        if self.is_closed(end):  # the merged session is closed already
             self.late.append(value["id"])
             return
         agg = initializer()
@@ -156,8 +203,8 @@ class Oracle:
         if self.mode == "update":
             for old_start, old_end, _ in merged:
                 if (old_start, old_end) != (start, end):
-                    self.out.append((key, None, old_start, old_end))
-            self.out.append((key, agg, start, end))
+                    self.out.append((key, None, old_start, old_end, old_end))
+            self.out.append((key, agg, start, end, end))
 
 
 # -- running the real thing -----------------------------------------------------------------------
@@ -176,6 +223,8 @@ class Scenario:
             return TumblingWindows(size=self.size, grace=self.grace)
         if self.kind == "hopping":
             return HoppingWindows(size=self.size, advance=self.advance, grace=self.grace)
+        if self.kind == "sliding":
+            return SlidingWindows(max_difference=self.size, grace=self.grace)
         return SessionWindows(gap=self.gap, grace=self.grace)
 
     def oracle(self, mode: str) -> Oracle:
@@ -203,17 +252,17 @@ def build(kind_spec: Any, mode: str, op: str = "aggregate") -> Topology:
     return t
 
 
-def render(op: str, key: str, agg: dict | None, start: int, end: int) -> tuple:
+def render(op: str, key: str, agg: dict | None, start: int, end: int, ts: int) -> tuple:
     """What the oracle's output looks like on the output topic."""
     if agg is None:
-        return (key, None, start, end)
+        return (key, None, start, end, ts)
     if op == "count":
         value: dict = {"value": agg["count"]}
     elif op == "sum":
         value = {"value": agg["sum"]}
     else:
         value = dict(agg)
-    return (key, {**value, "window_start": start, "window_end": end}, start, end)
+    return (key, {**value, "window_start": start, "window_end": end}, start, end, ts)
 
 
 def expected_outputs(oracle_out: list, op: str) -> list:
@@ -231,7 +280,7 @@ def read_out(driver: TopologyTestDriver) -> list[tuple]:
         ws = int(h["window_start"]) if "window_start" in h else None
         we = int(h["window_end"]) if "window_end" in h else None
         value = None if rec.value is None else json.loads(rec.value)
-        got.append((rec.key.decode(), value, ws, we))
+        got.append((rec.key.decode(), value, ws, we, rec.timestamp))
     return got
 
 
@@ -293,7 +342,7 @@ def late_total(driver: TopologyTestDriver) -> int:
 @st.composite
 def scenarios(draw: st.DrawFn, kind: str, max_records: int = 40) -> Scenario:
     size = advance = gap = 0
-    if kind == "tumbling":
+    if kind in ("tumbling", "sliding"):
         size = advance = draw(st.integers(1, 20))
     elif kind == "hopping":
         size = draw(st.integers(2, 20))
@@ -369,9 +418,9 @@ def test_windowed_aggregation_matches_the_oracle(kind: str, mode: str, data: st.
         # every window exactly once, globally in (end, key) order; no tombstones. (Two final
         # sessions of a key may share a start: [0,0] closes, then 0 still merges into an open
         # [1,2] -- but never an end: a new session ending there would be closed, late.)
-        assert all(v is not None for _, v, _, _ in got)
-        assert [(we, k) for k, _, _, we in got] == sorted((we, k) for k, _, _, we in got)
-        assert len({(k, we) for k, _, _, we in got}) == len(got)
+        assert all(v is not None for _, v, _, _, _ in got)
+        assert [(we, k) for k, _, _, we, _ in got] == sorted((we, k) for k, _, _, we, _ in got)
+        assert len({(k, we) for k, _, _, we, _ in got}) == len(got)
 
 
 # -- 4. restarts ----------------------------------------------------------------------------------
@@ -447,22 +496,26 @@ def _session_run(mode: str, grace: int, batches: list[list[int]], key: str = "k"
         return before_advance, read_out(driver), read_late(driver, inputs)
 
 
-def _agg(ids: list[int], tss: list[int]) -> dict:
-    return {"count": len(ids), "sum": sum(tss), "ids": ids}
+def _agg(ids: list[int], tss: list[int], inits: int = 1) -> dict:
+    """The aggregate of ``ids`` (timestamps ``tss``); ``inits``: initializer calls in it (a
+    session merged from n sessions: 1 + theirs, as Kafka Streams merges)."""
+    return {"count": len(ids), "sum": sum(tss), "ids": ids, "inits": inits}
 
 
 @pytest.mark.parametrize("batches", [[[10], [12], [20], [16]], [[10, 12, 20, 16]]],
                          ids=["one-by-one", "one-batch"])
 def test_kafka_session_example_update(batches: list) -> None:
     out, after, late = _session_run("update", 10, batches)
-    def v(s: int, e: int, ids: list[int], tss: list[int]) -> tuple:
-        return ("k", {**_agg(ids, tss), "window_start": s, "window_end": e}, s, e)
+    def v(s: int, e: int, ids: list[int], tss: list[int], inits: int = 1) -> tuple:
+        return ("k", {**_agg(ids, tss, inits), "window_start": s, "window_end": e}, s, e, e)
     expected = [
         v(10, 10, [0], [10]),
-        ("k", None, 10, 10), v(10, 12, [0, 1], [10, 12]),
+        ("k", None, 10, 10, 10), v(10, 12, [0, 1], [10, 12], 2),
         v(20, 20, [2], [20]),
-        # 16 merges [10,12] and [20,20] into [10,20]: both retracted, then the merged session
-        ("k", None, 10, 12), ("k", None, 20, 20), v(10, 20, [0, 1, 2, 3], [10, 12, 20, 16]),
+        # 16 merges [10,12] and [20,20] into [10,20]: both retracted (each stamped with its
+        # end), then the merged session (stamped with its end)
+        ("k", None, 10, 12, 12), ("k", None, 20, 20, 20),
+        v(10, 20, [0, 1, 2, 3], [10, 12, 20, 16], 1 + 2 + 1),
     ]
     assert normalize(out) == normalize(expected)
     assert after == [] and late == []
@@ -473,19 +526,21 @@ def test_kafka_session_example_update(batches: list) -> None:
 def test_kafka_session_example_final(batches: list) -> None:
     out, after, late = _session_run("final", 10, batches)
     assert out == []  # [10,20] closes at stream time 31
-    assert after == [("k", {**_agg([0, 1, 2, 3], [10, 12, 20, 16]),
-                            "window_start": 10, "window_end": 20}, 10, 20)]
+    assert after == [("k", {**_agg([0, 1, 2, 3], [10, 12, 20, 16], 4),
+                            "window_start": 10, "window_end": 20}, 10, 20, 20)]
     assert late == []
 
 
 @pytest.mark.parametrize("batches", [[[10], [12], [20], [16]], [[10, 12, 20, 16]]],
                          ids=["one-by-one", "one-batch"])
 def test_session_example_without_grace_does_not_reopen_a_closed_session(batches: list) -> None:
-    """Grace 0: at stream time 20, [10,12] is closed (20 > 12 + 5 + 0) and emitted; 16 then
+    """Grace 0: at stream time 20, [10,12] is closed (12 < 20 - 5 - 0) and emitted; 16 then
     merges only with [20,20] (a closed session never changes again)."""
     out, after, late = _session_run("final", 0, batches)
-    first = ("k", {**_agg([0, 1], [10, 12]), "window_start": 10, "window_end": 12}, 10, 12)
-    second = ("k", {**_agg([2, 3], [20, 16]), "window_start": 16, "window_end": 20}, 16, 20)
+    first = ("k", {**_agg([0, 1], [10, 12], 2), "window_start": 10, "window_end": 12},
+             10, 12, 12)
+    second = ("k", {**_agg([2, 3], [20, 16], 2), "window_start": 16, "window_end": 20},
+              16, 20, 20)
     assert out + after == [first, second]
     assert out == [first]
     assert late == []
@@ -535,8 +590,9 @@ def test_tumbling_record_at_the_close_boundary_is_late(mode: str, split: bool) -
     batches = [[r] for r in recs] if split else [recs]
     out, late, after = _run(spec, mode, batches)
     assert late == [4, 5]  # stream time 15 == end + grace: closed
-    a_0 = ("a", {**_agg([0, 2], [1, 1]), "window_start": 0, "window_end": 10}, 0, 10)
-    b_10 = ("b", {**_agg([1, 3], [1, 1]), "window_start": 10, "window_end": 20}, 10, 20)
+    # stamped with the largest record timestamp of the window
+    a_0 = ("a", {**_agg([0, 2], [1, 1]), "window_start": 0, "window_end": 10}, 0, 10, 9)
+    b_10 = ("b", {**_agg([1, 3], [1, 1]), "window_start": 10, "window_end": 20}, 10, 20, 15)
     if mode == "final":
         assert out == [a_0]
         assert after == [b_10]
@@ -556,13 +612,14 @@ def test_hopping_record_partly_late_updates_the_open_windows(mode: str, split: b
     batches = [[r] for r in recs] if split else [recs]
     out, late, after = _run(spec, mode, batches)
     assert late == [3]  # 4 is only in [0,10), closed
-    def v(s: int, ids: list[int]) -> tuple:
-        return ("a", {**_agg(ids, [1] * len(ids)), "window_start": s, "window_end": s + 10}, s, s + 10)
+    def v(s: int, ids: list[int], ts: int) -> tuple:
+        return ("a", {**_agg(ids, [1] * len(ids)), "window_start": s, "window_end": s + 10},
+                s, s + 10, ts)
     if mode == "update":
-        assert [o for o in out if o[0] == "a"] == [v(0, [0]), v(5, [0]), v(10, [2])]
-    else:
-        assert [o for o in out if o[0] == "a"] == [v(0, [0]), v(5, [0])]  # without the 12
-        assert [o for o in after if o[0] == "a"] == [v(10, [2])]
+        assert [o for o in out if o[0] == "a"] == [v(0, [0], 7), v(5, [0], 7), v(10, [2], 12)]
+    else:  # [5,15) without the 12
+        assert [o for o in out if o[0] == "a"] == [v(0, [0], 7), v(5, [0], 7)]
+        assert [o for o in after if o[0] == "a"] == [v(10, [2], 12)]
     o = _oracle_run("hopping", mode, batches, size=10, advance=5, grace=0)
     assert o.late == late
 
@@ -571,9 +628,9 @@ def test_hopping_record_partly_late_updates_the_open_windows(mode: str, split: b
 @pytest.mark.parametrize("mode", MODES)
 def test_session_close_boundary(mode: str, split: bool) -> None:
     spec = SessionWindows(gap=5, grace=3)
-    # [10,10] closes at stream time 14 (> end + grace)
-    still_open = [("a", 10), ("b", 13), ("a", 7)]   # stream time 13 == end + grace: merges
-    closed = [("a", 10), ("b", 14), ("a", 7)]       # stream time 14: [10,10] closed, 7 is late
+    # [10,10] closes at stream time 19 (end < stream time - gap - grace)
+    still_open = [("a", 10), ("b", 18), ("a", 7)]   # stream time 18 == end + gap + grace: merges
+    closed = [("a", 10), ("b", 19), ("a", 7)]       # stream time 19: [10,10] closed, 7 is late
     for recs, expect_late in ((still_open, []), (closed, [2])):
         batches = [[r] for r in recs] if split else [recs]
         out, late, after = _run(spec, mode, batches)
@@ -584,7 +641,8 @@ def test_session_close_boundary(mode: str, split: bool) -> None:
         assert normalize(out + after) == normalize(expected_outputs(o.out, "aggregate"))
     # and the merged session [7,10] in the first case
     out, _, after = _run(spec, "final", [[r] for r in still_open])
-    assert ("a", {**_agg([0, 2], [1, 1]), "window_start": 7, "window_end": 10}, 7, 10) in out + after
+    assert ("a", {**_agg([0, 2], [1, 1], 2), "window_start": 7, "window_end": 10}, 7, 10, 10) in (
+        out + after)
 
 
 # -- the oracle itself, on hand-checked cases -----------------------------------------------------
@@ -596,9 +654,10 @@ def test_oracle_self_check() -> None:
     s = Oracle("session", "update", gap=5, grace=100)
     for i, ts in enumerate([10, 12, 20, 16]):
         s.batch([("k", {"n": 1, "ts": ts, "id": i}, ts)])
-    assert [(k, None if a is None else a["ids"], ws, we) for k, a, ws, we in s.out] == [
-        ("k", [0], 10, 10), ("k", None, 10, 10), ("k", [0, 1], 10, 12), ("k", [2], 20, 20),
-        ("k", None, 10, 12), ("k", None, 20, 20), ("k", [0, 1, 2, 3], 10, 20)]
+    assert [(k, None if a is None else a["ids"], ws, we, ts) for k, a, ws, we, ts in s.out] == [
+        ("k", [0], 10, 10, 10), ("k", None, 10, 10, 10), ("k", [0, 1], 10, 12, 12),
+        ("k", [2], 20, 20, 20), ("k", None, 10, 12, 12), ("k", None, 20, 20, 20),
+        ("k", [0, 1, 2, 3], 10, 20, 20)]
     assert normalize([("k", None, 5, 6), ("k", None, 1, 2), ("k", {}, 1, 6)]) == [
         ("k", None, 1, 2), ("k", None, 5, 6), ("k", {}, 1, 6)]
 
@@ -618,24 +677,28 @@ def test_oracle_update_and_final_modes_agree(kind: str, data: st.DataObject) -> 
     fin.advance_to(sc.end_time())
     assert upd.late == fin.late
     last: dict = {}
-    for key, agg, ws, we in upd.out:
+    for key, agg, ws, we, ts in upd.out:
         if agg is None:
             del last[(key, ws, we)]
         else:
-            last[(key, ws, we)] = agg
+            last[(key, ws, we)] = (agg, ts)
     assert sorted(last.items(), key=repr) == sorted(
-        (((k, ws, we), agg) for k, agg, ws, we in fin.out), key=repr)
-    # every non-late record is counted once per window it fell into (sessions: exactly once)
-    counted = sorted(i for _, agg, _, _ in fin.out for i in agg["ids"])
+        (((k, ws, we), (agg, ts)) for k, agg, ws, we, ts in fin.out), key=repr)
+    # every non-late record is counted once per window it fell into (sessions: exactly once;
+    # sliding: a record whose own windows closed may only be in earlier records' windows)
+    counted = sorted(i for _, agg, _, _, _ in fin.out for i in agg["ids"])
     on_time = [i for i in all_inputs(sc) if i not in set(fin.late)]
     if kind == "session":
         assert counted == on_time
-    else:
+    elif kind != "sliding":
         assert set(counted) == set(on_time)
-    for key, agg, ws, we in fin.out:
+    inclusive = kind in ("session", "sliding")
+    for key, agg, ws, we, stamp in fin.out:
+        times = [all_inputs(sc)[i][2] for i in agg["ids"]]
         for i in agg["ids"]:
             k, _, ts = all_inputs(sc)[i]
-            assert k == key and ws <= ts and (ts <= we if kind == "session" else ts < we)
+            assert k == key and ws <= ts and (ts <= we if inclusive else ts < we)
+        assert stamp == (we if kind == "session" else max(times))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -657,14 +720,14 @@ def test_late_record_after_a_repartition_names_the_original_input(mode: str) -> 
     assert (h["reason"], h["source-topic"], h["source-partition"], h["source-offset"]) == (
         "late", IN, "0", "1")
     assert (h["window_start"], h["window_end"]) == ("0", "10")
-    assert out[-1] == ("x", {"value": 2, "window_start": 10, "window_end": 20}, 10, 20)
+    assert out[-1] == ("x", {"value": 2, "window_start": 10, "window_end": 20}, 10, 20, 15)
 
 
 @pytest.mark.parametrize("split", [True, False], ids=["batches", "one-batch"])
 @pytest.mark.parametrize("mode", MODES)
 def test_session_closed_by_an_earlier_record_of_the_batch_is_not_merged(mode: str,
                                                                         split: bool) -> None:
-    """Gap 2, grace 0: after 0 and 3, stream time 3 closes [0,0] (3 >= 0 + 0 + 1): it is
+    """Gap 2, grace 0: after 0 and 3, stream time 3 closes [0,0] (0 < 3 - 2 - 0): it is
     final (emitted, deleted). 1 then merges with [3,3] only -- whether 3 and 1 came in one poll
     batch or not (stream time advances record by record)."""
     recs = [("a", 0), ("a", 3), ("a", 1)]
@@ -672,11 +735,126 @@ def test_session_closed_by_an_earlier_record_of_the_batch_is_not_merged(mode: st
     out, late, after = _run(SessionWindows(gap=2), mode, batches)
     assert late == []
     def v(s: int, e: int, ids: list[int]) -> tuple:
-        return ("a", {**_agg(ids, [1] * len(ids)), "window_start": s, "window_end": e}, s, e)
+        return ("a", {**_agg(ids, [1] * len(ids), len(ids)), "window_start": s, "window_end": e},
+                s, e, e)
     if mode == "final":
         assert out + after == [v(0, 0, [0]), v(1, 3, [1, 2])]
     else:
-        assert normalize(out) == [v(0, 0, [0]), v(3, 3, [1]), ("a", None, 3, 3), v(1, 3, [1, 2])]
+        assert normalize(out) == [v(0, 0, [0]), v(3, 3, [1]), ("a", None, 3, 3, 3),
+                                  v(1, 3, [1, 2])]
     o = _oracle_run("session", mode, batches, gap=2)
     o.advance_to(10_000)
     assert normalize(out + after) == normalize(expected_outputs(o.out, "aggregate"))
+
+
+# -- Kafka Streams' own cases, transcribed (``k@5``: key k at timestamp 5) ------------------------
+
+def _counts(spec: Any, mode: str, records: list[tuple[str, int]], advance: int | None = None
+            ) -> list[tuple]:
+    """(key, count, start, end, timestamp) of every output of a count over ``records``, each
+    its own poll batch; then stream time advanced to ``advance`` if given."""
+    with TopologyTestDriver(build(spec, mode, "count")) as driver:
+        for i, (key, ts) in enumerate(records):
+            driver.pipe_batch(IN, [(key, {"n": 1, "ts": ts, "id": i}, ts)])
+        if advance is not None:
+            driver.advance_stream_time(advance)
+        return [(k, None if v is None else v["value"], s, e, ts)
+                for k, v, s, e, ts in read_out(driver)]
+
+
+def test_tumbling_update_is_stamped_with_the_largest_timestamp_of_the_window() -> None:
+    """Kafka: k@5, k@3 -> 1@5, 2@5 (the out-of-order record does not move the stamp back)."""
+    got = _counts(TumblingWindows(size=10, grace=100), "update", [("k", 5), ("k", 3)])
+    assert got == [("k", 1, 0, 10, 5), ("k", 2, 0, 10, 5)]
+
+
+def test_tumbling_final_is_stamped_with_the_largest_timestamp_of_the_window() -> None:
+    """Kafka: k@3, k@20 -> [0,10) 1@3 (not the window's last millisecond)."""
+    got = _counts(TumblingWindows(size=10, grace=0), "final", [("k", 3), ("k", 20)])
+    assert got == [("k", 1, 0, 10, 3)]
+
+
+def test_sliding_final_is_stamped_with_the_largest_timestamp_of_the_window() -> None:
+    """Kafka: k@3, k@30 -> [0,10] 1@3 (not the window's end)."""
+    got = _counts(SlidingWindows(max_difference=10, grace=0), "final", [("k", 3), ("k", 30)])
+    assert got == [("k", 1, 0, 10, 3)]
+
+
+def test_session_update_and_retraction_are_stamped_with_the_session_end() -> None:
+    """Kafka: k@10, k@5 -> [10,10] 1@10, retraction [10,10]@10, [5,10] 2@10."""
+    got = _counts(SessionWindows(gap=10), "update", [("k", 10), ("k", 5)])
+    assert got == [("k", 1, 10, 10, 10), ("k", None, 10, 10, 10), ("k", 2, 5, 10, 10)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_session_record_is_late_only_once_its_merged_session_is_closed(mode: str) -> None:
+    """Kafka (gap 10, grace 1): at stream time 11 a record at 0 is kept (its session [0,0] is
+    not closed: 0 >= 11 - 10 - 1); at stream time 12 it is late."""
+    records = [("dummy", 0), ("on-time-1", 0), ("dummy", 11), ("on-time-2", 0), ("dummy", 12),
+               ("late-1", 0)]
+    spec = SessionWindows(gap=10, grace=1)
+    with TopologyTestDriver(build(spec, mode, "count")) as driver:
+        for i, (key, ts) in enumerate(records):
+            driver.pipe_batch(IN, [(key, {"n": 1, "ts": ts, "id": i}, ts)])
+        driver.advance_stream_time(100)
+        late = read_late(driver, {i: (k, {"n": 1, "ts": ts, "id": i}, ts)
+                                  for i, (k, ts) in enumerate(records)})
+        got = {k for k, v, *_ in read_out(driver) if v is not None}
+    assert late == [5]
+    assert {"on-time-1", "on-time-2"} <= got and "late-1" not in got
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_session_merge_starts_from_the_initializer(mode: str) -> None:
+    """Kafka builds a merged session as initializer, merger with each session, then the adder:
+    init "0", adder agg+v, merger a+b: k@0 "1", then k@5 "2" gives "0+0+1+2"."""
+    t = Topology("winmerge")
+    (t.stream(IN, timestamp="ts").group_by_key().window(SessionWindows(gap=10))
+     .aggregate(lambda: "0", lambda agg, v: f"{agg}+{v['v']}", merger=lambda a, b: f"{a}+{b}",
+                name=NAME, emit=mode).to(OUT))
+    with TopologyTestDriver(t) as driver:
+        driver.pipe_batch(IN, [("k", {"v": "1", "ts": 0}, 0)])
+        driver.pipe_batch(IN, [("k", {"v": "2", "ts": 5}, 5)])
+        driver.advance_stream_time(100)
+        got = [(v["value"], s, e) for _k, v, s, e, _ts in read_out(driver) if v is not None]
+    assert got[-1] == ("0+0+1+2", 0, 5)
+
+
+# -- windows stored before timestamps were kept --------------------------------------------------
+
+@pytest.mark.parametrize("lose_state", [False, True], ids=["local-state", "from-changelog"])
+@pytest.mark.parametrize("spec", [TumblingWindows(size=10), SlidingWindows(max_difference=9)],
+                         ids=["tumbling", "sliding"])
+def test_windows_stored_without_a_timestamp_still_open_and_emit(spec: Any,
+                                                                lose_state: bool) -> None:
+    """A window value in the format without a timestamp (plain serde bytes, locally and in the
+    changelog) is read as it is; its result is stamped with the records seen since (an updated
+    window) or with the largest timestamp the window can hold (closed without an update)."""
+    with TopologyTestDriver(build(spec, "final", "count"), commit_every=10**9) as driver:
+        driver.pipe_batch(IN, [("a", {"n": 1, "ts": 3, "id": 0}, 3),
+                               ("b", {"n": 1, "ts": 2, "id": 1}, 2)])
+        (task,) = driver._tasks.values()
+        view = task.tables[NAME]
+        for key in ("a", "b"):  # rewrite both windows [0, ...) in the old format
+            stored = view.get(key, 0)
+            assert view.get_stamped(key, 0) == (stored, 3 if key == "a" else 2)
+            view.replace(key, 0, stored)
+            assert view.get_stamped(key, 0) == (stored, None)
+        driver.restart(commit=True, lose_state=lose_state)
+        driver.pipe_batch(IN, [("a", {"n": 1, "ts": 1, "id": 2}, 1)])
+        driver.advance_stream_time(100)
+        got = [(k, v["value"], s, e, ts) for k, v, s, e, ts in read_out(driver)]
+    end = 10 if isinstance(spec, TumblingWindows) else 9
+    last = 9  # the largest timestamp [0, 10) / [0, 9] can hold
+    assert got[:2] == [("a", 2, 0, end, 1), ("b", 1, 0, end, last)]
+    if isinstance(spec, SlidingWindows):  # and the new right window of 1, stamped as usual
+        assert got[2:] == [("a", 1, 2, 11, 3)]
+
+
+def test_sliding_window_created_late_keeps_the_records_it_covers() -> None:
+    """Documented deviation: d = 10, grace 0, j@30 then k@22 (its left window [12,22] is
+    closed, no window of k holds it) then k@21: 21's right window [22,32] is created and holds
+    22 (Kafka, building it from existing aggregates, finds none and creates no window)."""
+    got = _counts(SlidingWindows(max_difference=10, grace=0), "final",
+                  [("j", 30), ("k", 22), ("k", 21)], advance=100)
+    assert [g for g in got if g[0] == "k"] == [("k", 1, 22, 32, 22)]
