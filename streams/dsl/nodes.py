@@ -58,6 +58,9 @@ class SourceNode(Node):
     value_serde: Serde
     timestamp: str | Callable[[Any], int] | None
     internal: bool = False  # a repartition topic written by this topology
+    # ``validate(value)`` or ``validate(key, value)``: raises or returns False for invalid
+    # input (streams.runtime.processors.validate)
+    validate: Callable[..., Any] | None = None
 
     def label(self) -> str:
         return f"source {self.topic}" + (" (repartition)" if self.internal else "")

@@ -152,11 +152,14 @@ class Task:
 
     # dead_letter and count_dropped stay here (the context delegates to them): they are the
     # task's counters, which the worker reads and resets for its metrics.
-    def dead_letter(self, raw: Any, error: str, reason: str) -> None:
+    def dead_letter(self, raw: Any, error: str, reason: str, node: str | None = None) -> None:
         """Route ``raw`` to the topology's dead-letter topic. After a repartition the source
         headers name the original input record (from its origin header), not the internal
-        topic, which is named in ``via-topic``."""
+        topic, which is named in ``via-topic``. ``node``: the graph node that rejected it
+        (header ``node``)."""
         headers = [("error", error.encode()), ("reason", reason.encode()), *source_headers(raw)]
+        if node is not None:
+            headers.append(("node", node.encode()))
         self.outputs.append(Output(self.topology.dlq_topic, None, raw.key, raw.value,
                                    raw.timestamp, headers))
         self.dead_letters[reason] = self.dead_letters.get(reason, 0) + 1
