@@ -516,6 +516,7 @@ def define_agent(topology: Topology, source: str | Stream | GroupedStream, *,
         if validate is not None and not isinstance(source, str):
             raise ValueError(f"agent {agent_name!r}: validate= applies to a topic source; "
                              "validate the stream where it is read (topology.stream(...))")
+        stream: Stream | GroupedStream
         if isinstance(source, str):
             stream = topology.stream(source, key=key, value=value, timestamp=timestamp,
                                      validate=validate)

@@ -321,7 +321,7 @@ def test_agents_take_a_validator_on_their_topic_source() -> None:
     with pytest.raises(ValueError, match="validate= applies to a topic source"):
         t2.agent(t2.stream("in"), validate=lambda v: True)(lambda stream: None)
     with pytest.raises(TypeError, match="validate= must be a function"):
-        t2.stream("other", validate="id")
+        t2.stream("other", validate="id")  # type: ignore[arg-type]
 
 
 # -- B: every dead letter names its node ----------------------------------------------------------
