@@ -56,7 +56,7 @@ class Ledger:
         for key, payment, record_ts in records:
             if isinstance(payment, bytes):
                 try:
-                    payment = json.loads(payment)
+                    payment = json.loads(payment.decode("utf-8"))  # UTF-8 only, as on topics
                 except ValueError:
                     payment = None
             if not isinstance(payment, dict) or not isinstance(payment.get("payment_id"), str) \
