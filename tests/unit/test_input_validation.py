@@ -12,8 +12,8 @@ import faust
 import pytest
 
 from streams import Topology
-from streams.dsl.serdes import JsonObjectSerde, JsonSerde, RecordSerde, SchemaError, SerdeError
-from streams.dsl.serdes import json_dumps
+from streams.dsl.serdes import (JsonObjectSerde, JsonSerde, RecordSerde, SchemaError, SerdeError,
+                                json_dumps)
 from streams.testing import TopologyTestDriver
 from streams.validation import MAX_MONEY_DIGITS, Invalid, money
 from topologies import enrichment, fraud_alerts, order_shipments, payments, trip_stats
@@ -344,3 +344,14 @@ def test_operator_and_agent_dead_letters_name_their_node() -> None:
         assert [(d.reason, d.node) for d in dead] == [
             ("processing", "invert"), ("processing", "by-user"), ("processing", "fragile"),
             ("decode", fragile.node.parents[0].name)]
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    from streams import validation
+    from streams.dsl import serdes, topology
+
+    for module in (serdes, validation, topology):
+        result = doctest.testmod(module)
+        assert result.attempted and result.failed == 0, module.__name__
