@@ -63,7 +63,10 @@ class SourceNode(Node):
     validate: Callable[..., Any] | None = None
 
     def label(self) -> str:
-        return f"source {self.topic}" + (" (repartition)" if self.internal else "")
+        name = getattr(self.validate, "__name__", "")
+        validated = "" if self.validate is None else (
+            f" (validated by {name if name.isidentifier() else 'a function'})")
+        return f"source {self.topic}" + (" (repartition)" if self.internal else "") + validated
 
     def value_record(self) -> Any:
         return _record_of(self.value_serde)

@@ -346,6 +346,11 @@ def test_operator_and_agent_dead_letters_name_their_node() -> None:
             ("decode", fragile.node.parents[0].name)]
 
 
+def test_describe_names_a_source_validator() -> None:
+    assert "source rides (validated by valid_ride)" in trip_stats.topology.describe()
+    assert "(validated by a function)" in _fan_out(lambda v: True).describe()
+
+
 def test_docstring_examples_run() -> None:
     import doctest
 
