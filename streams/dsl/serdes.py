@@ -162,7 +162,8 @@ class RecordSerde:
     ``Decimal`` (a JSON float is refused: it has already lost the cents). ``None`` is accepted
     only for fields with a default. Anything else is a :class:`SchemaError` naming the field
     (dead-letter reason ``invalid``). Fields of other types (lists, nested Records) are left to
-    faust.
+    faust. ``check_fields=False`` (state stores: their values were written by the topology's own
+    functions, which faust does not hold to the field types) skips the field checks.
 
     >>> class Ride(faust.Record):
     ...     ride_id: str
@@ -177,10 +178,10 @@ class RecordSerde:
 
     roundtrip_types: tuple[type, ...] = ()
 
-    def __init__(self, record: type[faust.Record]) -> None:
+    def __init__(self, record: type[faust.Record], *, check_fields: bool = True) -> None:
         self.record = record
         self._inner = JsonObjectSerde()
-        self._fields = _field_checks(record)
+        self._fields = _field_checks(record) if check_fields else []
 
     def serialize(self, obj: Any) -> bytes | None:
         if obj is None:

@@ -360,3 +360,27 @@ def test_docstring_examples_run() -> None:
     for module in (serdes, validation, topology):
         result = doctest.testmod(module)
         assert result.attempted and result.failed == 0, module.__name__
+
+
+class Totals(faust.Record):
+    driver_id: str
+    rides: int
+    mean: float
+
+
+def test_a_store_reads_back_what_the_topology_wrote_even_off_its_record_types() -> None:
+    """Field types are checked on input; a table's values come from the topology's own
+    functions (faust does not enforce types there), so reading them back never refuses."""
+    t = Topology("store_types")
+
+    def add(totals: Totals, value: dict[str, Any]) -> Totals:
+        rides = totals.rides + 1
+        return Totals(driver_id=None, rides=rides, mean=Decimal(value["fare"]) / rides)
+
+    t.stream("in").group_by_key().aggregate(lambda: Totals(driver_id="", rides=0, mean=0.0),
+                                            add, name="totals").to("out")
+    with TopologyTestDriver(t, commit_every=1) as driver:
+        driver.pipe("in", "d1", {"fare": "10.00"})
+        driver.pipe("in", "d1", {"fare": "10.00"})
+        assert driver.read_dead_letters() == []
+        assert [v["rides"] for _, v in driver.read_output("out")] == [1, 2]
