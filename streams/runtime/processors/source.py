@@ -19,9 +19,10 @@ class SourceProc(Processor):
     """Decodes raw consumer records into ``Rec``s. A record whose key or value does not decode
     (whatever the serde raises) is a dead letter "decode"; one that decodes but does not fit
     the source's schema (a Record's field types) or fails its ``validate`` function a dead
-    letter "invalid"; one without a valid timestamp a dead letter "timestamp". Each is one dead
-    letter, at the source, before any fan-out. Nothing a record contains can make ``on_raw_batch`` raise. Advances
-    stream time to the batch's largest timestamp once its records went through the graph."""
+    letter "invalid"; one without a valid timestamp a dead letter "timestamp" — each one dead
+    letter, at the source, before any fan-out. Nothing a record contains can make
+    ``on_raw_batch`` raise. Advances stream time to the batch's largest timestamp once its
+    records went through the graph."""
 
     def __init__(self, node: n.Node, ctx: ProcessorContext) -> None:
         super().__init__(node, ctx)
