@@ -79,9 +79,10 @@ def _finite_float(text: str) -> float:
 
 def json_loads(data: bytes) -> Any:
     """Standard JSON from strict UTF-8 bytes. ``json.loads`` alone would also accept ``NaN``,
-    ``Infinity`` and ``-Infinity`` (and read ``1e999`` as infinity) and guess UTF-16/UTF-32 (or skip a UTF-8 BOM) from the first
-    bytes; Kafka records of this framework are UTF-8, and anything else is a producer bug that
-    must surface as a dead letter, not as a silently re-interpreted value."""
+    ``Infinity`` and ``-Infinity`` (and read ``1e999`` as infinity) and guess UTF-16/UTF-32
+    (or skip a UTF-8 BOM) from the first bytes; Kafka records of this framework are UTF-8, and
+    anything else is a producer bug that must surface as a dead letter, not as a silently
+    re-interpreted value."""
     return json.loads(data.decode("utf-8"), parse_constant=_reject_constant,
                       parse_float=_finite_float)
 
@@ -130,7 +131,8 @@ class JsonSerde:
         try:
             return json_loads(data)
         except UnicodeDecodeError as exc:
-            raise SerdeError(f"invalid JSON: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+            raise SerdeError(
+                f"invalid JSON: not UTF-8 ({exc.reason} at byte {exc.start})") from None
         except (ValueError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
             raise SerdeError(f"invalid JSON: {exc}") from None
         except RecursionError:
