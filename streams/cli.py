@@ -1,11 +1,18 @@
-"""The ``streams`` command line. Errors are one line on stderr and a non-zero exit."""
+"""The ``streams`` command line. Errors are one line on stderr and a non-zero exit.
+
+Every option is checked before anything connects to Kafka (numbers by their click type and
+range, settings by :func:`streams.config.load_settings`): a bad value is one line naming the
+option, or the setting and the file it came from, and exit status 2 (options) or 1.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import math
 import os
+import re
 import sys
 from typing import Any
 
@@ -26,6 +33,36 @@ class UserError(click.ClickException):
         click.echo(f"error: {self.message}", err=True)
 
 
+class OptionError(click.UsageError):
+    """A bad command line (an option's value, an unknown command) in one line, exit 2: click
+    would print the usage and a hint around it."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+class FiniteFloat(click.ParamType):
+    """A finite float in ``(low, inf)`` (``low`` excluded): click's FloatRange lets ``nan``
+    through every bound check."""
+
+    name = "float"
+
+    def __init__(self, low: float = 0.0) -> None:
+        self.low = low
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or number <= self.low:
+            self.fail(f"{value!r} is not a finite number > {self.low:g}", param, ctx)
+        return number
+
+
+PORT = click.IntRange(1, 65535)
+
+
 _EXPECTED = (registry.UnknownTopology, ConfigError, broker.BrokerError, admin.BrokerUnavailable,
              StoreLocked, StateCorrupted, StateStorageError, LookupError, FileNotFoundError,
              PermissionError, TimeoutError)
@@ -35,6 +72,10 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            if isinstance(exc, OptionError):
+                raise
+            raise OptionError(exc.format_message()) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except _EXPECTED as exc:
@@ -48,8 +89,11 @@ class _Group(click.Group):
 
 
 def _broker_option(f: Any) -> Any:
-    return click.option("--broker", envvar="STREAMS_BROKER", default=None,
-                        help="bootstrap address (default 127.0.0.1:9092)")(f)
+    # STREAMS_BROKER is read by load_settings (not as click's envvar), so that an error names
+    # the variable rather than the option
+    return click.option("--broker", default=None,
+                        help="bootstrap address (default: STREAMS_BROKER, else "
+                             "127.0.0.1:9092)")(f)
 
 
 def _bootstrap(value: str | None) -> KafkaConnection:
@@ -72,13 +116,16 @@ def kafka() -> None:
 
 
 @kafka.command("start")
-@click.option("--port", default=broker.DEFAULT_PORT, show_default=True,
+@click.option("--port", type=PORT, default=broker.DEFAULT_PORT, show_default=True,
               help="client port (of the first node with --nodes)")
 @click.option("--nodes", type=click.IntRange(1, 9), default=1, show_default=True,
               help="> 1: a local KRaft cluster on ports PORT..PORT+NODES-1, one process each")
 @click.option("--heap", default=None, help="JVM heap per node (default 1g, 512m per cluster node)")
 def kafka_start(port: int, nodes: int, heap: str | None) -> None:
     """Fetch (once), format and start the broker (or cluster) on 127.0.0.1:PORT."""
+    if heap is not None and not re.fullmatch(r"[1-9][0-9]*[kKmMgG]?", heap):
+        raise OptionError(f"Invalid value for '--heap': {heap!r} is not a JVM heap size "
+                          "(e.g. 512m, 2g)")
     if nodes > 1:
         broker.start_cluster(port, nodes, heap=heap or "512m")
     else:
@@ -86,7 +133,7 @@ def kafka_start(port: int, nodes: int, heap: str | None) -> None:
 
 
 @kafka.command("stop")
-@click.option("--port", default=broker.DEFAULT_PORT, show_default=True)
+@click.option("--port", type=PORT, default=broker.DEFAULT_PORT, show_default=True)
 def kafka_stop(port: int) -> None:
     """Stop the broker (or cluster) that `streams kafka start` started."""
     if broker.cluster_nodes(port):
@@ -100,7 +147,7 @@ def kafka_stop(port: int) -> None:
 
 
 @kafka.command("status")
-@click.option("--port", default=broker.DEFAULT_PORT, show_default=True)
+@click.option("--port", type=PORT, default=broker.DEFAULT_PORT, show_default=True)
 def kafka_status(port: int) -> None:
     """Say whether the local broker runs (exit 0) or not (exit 1); for a cluster, each node
     (exit 0 only when all run)."""
@@ -141,8 +188,9 @@ def describe_cmd(name: str, fmt: str) -> None:
 @main.command("worker")
 @click.argument("name")
 @click.option("--config", "config_file", default=None, help="extra TOML settings file")
-@click.option("--state-dir", envvar="STREAMS_STATE_DIR", default=None)
-@click.option("--metrics-port", type=int, default=None)
+@click.option("--state-dir", default=None, help="default: STREAMS_STATE_DIR, else the config")
+@click.option("--metrics-port", type=click.IntRange(-1, 65535), default=None,
+              help="0: any free port, -1: no metrics server")
 @_broker_option
 @click.option("--processing-mode", type=click.Choice(PROCESSING_MODES), default=None,
               help="trade batch size for promptness (default: processing.mode in the config, "
@@ -180,10 +228,11 @@ def worker_cmd(name: str, config_file: str | None, state_dir: str | None,
 
 @main.command("generate")
 @click.argument("name")
-@click.option("--count", default=1000, show_default=True)
-@click.option("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
+@click.option("--count", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--rate", type=FiniteFloat(), default=None,
+              help="events per second (default: as fast as possible)")
 @click.option("--seed", default=42, show_default=True)
-@click.option("--accounts", type=int, default=None,
+@click.option("--accounts", type=click.IntRange(min=2), default=None,
               help="payments only: number of accounts (default: count / 20, at least 10)")
 @_broker_option
 def generate_cmd(name: str, count: int, rate: float | None, seed: int, accounts: int | None,
@@ -193,11 +242,11 @@ def generate_cmd(name: str, count: int, rate: float | None, seed: int, accounts:
     from .runtime.topics import topic_specs
 
     topology = registry.load(name)
+    settings = load_settings(name, broker=broker)
     try:
         items = generate.events(name, count, seed, rate=rate, accounts=accounts)
     except ValueError as exc:  # an option that does not fit this generator
         raise UserError(str(exc)) from None
-    settings = load_settings(name, broker=broker)
     bootstrap = KafkaConnection.from_settings(settings)
     asyncio.run(admin.ensure_topics(bootstrap, topic_specs(topology, settings.partitions),
                                     admin.Replication.from_settings(settings)))
@@ -208,8 +257,9 @@ def generate_cmd(name: str, count: int, rate: float | None, seed: int, accounts:
 
 @main.command("consume", hidden=False)
 @click.argument("topic")
-@click.option("--limit", default=10, show_default=True)
-@click.option("--timeout", default=5.0, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--timeout", type=FiniteFloat(), default=5.0, show_default=True,
+              help="seconds to wait for LIMIT records")
 @click.option("--count", "count_only", is_flag=True, help="only print how many records TOPIC holds")
 @_broker_option
 def consume_cmd(topic: str, limit: int, timeout: float, count_only: bool, broker: str | None) -> None:
@@ -256,7 +306,7 @@ def tables() -> None:
 
 
 def _state_dir_option(f: Any) -> Any:
-    return click.option("--state-dir", envvar="STREAMS_STATE_DIR", default=None,
+    return click.option("--state-dir", default=None,  # STREAMS_STATE_DIR: load_settings
                         help="state directory of the workers on this host")(f)
 
 

@@ -104,6 +104,35 @@ class ConfigError(ValueError):
 
 
 PROCESSING_MODES = ("throughput", "latency")
+GUARANTEES = ("at_least_once", "exactly_once")
+
+# Bounds the cluster imposes (Kafka's broker defaults): a session timeout outside the group
+# coordinator's [group.min.session.timeout.ms, group.max.session.timeout.ms] is refused only
+# when the worker joins the group; a transaction timeout above transaction.max.timeout.ms only
+# when the first transactional producer starts. Checked here so they fail at load instead.
+MIN_SESSION_TIMEOUT_MS = 6_000
+MAX_SESSION_TIMEOUT_MS = 1_800_000
+MAX_TRANSACTION_TIMEOUT_MS = 900_000
+MAX_BATCH_RECORDS = 1_000_000  # one poll's records are held in memory together
+
+# (minimum, maximum or None) of every integer setting; the meaning of the edges is in
+# config/defaults.toml.
+INT_RANGES: dict[str, tuple[int, int | None]] = {
+    "partitions": (1, None),
+    "commit_interval_ms": (1, None),
+    "transaction_timeout_ms": (1_000, MAX_TRANSACTION_TIMEOUT_MS),
+    "commit_every_records": (1, None),
+    "max_batch_records": (1, MAX_BATCH_RECORDS),
+    "session_timeout_ms": (MIN_SESSION_TIMEOUT_MS, MAX_SESSION_TIMEOUT_MS),
+    "idle_close_ms": (0, None),
+    "max_task_idle_ms": (-1, None),     # -1: never wait
+    "metrics_port": (-1, 65_535),       # -1: no metrics server; 0: any free port
+}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "processing_guarantee": GUARANTEES,
+    "processing_mode": PROCESSING_MODES,
+}
+TEXT = ("broker", "state_dir", "metrics_host")  # non-empty strings
 
 
 def _flatten(table: dict[str, Any]) -> dict[str, Any]:
@@ -124,16 +153,39 @@ def _read(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         return {}
+    except UnicodeDecodeError as exc:  # tomllib decodes UTF-8 itself, without naming the file
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    except OSError as exc:  # a directory, no permission...
+        raise ConfigError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+
+
+def _display_key(key: str) -> str:
+    return "processing.mode" if key == "processing_mode" else key
 
 
 def load_settings(topology: str | None = None, config_file: str | Path | None = None,
                   **overrides: Any) -> Settings:
+    """The settings of ``topology``: ``config/defaults.toml``, ``config/<topology>.toml``,
+    ``config_file``, the environment, then ``overrides`` (CLI flags; None = not given).
+
+    Every value is validated here, before anything connects to Kafka: a wrong type, a value
+    out of range or settings that cannot work together are one :class:`ConfigError` line
+    naming the key and where it was set (the file, the environment variable or the option).
+    """
     known = {f.name for f in fields(Settings)} - {"security"}
     known_security = {f.name for f in fields(SecuritySettings)}
     values: dict[str, Any] = {}
     security: dict[str, Any] = {}
+    # key (security keys as "security.x") -> where it was last set; a key set again moves to
+    # the end, so the order says which of two keys the user changed last
+    origins: dict[str, str] = {}
+
+    def set_origin(key: str, where: str) -> None:
+        origins.pop(key, None)
+        origins[key] = where
+
     layers = [config_dir() / "defaults.toml"]
     if topology:
         layers.append(config_dir() / f"{topology}.toml")
@@ -148,26 +200,40 @@ def load_settings(topology: str | None = None, config_file: str | Path | None = 
                     if skey not in known_security:
                         raise ConfigError(f"{layer}: unknown setting security.{skey}")
                     security[skey] = svalue
+                    set_origin(f"security.{skey}", str(layer))
                 continue
             for fkey, fvalue in _flatten({key: value}).items():
                 if fkey not in known:
                     raise ConfigError(f"{layer}: unknown setting {fkey!r}")
                 values[fkey] = fvalue
-    if os.environ.get("STREAMS_BROKER"):
-        values["broker"] = os.environ["STREAMS_BROKER"]
-    if os.environ.get("STREAMS_STATE_DIR"):
-        values["state_dir"] = os.environ["STREAMS_STATE_DIR"]
+                set_origin(fkey, str(layer))
+    for env, key in _ENV.items():
+        if os.environ.get(env):
+            values[key] = os.environ[env]
+            set_origin(key, f"environment variable {env}")
     for env, key in _SECURITY_ENV.items():
         if os.environ.get(env):
             security[key] = os.environ[env]
-    if os.environ.get("STREAMS_METRICS_HOST"):
-        values["metrics_host"] = os.environ["STREAMS_METRICS_HOST"]
-    sec = SecuritySettings(**security)
-    problems = sec.problems() + _replication_problems(values)
+            set_origin(f"security.{key}", f"environment variable {env}")
+    for key, value in overrides.items():
+        if value is not None:
+            set_origin(key, f"option --{key.replace('_', '-')}")
+    problems = _security_problems(security, origins) + _value_problems(
+        {**values, **{k: v for k, v in overrides.items() if v is not None}}, origins)
     if problems:
         raise ConfigError(problems[0])
-    return validate(Settings(**values, security=sec).with_overrides(**overrides))
+    sec = SecuritySettings(**security)
+    problems = [f"{_origin(origins, 'security.protocol')}{p}" for p in sec.problems()]
+    if problems:
+        raise ConfigError(problems[0])
+    return validate(Settings(**values, security=sec).with_overrides(**overrides), origins)
 
+
+_ENV = {
+    "STREAMS_BROKER": "broker",
+    "STREAMS_STATE_DIR": "state_dir",
+    "STREAMS_METRICS_HOST": "metrics_host",
+}
 
 # Environment overrides of the [security] table (never the password itself: that variable is
 # named by sasl_password_env and read only when a client is created).
@@ -179,28 +245,91 @@ _SECURITY_ENV = {
 }
 
 
-def _replication_problems(values: dict[str, Any]) -> list[str]:
+def _origin(origins: dict[str, str], key: str) -> str:
+    """``"<where key was set>: "``, or ``""`` for a built-in default."""
+    where = origins.get(key)
+    return f"{where}: " if where else ""
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _value_problem(key: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for setting ``key`` on its own (None: nothing)."""
+    name = _display_key(key)
+    if key in INT_RANGES:
+        low, high = INT_RANGES[key]
+        if not _is_int(value):
+            return f"{name} must be an integer, not {_short(value)}"
+        if value < low or (high is not None and value > high):
+            bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+            return f"{name} must be {bounds}, not {value}"
+    elif key in CHOICES:
+        if value not in CHOICES[key]:
+            return f"{name} must be one of {', '.join(CHOICES[key])}, not {_short(value)}"
+    elif key in TEXT:
+        if not isinstance(value, str) or not value.strip():
+            return f"{name} must be a non-empty string, not {_short(value)}"
+        if key == "broker":
+            return _broker_problem(value)
+    elif key in ("replication_factor", "min_insync_replicas"):
+        if value != "auto" and not (_is_int(value) and value >= 1):
+            return f"{name} must be \"auto\" or a positive integer, not {_short(value)}"
+    return None
+
+
+def _broker_problem(value: str) -> str | None:
+    for address in value.split(","):
+        host, _, port = address.strip().rpartition(":")
+        if not host or not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+            return f"broker must be host:port[,host:port...], not {_short(value)}"
+    return None
+
+
+def _value_problems(values: dict[str, Any], origins: dict[str, str]) -> list[str]:
     out = []
-    for key in ("replication_factor", "min_insync_replicas"):
-        value = values.get(key, "auto")
-        if value != "auto" and not (isinstance(value, int) and not isinstance(value, bool)
-                                    and value >= 1):
-            out.append(f"{key} must be \"auto\" or a positive integer, not {value!r}")
+    for key, value in values.items():
+        problem = _value_problem(key, value)
+        if problem:
+            out.append(f"{_origin(origins, key)}{problem}")
     return out
 
 
-GUARANTEES = ("at_least_once", "exactly_once")
+def _security_problems(security: dict[str, Any], origins: dict[str, str]) -> list[str]:
+    out = []
+    types = {f.name: f.type for f in fields(SecuritySettings)}
+    for key, value in security.items():
+        want_bool = types[key] in (bool, "bool")
+        if (isinstance(value, bool) if want_bool else isinstance(value, str)):
+            continue
+        kind = "true or false" if want_bool else "a string"
+        out.append(f"{_origin(origins, f'security.{key}')}security.{key} must be {kind}, "
+                   f"not {_short(value)}")
+    return out
 
 
-def validate(settings: Settings) -> Settings:
-    """One clear error for settings that cannot work together."""
-    if settings.processing_mode not in PROCESSING_MODES:
-        raise ConfigError(f"processing.mode must be one of {', '.join(PROCESSING_MODES)}, "
-                          f"not {settings.processing_mode!r}")
-    if settings.processing_guarantee not in GUARANTEES:
-        raise ConfigError(f"processing_guarantee must be one of {', '.join(GUARANTEES)}, not "
-                          f"{settings.processing_guarantee!r}")
+def validate(settings: Settings, origins: dict[str, str] | None = None) -> Settings:
+    """One clear error for a setting out of range or settings that cannot work together;
+    ``origins`` (key -> where it was set) names the file, variable or option in the error."""
+    origins = origins or {}
+    for f in fields(Settings):
+        if f.name == "security":
+            continue
+        problem = _value_problem(f.name, getattr(settings, f.name))
+        if problem:
+            raise ConfigError(f"{_origin(origins, f.name)}{problem}")
     if settings.transaction_timeout_ms < 5 * settings.commit_interval_ms:
-        raise ConfigError(f"transaction_timeout_ms ({settings.transaction_timeout_ms}) must be at "
-                          f"least 5 x commit_interval_ms ({settings.commit_interval_ms})")
+        # named where the user changed it last: the other one is usually the default
+        order = list(origins)
+        last = max(("transaction_timeout_ms", "commit_interval_ms"),
+                   key=lambda k: order.index(k) if k in origins else -1)
+        raise ConfigError(f"{_origin(origins, last)}transaction_timeout_ms "
+                          f"({settings.transaction_timeout_ms}) must be at least 5 x "
+                          f"commit_interval_ms ({settings.commit_interval_ms})")
     return settings

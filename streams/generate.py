@@ -204,7 +204,8 @@ def payments(rng: random.Random, count: int, start_ms: int, step_ms: float = 10,
     ``count`` payments keyed by from_account between random accounts (``accounts`` of them,
     default ``max(10, count // 20)``), mostly 0.01-200.00. Mixed in: about 1 % duplicates (an
     earlier payment sent again unchanged), 1 % INVALID payments (a bad amount, from == to or a
-    missing field), 0.5 % garbage (bytes that are not JSON), and about 5 % overdrafts (an
+    missing field; amounts include "NaN" and Unicode digits), 0.5 % garbage (bytes that are not
+    JSON in UTF-8), and about 5 % overdrafts (an
     amount far above any balance). ``ts`` advances ``step_ms`` per event."""
     n_accounts = max(2, accounts if accounts is not None else max(10, count // 20))
     names = [f"acc{i}" for i in range(n_accounts)]
@@ -229,8 +230,10 @@ def payments(rng: random.Random, count: int, start_ms: int, step_ms: float = 10,
             continue
         roll -= PAYMENT_DUPLICATE_SHARE
         if roll < PAYMENT_GARBAGE_SHARE:
+            # ... and a well-formed payment in UTF-16: only UTF-8 is JSON on a topic
             garbage = rng.choice([b"not json", b"{\"payment_id\": ", b"\xff\xfe\x00",
-                                  b"payment p" + str(n).encode()])
+                                  b"payment p" + str(n).encode(),
+                                  json_dumps({"payment_id": f"p{n}"}).decode().encode("utf-16")])
             yield "payments", rng.choice(names), garbage
             i += 1
             continue
@@ -244,7 +247,8 @@ def payments(rng: random.Random, count: int, start_ms: int, step_ms: float = 10,
         if roll < PAYMENT_INVALID_SHARE:
             kind = rng.randrange(5)
             if kind == 0:
-                payment["amount"] = rng.choice(["-5.00", "0.00", "12.5", "abc", "1e3", "7"])
+                payment["amount"] = rng.choice(["-5.00", "0.00", "12.5", "abc", "1e3", "7", "NaN",
+                                                "١٠.٠٠", "1e999000"])  # Arabic-Indic digits
             elif kind == 1:
                 payment["amount"] = float(cents) / 100  # a float is never money
             elif kind == 2:

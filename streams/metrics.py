@@ -73,7 +73,8 @@ class Metrics:
                 self.late.labels(t, node.name)
         for topic in topology.output_topics():
             self.produced.labels(t, topic)
-        self.dead_letters.labels(t, "decode")
+        for reason in ("decode", "invalid"):  # exported from 0, so rate() sees the first one
+            self.dead_letters.labels(t, reason)
         for family in (self.commits, self.commit_failures, self.processing, self.e2e,
                        self.commit_seconds):
             family.labels(t)

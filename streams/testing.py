@@ -66,6 +66,7 @@ class DeadLetter(NamedTuple):
     source_topic: str
     source_partition: int
     source_offset: int
+    node: str = ""  # the graph node that rejected it
 
 
 def _encode(key: Any, value: Any) -> tuple[bytes | None, bytes | None]:
@@ -378,7 +379,8 @@ class TopologyTestDriver:
         for r in self.read_records(self.topology.dlq_topic):
             h = {k: v.decode() for k, v in r.headers}
             out.append(DeadLetter(r.key, r.value, h["reason"], h["error"], h["source-topic"],
-                                  int(h["source-partition"]), int(h["source-offset"])))
+                                  int(h["source-partition"]), int(h["source-offset"]),
+                                  h.get("node", "")))
         return out
 
     def table(self, name: str) -> dict[Any, Any]:

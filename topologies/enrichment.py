@@ -12,49 +12,33 @@ transactions {txn_id, user_id, product_id, amount, ts}, keyed by user_id
      product_name, category, amount, ts}
   -> a transaction whose user is unknown as of its time, or whose product is unknown when it
      is processed: unenriched-transactions, with its key and value unchanged
-Transactions that are not JSON objects, lack a field, carry an amount that is not a two-place
-decimal string or a key other than their user_id go to enrichment-dlq.
+Transactions that are not JSON objects, lack a field, carry an amount that is not money (a
+string of ASCII digits with two places below 10^15) or a key other than their user_id are
+refused where they are read (``valid_transaction``): one dead letter in enrichment-dlq
+(reason ``invalid``).
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from streams import Topology
+from streams.validation import Invalid, money, require_fields, require_text
 
 FIELDS = ("txn_id", "user_id", "product_id", "amount", "ts")
 USER_HISTORY = timedelta(days=1)  # how far back a transaction can still get its user's past tier
 
 
-class InvalidTransaction(ValueError):
-    """A transaction that cannot be enriched (its dead letter says why)."""
-
-
-def validated(txn: dict[str, Any]) -> dict[str, Any]:
-    missing = [f for f in FIELDS if txn.get(f) is None]
-    if missing:
-        raise InvalidTransaction(f"missing field(s) {', '.join(missing)}")
-    for f in ("txn_id", "user_id", "product_id"):
-        if not isinstance(txn[f], str) or not txn[f]:
-            raise InvalidTransaction(f"{f} must be a non-empty string")
-    amount = txn["amount"]
-    try:
-        ok = isinstance(amount, str) and Decimal(amount).is_finite() and \
-            Decimal(amount).as_tuple().exponent == -2
-    except InvalidOperation:
-        ok = False
-    if not ok:
-        raise InvalidTransaction(f"amount must be a decimal string with two places, got {amount!r}")
-    return txn
-
-
-def key_is_user_id(key: Any, txn: dict[str, Any]) -> None:
+def valid_transaction(key: Any, txn: Any) -> None:
+    """Refuse (Invalid) a transaction that cannot be enriched; its dead letter says why."""
+    require_fields(txn, FIELDS, "transaction")
+    require_text(txn, ("txn_id", "user_id", "product_id"), "transaction")
+    money(txn["amount"])
     # The users join looks the user up by the record key: a transaction keyed by someone else
     # would be enriched with the wrong user.
     if key != txn["user_id"]:
-        raise InvalidTransaction(f"key {key!r} is not the transaction's user_id {txn['user_id']!r}")
+        raise Invalid(f"key {key!r} is not the transaction's user_id {txn['user_id']!r}")
 
 
 def with_user(txn: dict[str, Any], user: dict[str, Any] | None) -> dict[str, Any]:
@@ -84,9 +68,7 @@ topology = Topology("enrichment", description="transactions enriched with user a
 users = topology.table("users", versioned=USER_HISTORY)
 products = topology.global_table("products")
 
-joined = (topology.stream("transactions", timestamp="ts")
-          .map(validated, name="validate")
-          .peek(key_is_user_id, name="check-key")
+joined = (topology.stream("transactions", timestamp="ts", validate=valid_transaction)
           # left joins: an unknown user or product is routed below instead of dropped; no
           # grace: a task reads users and transactions in timestamp order, so a user's update
           # is applied before the transactions after it, and outputs need not wait

@@ -7,17 +7,20 @@ card-transactions (keyed by user_id) {txn_id, user_id, amount, merchant, ts}
 
 Amounts are decimal strings; the mean is a 2-place decimal string (ROUND_HALF_EVEN). Every
 valid transaction, flagged or not, is then added to the user's recent amounts. A transaction
-that is not a JSON object, lacks a field or has an amount that is not a decimal in
-[0, 10^15) goes to ``fraud_alerts-dlq`` with the reason, and changes nothing.
+that is not a JSON object, lacks a field, is keyed by another user or has an amount that is not
+money (a string of ASCII digits with two places, in [0, 10^15)) is refused at the source
+(``valid_transaction``): one dead letter in ``fraud_alerts-dlq`` with the reason, and changes
+nothing.
 """
 
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
 
 from streams import Topology
+from streams.validation import Invalid, money, require_fields, require_text
 
 HISTORY = 20        # amounts kept per user
 MIN_HISTORY = 5     # previous amounts needed before a transaction can be flagged
-MAX_DIGITS = 15    # integer digits of an amount: beyond, it is not a card transaction
 FACTOR = Decimal(5)
 CENTS = Decimal("0.01")
 FIELDS = ("txn_id", "user_id", "amount", "merchant", "ts")
@@ -28,28 +31,20 @@ topology = Topology("fraud_alerts",
 recent_amounts = topology.table_store("recent-amounts", default=list)
 
 
-def parse_amount(raw: object) -> Decimal:
-    """A transaction's amount as a finite Decimal (strings or numbers), else ValueError."""
-    if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
-        raise ValueError(f"amount must be a decimal string, got {raw!r}")
-    try:
-        amount = Decimal(str(raw))
-    except InvalidOperation:
-        raise ValueError(f"amount {raw!r} is not a decimal number") from None
-    if not amount.is_finite():
-        raise ValueError(f"amount {raw!r} is not finite")
-    if amount < 0 or amount.adjusted() >= MAX_DIGITS:
-        raise ValueError(f"amount {str(raw)[:40]!r} is out of range [0, 1e{MAX_DIGITS})")
-    return amount
+def valid_transaction(key: Any, txn: Any) -> None:
+    """Refuse (Invalid) a transaction the agent could not judge."""
+    require_fields(txn, FIELDS, "transaction")
+    require_text(txn, ("txn_id", "user_id"), "transaction")
+    money(txn["amount"])
+    if key != txn["user_id"]:  # the history is kept per record key
+        raise Invalid(f"key {key!r} is not the transaction's user_id {txn['user_id']!r}")
 
 
-@topology.agent("card-transactions", timestamp="ts", sink=["fraud-alerts"])
+@topology.agent("card-transactions", timestamp="ts", sink=["fraud-alerts"],
+                validate=valid_transaction)
 async def detect(stream):
     async for user_id, txn in stream.items():
-        missing = [f for f in FIELDS if txn.get(f) is None]
-        if missing:
-            raise ValueError(f"missing field(s): {', '.join(missing)}")
-        amount = parse_amount(txn["amount"])
+        amount = Decimal(txn["amount"])
         previous = recent_amounts[user_id]            # a copy: assigned back below
         if len(previous) >= MIN_HISTORY:
             mean = sum(Decimal(a) for a in previous) / len(previous)

@@ -16,7 +16,8 @@ keyed by account {account, balance, ts} on every balance change, ts = the deposi
 payment's ts.
 
 Money is ``Decimal``, written as 2-place strings ("12.50"), never float: an amount is valid
-only as a string of digits with exactly two decimals, positive, below 10^15.
+only as a string of ASCII digits with exactly two decimals, positive, below 10^15
+(:func:`streams.validation.money`; ``"١٠.٠٠"``, ``"NaN"``, ``"1e3"`` are not money).
 
 Idempotency (table ``processed``, in the task of the record's key): a payment_id seen before
 in from_account's task is a duplicate and has no effect at all (no second debit, no second
@@ -25,12 +26,14 @@ result), whatever its outcome was; a deposit_id seen before in the account's tas
 The table keeps every id (no expiry), like the ledger it protects.
 
 Dead letters (``payments-dlq``, reason and error in the headers), the record changing nothing:
-a payment or deposit that is not a JSON object, a payment without a payment_id (a string), a
-payment whose record key is not its from_account (it would be checked in the wrong task, so
-the idempotency of its payment_id could not hold: the producer must fix the key; no result is
-written, so the id stays free for the corrected record), and any deposit that is not valid
-(missing field, bad amount, key not its account) — deposits have no result topic to reject to.
-A payment whose from_account is missing is INVALID (judged in the task of its record key).
+a payment or deposit that is not a JSON object in UTF-8 (reason ``decode``); refused by the
+sources' validators (reason ``invalid``, before the agents see them): a payment without a
+payment_id (a string), a payment whose record key is not its from_account (it would be checked
+in the wrong task, so the idempotency of its payment_id could not hold: the producer must fix
+the key; no result is written, so the id stays free for the corrected record), and any deposit
+that is not valid (missing field, bad amount, key not its account) — deposits have no result
+topic to reject to. A payment whose from_account is missing is INVALID (judged in the task of
+its record key).
 
 The topology is configured for exactly-once in ``config/payments.toml``. At-least-once, a
 replayed input is not applied to state twice (the task's offsets are in its state) and credits
@@ -43,15 +46,13 @@ and is applied. Under exactly-once the crashed attempt's records are aborted and
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 from typing import Any
 
 from streams import Topology
+from streams.validation import Invalid, money, require_fields
 
 CENTS = Decimal("0.01")
-MAX_INT_DIGITS = 15  # beyond 10^15 it is not a payment
-AMOUNT = re.compile(r"\d{1,%d}\.\d\d" % MAX_INT_DIGITS)
 PAYMENT_FIELDS = ("payment_id", "from_account", "to_account", "amount", "currency", "ts")
 DEPOSIT_FIELDS = ("deposit_id", "account", "amount", "ts")
 
@@ -70,10 +71,10 @@ account_balances = topology.topic("account-balances", config={"cleanup.policy": 
 
 def parse_amount(raw: Any) -> Decimal | None:
     """A positive 2-place decimal string as a Decimal, else None (floats are never money)."""
-    if not isinstance(raw, str) or not AMOUNT.fullmatch(raw):
+    try:
+        return money(raw, positive=True)
+    except Invalid:
         return None
-    amount = Decimal(raw)
-    return amount if amount > 0 else None
 
 
 def _text(value: Any) -> bool:
@@ -108,45 +109,49 @@ async def _set_balance(account: str, balance: Decimal, ts: int) -> None:
                                                     "ts": ts})
 
 
-@topology.agent("deposits")
+def valid_deposit(key: Any, dep: Any) -> None:
+    """Refuse (Invalid) a deposit that cannot be credited: deposits have no result topic."""
+    require_fields(dep, DEPOSIT_FIELDS, "deposit")
+    money(dep["amount"], field="deposit amount", positive=True)
+    if not _text(dep["account"]) or key != dep["account"]:
+        raise Invalid(f"deposit key {key!r} is not its account {dep['account']!r}")
+    if not _timestamp(dep["ts"]):
+        raise Invalid("deposit ts must be epoch milliseconds")
+
+
+def judgeable_payment(key: Any, payment: Any) -> None:
+    """Refuse (Invalid) a payment that cannot be judged at all: no payment_id to answer to, or
+    in the wrong task. Anything else wrong with it is judged by ``settle`` (REJECTED INVALID)."""
+    if not isinstance(payment, dict):
+        raise Invalid(f"a payment must be a JSON object, got {type(payment).__name__}")
+    payment_id = payment.get("payment_id")
+    if not _text(payment_id):
+        raise Invalid("payment without a payment_id (a non-empty string)")
+    source = payment.get("from_account")
+    if source is not None and key != source:
+        raise Invalid(f"payment {payment_id!r}: record key {key!r} is not its "
+                      f"from_account {source!r}")
+
+
+@topology.agent("deposits", validate=valid_deposit)
 async def deposit(stream):
-    """Credit each new deposit to its account."""
-    async for key, dep in stream.items():
-        if dep is None:
-            raise ValueError("a deposit must be a JSON object, got null")
-        missing = [f for f in DEPOSIT_FIELDS if dep.get(f) is None]
-        if missing:
-            raise ValueError(f"deposit missing field(s): {', '.join(missing)}")
-        amount = parse_amount(dep["amount"])
-        if amount is None:
-            raise ValueError(f"deposit amount {str(dep['amount'])[:40]!r} is not a positive "
-                             "2-place decimal string")
-        if not _text(dep["account"]) or key != dep["account"]:
-            raise ValueError(f"deposit key {key!r} is not its account {dep['account']!r}")
-        if not _timestamp(dep["ts"]):
-            raise ValueError("deposit ts must be epoch milliseconds")
+    """Credit each new deposit to its account (``valid_deposit`` checked it at the source)."""
+    async for _key, dep in stream.items():
         seen = f"deposit:{dep['deposit_id']}"
         if seen in processed:
             continue  # the same deposit sent again: credited once
         processed[seen] = COMPLETED
         account = dep["account"]
-        await _set_balance(account, Decimal(balances[account]) + amount, dep["ts"])
+        await _set_balance(account, Decimal(balances[account]) + Decimal(dep["amount"]),
+                           dep["ts"])
 
 
-@topology.agent("payments")
+@topology.agent("payments", validate=judgeable_payment)
 async def settle(stream):
     """Check each payment in from_account's task; debit it and send the credit on."""
     async for event in stream.events():
-        key, payment = event.key, event.value
-        if payment is None:
-            raise ValueError("a payment must be a JSON object, got null")
-        payment_id = payment.get("payment_id")
-        if not _text(payment_id):
-            raise ValueError("payment without a payment_id (a non-empty string)")
-        source = payment.get("from_account")
-        if source is not None and key != source:
-            raise ValueError(f"payment {payment_id!r}: record key {key!r} is not its "
-                             f"from_account {source!r}")
+        payment = event.value
+        payment_id, source = payment["payment_id"], payment.get("from_account")
         seen = f"payment:{payment_id}"
         if seen in processed:
             continue  # a duplicate: no second debit, no second result

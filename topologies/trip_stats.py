@@ -15,12 +15,18 @@ rides {ride_id, rider_id, driver_id, city, fare, ts} keyed by city; event time =
 Rides later than a window's grace are dropped, counted (streams_late_events_total{node}) and
 written to `rides-late` (once per windowed aggregation they are late for; header `node`).
 Fares are decimal strings; totals are computed with Decimal and written with two places.
+
+Every ride is validated once, where it is read (``valid_ride``): a JSON object with non-empty
+string ride_id, rider_id, driver_id and city, and a fare that is money (a string of ASCII
+digits with exactly two places, below 10^15: :func:`streams.validation.money`). Anything else
+is ONE dead letter in `trip_stats-dlq` (reason ``invalid``) and no aggregation counts it.
 """
 
 from datetime import timedelta
 from decimal import Decimal
 
 from streams import HoppingWindows, SessionWindows, SlidingWindows, Topology, TumblingWindows
+from streams.validation import money, require_fields, require_text
 
 topology = Topology("trip_stats", description="ride statistics per city, rider and driver",
                     late_topic="rides-late")
@@ -28,7 +34,20 @@ topology = Topology("trip_stats", description="ride statistics per city, rider a
 GRACE = timedelta(seconds=30)
 
 
+RIDE_FIELDS = ("ride_id", "rider_id", "driver_id", "city", "fare", "ts")
+
+
+def valid_ride(ride: dict) -> None:
+    """Refuse (ValueError) a ride any aggregation could not count (the timestamp is checked by
+    the source's ``timestamp="ts"``)."""
+    require_fields(ride, RIDE_FIELDS, "ride")
+    require_text(ride, ("ride_id", "rider_id", "driver_id", "city"), "ride")
+    money(ride["fare"], field="fare")
+
+
 def _money(total: Decimal) -> str:
+    if not total.is_finite():  # a NaN total would stay NaN for ever: never store one
+        raise ValueError(f"total {total} is not finite")
     return f"{total:.2f}"
 
 
@@ -75,7 +94,7 @@ def merge_sessions(a: dict, b: dict) -> dict:
     return {"rider_id": a["rider_id"] or b["rider_id"], "rides": a["rides"] + b["rides"]}
 
 
-rides = topology.stream("rides", timestamp="ts")
+rides = topology.stream("rides", timestamp="ts", validate=valid_ride)
 
 by_city = rides.group_by_key()  # rides are keyed by city
 (by_city.window(TumblingWindows(size=timedelta(minutes=1), grace=GRACE))

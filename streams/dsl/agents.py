@@ -498,7 +498,8 @@ class Agent:
 def define_agent(topology: Topology, source: str | Stream | GroupedStream, *,
                  name: str | None, key: Any, value: Any, timestamp: Any,
                  group_by: Callable[[Any], Any] | None, sink: Iterable[str | TopicRef],
-                 tables: Iterable[Any] | None) -> Callable[[Callable[..., Any]], Agent]:
+                 tables: Iterable[Any] | None, validate: Callable[..., Any] | None = None
+                 ) -> Callable[[Callable[..., Any]], Agent]:
     """The decorator behind :meth:`Topology.agent`."""
     from .topology import GroupedStream, Stream
 
@@ -512,8 +513,13 @@ def define_agent(topology: Topology, source: str | Stream | GroupedStream, *,
         if agent_name in topology.agents:
             raise ValueError(f"agent {agent_name!r} is defined twice in topology "
                              f"{topology.name!r}; give one a distinct name=")
+        if validate is not None and not isinstance(source, str):
+            raise ValueError(f"agent {agent_name!r}: validate= applies to a topic source; "
+                             "validate the stream where it is read (topology.stream(...))")
+        stream: Stream | GroupedStream
         if isinstance(source, str):
-            stream = topology.stream(source, key=key, value=value, timestamp=timestamp)
+            stream = topology.stream(source, key=key, value=value, timestamp=timestamp,
+                                     validate=validate)
         elif isinstance(source, InternalTopic):
             if source.topology is not topology:
                 raise ValueError(f"{source!r} belongs to topology {source.topology.name!r}")

@@ -58,9 +58,15 @@ class SourceNode(Node):
     value_serde: Serde
     timestamp: str | Callable[[Any], int] | None
     internal: bool = False  # a repartition topic written by this topology
+    # ``validate(value)`` or ``validate(key, value)``: raises or returns False for invalid
+    # input (streams.runtime.processors.validate)
+    validate: Callable[..., Any] | None = None
 
     def label(self) -> str:
-        return f"source {self.topic}" + (" (repartition)" if self.internal else "")
+        name = getattr(self.validate, "__name__", "")
+        validated = "" if self.validate is None else (
+            f" (validated by {name if name.isidentifier() else 'a function'})")
+        return f"source {self.topic}" + (" (repartition)" if self.internal else "") + validated
 
     def value_record(self) -> Any:
         return _record_of(self.value_serde)

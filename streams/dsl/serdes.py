@@ -12,6 +12,9 @@ b'k1'
 from __future__ import annotations
 
 import json
+import math
+import re
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -20,6 +23,11 @@ import faust
 
 class SerdeError(ValueError):
     """Input that a serde cannot decode; the message is the dead-letter reason."""
+
+
+class SchemaError(SerdeError):
+    """Well-formed input that does not fit the declared schema (a Record's field types); the
+    source dead-letters it with reason ``invalid`` rather than ``decode``."""
 
 
 # Largest record (key + value bytes) the runtime writes: below the producer's max_request_size
@@ -39,6 +47,10 @@ class Serde(Protocol):
 
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, Decimal):
+        # "NaN" / "Infinity" would be read back as text by most consumers and poison every sum
+        # they enter: a non-finite Decimal is never stored or sent.
+        if not obj.is_finite():
+            raise ValueError(f"cannot serialize the non-finite Decimal {obj}")
         return str(obj)
     if isinstance(obj, faust.Record):
         return obj.asdict()
@@ -48,7 +60,31 @@ def _json_default(obj: Any) -> Any:
 
 
 def json_dumps(obj: Any) -> bytes:
-    return json.dumps(obj, default=_json_default, separators=(",", ":")).encode()
+    """Standard JSON (RFC 8259) as UTF-8: a NaN or infinite float is a ValueError, never the
+    non-standard tokens ``NaN`` / ``Infinity`` that other JSON readers reject."""
+    return json.dumps(obj, default=_json_default, separators=(",", ":"),
+                      allow_nan=False).encode()
+
+
+def _reject_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not standard JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):  # 1e999 overflows to infinity
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def json_loads(data: bytes) -> Any:
+    """Standard JSON from strict UTF-8 bytes. ``json.loads`` alone would also accept ``NaN``,
+    ``Infinity`` and ``-Infinity`` (and read ``1e999`` as infinity) and guess UTF-16/UTF-32
+    (or skip a UTF-8 BOM) from the first bytes; Kafka records of this framework are UTF-8, and
+    anything else is a producer bug that must surface as a dead letter, not as a silently
+    re-interpreted value."""
+    return json.loads(data.decode("utf-8"), parse_constant=_reject_constant,
+                      parse_float=_finite_float)
 
 
 class BytesSerde:
@@ -93,7 +129,10 @@ class JsonSerde:
         if data is None:
             return None
         try:
-            return json.loads(data)
+            return json_loads(data)
+        except UnicodeDecodeError as exc:
+            raise SerdeError(
+                f"invalid JSON: not UTF-8 ({exc.reason} at byte {exc.start})") from None
         except (ValueError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
             raise SerdeError(f"invalid JSON: {exc}") from None
         except RecursionError:
@@ -116,16 +155,35 @@ class JsonObjectSerde(JsonSerde):
 
 
 class RecordSerde:
-    """A faust Record class encoded as a JSON object.
+    """A faust Record class encoded as a JSON object: the Record is the source's schema.
 
-    Missing required fields are a decode error (faust itself would raise TypeError later).
+    Decoding checks what the Record declares, so a record that does not fit never reaches an
+    operator: a missing required field, and a field of a scalar type holding something else —
+    ``str``, ``int`` (not a bool), ``float`` (a finite number), ``bool``, and ``Decimal``: a
+    decimal *string* of ASCII digits (``"12.50"``) or an integer, converted to a finite
+    ``Decimal`` (a JSON float is refused: it has already lost the cents). ``None`` is accepted
+    only for fields with a default. Anything else is a :class:`SchemaError` naming the field
+    (dead-letter reason ``invalid``). Fields of other types (lists, nested Records) are left to
+    faust. ``check_fields=False`` (state stores: their values were written by the topology's own
+    functions, which faust does not hold to the field types) skips the field checks.
+
+    >>> class Ride(faust.Record):
+    ...     ride_id: str
+    ...     fare: Decimal
+    >>> RecordSerde(Ride).deserialize(b'{"ride_id": "r1", "fare": "12.50"}').fare
+    Decimal('12.50')
+    >>> RecordSerde(Ride).deserialize(b'{"ride_id": "r1", "fare": "abc"}')
+    Traceback (most recent call last):
+    ...
+    streams.dsl.serdes.SchemaError: not a valid Ride: field 'fare' must be a decimal string, got 'abc'
     """
 
     roundtrip_types: tuple[type, ...] = ()
 
-    def __init__(self, record: type[faust.Record]) -> None:
+    def __init__(self, record: type[faust.Record], *, check_fields: bool = True) -> None:
         self.record = record
         self._inner = JsonObjectSerde()
+        self._fields = _field_checks(record) if check_fields else []
 
     def serialize(self, obj: Any) -> bytes | None:
         if obj is None:
@@ -136,10 +194,83 @@ class RecordSerde:
         obj = self._inner.deserialize(data)
         if obj is None:
             return None
+        name = self.record.__name__
+        for field, required, check in self._fields:
+            value = obj.get(field)
+            if value is None:
+                if required:
+                    raise SchemaError(f"not a valid {name}: field {field!r} is missing or null")
+                continue
+            try:
+                obj[field] = check(value)
+            except ValueError as exc:
+                raise SchemaError(f"not a valid {name}: field {field!r} {exc}") from None
         try:
             return self.record.from_data(obj)
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            raise SerdeError(f"not a valid {self.record.__name__}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - faust raises TypeError, ValidationError, ...
+            raise SchemaError(f"not a valid {name}: {describe(exc)}") from None
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+_DECIMAL_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
+def _check_str(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {_short(value)}")
+    return value
+
+
+def _check_int(value: Any) -> Any:
+    if value.__class__ is not int:
+        raise ValueError(f"must be an integer, got {_short(value)}")
+    return value
+
+
+def _check_float(value: Any) -> Any:
+    if value.__class__ not in (int, float) or not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {_short(value)}")
+    return value
+
+
+def _check_bool(value: Any) -> Any:
+    if value.__class__ is not bool:
+        raise ValueError(f"must be true or false, got {_short(value)}")
+    return value
+
+
+def _check_decimal(value: Any) -> Any:
+    # ASCII digits only: Decimal() itself also takes "١٠.٠٠", "NaN", "1e999999" and " 1 ".
+    if value.__class__ is int:
+        return Decimal(value)
+    if isinstance(value, str) and len(value) <= 100 and _DECIMAL_TEXT.fullmatch(value):
+        return Decimal(value)
+    raise ValueError(f"must be a decimal string, got {_short(value)}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _field_checks(record: type[faust.Record]) -> list[tuple[str, bool, Callable[[Any], Any]]]:
+    """(field, required, check) for the Record's fields of a scalar type, once per serde."""
+    from faust.models import fields as f
+
+    kinds: list[tuple[type, Callable[[Any], Any]]] = [
+        (f.BooleanField, _check_bool), (f.DecimalField, _check_decimal),
+        (f.FloatField, _check_float), (f.IntegerField, _check_int), (f.StringField, _check_str)]
+    out = []
+    for name, descriptor in record._options.descriptors.items():
+        for kind, check in kinds:
+            if isinstance(descriptor, kind):
+                out.append((name, bool(descriptor.required), check))
+                break
+    return out
 
 
 def serde_for(spec: Any) -> Serde:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import faust
 
 from . import nodes as n
-from .serdes import JsonSerde, KeySerde, Serde, serde_for
+from .serdes import JsonSerde, KeySerde, RecordSerde, Serde, serde_for
 
 if TYPE_CHECKING:
     from .table_joins import GlobalTable, GlobalTableSpec
@@ -124,19 +124,48 @@ class Topology:
 
     # -- sources --------------------------------------------------------------------------------
     def stream(self, topic: str, *, key: Any = "str", value: Any = "json",
-               timestamp: str | Callable[[Any], int] | None = None) -> Stream:
+               timestamp: str | Callable[[Any], int] | None = None,
+               validate: Callable[..., Any] | None = None) -> Stream:
         """Read ``topic`` as a stream.
 
-        ``value``: a faust Record class, "json" (a JSON object as dict) or a Serde.
+        ``value``: a faust Record class, "json" (a JSON object as dict) or a Serde. A Record is
+        the source's schema: a value missing a required field or with a field of the wrong
+        type (see :class:`~streams.dsl.serdes.RecordSerde`) is refused at the source.
         ``timestamp``: a field name (epoch ms), a function of the value, or None for the
         Kafka record timestamp. A record without a usable timestamp goes to the dead letters.
+        ``validate``: ``fn(value)``, or ``fn(key, value)`` if it takes two parameters, called
+        on every decoded record; it rejects the record by raising (the message says what is
+        wrong) or by returning ``False``.
+        A record that does not decode, fit the schema or pass ``validate`` becomes exactly one
+        dead letter (reasons ``decode`` / ``invalid``, header ``node`` = this source) before any
+        operator sees it: a stream that fans out to many operators never half-counts it, and
+        replaying fixed dead letters cannot apply a record twice.
         A topic may be read several times (and as a table too): every reader gets every record.
 
         ``clicks = topology.stream("clicks", value=Click, timestamp="ts")``
+
+        >>> from streams.testing import TopologyTestDriver
+        >>> def fare_is_money(ride):
+        ...     if not isinstance(ride.get("fare"), str) or not ride["fare"].isascii():
+        ...         raise ValueError(f"fare must be a decimal string, got {ride.get('fare')!r}")
+        >>> t = Topology("doc_validate")
+        >>> rides = t.stream("rides", validate=fare_is_money)
+        >>> _ = rides.to("all-rides")
+        >>> _ = rides.filter(lambda r: r["fare"] > "50").to("big-rides")
+        >>> with TopologyTestDriver(t) as driver:
+        ...     driver.pipe("rides", "berlin", {"fare": "12.50"})
+        ...     driver.pipe("rides", "berlin", {"fare": 12.5})
+        ...     outputs = driver.read_output("all-rides")
+        ...     [(d.reason, d.node, d.error) for d in driver.read_dead_letters()]
+        [('invalid', 'source-0001', 'fare must be a decimal string, got 12.5')]
+        >>> outputs
+        [('berlin', {'fare': '12.50'})]
         """
         self._check_input(topic)
+        if validate is not None and not callable(validate):
+            raise TypeError(f"validate= must be a function, got {validate!r}")
         node = n.SourceNode(self._next_name("source"), topic, serde_for(key), serde_for(value),
-                            timestamp)
+                            timestamp, validate=validate)
         self.sources.append(node)
         return Stream(self, node)
 
@@ -191,11 +220,15 @@ class Topology:
     def agent(self, source: Any, *, name: str | None = None, key: Any = "str",
               value: Any = "json", timestamp: Any = None,
               group_by: Callable[[Any], Any] | None = None, sink: Iterable[Any] = (),
-              tables: Iterable[Any] | None = None) -> Callable[[Callable[..., Any]], Any]:
+              tables: Iterable[Any] | None = None,
+              validate: Callable[..., Any] | None = None) -> Callable[[Callable[..., Any]], Any]:
         """Decorate a Faust-style agent reading ``source`` (a topic name, a Stream or a
         GroupedStream); ``yield`` sends to ``sink`` with the current key. ``group_by=fn``
         re-keys and repartitions first (topic ``<topology>-<agent>-repartition``).
         ``tables``: the table_stores the agent uses, if it does not name them itself.
+        ``value``, ``timestamp`` and ``validate`` (a topic source only) are those of
+        :meth:`stream`: a record the source refuses is one dead letter and the agent never sees
+        it (``@topology.agent("payments", validate=has_payment_id)``).
         Semantics (one event = all or nothing, ...) in :mod:`streams.dsl.agents`.
 
         ``@topology.agent("payments", value=Payment, sink=["payment-results"])``
@@ -203,7 +236,7 @@ class Topology:
         from .agents import define_agent
 
         return define_agent(self, source, name=name, key=key, value=value, timestamp=timestamp,
-                            group_by=group_by, sink=sink, tables=tables)
+                            group_by=group_by, sink=sink, tables=tables, validate=validate)
 
     def table_store(self, name: str, *, default: Callable[[], Any] | None = None,
                     value: Any = "any-json") -> Any:
@@ -261,6 +294,10 @@ class Topology:
 
     def _add_store(self, name: str, value_serde: Serde, kind: str, window: Any = None) -> StoreSpec:
         self._check_table_name(name)
+        if isinstance(value_serde, RecordSerde) and kind != "table":
+            # Input is checked against its Record at the source; a store's values come from the
+            # topology's own functions, and refusing to read them back would wedge the key.
+            value_serde = RecordSerde(value_serde.record, check_fields=False)
         changelog = self.changelog_topic(name)
         if changelog in self.input_topics():
             raise ValueError(f"topic {changelog!r} is an input of topology {self.name!r} and "

@@ -48,7 +48,8 @@ class _TaskSide(Protocol):
 
     def global_table(self, name: str) -> Any: ...
 
-    def dead_letter(self, raw: Any, error: str, reason: str) -> None: ...
+    def dead_letter(self, raw: Any, error: str, reason: str, node: str | None = None) -> None:
+        ...
 
     def count_dropped(self, node: str, reason: str) -> None: ...
 
@@ -86,9 +87,10 @@ class ProcessorContext:
         # not cached: ``Task.take_outputs`` swaps the list
         self._task.outputs.append(Output(topic, partition, key, value, timestamp, headers))
 
-    def dead_letter(self, raw: Any, error: str, reason: str) -> None:
-        """Route the input record ``raw`` to the topology's dead-letter topic."""
-        self._task.dead_letter(raw, error, reason)
+    def dead_letter(self, raw: Any, error: str, reason: str, node: str | None = None) -> None:
+        """Route the input record ``raw`` to the topology's dead-letter topic; ``node`` (the
+        rejecting node's name) becomes its header ``node``."""
+        self._task.dead_letter(raw, error, reason, node)
 
     def count_dropped(self, node: str, reason: str) -> None:
         """A record ``node`` skips by design (a tombstone in an aggregation, no branch)."""

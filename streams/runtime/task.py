@@ -153,12 +153,15 @@ class Task:
 
     # dead_letter and count_dropped stay here (the context delegates to them): they are the
     # task's counters, which the worker reads and resets for its metrics.
-    def dead_letter(self, raw: Any, error: str, reason: str) -> None:
+    def dead_letter(self, raw: Any, error: str, reason: str, node: str | None = None) -> None:
         """Route ``raw`` to the topology's dead-letter topic. After a repartition the source
         headers name the original input record (from its origin header), not the internal
-        topic, which is named in ``via-topic``. A record too large to copy is truncated
+        topic, which is named in ``via-topic``. ``node``: the graph node that rejected it
+        (header ``node``). A record too large to copy is truncated
         (:func:`~streams.runtime.record_limits.fit_copy`)."""
         headers = [("error", error.encode()), ("reason", reason.encode()), *source_headers(raw)]
+        if node is not None:
+            headers.append(("node", node.encode()))
         key, value, headers = fit_copy(raw.key, raw.value, headers)  # always fits the broker
         self.outputs.append(Output(self.topology.dlq_topic, None, key, value,
                                    raw.timestamp, headers))

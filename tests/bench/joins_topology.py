@@ -23,8 +23,9 @@ VARIANT = os.environ.get("BENCH_VARIANT", "join")
 
 if VARIANT == "join":
     topology = Topology("jbench_join", description="orders joined with shipments (bench)")
-    orders = topology.stream("jbench-orders", timestamp="ts").map(valid_order)
-    shipments = topology.stream("jbench-shipments", timestamp="ts").map(valid_shipment)
+    orders = topology.stream("jbench-orders", timestamp="ts", validate=valid_order)
+    shipments = topology.stream("jbench-shipments", timestamp="ts",
+                                validate=valid_shipment)
     joined = orders.join(shipments, combine, WINDOW, how="left", name="jbench-order-shipments")
     shipped, unshipped = joined.branch(lambda v: "shipment_id" in v, default=True)
     shipped.to("jbench-out-pairs")

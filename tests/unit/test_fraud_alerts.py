@@ -117,7 +117,7 @@ def test_bad_transactions_go_to_the_dead_letters_and_change_nothing():
             driver.pipe_raw("card-transactions", None if key is None else key.encode(), value)
         dead = driver.read_dead_letters()
         assert len(dead) == len(bad)
-        assert {d.reason for d in dead} == {"decode", "processing", "timestamp"}
+        assert {d.reason for d in dead} == {"decode", "invalid", "timestamp"}
         assert driver.table("recent-amounts") == {"u": ["1.00"] * 5}
         assert driver.read_output("fraud-alerts") == []
         driver.pipe("card-transactions", "u", {**good, "amount": "999999999999999.99"})

@@ -56,7 +56,7 @@ class Ledger:
         for key, payment, record_ts in records:
             if isinstance(payment, bytes):
                 try:
-                    payment = json.loads(payment)
+                    payment = json.loads(payment.decode("utf-8"))  # UTF-8 only, as on topics
                 except ValueError:
                     payment = None
             if not isinstance(payment, dict) or not isinstance(payment.get("payment_id"), str) \
@@ -329,20 +329,20 @@ def test_records_that_cannot_be_judged_go_to_the_dead_letters_with_the_error():
     bad_payments = [
         ("a", b"not json", "decode"), ("a", b"[1, 2]", "decode"), ("a", b'"p1"', "decode"),
         ("a", b"\xff\xfe", "decode"), ("a", b"{" * 100_000, "decode"),
-        ("a", None, "processing"),                                         # a tombstone
+        ("a", None, "invalid"),                                         # a tombstone
         ("a", json.dumps({k: v for k, v in good.items() if k != "payment_id"}).encode(),
-         "processing"),
-        ("a", json.dumps({**good, "payment_id": 7}).encode(), "processing"),
-        ("x", json.dumps(good).encode(), "processing"),                    # key != from_account
-        (None, json.dumps(good).encode(), "processing"),
+         "invalid"),
+        ("a", json.dumps({**good, "payment_id": 7}).encode(), "invalid"),
+        ("x", json.dumps(good).encode(), "invalid"),                    # key != from_account
+        (None, json.dumps(good).encode(), "invalid"),
     ]
     bad_deposits = [
         ("a", b"nope", "decode"),
-        ("a", json.dumps(dep("d2", "a", "1.0")).encode(), "processing"),
-        ("a", json.dumps(dep("d2", "a", "-1.00")).encode(), "processing"),
-        ("b", json.dumps(dep("d2", "a", "1.00")).encode(), "processing"),
+        ("a", json.dumps(dep("d2", "a", "1.0")).encode(), "invalid"),
+        ("a", json.dumps(dep("d2", "a", "-1.00")).encode(), "invalid"),
+        ("b", json.dumps(dep("d2", "a", "1.00")).encode(), "invalid"),
         ("a", json.dumps({"deposit_id": "d2", "account": "a", "amount": "1.00"}).encode(),
-         "processing"),
+         "invalid"),
     ]
     with TopologyTestDriver(topology) as driver:
         driver.pipe("deposits", "a", dep("d1", "a", "10.00"))

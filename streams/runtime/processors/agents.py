@@ -454,7 +454,7 @@ class AgentProc(Processor):
             rec = self._recs[self._i]
             self._i += 1
             self.ctx.dead_letter(rec.raw, f"agent {self.name!r} returned without reading an "
-                                 "event", reason="agent")
+                                 "event", reason="agent", node=self.name)
 
     def _fail(self, exc: BaseException, reason: str) -> None:
         """Drop the current event's effects, dead-letter its record, close the instance (a
@@ -478,7 +478,7 @@ class AgentProc(Processor):
             return
         error = f"{describe_error(exc)} (in agent {self.name})"
         for failed_rec in failed:
-            self.ctx.dead_letter(failed_rec.raw, error, reason=reason)
+            self.ctx.dead_letter(failed_rec.raw, error, reason=reason, node=self.name)
 
     def _close_instance(self) -> None:
         inst, aw = self._inst, self._aw

@@ -6,7 +6,8 @@ node per batch instead of per record, and tight loops with pre-bound locals on t
 When a user function raises, only that record goes to the dead letters and the loop resumes
 after it: no user function runs twice for a record, and nothing is emitted for a failed record.
 
-Dead-letter reasons: "decode" (undecodable input), "timestamp" (no usable timestamp),
+Dead-letter reasons: "decode" (undecodable input), "invalid" (decoded, but refused by the
+source's schema or validator), "timestamp" (no usable timestamp),
 "processing" (a user function or a serializer raised), "shape" (a user function returned
 something of the wrong form), "null-key" (a table record without key). Records an operator
 ignores by design (tombstones and null keys in aggregations, records matching no branch) are
@@ -107,7 +108,7 @@ class Processor:
             raise exc
         reason = "shape" if isinstance(exc, ShapeError) else "processing"
         self.ctx.dead_letter(rec.raw, f"{describe_error(exc)} (in {self.node.name})",
-                             reason=reason)
+                             reason=reason, node=self.node.name)
 
     def resuming(self, recs: list[Rec], loop: Callable[[Iterator[Rec], T], None], out: T) -> T:
         """Run ``loop(it, out)`` over an iterator of ``recs``; when it raises, the record it was

@@ -7,22 +7,27 @@ from collections.abc import Callable
 from typing import Any
 
 from ...dsl import nodes as n
-from ...dsl.serdes import SerdeError
+from ...dsl.serdes import SchemaError, SerdeError
 from ..context import ProcessorContext
 from .base import MAX_TIMESTAMP_MS, Processor, Rec, describe_error, what
+from .validate import value_validator
 
 __all__ = ["SourceProc", "timestamp_extractor"]
 
 
 class SourceProc(Processor):
     """Decodes raw consumer records into ``Rec``s. A record whose key or value does not decode
-    (whatever the serde raises) is a dead letter "decode"; one without a valid timestamp a dead
-    letter "timestamp". Nothing a record contains can make ``on_raw_batch`` raise. Advances
-    stream time to the batch's largest timestamp once its records went through the graph."""
+    (whatever the serde raises) is a dead letter "decode"; one that decodes but does not fit
+    the source's schema (a Record's field types) or fails its ``validate`` function a dead
+    letter "invalid"; one without a valid timestamp a dead letter "timestamp" — each one dead
+    letter, at the source, before any fan-out. Nothing a record contains can make
+    ``on_raw_batch`` raise. Advances stream time to the batch's largest timestamp once its
+    records went through the graph."""
 
     def __init__(self, node: n.Node, ctx: ProcessorContext) -> None:
         super().__init__(node, ctx)
         self._timestamp = timestamp_extractor(node.timestamp)  # type: ignore[attr-defined]
+        self._problem = value_validator(node.validate, node.name)  # type: ignore[attr-defined]
 
     def on_raw_batch(self, raws: list[Any]) -> None:
         node: n.SourceNode = self.node  # type: ignore[assignment]
@@ -32,6 +37,8 @@ class SourceProc(Processor):
         append = out.append
         ctx = self.ctx
         dead_letter = ctx.dead_letter
+        name = node.name
+        problem = self._problem
         if node.internal:
             raws = ctx.skip_replayed(node.topic, raws)
         for raw in raws:
@@ -39,16 +46,23 @@ class SourceProc(Processor):
                 value = vd(raw.value)
                 key = kd(raw.key)
             except SerdeError as exc:
-                dead_letter(raw, str(exc), reason="decode")
+                dead_letter(raw, str(exc), reason="invalid" if isinstance(exc, SchemaError)
+                            else "decode", node=name)
                 continue
             except Exception as exc:  # noqa: BLE001 - RecursionError, a custom serde's bug...
-                dead_letter(raw, f"cannot decode: {describe_error(exc)}", reason="decode")
+                dead_letter(raw, f"cannot decode: {describe_error(exc)}", reason="decode",
+                            node=name)
                 continue
+            if problem is not None:
+                error = problem(key, value)
+                if error is not None:
+                    dead_letter(raw, error, reason="invalid", node=name)
+                    continue
             try:
                 ts = timestamp(value, raw)
             except Exception as exc:  # noqa: BLE001 - SerdeError, or a bug in a custom extractor
                 dead_letter(raw, str(exc) if isinstance(exc, SerdeError)
-                            else describe_error(exc), reason="timestamp")
+                            else describe_error(exc), reason="timestamp", node=name)
                 continue
             append(Rec(key, value, ts, raw))
         self.emit(out)

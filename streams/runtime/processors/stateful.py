@@ -64,7 +64,7 @@ class TableSourceProc(Processor):
         for rec in recs:
             if rec.key is None:
                 self.ctx.dead_letter(rec.raw, f"table record without key (in {self.node.name})",
-                                     reason="null-key")
+                                     reason="null-key", node=self.node.name)
                 continue
             try:
                 put(rec.key, rec.value)

@@ -15,9 +15,9 @@ def reasons(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     original = Task.dead_letter
 
-    def record(self: Task, raw: Any, error: str, reason: str) -> None:
+    def record(self: Task, raw: Any, error: str, reason: str, node: str | None = None) -> None:
         seen.append(reason)
-        original(self, raw, error, reason)
+        original(self, raw, error, reason, node)
 
     monkeypatch.setattr(Task, "dead_letter", record)
     return seen

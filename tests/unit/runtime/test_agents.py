@@ -373,8 +373,8 @@ def test_current_event_and_record_values():
                    "partition": 0, "headers": []}),
             ("k", {"user": "v", "key": "k", "ts": 2000, "offset": 1, "topic": "clicks",
                    "partition": 0, "headers": [["h", "x"]]})]
-        driver.pipe("clicks", "k", {"user": "w"})  # not a Click: a decode dead letter
-        assert [d.reason for d in driver.read_dead_letters()] == ["decode"]
+        driver.pipe("clicks", "k", {"user": "w"})  # not a Click: refused by its schema
+        assert [d.reason for d in driver.read_dead_letters()] == ["invalid"]
 
 
 def test_group_by_repartitions_before_the_agent():

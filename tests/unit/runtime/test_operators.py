@@ -402,7 +402,7 @@ def test_bad_records_go_to_the_dlq_and_processing_continues() -> None:
     for rec, (offset, kb, vb, err) in zip(dlq, expected_bad):
         headers = dict(rec.headers)
         assert [h for h, _ in rec.headers] == ["error", "reason", "source-topic", "source-partition",
-                                               "source-offset"]
+                                               "source-offset", "node"]
         assert rec.key == kb
         assert rec.value == vb
         assert rec.timestamp == 500 + offset

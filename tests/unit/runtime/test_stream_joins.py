@@ -72,7 +72,7 @@ def test_null_keys_and_values_are_dropped_and_malformed_input_dead_lettered() ->
     with TopologyTestDriver(topology("outer")) as d:
         d.pipe_raw("a", None, b'{"id": "nokey", "ts": 100}')
         d.pipe_raw("a", b"k", b"not json")
-        d.pipe_raw("b", b"k", b'{"id": "nan", "ts": NaN}')
+        d.pipe_raw("b", b"k", b'{"id": "nan", "ts": "NaN"}')
         d.pipe("b", "k", rec("r1", 100))
         d.advance_stream_time(10_000)
         reasons = sorted(x.reason for x in d.read_dead_letters())
