@@ -32,7 +32,6 @@ from .dsl.topology import Topology
 from .runtime import checkpoint
 from .runtime.compile import SubTopology, subtopologies
 from .runtime.global_tables import GlobalTables
-from .runtime.ordering import PartitionGroup
 from .runtime.task import Output, Task
 from .state.meta import Offsets, TaskId
 from .state.recovery import ChangelogFilter, apply_changelog, decide_open, restored_meta
@@ -123,12 +122,15 @@ class MemoryTopics:
 
 
 def open_task(topology: Topology, sub: SubTopology, partition: int, state_dir: Path,
-              kafka: MemoryTopics, global_tables: Any = None) -> Task:
-    """Open a task over in-memory topics with the worker's open-or-restore decision."""
+              kafka: MemoryTopics, global_tables: Any = None,
+              options: dict[str, Any] | None = None) -> Task:
+    """Open a task over in-memory topics with the worker's open-or-restore decision
+    (``options``: the Task's keyword arguments)."""
+    opts = options or {}
     if not sub.stores:
-        return Task(topology, sub, partition, None, global_tables)
+        return Task(topology, sub, partition, None, global_tables, **opts)
     path = Path(state_dir) / str(TaskId(sub.id, partition))
-    task = Task(topology, sub, partition, TaskStore(path, sub.stores), global_tables)
+    task = Task(topology, sub, partition, TaskStore(path, sub.stores), global_tables, **opts)
     local = task.meta()
     committed = {tp: off for tp, off in kafka.group.items() if tp in set(task.tps)}
     ends = {topic: kafka.end(topic) for topic in task.changelogs}
@@ -151,7 +153,7 @@ def open_task(topology: Topology, sub: SubTopology, partition: int, state_dir: P
                        if r is not None]  # None: removed by compaction
             apply_changelog(store, table, records, accept, repairs.setdefault(table, set()))
     store.write(restored_meta(local, decision, committed, ends, accept, task.shape).encode())
-    task = Task(topology, sub, partition, store, global_tables)
+    task = Task(topology, sub, partition, store, global_tables, **opts)
     if task.repair(repairs):
         run_sync(checkpoint.commit([task], kafka))
     return task
@@ -176,10 +178,19 @@ class TopologyTestDriver:
 
     def __init__(self, topology: Topology, state_dir: str | Path | None = None,
                  wall_clock_ms: int = 0, commit_every: int = 1000,
-                 max_task_idle_ms: int = 0) -> None:
+                 max_task_idle_ms: int = 0, max_future_ms: int = -1,
+                 upstream_partitions: int = 1, repartition_idle_ms: int = 2000) -> None:
+        """``wall_clock_ms`` is the driver's wall clock (moved by :meth:`advance_wall_clock`):
+        it stamps records piped without a timestamp, times ``max_task_idle_ms`` and
+        ``repartition_idle_ms``, and is what ``max_future_ms`` compares event times with (off
+        by default here, as the wall clock is synthetic; the worker's default is one day).
+        ``upstream_partitions``: how many upstream partitions each repartition topic has, i.e.
+        how many channels a task behind it waits for (the driver itself runs partition 0 of
+        every topic; a test pipes the other partitions' records and progress markers into the
+        repartition topic itself)."""
         self.topology = topology
         self.max_task_idle_ms = max_task_idle_ms
-        self._groups: dict[TaskId, PartitionGroup] = {}
+        self.repartition_idle_ms = repartition_idle_ms
         self._tmp = None if state_dir else tempfile.mkdtemp(prefix="streams-driver-")
         self.state_dir = Path(state_dir or self._tmp)  # type: ignore[arg-type]
         self.wall_clock_ms = wall_clock_ms
@@ -188,8 +199,13 @@ class TopologyTestDriver:
         self.topics = self.kafka.logs
         self._read_pos: dict[str, int] = {}
         self._subs = subtopologies(topology)
+        self._task_options: dict[str, Any] = {
+            "partitions": {t: upstream_partitions for t in topology.repartition_topics()},
+            "max_task_idle_ms": max_task_idle_ms, "max_future_ms": max_future_ms,
+            "wall_clock": lambda: self.wall_clock_ms}
         self._tasks: dict[TaskId, Task] = {}
         self._by_topic: dict[str, Task] = {}
+        self._input_at: dict[TaskId, int] = {}  # wall clock of each task's last input
         self._since_commit = 0
         self._globals = GlobalTables(topology, self.state_dir) if topology.global_tables else None
         self._open_tasks()
@@ -197,7 +213,6 @@ class TopologyTestDriver:
     # -- tasks ------------------------------------------------------------------------------------
     def _open_tasks(self) -> None:
         self._open_global_tables()
-        self._groups.clear()
         for sub in self._subs:
             task = self._open_task(sub)
             self._tasks[task.id] = task
@@ -205,7 +220,8 @@ class TopologyTestDriver:
                 self._by_topic[topic] = task
 
     def _open_task(self, sub: SubTopology) -> Task:
-        task = open_task(self.topology, sub, 0, self.state_dir, self.kafka, self._globals)
+        task = open_task(self.topology, sub, 0, self.state_dir, self.kafka, self._globals,
+                         self._task_options)
         _watch_agent_values(task)
         return task
 
@@ -305,23 +321,21 @@ class TopologyTestDriver:
 
     def _feed(self, task: Task, polled: dict[str, list[TestRecord]]) -> None:
         """Process a poll's records of ``task``, as the worker does: directly for a task with
-        one input, in timestamp order through its partition group for a task with several."""
-        if len(task.tps) == 1:
-            for topic, raws in polled.items():
-                task.process(topic, raws)
-                self._drain(task)
-            return
-        group = self._groups.get(task.id)
-        if group is None:
-            group = self._groups[task.id] = PartitionGroup.for_sources(
-                task.sub.sources, self.max_task_idle_ms)
+        one input, in timestamp order through its partition group for a task with several;
+        then a progress marker to the tasks behind its repartition topics (the worker sends
+        one at most every 100 ms; the driver after every batch, so tests are deterministic)."""
         for topic, raws in polled.items():
-            group.add(topic, raws)
+            if task.add(topic, raws):
+                self._processed(task)
         # In memory nothing is left to fetch: an empty input has no records waiting anywhere.
-        runs = group.drain(self.wall_clock_ms)
-        if runs:
-            task.process_runs(runs)
-            self._drain(task)
+        if task.buffered() and task.drain(self.wall_clock_ms):
+            self._processed(task)
+
+    def _processed(self, task: Task) -> None:
+        self._input_at[task.id] = self.wall_clock_ms
+        if task.progress_due():
+            task.send_progress()
+        self._drain(task)
 
     def _drain(self, task: Task) -> None:
         """Write the task's outputs; hand each repartition topic's new records downstream as one
@@ -329,6 +343,8 @@ class TopologyTestDriver:
         fed: dict[str, list[TestRecord]] = {}
         repartition = set(self.topology.repartition_topics())
         for out in task.take_outputs():
+            if out.partition not in (None, 0):
+                continue  # (a progress marker for another partition: the driver runs only 0)
             rec = self.kafka.append(out.topic, out.key, out.value, out.timestamp, out.headers)
             if out.topic in repartition:
                 fed.setdefault(out.topic, []).append(rec)
@@ -353,9 +369,15 @@ class TopologyTestDriver:
         """Move the wall clock on; records a task held back for an empty input
         (``max_task_idle_ms``) are processed once they waited long enough."""
         self.wall_clock_ms += ms
-        for task_id, group in list(self._groups.items()):
-            if group.buffered():
-                self._feed(self._tasks[task_id], {})
+        for task in list(self._tasks.values()):
+            if task.buffered():
+                self._feed(task, {})
+        for task in list(self._tasks.values()):
+            if task.marker_targets and not task.marked_idle and not task.buffered() and (
+                    self.wall_clock_ms - self._input_at.setdefault(task.id, self.wall_clock_ms)
+                    >= self.repartition_idle_ms):
+                task.send_progress(idle=True)  # caught up (nothing to fetch) and quiet
+                self._drain(task)
 
     # -- output -----------------------------------------------------------------------------------
     def read_output(self, topic: str, decode: bool = True) -> list[tuple[Any, Any]]:

@@ -71,8 +71,11 @@ class TaskManager:
                  bootstrap: Kafka, consumer: AIOKafkaConsumer, transport: checkpoint.CommitTransport,
                  on_remaining: Callable[[str, int], None] | None = None,
                  global_tables: Mapping[str, Any] | None = None,
-                 txns: TaskTransactions | None = None) -> None:
+                 txns: TaskTransactions | None = None,
+                 task_options: Mapping[str, Any] | None = None) -> None:
         self.topology = topology
+        # keyword arguments of every Task (partition counts, ordering and event-time settings)
+        self.task_options = dict(task_options or {})
         # Exactly-once: the tasks' transactional producers (see streams.runtime.transactions).
         self.txns = txns
         self.global_tables = global_tables  # the worker's, handed to every task
@@ -105,14 +108,17 @@ class TaskManager:
             else:
                 # Stateless: nothing to open or restore, and the group's offsets are where it
                 # resumes, so it starts right away (no paused poll in between).
-                self.running[task_id] = Task(self.topology, sub, tp.partition, None,
-                                             self.global_tables)
+                self.running[task_id] = self.new_task(sub, tp.partition, None)
         paused = [tp for tp in tps
                   if TaskId(self.sub_of_topic[tp.topic].id, tp.partition) in self._pending]
         if paused:
             self.consumer.pause(*paused)
         log.info("assigned %d partitions -> tasks %s", len(tps),
                  sorted({str(TaskId(self.sub_of_topic[tp.topic].id, tp.partition)) for tp in tps}))
+
+    def new_task(self, sub: SubTopology, partition: int, store: TaskStore | None) -> Task:
+        return Task(self.topology, sub, partition, store, self.global_tables,
+                    **self.task_options)
 
     def task_for(self, tp: TopicPartition) -> Task | None:
         sub = self.sub_of_topic.get(tp.topic)
@@ -271,7 +277,7 @@ class TaskManager:
             # read below include everything it committed, and it cannot commit any more.
             await self.txns.open(task_id)
         if not sub.stores:
-            task = Task(self.topology, sub, partition, None, self.global_tables)
+            task = self.new_task(sub, partition, None)
             if self.txns is not None:
                 task.offsets = await self._committed(task.tps)
                 self.txns.set_committed(task_id, task.offsets)
@@ -280,7 +286,7 @@ class TaskManager:
         path = self.state_root / str(task_id)
         check_state_shape(path, self.topology, sub)
         store = await asyncio.to_thread(TaskStore, path, sub.stores)
-        task = Task(self.topology, sub, partition, store, self.global_tables)
+        task = self.new_task(sub, partition, store)
         local = task.meta()
         try:
             committed = await self._committed(task.tps)
@@ -314,7 +320,7 @@ class TaskManager:
         store = restoration.store
         store.write(restoration.finish().encode())
         sub = self.sub_of_topic[next(iter(self._topics_of(task_id)))]
-        task = Task(self.topology, sub, task_id.partition, store, self.global_tables)
+        task = self.new_task(sub, task_id.partition, store)
         if self.txns is not None:
             self.txns.set_committed(task_id, task.offsets)
         if task.repair(restoration.repairs):
