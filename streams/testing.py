@@ -33,6 +33,7 @@ from .runtime import checkpoint
 from .runtime.compile import SubTopology, subtopologies
 from .runtime.global_tables import GlobalTables
 from .runtime.task import Output, Task
+from .runtime.watermarks import is_marker
 from .state.meta import Offsets, TaskId
 from .state.recovery import ChangelogFilter, apply_changelog, decide_open, restored_meta
 from .state.store import TaskStore
@@ -389,10 +390,13 @@ class TopologyTestDriver:
                  None if r.value is None else json.loads(r.value)) for r in records]
 
     def read_records(self, topic: str) -> list[TestRecord]:
+        """Records written to ``topic`` since the last read; progress markers on repartition
+        topics (plumbing, see :mod:`streams.runtime.watermarks`) are left out (``topics``
+        holds them)."""
         log = self.topics.get(topic, [])
         start = self._read_pos.get(topic, 0)
         self._read_pos[topic] = len(log)
-        return log[start:]
+        return [r for r in log[start:] if not is_marker(r)]
 
     def read_dead_letters(self) -> list[DeadLetter]:
         """Dead letters written since the last read, with their reasons and original position."""
