@@ -29,13 +29,12 @@ from typing import Any, NamedTuple, TypeVar
 
 from .dsl.serdes import KeySerde, json_dumps
 from .dsl.topology import Topology
-from .runtime import checkpoint
+from .runtime import checkpoint, opening
 from .runtime.compile import SubTopology, subtopologies
 from .runtime.global_tables import GlobalTables
 from .runtime.task import Output, Task
 from .runtime.watermarks import is_marker
 from .state.meta import Offsets, TaskId
-from .state.recovery import ChangelogFilter, apply_changelog, decide_open, restored_meta
 from .state.store import TaskStore
 
 T = TypeVar("T")
@@ -122,40 +121,73 @@ class MemoryTopics:
         return len(self.logs.get(topic, []))
 
 
+class _MemoryIO:
+    """:class:`~streams.runtime.opening.OpenIO` over in-memory topics (nothing suspends)."""
+
+    def __init__(self, kafka: MemoryTopics) -> None:
+        self.kafka = kafka
+
+    async def committed(self, tps: list[tuple[str, int]]) -> Offsets:
+        return {tp: off for tp, off in self.kafka.group.items() if tp in set(tps)}
+
+    async def changelog_ends(self, topics: list[str], partition: int) -> dict[str, int]:
+        return {topic: self.kafka.end(topic) for topic in topics}
+
+    async def commit_offsets(self, offsets: Offsets) -> None:
+        await self.kafka.commit_offsets(offsets)
+
+    async def open_store(self, path: Path, tables: list[str]) -> TaskStore:
+        return TaskStore(path, tables)
+
+
+class _MemoryRestoreConsumer:
+    """The part of a consumer :meth:`Restoration.step` uses, over in-memory topics (records
+    removed by compaction, ``None`` in a log, are skipped)."""
+
+    def __init__(self, kafka: MemoryTopics) -> None:
+        self.kafka = kafka
+        self._pos: dict[Any, int] = {}
+
+    def assign(self, tps: list[Any]) -> None:
+        pass
+
+    async def seek_to_beginning(self, tp: Any) -> None:
+        self._pos[tp] = 0
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self._pos[tp] = offset
+
+    async def getmany(self, tp: Any, timeout_ms: int = 0,
+                      max_records: int = 20000) -> dict[Any, list[TestRecord]]:
+        start = self._pos.get(tp, 0)
+        records = self.kafka.logs.get(tp.topic, [])[start:start + max_records]
+        self._pos[tp] = start + len(records)
+        return {tp: [r for r in records if r is not None]}
+
+    async def position(self, tp: Any) -> int:
+        return self._pos.get(tp, 0)
+
+
 def open_task(topology: Topology, sub: SubTopology, partition: int, state_dir: Path,
               kafka: MemoryTopics, global_tables: Any = None,
               options: dict[str, Any] | None = None) -> Task:
-    """Open a task over in-memory topics with the worker's open-or-restore decision
-    (``options``: the Task's keyword arguments)."""
+    """Open a task over in-memory topics as the worker does (:mod:`streams.runtime.opening`:
+    the same open-or-restore decision and restore), the restore carried out at once.
+    ``options``: the Task's keyword arguments."""
     opts = options or {}
-    if not sub.stores:
-        return Task(topology, sub, partition, None, global_tables, **opts)
-    path = Path(state_dir) / str(TaskId(sub.id, partition))
-    task = Task(topology, sub, partition, TaskStore(path, sub.stores), global_tables, **opts)
-    local = task.meta()
-    committed = {tp: off for tp, off in kafka.group.items() if tp in set(task.tps)}
-    ends = {topic: kafka.end(topic) for topic in task.changelogs}
-    decision = decide_open(local, committed, ends)
-    if decision.action == "resume":
-        task.offsets = {tp: o for tp, o in decision.resume_offsets.items() if tp in task.tps}
-        if decision.finish_commit:
-            run_sync(kafka.commit_offsets(task.offsets))
-        return task
-    task.close()
-    if decision.action == "wipe":
-        TaskStore.destroy(path)
-    store = TaskStore(path, sub.stores)
-    accept = ChangelogFilter(committed, task.tps,
-                             local.upstream if decision.action == "restore" else {})
-    repairs: dict[str, set[bytes]] = {}
-    for topic, table in task.changelogs.items():
-        if topic in decision.restore_from:
-            records = [r for r in kafka.logs.get(topic, [])[decision.restore_from[topic]:ends[topic]]
-                       if r is not None]  # None: removed by compaction
-            apply_changelog(store, table, records, accept, repairs.setdefault(table, set()))
-    store.write(restored_meta(local, decision, committed, ends, accept, task.shape).encode())
-    task = Task(topology, sub, partition, store, global_tables, **opts)
-    if task.repair(repairs):
+
+    def new_task(sub_: SubTopology, part: int, store: TaskStore | None) -> Task:
+        return Task(topology, sub_, part, store, global_tables, **opts)
+
+    opened = run_sync(opening.open_task(topology, new_task, sub, partition, Path(state_dir),
+                                        _MemoryIO(kafka)))
+    if isinstance(opened, Task):
+        return opened
+    consumer = _MemoryRestoreConsumer(kafka)
+    while not opened.done:
+        run_sync(opened.step(consumer))  # type: ignore[arg-type]
+    task, repair = opening.start_restored(new_task, sub, opened)
+    if repair:
         run_sync(checkpoint.commit([task], kafka))
     return task
 
