@@ -312,10 +312,12 @@ class TopologyTestDriver:
                  timestamp: int | None = None, headers: list[tuple[str, bytes]] | None = None) -> None:
         self._run(topic, [self._input(topic, key, value, timestamp, headers or [])])
 
-    def pipe_batch(self, topic: str, records: list[tuple[Any, Any, int | None]]) -> None:
-        """Send (key, value, timestamp) records as ONE batch, as the worker does after a poll."""
-        self._run(topic, [self._input(topic, *_encode(key, value), ts, [])
-                          for key, value, ts in records])
+    def pipe_batch(self, topic: str, records: list[tuple[Any, ...]]) -> None:
+        """Send (key, value, timestamp) or (key, value, timestamp, headers) records as ONE
+        batch, as the worker does after a poll."""
+        self._run(topic, [self._input(topic, *_encode(r[0], r[1]), r[2],
+                                      list(r[3]) if len(r) > 3 else [])
+                          for r in records])
 
     def pipe_poll(self, batches: dict[str, list[tuple[Any, Any, int | None]]]) -> None:
         """Send records of several topics as ONE poll: ``{topic: [(key, value, timestamp)]}``.

@@ -104,16 +104,18 @@ def project(tmp_path: Path):
     p.stop()
 
 
-def backlog(seed: int) -> tuple[list[list[dict[str, Any]]], dict[tuple[str, int], int], int]:
+def backlog(seed: int, per_partition: list[int]
+            ) -> tuple[list[list[dict[str, Any]]], dict[tuple[str, int], int], int]:
     """Rides per partition (each in event-time order up to DISORDER), the oracle's final
-    windows {(driver, window start): rides}, and the closing time: every partition ends with a
-    ride far after the others, so every window of the backlog closes."""
+    windows {(driver, window start): rides}, and the closing time: every partition with rides
+    ends with one far after the others, so every window of the backlog closes (an empty
+    partition's upstream task must say it is idle)."""
     rng = random.Random(seed)
     base = (int(time.time() * 1000) - 3_600_000) // SIZE * SIZE
     parts: list[list[dict[str, Any]]] = []
     oracle: dict[tuple[str, int], int] = {}
     n = 0
-    for count in PER_PARTITION:
+    for count in per_partition:
         rides = []
         for i in range(count):
             ts = base + i * SPAN // count - rng.randrange(DISORDER)
@@ -125,17 +127,20 @@ def backlog(seed: int) -> tuple[list[list[dict[str, Any]]], dict[tuple[str, int]
         parts.append(rides)
     closing = base + SPAN + 60_000
     for p, rides in enumerate(parts):
-        rides.append({"ride_id": f"close{p}", "driver_id": "closer", "ts": closing})
+        if rides:
+            rides.append({"ride_id": f"close{p}", "driver_id": "closer", "ts": closing})
     return parts, oracle, closing
 
 
-def start_backlog(kafka: str, project: Project, seed: int) -> dict[tuple[str, int], int]:
+def start_backlog(kafka: str, project: Project, seed: int,
+                  per_partition: list[int]) -> dict[tuple[str, int], int]:
     topo = project.topology()
     delete_topology_topics(kafka, topo)
     create_topology_topics(kafka, topo, partitions=4)
-    parts, oracle, _ = backlog(seed)
+    parts, oracle, _ = backlog(seed, per_partition)
     for p, rides in enumerate(parts):
-        produce(kafka, [("evt-backlog-rides", f"city{p}", r) for r in rides], partition=p)
+        if rides:
+            produce(kafka, [("evt-backlog-rides", f"city{p}", r) for r in rides], partition=p)
     return oracle
 
 
@@ -171,18 +176,22 @@ def check(kafka: str, oracle: dict[tuple[str, int], int], logs: str) -> None:
 
 def test_a_backlog_with_two_workers_and_a_kill_9_has_no_late_rides(kafka: str,
                                                                    project: Project) -> None:
-    oracle = start_backlog(kafka, project, seed=7)
+    oracle = start_backlog(kafka, project, seed=7, per_partition=PER_PARTITION)
     project.worker(kafka, "a")
     b = project.worker(kafka, "b")
     done = wait_for_progress(kafka)
-    assert done < sum(PER_PARTITION), "the backlog was processed before the kill"
+    assert done < sum(PER_PARTITION) + 4, "the backlog was processed before the kill"
     b.send_signal(signal.SIGKILL)
     b.wait(30)
     project.worker(kafka, "b2")                 # the same state directory name: "b2"'s own
     check(kafka, oracle, project.log("a") + project.log("b2"))
 
 
-def test_a_backlog_with_one_worker_has_no_late_rides(kafka: str, project: Project) -> None:
-    oracle = start_backlog(kafka, project, seed=8)
+def test_a_backlog_with_one_worker_and_an_empty_partition_has_no_late_rides(
+        kafka: str, project: Project) -> None:
+    """Input partition 3 is empty: its upstream task is caught up at once and, quiet for
+    repartition_idle_ms, tells the tasks behind the repartition it is idle; without that they
+    would wait for it and no window would close."""
+    oracle = start_backlog(kafka, project, seed=8, per_partition=PER_PARTITION[:3] + [0])
     project.worker(kafka, "solo")
     check(kafka, oracle, project.log("solo"))

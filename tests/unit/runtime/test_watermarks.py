@@ -133,3 +133,36 @@ def test_the_watermark_never_moves_back() -> None:
     assert wm.value() == 50
     restored = Watermark({"r": 2}, wm.channels())
     assert restored.value() == 50
+
+
+def agent_topology() -> Topology:
+    t = Topology("wm_agents")
+    hop = t.internal_topic("hop")
+    counts = t.table_store("counts", default=int).tumbling(10_000)
+
+    @t.agent("in")
+    async def forward(stream):  # noqa: ANN001
+        async for _key, value in stream.items():
+            await hop.send(key=value["k"], value=value)
+
+    @t.agent(hop, sink=["out"])
+    async def count(stream):  # noqa: ANN001
+        async for key, _value in stream.items():
+            counts[key] += 1
+            yield {"k": key, "n": counts[key].now()}
+    return t
+
+
+def test_an_agents_windowed_table_reads_now_by_the_watermark() -> None:
+    """``now()`` reads the window of the task's stream time: behind an internal topic the
+    watermark, so a batch holding a fast upstream partition's record does not move it."""
+    t = agent_topology()
+    hop = t.repartition_topics()[0]
+
+    def origin(partition: int) -> list[tuple[str, bytes]]:
+        return [(ORIGIN_HEADER, f"in:{partition}:{next(_offsets)}:0".encode())]
+
+    with TopologyTestDriver(t, upstream_partitions=2) as d:
+        d.pipe_batch(hop, [("a", {"k": "a"}, 100_000, origin(0)),
+                           ("b", {"k": "b"}, 10_000, origin(1))])
+        assert d.read_output("out") == [("a", {"k": "a", "n": 1}), ("b", {"k": "b", "n": 1})]
