@@ -45,7 +45,6 @@ class _TaskSide(Protocol):
     close_callbacks: list[Callable[[], None]]
     watermark: Any  # a streams.runtime.watermarks.Watermark, or None (direct inputs only)
     max_future_ms: int
-    wall_clock: Callable[[], int]
 
     def table(self, name: str) -> StoreView: ...
 
@@ -54,6 +53,8 @@ class _TaskSide(Protocol):
     def dead_letter(self, raw: Any, error: str, reason: str) -> None: ...
 
     def observe_time(self, ts: int) -> None: ...
+
+    def future_limit(self) -> int | None: ...
 
     def count_dropped(self, node: str, reason: str) -> None: ...
 
@@ -120,10 +121,7 @@ class ProcessorContext:
     def future_limit(self) -> int | None:
         """The largest event time a record may have now (``max_future_ms`` ahead of the wall
         clock); None without a limit. Sources take it once per batch."""
-        task = self._task
-        if task.max_future_ms < 0:
-            return None
-        return task.wall_clock() + task.max_future_ms
+        return self._task.future_limit()
 
     def watermark_of(self, topic: str) -> Any:
         """The task's :class:`~streams.runtime.watermarks.Watermark` if ``topic`` is one of

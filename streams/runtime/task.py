@@ -81,7 +81,8 @@ class Task:
         self.marked = -1          # the stream time of the last progress marker sent
         self.marked_idle = False  # the last marker said idle
         self._input_since_marker = False
-        self.group = (PartitionGroup.for_sources(sub.sources, max_task_idle_ms)
+        self.group = (PartitionGroup.for_sources(sub.sources, max_task_idle_ms,
+                                                 self.future_limit)
                       if len(self.tps) > 1 else None)
         self.changelogs = {topology.stores[name].changelog: name for name in sub.stores}
         self.changelog_positions = {t: meta.changelog.get(t, 0) for t in self.changelogs}
@@ -198,6 +199,13 @@ class Task:
                 self.stream_time = now
         self.offsets[(topic, self.partition)] = raws[-1].offset + 1
         return len(raws)
+
+    def future_limit(self) -> int | None:
+        """The largest event time a record may have now (``max_future_ms`` ahead of the wall
+        clock); None without a limit."""
+        if self.max_future_ms < 0:
+            return None
+        return self.wall_clock() + self.max_future_ms
 
     def observe_time(self, ts: int) -> None:
         """A source's largest timestamp of a batch: stream time = max seen, unless the task is

@@ -64,3 +64,18 @@ def test_a_poison_timestamp_does_not_close_a_join() -> None:
         d.pipe("b", "k", {"id": "b1", "ts": NOW + 10})
         assert d.read_output("out") == [("k", {"l": "a1", "r": "b1"})]
         assert d.read_output("late") == []
+
+
+def test_a_poison_timestamp_does_not_hold_back_its_partition_in_timestamp_order() -> None:
+    """A join's task takes its inputs in timestamp order and waits (max_task_idle_ms) for an
+    empty one: a year-9999 record at the head of one input must not hold back that input's
+    later records behind the other's."""
+    with TopologyTestDriver(join_topology(), wall_clock_ms=NOW, max_future_ms=DAY,
+                            max_task_idle_ms=10_000) as d:
+        d.pipe_poll({"a": [("k", {"id": "a1", "ts": NOW}, None),
+                           ("k", {"id": "a2", "ts": NOW + 5}, None)],
+                     "b": [("k", {"id": "poison", "ts": YEAR_9999}, None),
+                           ("k", {"id": "b1", "ts": NOW + 1}, None)]})
+        assert [x.reason for x in d.read_dead_letters()] == ["timestamp"]
+        # a1 (NOW), b1 (NOW + 1); a2 waits for b's next record (max_task_idle_ms)
+        assert d.read_output("out") == [("k", {"l": "a1", "r": "b1"})]
