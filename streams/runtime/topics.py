@@ -14,13 +14,12 @@ import time
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
-from ..dsl import nodes as n
 from ..dsl.agents import AgentNode
 from ..dsl.topology import Topology
 from ..kafka.admin import Replication, TopicSpec, ensure_topics, topic_partitions
 from ..kafka.clients import Kafka, client_kwargs
 from ..state.meta import Offsets
-from .compile import SubTopology, subtopologies, written_repartitions
+from .compile import subtopologies, written_repartitions
 
 log = logging.getLogger(__name__)
 
