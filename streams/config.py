@@ -84,6 +84,12 @@ class Settings:
     # (ms of wall time) it waits for an input with no buffered record before going on without
     # it (0: only while the broker is known to hold records for it; -1: never wait).
     max_task_idle_ms: int = 0
+    # A record whose event time is more than this ahead of the wall clock is a dead letter
+    # ("timestamp") and never moves stream time (-1: no limit).
+    max_future_ms: int = 86_400_000
+    # An upstream task caught up on its input and quiet this long tells the tasks behind its
+    # repartition topics that it is idle (they stop waiting for it; streams.runtime.watermarks).
+    repartition_idle_ms: int = 2000
     metrics_port: int = 9400
     metrics_host: str = "127.0.0.1"
     # Replication of the topics a worker creates: "auto" = min(3, brokers in the cluster);

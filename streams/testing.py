@@ -29,13 +29,12 @@ from typing import Any, NamedTuple, TypeVar
 
 from .dsl.serdes import KeySerde, json_dumps
 from .dsl.topology import Topology
-from .runtime import checkpoint
+from .runtime import checkpoint, opening
 from .runtime.compile import SubTopology, subtopologies
 from .runtime.global_tables import GlobalTables
-from .runtime.ordering import PartitionGroup
 from .runtime.task import Output, Task
+from .runtime.watermarks import is_marker
 from .state.meta import Offsets, TaskId
-from .state.recovery import ChangelogFilter, apply_changelog, decide_open, restored_meta
 from .state.store import TaskStore
 
 T = TypeVar("T")
@@ -123,37 +122,73 @@ class MemoryTopics:
         return len(self.logs.get(topic, []))
 
 
+class _MemoryIO:
+    """:class:`~streams.runtime.opening.OpenIO` over in-memory topics (nothing suspends)."""
+
+    def __init__(self, kafka: MemoryTopics) -> None:
+        self.kafka = kafka
+
+    async def committed(self, tps: list[tuple[str, int]]) -> Offsets:
+        return {tp: off for tp, off in self.kafka.group.items() if tp in set(tps)}
+
+    async def changelog_ends(self, topics: list[str], partition: int) -> dict[str, int]:
+        return {topic: self.kafka.end(topic) for topic in topics}
+
+    async def commit_offsets(self, offsets: Offsets) -> None:
+        await self.kafka.commit_offsets(offsets)
+
+    async def open_store(self, path: Path, tables: list[str]) -> TaskStore:
+        return TaskStore(path, tables)
+
+
+class _MemoryRestoreConsumer:
+    """The part of a consumer :meth:`Restoration.step` uses, over in-memory topics (records
+    removed by compaction, ``None`` in a log, are skipped)."""
+
+    def __init__(self, kafka: MemoryTopics) -> None:
+        self.kafka = kafka
+        self._pos: dict[Any, int] = {}
+
+    def assign(self, tps: list[Any]) -> None:
+        pass
+
+    async def seek_to_beginning(self, tp: Any) -> None:
+        self._pos[tp] = 0
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self._pos[tp] = offset
+
+    async def getmany(self, tp: Any, timeout_ms: int = 0,
+                      max_records: int = 20000) -> dict[Any, list[TestRecord]]:
+        start = self._pos.get(tp, 0)
+        records = self.kafka.logs.get(tp.topic, [])[start:start + max_records]
+        self._pos[tp] = start + len(records)
+        return {tp: [r for r in records if r is not None]}
+
+    async def position(self, tp: Any) -> int:
+        return self._pos.get(tp, 0)
+
+
 def open_task(topology: Topology, sub: SubTopology, partition: int, state_dir: Path,
-              kafka: MemoryTopics, global_tables: Any = None) -> Task:
-    """Open a task over in-memory topics with the worker's open-or-restore decision."""
-    if not sub.stores:
-        return Task(topology, sub, partition, None, global_tables)
-    path = Path(state_dir) / str(TaskId(sub.id, partition))
-    task = Task(topology, sub, partition, TaskStore(path, sub.stores), global_tables)
-    local = task.meta()
-    committed = {tp: off for tp, off in kafka.group.items() if tp in set(task.tps)}
-    ends = {topic: kafka.end(topic) for topic in task.changelogs}
-    decision = decide_open(local, committed, ends)
-    if decision.action == "resume":
-        task.offsets = {tp: o for tp, o in decision.resume_offsets.items() if tp in task.tps}
-        if decision.finish_commit:
-            run_sync(kafka.commit_offsets(task.offsets))
-        return task
-    task.close()
-    if decision.action == "wipe":
-        TaskStore.destroy(path)
-    store = TaskStore(path, sub.stores)
-    accept = ChangelogFilter(committed, task.tps,
-                             local.upstream if decision.action == "restore" else {})
-    repairs: dict[str, set[bytes]] = {}
-    for topic, table in task.changelogs.items():
-        if topic in decision.restore_from:
-            records = [r for r in kafka.logs.get(topic, [])[decision.restore_from[topic]:ends[topic]]
-                       if r is not None]  # None: removed by compaction
-            apply_changelog(store, table, records, accept, repairs.setdefault(table, set()))
-    store.write(restored_meta(local, decision, committed, ends, accept, task.shape).encode())
-    task = Task(topology, sub, partition, store, global_tables)
-    if task.repair(repairs):
+              kafka: MemoryTopics, global_tables: Any = None,
+              options: dict[str, Any] | None = None) -> Task:
+    """Open a task over in-memory topics as the worker does (:mod:`streams.runtime.opening`:
+    the same open-or-restore decision and restore), the restore carried out at once.
+    ``options``: the Task's keyword arguments."""
+    opts = options or {}
+
+    def new_task(sub_: SubTopology, part: int, store: TaskStore | None) -> Task:
+        return Task(topology, sub_, part, store, global_tables, **opts)
+
+    opened = run_sync(opening.open_task(topology, new_task, sub, partition, Path(state_dir),
+                                        _MemoryIO(kafka)))
+    if isinstance(opened, Task):
+        return opened
+    consumer = _MemoryRestoreConsumer(kafka)
+    while not opened.done:
+        run_sync(opened.step(consumer))  # type: ignore[arg-type]
+    task, repair = opening.start_restored(new_task, sub, opened)
+    if repair:
         run_sync(checkpoint.commit([task], kafka))
     return task
 
@@ -177,10 +212,19 @@ class TopologyTestDriver:
 
     def __init__(self, topology: Topology, state_dir: str | Path | None = None,
                  wall_clock_ms: int = 0, commit_every: int = 1000,
-                 max_task_idle_ms: int = 0) -> None:
+                 max_task_idle_ms: int = 0, max_future_ms: int = -1,
+                 upstream_partitions: int = 1, repartition_idle_ms: int = 2000) -> None:
+        """``wall_clock_ms`` is the driver's wall clock (moved by :meth:`advance_wall_clock`):
+        it stamps records piped without a timestamp, times ``max_task_idle_ms`` and
+        ``repartition_idle_ms``, and is what ``max_future_ms`` compares event times with (off
+        by default here, as the wall clock is synthetic; the worker's default is one day).
+        ``upstream_partitions``: how many upstream partitions each repartition topic has, i.e.
+        how many channels a task behind it waits for (the driver itself runs partition 0 of
+        every topic; a test pipes the other partitions' records and progress markers into the
+        repartition topic itself)."""
         self.topology = topology
         self.max_task_idle_ms = max_task_idle_ms
-        self._groups: dict[TaskId, PartitionGroup] = {}
+        self.repartition_idle_ms = repartition_idle_ms
         self._tmp = None if state_dir else tempfile.mkdtemp(prefix="streams-driver-")
         self.state_dir = Path(state_dir or self._tmp)  # type: ignore[arg-type]
         self.wall_clock_ms = wall_clock_ms
@@ -189,8 +233,13 @@ class TopologyTestDriver:
         self.topics = self.kafka.logs
         self._read_pos: dict[str, int] = {}
         self._subs = subtopologies(topology)
+        self._task_options: dict[str, Any] = {
+            "partitions": {t: upstream_partitions for t in topology.repartition_topics()},
+            "max_task_idle_ms": max_task_idle_ms, "max_future_ms": max_future_ms,
+            "wall_clock": lambda: self.wall_clock_ms}
         self._tasks: dict[TaskId, Task] = {}
         self._by_topic: dict[str, Task] = {}
+        self._input_at: dict[TaskId, int] = {}  # wall clock of each task's last input
         self._since_commit = 0
         self._globals = GlobalTables(topology, self.state_dir) if topology.global_tables else None
         self._open_tasks()
@@ -198,7 +247,6 @@ class TopologyTestDriver:
     # -- tasks ------------------------------------------------------------------------------------
     def _open_tasks(self) -> None:
         self._open_global_tables()
-        self._groups.clear()
         for sub in self._subs:
             task = self._open_task(sub)
             self._tasks[task.id] = task
@@ -206,7 +254,8 @@ class TopologyTestDriver:
                 self._by_topic[topic] = task
 
     def _open_task(self, sub: SubTopology) -> Task:
-        task = open_task(self.topology, sub, 0, self.state_dir, self.kafka, self._globals)
+        task = open_task(self.topology, sub, 0, self.state_dir, self.kafka, self._globals,
+                         self._task_options)
         _watch_agent_values(task)
         return task
 
@@ -264,10 +313,12 @@ class TopologyTestDriver:
                  timestamp: int | None = None, headers: list[tuple[str, bytes]] | None = None) -> None:
         self._run(topic, [self._input(topic, key, value, timestamp, headers or [])])
 
-    def pipe_batch(self, topic: str, records: list[tuple[Any, Any, int | None]]) -> None:
-        """Send (key, value, timestamp) records as ONE batch, as the worker does after a poll."""
-        self._run(topic, [self._input(topic, *_encode(key, value), ts, [])
-                          for key, value, ts in records])
+    def pipe_batch(self, topic: str, records: list[tuple[Any, ...]]) -> None:
+        """Send (key, value, timestamp) or (key, value, timestamp, headers) records as ONE
+        batch, as the worker does after a poll."""
+        self._run(topic, [self._input(topic, *_encode(r[0], r[1]), r[2],
+                                      list(r[3]) if len(r) > 3 else [])
+                          for r in records])
 
     def pipe_poll(self, batches: dict[str, list[tuple[Any, Any, int | None]]]) -> None:
         """Send records of several topics as ONE poll: ``{topic: [(key, value, timestamp)]}``.
@@ -306,23 +357,21 @@ class TopologyTestDriver:
 
     def _feed(self, task: Task, polled: dict[str, list[TestRecord]]) -> None:
         """Process a poll's records of ``task``, as the worker does: directly for a task with
-        one input, in timestamp order through its partition group for a task with several."""
-        if len(task.tps) == 1:
-            for topic, raws in polled.items():
-                task.process(topic, raws)
-                self._drain(task)
-            return
-        group = self._groups.get(task.id)
-        if group is None:
-            group = self._groups[task.id] = PartitionGroup.for_sources(
-                task.sub.sources, self.max_task_idle_ms)
+        one input, in timestamp order through its partition group for a task with several;
+        then a progress marker to the tasks behind its repartition topics (the worker sends
+        one at most every 100 ms; the driver after every batch, so tests are deterministic)."""
         for topic, raws in polled.items():
-            group.add(topic, raws)
+            if task.add(topic, raws):
+                self._processed(task)
         # In memory nothing is left to fetch: an empty input has no records waiting anywhere.
-        runs = group.drain(self.wall_clock_ms)
-        if runs:
-            task.process_runs(runs)
-            self._drain(task)
+        if task.buffered() and task.drain(self.wall_clock_ms):
+            self._processed(task)
+
+    def _processed(self, task: Task) -> None:
+        self._input_at[task.id] = self.wall_clock_ms
+        if task.progress_due():
+            task.send_progress()
+        self._drain(task)
 
     def _drain(self, task: Task) -> None:
         """Write the task's outputs; hand each repartition topic's new records downstream as one
@@ -330,6 +379,8 @@ class TopologyTestDriver:
         fed: dict[str, list[TestRecord]] = {}
         repartition = set(self.topology.repartition_topics())
         for out in task.take_outputs():
+            if out.partition not in (None, 0):
+                continue  # (a progress marker for another partition: the driver runs only 0)
             rec = self.kafka.append(out.topic, out.key, out.value, out.timestamp, out.headers)
             if out.topic in repartition:
                 fed.setdefault(out.topic, []).append(rec)
@@ -354,9 +405,15 @@ class TopologyTestDriver:
         """Move the wall clock on; records a task held back for an empty input
         (``max_task_idle_ms``) are processed once they waited long enough."""
         self.wall_clock_ms += ms
-        for task_id, group in list(self._groups.items()):
-            if group.buffered():
-                self._feed(self._tasks[task_id], {})
+        for task in list(self._tasks.values()):
+            if task.buffered():
+                self._feed(task, {})
+        for task in list(self._tasks.values()):
+            if task.marker_targets and not task.marked_idle and not task.buffered() and (
+                    self.wall_clock_ms - self._input_at.setdefault(task.id, self.wall_clock_ms)
+                    >= self.repartition_idle_ms):
+                task.send_progress(idle=True)  # caught up (nothing to fetch) and quiet
+                self._drain(task)
 
     # -- output -----------------------------------------------------------------------------------
     def read_output(self, topic: str, decode: bool = True) -> list[tuple[Any, Any]]:
@@ -368,10 +425,13 @@ class TopologyTestDriver:
                  None if r.value is None else json.loads(r.value)) for r in records]
 
     def read_records(self, topic: str) -> list[TestRecord]:
+        """Records written to ``topic`` since the last read; progress markers on repartition
+        topics (plumbing, see :mod:`streams.runtime.watermarks`) are left out (``topics``
+        holds them)."""
         log = self.topics.get(topic, [])
         start = self._read_pos.get(topic, 0)
         self._read_pos[topic] = len(log)
-        return log[start:]
+        return [r for r in log[start:] if not is_marker(r)]
 
     def read_dead_letters(self) -> list[DeadLetter]:
         """Dead letters written since the last read, with their reasons and original position."""

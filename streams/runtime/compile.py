@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..dsl import nodes as n
+from ..dsl.agents import AgentNode
 from ..dsl.topology import Topology
 from .context import ProcessorContext
 from .processors import PROCESSORS, Processor, SourceProc
@@ -117,6 +118,25 @@ def subtopologies(topology: Topology) -> list[SubTopology]:
                              f"both get the id {sub.id!r}; rename one of the topics")
         seen[sub.id] = sub
     return subs
+
+
+def written_repartitions(sub: SubTopology) -> list[str]:
+    """The repartition topics that ``sub`` writes: its internal sinks', and the internal topics
+    its agents send to (:meth:`Topology.internal_topic`)."""
+    seen: set[int] = set()
+    stack: list[n.Node] = list(sub.sources)
+    out: list[str] = []
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, n.SinkNode) and node.internal and node.topic not in out:
+            out.append(node.topic)
+        if isinstance(node, AgentNode):
+            out.extend(t for t in node.internal_sends() if t not in out)
+        stack.extend(node.children)
+    return out
 
 
 def build_processors(sub: SubTopology, ctx: ProcessorContext) -> dict[str, list[SourceProc]]:

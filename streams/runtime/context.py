@@ -43,6 +43,8 @@ class _TaskSide(Protocol):
     late: dict[str, int]
     stream_time_callbacks: list[StreamTimeCallback]
     close_callbacks: list[Callable[[], None]]
+    watermark: Any  # a streams.runtime.watermarks.Watermark, or None (direct inputs only)
+    max_future_ms: int
 
     def table(self, name: str) -> StoreView: ...
 
@@ -50,6 +52,10 @@ class _TaskSide(Protocol):
 
     def dead_letter(self, raw: Any, error: str, reason: str, node: str | None = None) -> None:
         ...
+
+    def observe_time(self, ts: int) -> None: ...
+
+    def future_limit(self) -> int | None: ...
 
     def count_dropped(self, node: str, reason: str) -> None: ...
 
@@ -104,8 +110,26 @@ class ProcessorContext:
     # -- time -------------------------------------------------------------------------------------
     @property
     def stream_time(self) -> int:
-        """The largest record timestamp the task has seen (-1 before the first)."""
+        """The task's event-time progress after its last batch (-1 before the first): the
+        largest record timestamp seen, or behind a repartition the watermark over the upstream
+        partitions (:mod:`streams.runtime.watermarks`)."""
         return self._task.stream_time
+
+    @property
+    def max_future_ms(self) -> int:
+        """How far ahead of the wall clock an event time may be (< 0: no limit)."""
+        return self._task.max_future_ms
+
+    def future_limit(self) -> int | None:
+        """The largest event time a record may have now (``max_future_ms`` ahead of the wall
+        clock); None without a limit. Sources take it once per batch."""
+        return self._task.future_limit()
+
+    def watermark_of(self, topic: str) -> Any:
+        """The task's :class:`~streams.runtime.watermarks.Watermark` if ``topic`` is one of
+        the repartition topics it tracks, else None (sources feed it)."""
+        wm = self._task.watermark
+        return wm if wm is not None and topic in wm.topics else None
 
     def batch_clock(self) -> Callable[[Any], int]:
         """A clock for one pass over a batch, record by record: ``clock(rec)`` returns the
@@ -114,8 +138,23 @@ class ProcessorContext:
         time (windows, joins) takes its own clock at the start of its ``on_batch``: a batch
         goes through the graph one node at a time, so the task's own stream time only moves
         after the whole batch; a record is judged by the time of its own arrival, whatever the
-        batch boundaries."""
+        batch boundaries.
+
+        Behind a repartition, "with ``rec`` counted" is the watermark over the upstream
+        partitions with ``rec`` counted (the source records it per input record); a record
+        that derives from no input record of the batch leaves the clock where it is."""
         now = self._task.stream_time
+        wm = self._task.watermark
+        if wm is not None:
+            at = wm.at
+
+            def watermark_clock(rec: Any) -> int:
+                nonlocal now
+                w = at.get(id(rec.raw), -1)
+                if w > now:
+                    now = w
+                return now
+            return watermark_clock
 
         def clock(rec: Any) -> int:
             nonlocal now
@@ -126,11 +165,10 @@ class ProcessorContext:
         return clock
 
     def observe_time(self, ts: int) -> None:
-        """Advance stream time to ``ts`` if it is later. Registered callbacks run once at the
-        end of the batch, not here."""
-        task = self._task
-        if ts > task.stream_time:
-            task.stream_time = ts
+        """Advance stream time to ``ts`` if it is later (a task behind a repartition follows
+        its watermark instead). Registered callbacks run once at the end of the batch, not
+        here."""
+        self._task.observe_time(ts)
 
     def on_stream_time(self, callback: StreamTimeCallback) -> None:
         """Call ``callback(new_stream_time)`` after every batch in which stream time advanced

@@ -21,8 +21,9 @@ the group does not know what the empty one's next timestamp will be. It waits:
 * ``max_task_idle_ms = -1`` never waits, not even for known records (Kafka Streams' -1).
 
 The ordering timestamp is the one the task's source extracts (a value field or the record
-timestamp). A record whose timestamp cannot be extracted orders first; its source sends it to
-the dead letters.
+timestamp). A record whose timestamp cannot be extracted, or that is further ahead of the wall
+clock than ``max_future_ms`` allows, orders first; its source sends it to the dead letters (a
+year-9999 timestamp must not hold back the records behind it in its partition).
 """
 
 from __future__ import annotations
@@ -72,8 +73,10 @@ class PartitionGroup:
     """The buffered input of one task with several input partitions (one per topic)."""
 
     def __init__(self, topics: list[str], timestamps: Mapping[str, Callable[[Any], int]],
-                 max_task_idle_ms: int = 0) -> None:
+                 max_task_idle_ms: int = 0,
+                 future_limit: Callable[[], int | None] | None = None) -> None:
         self.topics = list(topics)
+        self._future_limit = future_limit
         self.max_idle_ms = max_task_idle_ms
         self._ts_of = dict(timestamps)
         self._raws: dict[str, list[Any]] = {t: [] for t in self.topics}
@@ -82,16 +85,22 @@ class PartitionGroup:
         self._blocked_since: int | None = None
 
     @classmethod
-    def for_sources(cls, sources: list[n.SourceNode], max_task_idle_ms: int = 0
-                    ) -> PartitionGroup:
+    def for_sources(cls, sources: list[n.SourceNode], max_task_idle_ms: int = 0,
+                    future_limit: Callable[[], int | None] | None = None) -> PartitionGroup:
+        """``future_limit()``: the largest timestamp a record may have now (None: any)."""
         topics = list(dict.fromkeys(s.topic for s in sources))
-        return cls(topics, {t: ordering_timestamp(sources, t) for t in topics}, max_task_idle_ms)
+        return cls(topics, {t: ordering_timestamp(sources, t) for t in topics}, max_task_idle_ms,
+                   future_limit)
 
     def add(self, topic: str, raws: list[Any]) -> None:
         """Buffer a poll's records of ``topic`` (in offset order)."""
         ts_of = self._ts_of[topic]
         self._raws[topic].extend(raws)
-        self._ts[topic].extend([ts_of(r) for r in raws])
+        limit = None if self._future_limit is None else self._future_limit()
+        if limit is None:
+            self._ts[topic].extend([ts_of(r) for r in raws])
+        else:
+            self._ts[topic].extend([ts if ts <= limit else -1 for ts in map(ts_of, raws)])
 
     def buffered(self, topic: str | None = None) -> int:
         topics = self.topics if topic is None else [topic]

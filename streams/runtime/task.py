@@ -7,29 +7,51 @@ them, ``write_commit(positions)`` writes state + offsets + changelog positions i
 
 Processors never see the task: it builds one :class:`~streams.runtime.context.ProcessorContext`
 for itself and compiles its sub-topology against that.
+
+The task owns its input's order and its event time: a task with several input partitions
+buffers them in its own :class:`~streams.runtime.ordering.PartitionGroup` (:meth:`Task.add` and
+:meth:`Task.drain`), and a task behind a repartition keeps its upstream partitions' progress in
+a :class:`~streams.runtime.watermarks.Watermark`. Whatever runs the task (the worker, the test
+driver) hands it records and gets outputs; a dropped or reopened task takes its buffers along.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..dsl.topology import Topology
-from ..state.meta import (OFFSETS_HEADER, STREAM_TIME_HEADER, UPSTREAM_HEADER, TaskId, TaskMeta,
-                          encode_offsets, encode_upstream, shape_of, source_headers)
+from ..state.meta import (CHANNELS_HEADER, OFFSETS_HEADER, STREAM_TIME_HEADER, UPSTREAM_HEADER,
+                          TaskId, TaskMeta, encode_channels, encode_offsets, encode_upstream,
+                          shape_of, source_headers)
 from ..state.store import TaskStore
 from ..state.table import StoreView
 from ..state.views import open_view
-from .compile import SubTopology, build_processors
+from .compile import SubTopology, build_processors, written_repartitions
 from .context import Output, ProcessorContext, StreamTimeCallback
+from .ordering import PartitionGroup
+from .watermarks import Watermark, marker_header
 from .record_limits import fit_copy
 
 __all__ = ["Output", "Task"]
 
 
+def _wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
 class Task:
+    """``partitions``: partition counts of the repartition topics the task reads or writes
+    (default 1 each): how many upstream partitions its watermark waits for, and how many
+    partitions its progress markers go to. ``max_task_idle_ms``: see
+    :mod:`streams.runtime.ordering`. ``max_future_ms``: a record whose event time is further
+    ahead of ``wall_clock()`` (epoch ms) is a dead letter ``timestamp`` (< 0: no limit)."""
+
     def __init__(self, topology: Topology, sub: SubTopology, partition: int,
-                 store: TaskStore | None, global_tables: Mapping[str, Any] | None = None) -> None:
+                 store: TaskStore | None, global_tables: Mapping[str, Any] | None = None,
+                 partitions: Mapping[str, int] | None = None, max_task_idle_ms: int = 0,
+                 max_future_ms: int = -1, wall_clock: Callable[[], int] | None = None) -> None:
         self.topology = topology
         self.global_tables = global_tables or {}  # the worker's, shared by its tasks
         self.sub = sub
@@ -46,6 +68,23 @@ class Task:
         self.upstream = {k: v for k, v in meta.upstream.items()
                          if k.split("|", 1)[0] in sub.topics}
         self.stream_time = meta.stream_time
+        self.max_future_ms = max_future_ms
+        self.wall_clock = wall_clock or _wall_clock_ms
+        counts = partitions or {}
+        # Repartition topics written by this sub-topology itself (an agent re-keying into its
+        # own partitions) are read like direct inputs: its own progress cannot wait for itself.
+        writes = written_repartitions(sub)
+        behind = {t: counts.get(t, 1) for t in sub.topics
+                  if t in set(topology.repartition_topics()) and t not in writes}
+        self.watermark = Watermark(behind, meta.channels) if behind else None
+        # progress markers: to every partition of each repartition topic this task writes
+        self.marker_targets = {t: counts.get(t, 1) for t in writes if t not in sub.topics}
+        self.marked = -1          # the stream time of the last progress marker sent
+        self.marked_idle = False  # the last marker said idle
+        self._input_since_marker = False
+        self.group = (PartitionGroup.for_sources(sub.sources, max_task_idle_ms,
+                                                 self.future_limit)
+                      if len(self.tps) > 1 else None)
         self.changelogs = {topology.stores[name].changelog: name for name in sub.stores}
         self.changelog_positions = {t: meta.changelog.get(t, 0) for t in self.changelogs}
         self.outputs: list[Output] = []
@@ -96,7 +135,29 @@ class Task:
 
     def meta(self) -> TaskMeta:
         return TaskMeta(dict(self.offsets), dict(self.upstream), self.stream_time,
-                        dict(self.changelog_positions), self.shape)
+                        dict(self.changelog_positions), self.shape,
+                        {} if self.watermark is None else self.watermark.channels())
+
+    # -- input ------------------------------------------------------------------------------------
+    def add(self, topic: str, raws: list[Any]) -> dict[str, int]:
+        """A poll's records of one input partition. A task with one input processes them at
+        once; one with several buffers them in its partition group (:meth:`drain` runs them in
+        timestamp order). Returns the records processed per topic."""
+        if self.group is None:
+            return {topic: self.process(topic, raws)}
+        self.group.add(topic, raws)
+        return {}
+
+    def buffered(self, topic: str | None = None) -> int:
+        return 0 if self.group is None else self.group.buffered(topic)
+
+    def drain(self, now_ms: int, more: Mapping[str, bool] | None = None) -> dict[str, int]:
+        """Process the buffered records the partition group lets through now (see
+        :meth:`PartitionGroup.drain`). Returns the records processed per topic."""
+        if self.group is None:
+            return {}
+        runs = self.group.drain(now_ms, more)
+        return self.process_runs(runs) if runs else {}
 
     # -- processing -------------------------------------------------------------------------------
     def process(self, topic: str, raws: list[Any]) -> int:
@@ -120,6 +181,7 @@ class Task:
             n = self._apply(topic, raws)
             if n:
                 done[topic] = done.get(topic, 0) + n
+                self._input_since_marker = True
         if self.stream_time > before and self.stream_time_callbacks:
             self._notify_stream_time()
         return done
@@ -132,8 +194,47 @@ class Task:
             return 0
         for source in self._sources[topic]:
             source.on_raw_batch(raws)
+        if self.watermark is not None:
+            now = self.watermark.end_batch()
+            if now > self.stream_time:
+                self.stream_time = now
         self.offsets[(topic, self.partition)] = raws[-1].offset + 1
         return len(raws)
+
+    def future_limit(self) -> int | None:
+        """The largest event time a record may have now (``max_future_ms`` ahead of the wall
+        clock); None without a limit."""
+        if self.max_future_ms < 0:
+            return None
+        return self.wall_clock() + self.max_future_ms
+
+    def observe_time(self, ts: int) -> None:
+        """A source's largest timestamp of a batch: stream time = max seen, unless the task is
+        behind a repartition (its watermark decides, in :meth:`_apply`)."""
+        if self.watermark is None and ts > self.stream_time:
+            self.stream_time = ts
+
+    # -- progress markers (to the tasks downstream of the repartition topics this one writes) ----
+    def progress_due(self) -> bool:
+        """Whether downstream tasks have not heard of this task's current progress (or last
+        heard it was idle)."""
+        return bool(self.marker_targets) and (
+            self.stream_time > self.marked or (self.marked_idle and self._input_since_marker))
+
+    def send_progress(self, idle: bool = False) -> None:
+        """Queue a progress marker (``idle``: an idle marker) to every partition of each
+        repartition topic the task writes; it goes out with the task's outputs (exactly-once:
+        inside its transaction)."""
+        if not self.marker_targets:
+            return
+        ts = self.stream_time
+        headers = [marker_header(self.partition, ts, idle)]
+        for topic, n in self.marker_targets.items():
+            for p in range(n):
+                self.outputs.append(Output(topic, p, None, None, ts if ts >= 0 else None,
+                                           headers))
+        self.marked, self.marked_idle = ts, idle
+        self._input_since_marker = False
 
     def advance_stream_time(self, ts: int) -> bool:
         """Move stream time to ``ts`` without input (e.g. to close windows of an idle
@@ -185,6 +286,8 @@ class Task:
             headers.append((STREAM_TIME_HEADER, str(self.stream_time).encode()))
         if self.upstream:
             headers.append((UPSTREAM_HEADER, encode_upstream(self.upstream)))
+        if self.watermark is not None:
+            headers.append((CHANNELS_HEADER, encode_channels(self.watermark.channels())))
         out: list[Output] = []
         for name, view in self._views.items():
             topic = self.topology.stores[name].changelog

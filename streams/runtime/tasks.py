@@ -22,46 +22,43 @@ from aiokafka.errors import KafkaError
 
 from ..dsl.topology import Topology
 from ..kafka.clients import Kafka
-from ..state.meta import Offsets, TaskId, TaskMeta, shape_of
-from ..state.recovery import Restoration, decide_open, restore_consumer
-from ..state.store import StateCorrupted, TaskStore
+from ..state.meta import Offsets, TaskId
+from ..state.recovery import Restoration, restore_consumer
+from ..state.store import TaskStore
 from . import checkpoint
 from .compile import SubTopology
+from .opening import StateShapeMismatch, check_state_shape, open_task, start_restored
 from .task import Task
 from .transactions import TaskTransactions, classify
 
 log = logging.getLogger(__name__)
 
-
-class StateShapeMismatch(RuntimeError):
-    """Local state was written by a different shape of the topology."""
-
-
-def check_state_shape(path: Path, topology: Topology, sub: SubTopology) -> None:
-    """Never open state that a different shape of the topology wrote (its tables would be
-    read as someone else's): say so in one line."""
-    existing = TaskStore.existing_tables(path)
-    if existing is None:
-        return
-    expected = sorted(sub.stores)
-    shape = None
-    if existing == expected:
-        store = TaskStore(path, sub.stores, read_only=True)
-        try:
-            shape = TaskMeta.decode(store.meta()).shape
-        finally:
-            store.close()
-        if shape is None or shape == shape_of(sub.topics, sub.stores):
-            return
-    raise StateShapeMismatch(
-        f"state in {path} was written by a different shape of topology {topology.name!r} "
-        f"(tables {', '.join(existing) or 'none'}; expected {', '.join(expected)}"
-        f"{'' if shape is None else ', other input topics'}): run `streams tables reset "
-        f"{topology.name}` to rebuild it")
+__all__ = ["StateShapeMismatch", "TaskManager", "TransactionCommitFailed", "check_state_shape"]
 
 
 class TransactionCommitFailed(RuntimeError):
     """A task's transaction failed for a reason retrying cannot fix."""
+
+
+class _ConsumerIO:
+    """:class:`~streams.runtime.opening.OpenIO` over the worker's consumer and group."""
+
+    def __init__(self, manager: TaskManager) -> None:
+        self.m = manager
+
+    async def committed(self, tps: list[tuple[str, int]]) -> Offsets:
+        return await self.m._committed(tps)
+
+    async def changelog_ends(self, topics: list[str], partition: int) -> dict[str, int]:
+        tps = [TopicPartition(t, partition) for t in topics]
+        return {tp.topic: off for tp, off in (await self.m.consumer.end_offsets(tps)).items()}
+
+    async def commit_offsets(self, offsets: Offsets) -> None:
+        await self.m.transport.commit_offsets(offsets)
+
+    async def open_store(self, path: Path, tables: list[str]) -> TaskStore:
+        # (off the event loop: opening RocksDB can take a while)
+        return await asyncio.to_thread(TaskStore, path, tables)
 
 
 class TaskManager:
@@ -71,8 +68,11 @@ class TaskManager:
                  bootstrap: Kafka, consumer: AIOKafkaConsumer, transport: checkpoint.CommitTransport,
                  on_remaining: Callable[[str, int], None] | None = None,
                  global_tables: Mapping[str, Any] | None = None,
-                 txns: TaskTransactions | None = None) -> None:
+                 txns: TaskTransactions | None = None,
+                 task_options: Mapping[str, Any] | None = None) -> None:
         self.topology = topology
+        # keyword arguments of every Task (partition counts, ordering and event-time settings)
+        self.task_options = dict(task_options or {})
         # Exactly-once: the tasks' transactional producers (see streams.runtime.transactions).
         self.txns = txns
         self.global_tables = global_tables  # the worker's, handed to every task
@@ -105,14 +105,17 @@ class TaskManager:
             else:
                 # Stateless: nothing to open or restore, and the group's offsets are where it
                 # resumes, so it starts right away (no paused poll in between).
-                self.running[task_id] = Task(self.topology, sub, tp.partition, None,
-                                             self.global_tables)
+                self.running[task_id] = self.new_task(sub, tp.partition, None)
         paused = [tp for tp in tps
                   if TaskId(self.sub_of_topic[tp.topic].id, tp.partition) in self._pending]
         if paused:
             self.consumer.pause(*paused)
         log.info("assigned %d partitions -> tasks %s", len(tps),
                  sorted({str(TaskId(self.sub_of_topic[tp.topic].id, tp.partition)) for tp in tps}))
+
+    def new_task(self, sub: SubTopology, partition: int, store: TaskStore | None) -> Task:
+        return Task(self.topology, sub, partition, store, self.global_tables,
+                    **self.task_options)
 
     def task_for(self, tp: TopicPartition) -> Task | None:
         sub = self.sub_of_topic.get(tp.topic)
@@ -265,64 +268,28 @@ class TaskManager:
         return out
 
     async def _open(self, task_id: TaskId, sub: SubTopology) -> None:
-        partition = task_id.partition
         if self.txns is not None:
             # Fence the previous owner first: then the group's offsets and the changelog ends
             # read below include everything it committed, and it cannot commit any more.
             await self.txns.open(task_id)
-        if not sub.stores:
-            task = Task(self.topology, sub, partition, None, self.global_tables)
-            if self.txns is not None:
+        opened = await open_task(self.topology, self.new_task, sub, task_id.partition,
+                                 self.state_root, _ConsumerIO(self))
+        if isinstance(opened, Restoration):
+            self.restoring[task_id] = opened
+            return
+        task = opened
+        if self.txns is not None:
+            if task.store is None:
                 task.offsets = await self._committed(task.tps)
-                self.txns.set_committed(task_id, task.offsets)
-            await self._start_task(task)
-            return
-        path = self.state_root / str(task_id)
-        try:
-            check_state_shape(path, self.topology, sub)
-            store = await asyncio.to_thread(TaskStore, path, sub.stores)
-        except StateCorrupted as exc:  # Kafka Streams' TaskCorruptedException: wipe, restore
-            log.warning("task %s: %s: wiped, restoring it from the changelog", task_id, exc)
-            TaskStore.destroy(path)
-            store = await asyncio.to_thread(TaskStore, path, sub.stores)
-        task = Task(self.topology, sub, partition, store, self.global_tables)
-        local = task.meta()
-        try:
-            committed = await self._committed(task.tps)
-            tps = [TopicPartition(t, partition) for t in task.changelogs]
-            ends = {tp.topic: off for tp, off in (await self.consumer.end_offsets(tps)).items()}
-        except BaseException:
-            task.close()  # (releases the RocksDB lock for the next attempt)
-            raise
-        decision = decide_open(local, committed, ends)
-        if decision.action == "resume":
-            task.offsets = {tp: off for tp, off in decision.resume_offsets.items()
-                            if tp in set(task.tps)}
-            if decision.finish_commit:
-                await self.transport.commit_offsets(task.offsets)
-            if self.txns is not None:
-                self.txns.set_committed(task_id, task.offsets)
-            await self._start_task(task)
-            return
-        log.info("task %s: %s: %s (local offsets %s, changelog positions %s, group %s, "
-                 "changelog ends %s)", task_id, decision.action, decision.reason,
-                 dict(local.offsets) or "none", local.changelog or "none", committed, ends)
-        task.close()
-        if decision.action == "wipe":
-            TaskStore.destroy(path)
-        store = await asyncio.to_thread(TaskStore, path, sub.stores)
-        self.restoring[task_id] = Restoration(
-            str(task_id), store, dict(task.changelogs), partition, decision, local, committed,
-            ends, task.tps, task.shape)
+            self.txns.set_committed(task_id, task.offsets)
+        await self._start_task(task)
 
     async def _start(self, task_id: TaskId, restoration: Restoration) -> None:
-        store = restoration.store
-        store.write(restoration.finish().encode())
         sub = self.sub_of_topic[next(iter(self._topics_of(task_id)))]
-        task = Task(self.topology, sub, task_id.partition, store, self.global_tables)
+        task, repair = start_restored(self.new_task, sub, restoration)
         if self.txns is not None:
             self.txns.set_committed(task_id, task.offsets)
-        if task.repair(restoration.repairs):
+        if repair:
             if self.txns is None:
                 await checkpoint.commit([task], self.transport)
             else:

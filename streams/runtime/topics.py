@@ -14,13 +14,12 @@ import time
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
-from ..dsl import nodes as n
 from ..dsl.agents import AgentNode
 from ..dsl.topology import Topology
 from ..kafka.admin import Replication, TopicSpec, ensure_topics, topic_partitions
 from ..kafka.clients import Kafka, client_kwargs
 from ..state.meta import Offsets
-from .compile import SubTopology, subtopologies
+from .compile import subtopologies, written_repartitions
 
 log = logging.getLogger(__name__)
 
@@ -40,25 +39,6 @@ def topic_specs(topology: Topology, partitions: int) -> list[TopicSpec]:
     specs, problems = plan_topics(topology, {}, partitions)
     assert not problems, problems
     return specs
-
-
-def written_repartitions(sub: SubTopology) -> list[str]:
-    """The repartition topics that ``sub`` writes: its internal sinks', and the internal topics
-    its agents send to (:meth:`Topology.internal_topic`)."""
-    seen: set[int] = set()
-    stack: list[n.Node] = list(sub.sources)
-    out: list[str] = []
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, n.SinkNode) and node.internal and node.topic not in out:
-            out.append(node.topic)
-        if isinstance(node, AgentNode):
-            out.extend(t for t in node.internal_sends() if t not in out)
-        stack.extend(node.children)
-    return out
 
 
 def _shared_internal_topics(topology: Topology) -> list[str]:
@@ -140,11 +120,11 @@ def plan_topics(topology: Topology, existing: dict[str, int],
 
 
 async def prepare_topics(topology: Topology, bootstrap: Kafka, default_partitions: int,
-                         replication: Replication = Replication()) -> None:
+                         replication: Replication = Replication()) -> dict[str, int]:
     """Create the topology's missing topics with partition counts derived from its inputs;
     raise :class:`TopicLayoutError` (one line) when topics read together are not co-partitioned
     (task p joins partition p of each, as in Kafka Streams) or an internal topic has the wrong
-    size."""
+    size. Returns the partition count of every topic it planned."""
     names, _ = plan_topics(topology, {}, default_partitions)
     existing = {t: len(p) for t, p in
                 (await topic_partitions(bootstrap, [x.name for x in names])).items()}
@@ -152,6 +132,7 @@ async def prepare_topics(topology: Topology, bootstrap: Kafka, default_partition
     if problems:
         raise TopicLayoutError(problems[0])
     await ensure_topics(bootstrap, specs, replication)
+    return {spec.name: spec.partitions for spec in specs}
 
 
 class RepartitionPurger:

@@ -46,6 +46,11 @@ from .tuning import tuning
 
 log = logging.getLogger(__name__)
 
+# A task sends a progress marker after a batch that advanced its stream time at most this often
+# (and at every commit): downstream watermarks lag its progress by at most about this much.
+MARKER_INTERVAL_S = 0.1
+IDLE_CHECK_S = 0.25
+
 
 class WorkerFailed(RuntimeError):
     """The worker stopped because of an error it cannot recover from."""
@@ -93,8 +98,12 @@ class Worker:
         self.global_tables = (GlobalTables(topology, self.state_root)
                               if topology.global_tables else None)
         self.global_consumer: GlobalTableConsumer | None = None
-        # tasks with several input partitions: their buffered input, in timestamp order
-        self._groups: dict[Any, tuple[Any, PartitionGroup]] = {}
+        self.partitions: dict[str, int] = {}  # of every topic the topology touches
+        # progress markers (streams.runtime.watermarks): wall time of each task's last one, of
+        # its last input, and of the last idle check
+        self._marked_at: dict[Any, float] = {}
+        self._input_at: dict[Any, float] = {}
+        self._idle_check = 0.0
         self._wanted: set[TopicPartition] = set()  # empty inputs such a task waits for
         self._wanted_turn = False
         self._paused_full: set[TopicPartition] = set()  # paused: their group buffer is full
@@ -113,8 +122,8 @@ class Worker:
     async def run(self) -> None:
         s, name = self.settings, self.topology.name
         try:
-            await prepare_topics(self.topology, self.kafka, s.partitions,
-                                 Replication.from_settings(s))
+            self.partitions = await prepare_topics(self.topology, self.kafka, s.partitions,
+                                                   Replication.from_settings(s))
         except TopicLayoutError as exc:
             raise WorkerFailed(str(exc)) from None
         if s.metrics_port >= 0:
@@ -161,7 +170,10 @@ class Worker:
         self.tasks = TaskManager(
             self.topology, self.subs, self.state_root, self.kafka, self.consumer, self.transport,
             on_remaining=lambda table, n: remaining.labels(name, table).set(n),
-            global_tables=self.global_tables, txns=txns)
+            global_tables=self.global_tables, txns=txns,
+            task_options={"partitions": self.partitions,
+                          "max_task_idle_ms": s.max_task_idle_ms,
+                          "max_future_ms": s.max_future_ms})
         # A regained connection also ends the outage log's suppression: an idle worker may not
         # commit (its other "recovered" signal) for a long time.
         watch = asyncio.ensure_future(BrokerWatch(
@@ -220,9 +232,11 @@ class Worker:
                     fetch.cancel()
                     break
                 batch = fetch.result()
-                if batch or self._groups:
+                if batch or any(t.buffered() for t in tasks.running.values()):
                     async with self._lock:
                         await self._process(batch)
+                async with self._lock:
+                    await self._idle_markers()
                 if self.idle.enabled:
                     async with self._lock:
                         await self._idle_close()
@@ -264,48 +278,38 @@ class Worker:
 
     # -- processing -------------------------------------------------------------------------------
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        """Run a poll's records through their tasks. A task with one input partition gets its
-        records as they came (the direct batch path); a task with several buffers them in its
-        :class:`~streams.runtime.ordering.PartitionGroup` and runs them in timestamp order."""
+        """Run a poll's records through their tasks. A task with one input partition processes
+        its records as they came (the direct batch path); a task with several buffers them
+        and runs them in timestamp order (its :class:`~streams.runtime.ordering.PartitionGroup`,
+        :meth:`Task.drain`)."""
         assert self.transport is not None and self.tasks is not None
         started = time.monotonic()
         m, name = self.metrics, self.topology.name
         count = 0
-        ordered: dict[Any, tuple[Any, PartitionGroup]] = {}
         for tp, records in batch.items():
             task = self.tasks.task_for(tp)
             if task is None:
                 continue
-            if len(task.tps) > 1:
-                group = self._group_of(task)
-                group.add(tp.topic, records)
-                ordered[task.id] = (task, group)
-                continue
-            count += await self._run(task, tp.topic, records)
-        for task_id, entry in list(self._groups.items()):
-            if self.tasks.running.get(task_id) is not entry[0]:
-                # dropped (fenced, or reopened after an aborted transaction): its buffered
-                # records are read again by the reopened task from its committed offsets
-                del self._groups[task_id]
-                continue
-            if entry[1].buffered():
-                ordered[task_id] = entry
+            done = task.add(tp.topic, records)
+            if done:
+                count += await self._processed(task, done)
         now_ms = int(time.monotonic() * 1000)
-        for task, group in ordered.values():
+        for task in list(self.tasks.running.values()):
+            if task.group is None or not task.buffered():
+                continue
+            group = task.group
             # every input's, not just the empty ones': one may run dry during the drain
             more = {t: await self._has_more(TopicPartition(t, task.partition))
                     for t in group.topics}
             for t in self._fetched_before_others(task.partition, group.topics):
                 more[t] = True
-            runs = group.drain(now_ms, more)
-            if group.buffered():
+            done = task.drain(now_ms, more)
+            if task.buffered():
                 self._wanted.update(TopicPartition(t, task.partition) for t in group.topics
-                                    if more[t] and not group.buffered(t))
+                                    if more[t] and not task.buffered(t))
             self._pause_full(task, group)
-            if not runs:
-                continue
-            done = task.process_runs(runs)
-            count += await self._processed(task, done)
+            if done:
+                count += await self._processed(task, done)
         if not count:
             return
         self._since_commit += count
@@ -340,6 +344,14 @@ class Worker:
         if total:
             m, name = self.metrics, self.topology.name
             self.idle.seen(task.id)
+            now = time.monotonic()
+            self._input_at[task.id] = now
+            # The first marker after an idle one goes out at once: downstream tasks left this
+            # task out of their watermark and must wait for it again.
+            if task.progress_due() and (task.marked_idle or now - self._marked_at.get(
+                    task.id, 0.0) >= MARKER_INTERVAL_S):
+                task.send_progress()
+                self._marked_at[task.id] = now
             for topic, n in done.items():
                 if n:
                     m.consumed.labels(name, topic, str(task.partition)).inc(n)
@@ -362,15 +374,28 @@ class Worker:
                 if tp in self.consumer.assignment():
                     self.consumer.resume(tp)
 
-    def _group_of(self, task: Any) -> PartitionGroup:
-        """The task's partition group; a re-opened task (new Task object) gets a new one, as
-        the consumer was sought back to its committed position."""
-        entry = self._groups.get(task.id)
-        if entry is None or entry[0] is not task:
-            entry = (task, PartitionGroup.for_sources(task.sub.sources,
-                                                      self.settings.max_task_idle_ms))
-            self._groups[task.id] = entry
-        return entry[1]
+    async def _idle_markers(self) -> None:
+        """Tell the tasks behind this worker's repartition topics which upstream tasks are idle:
+        caught up on every input partition, nothing buffered, and no input for
+        ``repartition_idle_ms`` (:mod:`streams.runtime.watermarks`). Checked a few times a
+        second; a task that sent its idle marker sends the next one after new input."""
+        assert self.tasks is not None
+        now = time.monotonic()
+        if now - self._idle_check < IDLE_CHECK_S:
+            return
+        self._idle_check = now
+        quiet = self.settings.repartition_idle_ms / 1000
+        for task in list(self.tasks.running.values()):
+            if not task.marker_targets or task.marked_idle or task.buffered():
+                continue
+            since = self._input_at.setdefault(task.id, now)
+            if now - since < quiet:
+                continue
+            if any([await self._has_more(TopicPartition(t, p)) for t, p in task.tps]):
+                continue
+            task.send_progress(idle=True)
+            self._marked_at[task.id] = now
+            await self._send(task)
 
     def _fetched_before_others(self, partition: int, topics: list[str]) -> list[str]:
         """The inputs whose last fetch response is older than another input's of the same task.
@@ -440,6 +465,12 @@ class Worker:
     async def _commit(self) -> None:
         assert self.transport is not None and self.tasks is not None
         started = time.monotonic()
+        # Every commit carries the tasks' latest progress downstream (inside the transaction).
+        for task in list(self.tasks.running.values()):
+            if task.progress_due():
+                task.send_progress()
+                self._marked_at[task.id] = started
+                await self._send(task)
         try:
             if self.exactly_once:
                 committed = await self.tasks.commit_transactions()
@@ -472,7 +503,6 @@ class Worker:
             log.info("revoked %d partitions: committing and closing %d tasks", len(revoked),
                      len(self.tasks.running) + len(self.tasks.restoring))
         async with self._lock:
-            self._groups.clear()  # closed tasks; the consumer seeks reopened ones back
             self._wanted.clear()
             self._paused_full.clear()  # the task manager resumes a task's partitions on start
             try:

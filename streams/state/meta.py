@@ -10,11 +10,17 @@
     another incarnation of the changelog (end below it: wipe);
   - ``shape`` -> the sub-topology's source topics and stores, so that state written by a
     different topology shape is never opened as this one;
-  - ``streamtime`` -> the largest timestamp the task has processed.
+  - ``streamtime`` -> the task's stream time (:mod:`streams.runtime.watermarks`);
+  - ``channel:<repartition topic>|<upstream partition>`` -> ``time`` or ``time,idle``: the
+    event-time progress of each upstream partition behind a repartition topic.
 * In changelog headers: ``streams-offsets`` (the input offsets as JSON ``{"topic:p": offset}``)
   and ``streams-upstream`` (the upstream positions as JSON ``{key: "offset,index"}``), so a
-  restore can tell finished commits from unfinished ones, and ``streams-time`` (the task's
-  stream time), so restored windows close when they would have.
+  restore can tell finished commits from unfinished ones, ``streams-time`` (the task's
+  stream time), so restored windows close when they would have, and ``streams-channels`` (the
+  upstream partitions' progress as JSON ``{key: [time, idle]}``), so a restored task's
+  watermark neither moves back nor jumps ahead.
+* ``streams-progress`` on progress markers (null key and value) on repartition topics:
+  ``<upstream partition>:<stream time>`` or ``...:idle`` (:mod:`streams.runtime.watermarks`).
 * ``streams-origin`` on repartition records: ``topic:partition:offset:index`` of the input
   record they derive from.
 """
@@ -29,9 +35,13 @@ OFFSETS_HEADER = "streams-offsets"
 UPSTREAM_HEADER = "streams-upstream"
 STREAM_TIME_HEADER = "streams-time"
 ORIGIN_HEADER = "streams-origin"
+CHANNELS_HEADER = "streams-channels"
+PROGRESS_HEADER = "streams-progress"
 
 Offsets = dict[tuple[str, int], int]
 Positions = dict[str, tuple[int, int]]
+# "<repartition topic>|<upstream partition>" -> (progress, idle)
+Channels = dict[str, tuple[int, bool]]
 
 
 class TaskId(NamedTuple):
@@ -59,6 +69,7 @@ class TaskMeta:
     stream_time: int = -1
     changelog: dict[str, int] = field(default_factory=dict)
     shape: str | None = None
+    channels: Channels = field(default_factory=dict)
 
     def encode(self) -> dict[str, str]:
         meta = {f"offset:{t}:{p}": str(o) for (t, p), o in self.offsets.items()}
@@ -68,6 +79,8 @@ class TaskMeta:
             meta["streamtime"] = str(self.stream_time)
         if self.shape is not None:
             meta["shape"] = self.shape
+        meta.update({f"channel:{k}": f"{t},idle" if idle else str(t)
+                     for k, (t, idle) in self.channels.items()})
         return meta
 
     @classmethod
@@ -87,6 +100,9 @@ class TaskMeta:
                 meta.stream_time = int(value)
             elif kind == "shape":
                 meta.shape = value
+            elif kind == "channel":
+                t, _, idle = value.partition(",")
+                meta.channels[rest] = (int(t), idle == "idle")
         return meta
 
     @property
@@ -111,6 +127,15 @@ def encode_upstream(upstream: Positions) -> bytes:
 
 def decode_upstream(data: bytes) -> Positions:
     return {k: (int(o), int(i)) for k, v in json.loads(data).items() for o, i in [v.split(",")]}
+
+
+def encode_channels(channels: Channels) -> bytes:
+    return json.dumps({k: [t, idle] for k, (t, idle) in channels.items()},
+                      separators=(",", ":")).encode()
+
+
+def decode_channels(data: bytes) -> Channels:
+    return {k: (int(t), bool(idle)) for k, (t, idle) in json.loads(data).items()}
 
 
 class Origin(NamedTuple):

@@ -28,7 +28,8 @@ from typing import Any, Literal
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ..kafka.clients import Kafka, client_kwargs
-from .meta import OFFSETS_HEADER, STREAM_TIME_HEADER, UPSTREAM_HEADER, Offsets, Positions, TaskMeta, decode_upstream
+from .meta import (CHANNELS_HEADER, OFFSETS_HEADER, STREAM_TIME_HEADER, UPSTREAM_HEADER,
+                   Channels, Offsets, Positions, TaskMeta, decode_channels, decode_upstream)
 from .store import TaskStore
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,9 @@ class ChangelogFilter:
         self.inputs = None if inputs is None else {f"{t}:{p}" for t, p in inputs}
         self.upstream: Positions = dict(upstream or {})
         self.stream_time = -1  # the largest stream time of the accepted commits
+        # upstream partitions' progress of the accepted commits (each the latest, never back)
+        self.channels: Channels = {}
+        self._last_channels: bytes | None = None
         self._last_header: bytes | None = None
         self._last_ok = False
         self._last_upstream: bytes | None = None
@@ -131,6 +135,10 @@ class ChangelogFilter:
             st = headers.get(STREAM_TIME_HEADER)
             if st is not None and int(st) > self.stream_time:
                 self.stream_time = int(st)
+            ch = headers.get(CHANNELS_HEADER)
+            if ch and ch != self._last_channels:
+                self._last_channels = ch
+                merge_channels(self.channels, decode_channels(ch))
             up = headers.get(UPSTREAM_HEADER)
             if up and up != self._last_upstream:
                 self._last_upstream = up
@@ -138,6 +146,14 @@ class ChangelogFilter:
                     if pos > self.upstream.get(k, (-1, -1)):
                         self.upstream[k] = pos
         return self._last_ok
+
+
+def merge_channels(into: Channels, later: Channels) -> None:
+    """Fold ``later`` channel progress into ``into``: time never moves back; the idle flag is
+    the later one's."""
+    for key, (t, idle) in later.items():
+        old = into.get(key)
+        into[key] = (t if old is None else max(old[0], t), idle)
 
 
 def apply_changelog(store: TaskStore, table: str, records: Iterable[Any],
@@ -166,8 +182,10 @@ def restored_meta(local: TaskMeta, decision: OpenDecision, committed: Offsets,
                   ends: dict[str, int], accept: ChangelogFilter, shape: str) -> TaskMeta:
     """What the task's meta says after the restore ``decision`` was carried out."""
     stream_time = local.stream_time if decision.action == "restore" else -1
+    channels = dict(local.channels) if decision.action == "restore" else {}
+    merge_channels(channels, accept.channels)
     return TaskMeta(dict(committed), dict(accept.upstream), max(stream_time, accept.stream_time),
-                    dict(ends), shape)
+                    dict(ends), shape, channels)
 
 
 class Restoration:
@@ -208,9 +226,11 @@ class Restoration:
         return max(0, self.ends[topic] - self.positions[topic])
 
     def _progress(self) -> dict[str, str]:
+        channels = dict(self.base.channels)
+        merge_channels(channels, self.accept.channels)
         meta = TaskMeta(dict(self.base.offsets), dict(self.accept.upstream),
                         max(self.base.stream_time, self.accept.stream_time),
-                        {**self.base.changelog, **self.positions}, self.shape)
+                        {**self.base.changelog, **self.positions}, self.shape, channels)
         return meta.encode()
 
     async def step(self, consumer: AIOKafkaConsumer, max_records: int = 20000) -> int:

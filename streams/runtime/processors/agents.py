@@ -249,7 +249,8 @@ class AgentProc(Processor):
         self._aw: Any = None        # the async generator's __anext__ awaitable in flight
         self._recs: list[Rec] = _EMPTY
         self._i = 0                 # next record of the batch to hand out
-        self._seen_max, self._seen_upto = -1, 0  # max ts of _recs[:_seen_upto] (stream_time)
+        self._seen_max, self._seen_upto = -1, 0  # stream time with _recs[:_seen_upto]
+        self._clock: Any = None  # the batch's clock (ProcessorContext.batch_clock)
         self._first = 0             # the current event's first record (take() events hold several)
         self.event: Rec | None = None  # the record the agent is handling
         self._took = False          # whether the instance has read a record
@@ -278,12 +279,11 @@ class AgentProc(Processor):
     def stream_time(self) -> int:
         """The task's stream time including the batch's events handed out so far (the task
         advances its own after the batch)."""
-        # Extended incrementally: windowed tables ask once per event.
-        recs, seen = self._recs, self._seen_max
+        # Extended incrementally: windowed tables ask once per event. The batch clock is the
+        # task's notion of event time (behind a repartition: the watermark), as for windows.
+        recs, seen, clock = self._recs, self._seen_max, self._clock
         for i in range(self._seen_upto, min(self._i, len(recs))):
-            ts = recs[i].ts
-            if ts > seen:
-                seen = ts
+            seen = clock(recs[i])
         self._seen_max, self._seen_upto = seen, max(self._seen_upto, self._i)
         return max(self.ctx.stream_time, seen)
 
@@ -333,6 +333,7 @@ class AgentProc(Processor):
             return
         self._recs, self._i = recs, 0
         self._seen_max, self._seen_upto = -1, 0
+        self._clock = self.ctx.batch_clock()
         active = dsl.ACTIVE
         outer, active.proc = active.proc, self
         try:

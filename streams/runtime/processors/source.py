@@ -9,6 +9,7 @@ from typing import Any
 from ...dsl import nodes as n
 from ...dsl.serdes import SchemaError, SerdeError
 from ..context import ProcessorContext
+from ..watermarks import is_marker
 from .base import MAX_TIMESTAMP_MS, Processor, Rec, describe_error, what
 from .validate import value_validator
 
@@ -19,10 +20,14 @@ class SourceProc(Processor):
     """Decodes raw consumer records into ``Rec``s. A record whose key or value does not decode
     (whatever the serde raises) is a dead letter "decode"; one that decodes but does not fit
     the source's schema (a Record's field types) or fails its ``validate`` function a dead
-    letter "invalid"; one without a valid timestamp a dead letter "timestamp" — each one dead
-    letter, at the source, before any fan-out. Nothing a record contains can make
+    letter "invalid"; one without a valid timestamp a dead letter "timestamp", and so is one
+    whose timestamp is further ahead of the wall clock than the ``max_future_ms`` setting
+    allows (it would move stream time years ahead and make every later record late) — each one
+    dead letter, at the source, before any fan-out. Nothing a record contains can make
     ``on_raw_batch`` raise. Advances stream time to the batch's largest timestamp once its
-    records went through the graph."""
+    records went through the graph; behind a repartition it feeds the task's watermark
+    instead, record by record, and consumes the upstream tasks' progress markers
+    (:mod:`streams.runtime.watermarks`)."""
 
     def __init__(self, node: n.Node, ctx: ProcessorContext) -> None:
         super().__init__(node, ctx)
@@ -39,9 +44,17 @@ class SourceProc(Processor):
         dead_letter = ctx.dead_letter
         name = node.name
         problem = self._problem
-        if node.internal:
+        watermark = None
+        internal = node.internal
+        if internal:
             raws = ctx.skip_replayed(node.topic, raws)
+            watermark = ctx.watermark_of(node.topic)
+        future = ctx.future_limit()
         for raw in raws:
+            if internal and raw.value is None and is_marker(raw):
+                if watermark is not None:
+                    watermark.marker(node.topic, raw)
+                continue
             try:
                 value = vd(raw.value)
                 key = kd(raw.key)
@@ -64,7 +77,14 @@ class SourceProc(Processor):
                 dead_letter(raw, str(exc) if isinstance(exc, SerdeError)
                             else describe_error(exc), reason="timestamp", node=name)
                 continue
+            if future is not None and ts > future:
+                dead_letter(raw, f"timestamp {ts} is more than max_future_ms "
+                            f"({ctx.max_future_ms}) ahead of the wall clock", reason="timestamp",
+                            node=name)
+                continue
             append(Rec(key, value, ts, raw))
+            if watermark is not None:
+                watermark.observe(node.topic, raw, ts)
         self.emit(out)
         # After the graph: window operators advance stream time record by record themselves.
         if out:
