@@ -13,6 +13,7 @@ from aiokafka import TopicPartition
 from streams import JoinWindows, Topology
 from streams.config import Settings
 from streams.runtime.compile import subtopologies
+from streams.runtime.ordering import PartitionGroup
 from streams.runtime.worker import Worker
 
 ORDERS, SHIPMENTS = TopicPartition("orders", 0), TopicPartition("shipments", 0)
@@ -64,12 +65,25 @@ class Task:
         self.dropped: dict = {}
         self.late: dict = {}
 
-    def process_runs(self, runs: list[tuple[str, list[Raw]]]) -> dict[str, int]:
+        self.group = PartitionGroup.for_sources(sub.sources)  # the real ordering
+
+    def add(self, topic: str, raws: list[Raw]) -> dict[str, int]:
+        self.group.add(topic, raws)
+        return {}
+
+    def buffered(self, topic: str | None = None) -> int:
+        return self.group.buffered(topic)
+
+    def drain(self, now_ms: int, more: Any = None) -> dict[str, int]:
+        runs = self.group.drain(now_ms, more)
         self.runs.extend((t, [r.offset for r in raws]) for t, raws in runs)
         return {t: len(raws) for t, raws in runs}
 
     def take_outputs(self) -> list:
         return []
+
+    def progress_due(self) -> bool:  # writes no repartition topic: no progress markers
+        return False
 
 
 class Tasks:
