@@ -23,7 +23,6 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import IllegalStateError
 
 from ..config import Settings
 from ..dsl.topology import Topology
@@ -35,6 +34,7 @@ from . import checkpoint
 from .compile import subtopologies
 from .global_tables import GlobalTableConsumer, GlobalTables
 from .idle import IdleTracker
+from .lag import end_offset, fetch_position, partition_lag
 from .lifecycle import BrokerWatch
 from .ordering import PAUSE_BUFFERED, PartitionGroup
 from .producer import KafkaTransport
@@ -389,22 +389,30 @@ class Worker:
             self.metrics.count_task_events(task.dead_letters, task.dropped, task.late)
             await self._send(task)
 
-    def _update_lag(self, tps: Iterable[TopicPartition]) -> None:
+    # -- consumer lag (see streams.runtime.lag) -------------------------------------------------
+    def _update_lag(self, tps: Iterable[TopicPartition] | None = None) -> None:
+        """``streams_consumer_lag`` of ``tps``; ``None``: of every assigned partition (at each
+        commit, so partitions without new input are current too), and the series of partitions
+        this worker no longer owns are removed."""
         assert self.consumer is not None and self.tasks is not None
-        for tp in tps:
-            try:
-                high = self.consumer.highwater(tp)
-            except (IllegalStateError, KeyError):
-                continue
+        complete = tps is None
+        lags: dict[tuple[str, int], int] = {}
+        for tp in (self.consumer.assignment() if tps is None else tps):
             task = self.tasks.task_for(tp)
-            pos = task.offsets.get((tp.topic, tp.partition)) if task else None
-            if high is not None and pos is not None:
-                self.metrics.lag.labels(self.topology.name, tp.topic, str(tp.partition)).set(
-                    max(0, high - pos))
+            end = end_offset(self.consumer, tp)
+            processed = task.offsets.get((tp.topic, tp.partition)) if task else None
+            if end is None or processed is None:
+                continue  # not running yet (opening, restoring) or never fetched
+            entry = self._groups.get(task.id)
+            held = entry[1].buffered(tp.topic) if entry is not None and entry[0] is task else 0
+            lags[(tp.topic, tp.partition)] = partition_lag(
+                end, processed, fetch_position(self.consumer, tp), held)
+        self.metrics.set_lag(lags, complete=complete)
 
     # -- commit -----------------------------------------------------------------------------------
     async def _commit(self) -> None:
         assert self.transport is not None and self.tasks is not None
+        self._update_lag()  # every assigned partition, whether or not it had input (ops)
         started = time.monotonic()
         try:
             if self.exactly_once:
