@@ -160,10 +160,8 @@ class Worker:
             self.topology, self.subs, self.state_root, self.kafka, self.consumer, self.transport,
             on_remaining=lambda table, n: remaining.labels(name, table).set(n),
             global_tables=self.global_tables, txns=txns)
-        # A regained connection also ends the outage log's suppression: an idle worker may not
-        # commit (its other "recovered" signal) for a long time.
-        watch = asyncio.ensure_future(BrokerWatch(
-            self.consumer, s.broker, on_regained=self.outage_log.recovered).run())
+        # Broker lost / back: one line each, whether the watch or aiokafka's errors notice first.
+        watch = asyncio.ensure_future(BrokerWatch(self.consumer, s.broker, self.outage_log).run())
         clean = False
         try:
             if self.global_consumer is not None:
