@@ -10,7 +10,7 @@ installs :class:`BrokerOutageLog` as a filter on its log handlers; it sorts aiok
 event           aiokafka says (e.g.)                              logged as
 ==============  ================================================  ==========================
 broker lost     ``Unable connect to node``, ``Unable to update    one WARNING ``broker
-                metadata``, ``NodeNotReadyError``, timeouts       unreachable (...)``; the
+                metadata``, ``NodeNotReadyError``                 unreachable (...)``; the
                                                                   rest dropped (counted)
 broker back     (the connection watch or a commit says so)        one INFO ``broker
                                                                   reachable again after N s``
@@ -20,6 +20,9 @@ rebalance       ``Heartbeat failed ... because it is              DEBUG (the wor
 coordinator     ``CoordinatorNotAvailable`` (a fresh broker       one INFO per episode
 not ready       creating its offsets topic), ``NotCoordinator``   ``group coordinator not
                 (it moved), ``Marking the coordinator dead``      available yet``
+request retried ``Got error produce response`` (a timeout under    one INFO per episode
+                load), ``NotLeaderForPartition`` (leaders being   ``broker request failed,
+                elected after a restart)                          retrying``
 session         ``Heartbeat session expired``                     one line per episode: INFO
 expired                                                           right after an outage (its
                                                                   expected consequence),
@@ -45,11 +48,12 @@ _COORDINATOR = ("CoordinatorNotAvailable", "NotCoordinator", "is either not star
                 "Marking the coordinator dead")
 _SESSION = ("Heartbeat session expired",)
 _CONNECTION = ("Unable connect to", "Unable to update metadata", "Unable to request metadata",
-               "NodeNotReadyError", "KafkaConnectionError", "RequestTimedOut", "Connection at",
-               "Cannot send", "Could not send", "Heartbeat send request failed",
-               "marking coordinator dead", "Failed fetch messages from",
-               "Failed fetch offsets from", "Group Coordinator Request failed",
-               "FindCoordinator Request failed")
+               "NodeNotReadyError", "KafkaConnectionError", "Connection at",
+               "Connect call failed")
+# A request that failed and is retried while the broker is up (slow, a leader being elected
+# after a restart): judged by its error, so a timeout under load is not "unreachable".
+_TRANSIENT = ("Got error produce response", "NotLeaderForPartition", "LeaderNotAvailable",
+              "RequestTimedOut", "UnknownTopicOrPartition", "Failed fetch offsets from")
 
 #: A repeated event (coordinator not ready, session expired) is logged again only after this
 #: long without it.
@@ -60,7 +64,8 @@ AFTERMATH_S = 120.0
 
 def _kind(message: str) -> str | None:
     for kind, patterns in (("rebalance", _REBALANCE), ("coordinator", _COORDINATOR),
-                           ("session", _SESSION), ("connection", _CONNECTION)):
+                           ("session", _SESSION), ("connection", _CONNECTION),
+                           ("transient", _TRANSIENT)):
         if any(p in message for p in patterns):
             return kind
     return None
@@ -121,7 +126,10 @@ class BrokerOutageLog(logging.Filter):
         last, self._last_seen[kind] = self._last_seen.get(kind), now
         if last is not None and now - last < EPISODE_GAP_S:
             return False  # the same episode, already logged
-        if kind == "coordinator":
+        if kind == "transient":
+            self._rewrite(record, logging.INFO, "broker request failed, retrying (%s)",
+                          message[:200])
+        elif kind == "coordinator":
             self._rewrite(record, logging.INFO, "group coordinator not available yet (%s); "
                           "retrying", message[:200])
         elif self._outage_ended is not None and now - self._outage_ended < AFTERMATH_S:

@@ -40,8 +40,15 @@ class KafkaTransport:
                  on_produced: Any = None,
                  on_latency: Callable[[float], None] | None = None,
                  latency_topics: Collection[str] = (),
-                 on_commit_failed: Callable[[], None] | None = None) -> None:
+                 on_commit_failed: Callable[[], None] | None = None,
+                 producer_factory: Callable[[], AIOKafkaProducer] | None = None) -> None:
         self.producer = producer
+        # Builds a replacement after a failed flush (see discard()); None: never replaced.
+        self.producer_factory = producer_factory
+        # A send that failed: the next flush raises it (a send never raises, so a lost broker
+        # reaches the commit, which decides what to do, instead of killing the processing).
+        self._failed: BaseException | None = None
+        self._replace = False
         self.consumer = consumer
         self.on_produced = on_produced  # f(topic, n): metrics
         # f(seconds) per sampled record of ``latency_topics`` (the topology's outputs), from the
@@ -64,8 +71,38 @@ class KafkaTransport:
         return parts
 
     async def send(self, outputs: list[Output]) -> None:
-        if not outputs:
+        """Hand ``outputs`` to the producer; a failure is kept for :meth:`flush` to raise (the
+        commit fails, so these outputs are produced again after the replay)."""
+        if not outputs or self._failed is not None:
             return
+        try:
+            if self._replace:
+                await self._replace_producer()
+            await self._send_now(outputs)
+        except Exception as exc:  # noqa: BLE001 - raised by flush()
+            self._failed = exc
+
+    def discard(self) -> None:
+        """Forget the sends since the last flush (the commit that needed them failed: they are
+        replayed) and replace the producer before the next send: an idempotent producer whose
+        batches failed may be left with a sequence gap, or a sender that gave up."""
+        inflight, self._inflight, self._failed = self._inflight, [], None
+        for fut, _ in inflight:
+            fut.add_done_callback(_retrieve)
+        self._replace = self.producer_factory is not None
+
+    async def _replace_producer(self) -> None:
+        assert self.producer_factory is not None
+        new = self.producer_factory()
+        try:
+            await new.start()  # raises while the broker is unreachable: the next send retries
+        except BaseException:
+            await _stop_quietly(new)
+            raise
+        old, self.producer, self._replace = self.producer, new, False
+        await _stop_quietly(old)
+
+    async def _send_now(self, outputs: list[Output]) -> None:
         groups: dict[tuple[str, int], list[Output]] = {}
         partitioner = self._partitioner
         for out in outputs:
@@ -118,6 +155,10 @@ class KafkaTransport:
     async def flush(self) -> dict[tuple[str, int], int]:
         """One flush instead of awaiting tens of thousands of futures; then surface any failed
         send (which aborts the commit) and collect end offsets per partition."""
+        if self._failed is not None:
+            failed = self._failed
+            self.discard()
+            raise failed
         if not self._inflight:
             return {}
         await self.producer.flush()
@@ -148,3 +189,12 @@ class KafkaTransport:
             # changelog positions, so the next owner (or we) can tell on open.
             log.warning("consumer offset commit failed during a rebalance (%s); local state is "
                         "ahead of the group", exc)
+
+
+async def _stop_quietly(producer: AIOKafkaProducer, timeout_s: float = 5.0) -> None:
+    """Stop a producer being replaced without waiting long for an unreachable broker (its
+    unsent batches belong to a commit that failed: they are produced again anyway)."""
+    try:
+        await asyncio.wait_for(producer.stop(), timeout_s)
+    except Exception as exc:  # noqa: BLE001 - it is discarded either way
+        log.debug("producer stop: %s", exc)

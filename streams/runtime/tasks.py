@@ -210,14 +210,15 @@ class TaskManager:
             try:
                 await self._open(task_id, sub)
             except (KafkaError, asyncio.TimeoutError, OSError) as exc:
-                if self.txns is None or classify(exc) != "retriable":
+                if classify(exc) != "retriable":
                     raise
                 # Broker unreachable: keep the task pending and try again later; one line
-                # when this starts and one when it ends.
+                # when this starts and one when it ends (INFO: the outage is the worker's
+                # WARNING line, this is its consequence).
                 self._pending[task_id] = sub
                 if not self._backoff:
-                    log.warning("task %s: cannot open (%s: %s); retrying with backoff",
-                                task_id, type(exc).__name__, exc)
+                    log.info("task %s: cannot open yet (%s: %s); retrying with backoff",
+                             task_id, type(exc).__name__, exc)
                 self._backoff = min(5.0, max(0.25, self._backoff * 2))
                 self._retry_at = time.monotonic() + self._backoff
                 return
@@ -271,9 +272,10 @@ class TaskManager:
             # read below include everything it committed, and it cannot commit any more.
             await self.txns.open(task_id)
         if not sub.stores:
+            # (exactly-once, or reopened after a failed commit: resume from the group's offsets)
             task = Task(self.topology, sub, partition, None, self.global_tables)
+            task.offsets = await self._committed(task.tps)
             if self.txns is not None:
-                task.offsets = await self._committed(task.tps)
                 self.txns.set_committed(task_id, task.offsets)
             await self._start_task(task)
             return
@@ -338,9 +340,9 @@ class TaskManager:
             off = task.offsets.get((tp.topic, tp.partition))
             if off is not None:
                 self.consumer.seek(tp, off)
-            elif self.txns is not None:
-                # Nothing committed yet; a reopened task (after an aborted transaction) must
-                # not continue from where the consumer had fetched to.
+            else:
+                # Nothing committed yet; a reopened task (after an aborted transaction or a
+                # failed commit) must not continue from where the consumer had fetched to.
                 await self.consumer.seek_to_beginning(tp)
         assignment = self.consumer.assignment()
         self.consumer.resume(*[tp for tp in tps if tp in assignment])

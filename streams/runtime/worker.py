@@ -39,7 +39,7 @@ from .lifecycle import BrokerWatch
 from .ordering import PAUSE_BUFFERED, PartitionGroup
 from .producer import KafkaTransport
 from .tasks import TaskManager
-from .transactions import EXACTLY_ONCE, FAIL_COMMIT_ENV, TaskTransactions
+from .transactions import EXACTLY_ONCE, FAIL_COMMIT_ENV, TaskTransactions, classify
 from .topics import RepartitionPurger, TopicLayoutError, prepare_topics
 from .tuning import tuning
 
@@ -119,17 +119,15 @@ class Worker:
             self.metrics_port = self.metrics.serve(s.metrics_host, s.metrics_port)
             log.info("metrics on http://%s:%d/metrics", s.metrics_host, self.metrics_port)
         tune = self.tuning
-        self.producer = AIOKafkaProducer(
-            **client_kwargs(self.kafka), acks="all", enable_idempotence=True,
-            linger_ms=tune.linger_ms,
-            max_batch_size=512 * 1024, request_timeout_ms=30000)
+        self.producer = self._new_producer()
         self.consumer = AIOKafkaConsumer(
             **client_kwargs(self.kafka), group_id=name, enable_auto_commit=False,
             auto_offset_reset="earliest", isolation_level="read_committed",
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_wait_ms=tune.fetch_max_wait_ms,
             session_timeout_ms=s.session_timeout_ms,
-            heartbeat_interval_ms=max(100, s.session_timeout_ms // 5), max_poll_interval_ms=300000)
+            heartbeat_interval_ms=max(100, s.session_timeout_ms // 5), max_poll_interval_ms=300000,
+            request_timeout_ms=max(s.request_timeout_ms, s.session_timeout_ms + 5000))
         await self.producer.start()
         await self.consumer.start()
         m = self.metrics
@@ -139,7 +137,8 @@ class Worker:
             on_produced=lambda topic, n: produced.labels(name, topic).inc(n),
             on_latency=m.e2e.labels(name).observe,
             latency_topics=self.topology.output_topics(),
-            on_commit_failed=m.commit_failures.labels(name).inc)
+            on_commit_failed=m.commit_failures.labels(name).inc,
+            producer_factory=self._new_producer)
         if self.global_tables is not None:
             keys = m.table_keys
             self.global_consumer = GlobalTableConsumer(
@@ -152,6 +151,7 @@ class Worker:
             results = self.metrics.transactions
             txns = TaskTransactions(
                 name, name, self.kafka, transaction_timeout_ms=s.transaction_timeout_ms,
+                request_timeout_ms=s.request_timeout_ms,
                 commit_timeout_s=max(10.0, 3 * s.commit_interval_ms / 1000),
                 on_produced=lambda topic, n: produced.labels(name, topic).inc(n),
                 on_result=lambda result: results.labels(name, result).inc(),
@@ -224,6 +224,13 @@ class Worker:
         finally:
             stop_wait.cancel()
 
+    def _new_producer(self) -> AIOKafkaProducer:
+        """The at-least-once producer (a new one replaces it after a failed commit)."""
+        return AIOKafkaProducer(
+            **client_kwargs(self.kafka), acks="all", enable_idempotence=True,
+            linger_ms=self.tuning.linger_ms, max_batch_size=512 * 1024,
+            request_timeout_ms=self.settings.request_timeout_ms)
+
     async def _shutdown(self, commit: bool) -> None:
         name = self.topology.name
         if commit:
@@ -245,8 +252,9 @@ class Worker:
             await self.global_consumer.stop()
         if self.consumer is not None:
             await self.consumer.stop()
-        if self.producer is not None:
-            await self.producer.stop()
+        producer = self.transport.producer if self.transport is not None else self.producer
+        if producer is not None:  # (the transport's: replaced after a failed commit)
+            await producer.stop()
         await self.purger.close()
         log.info("worker for %s stopped", name)
 
@@ -417,9 +425,15 @@ class Worker:
                 committed = await self.tasks.commit_transactions()
             else:
                 committed = await checkpoint.commit(self.tasks.running.values(), self.transport)
-        except Exception:
+        except Exception as exc:
             self.metrics.commit_failures.labels(self.topology.name).inc()
-            raise
+            # (ops) at-least-once: a commit that failed for a reason retrying fixes (the broker
+            # is away, a leader not elected yet) is replayed, never fatal. Exactly-once commits
+            # handle that per task (commit_transactions) and raise only what is fatal.
+            if self.exactly_once or classify(exc) != "retriable":
+                raise
+            await self._replay_from_last_commit(exc)
+            return
         if committed:
             self.outage_log.recovered()
             await self.purger.committed(committed)
@@ -437,6 +451,23 @@ class Worker:
         for table, n in keys.items():
             self.metrics.table_keys.labels(name, table).set(n)
 
+    async def _replay_from_last_commit(self, exc: BaseException) -> None:
+        """At-least-once: nothing of the failed commit moved past what reached Kafka (its
+        flush or offset commit failed). Every running task forgets its uncommitted changes and
+        is reopened from its last commit by the main loop, with backoff until the broker
+        answers; its input since then is processed again (outputs may repeat, state never
+        double-counts). The producer is replaced before the next send."""
+        assert self.tasks is not None and self.transport is not None
+        running = list(self.tasks.running)
+        # (the outage itself is already one WARNING line: this is its consequence)
+        level = logging.INFO if self.outage_log.down_since is not None else logging.WARNING
+        log.log(level, "commit failed (%s: %s): %d tasks resume from their last commit",
+                type(exc).__name__, str(exc)[:200], len(running))
+        self.transport.discard()
+        for task_id in running:
+            await self.tasks.drop(task_id, reopen=True)
+        self._since_commit, self._last_commit = 0, time.monotonic()
+
     # -- rebalancing (called by aiokafka's coordinator; only bookkeeping and the final commit) ----
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
         assert self.tasks is not None
@@ -453,6 +484,14 @@ class Worker:
                 else:
                     self.tasks.close()
             except Exception as exc:  # noqa: BLE001
+                if not self.exactly_once and classify(exc) == "retriable":
+                    # (ops) the broker was away: the tasks were closed without their final
+                    # commit; whoever owns them next resumes from their last commit.
+                    log.info("revoked tasks closed without a final commit (%s: %s)",
+                             type(exc).__name__, str(exc)[:200])
+                    if self.transport is not None:
+                        self.transport.discard()
+                    return
                 # A failed send: nothing may be committed any more (see run()).
                 self.fail(exc)
 

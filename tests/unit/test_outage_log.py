@@ -95,3 +95,15 @@ def test_a_session_expired_after_an_outage_is_one_info_line_else_a_warning() -> 
     lines = kept(outage, expired)  # no outage: the event loop was blocked, say
     assert [level for level, _ in lines] == ["WARNING"]
     assert "session expired (no heartbeat answered" in lines[0][1]
+
+
+def test_a_retried_request_is_not_an_outage() -> None:
+    outage = BrokerOutageLog(Clock())
+    retried = ["Got error produce response on topic-partition TopicPartition(topic='rides', "
+               "partition=3), retrying. Error: <class 'aiokafka.errors.NotLeaderForPartitionError'>",
+               "Failed fetch offsets from 1: [Error 6] NotLeaderForPartitionError: rides-3",
+               "Got error produce response: [Error 7] RequestTimedOutError"]
+    lines = kept(outage, retried * 20, logging.WARNING)
+    assert [level for level, _ in lines] == ["INFO"]
+    assert lines[0][1].startswith("broker request failed, retrying (Got error produce")
+    assert outage.down_since is None
