@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from ..config import Settings
 from ..dsl.topology import Topology
@@ -31,6 +30,7 @@ from ..kafka.clients import KafkaConnection, client_kwargs
 from ..kafka.outage import BrokerOutageLog
 from ..metrics import Metrics
 from . import checkpoint
+from .assignor import ShapeCheckingAssignor, TopologyMismatch
 from .compile import subtopologies
 from .global_tables import GlobalTableConsumer, GlobalTables
 from .idle import IdleTracker
@@ -108,6 +108,10 @@ class Worker:
         self._fatal = exc
         self._stopping.set()
 
+    def _refused(self, why: str) -> None:
+        """The group runs another shape of this topology (see streams.runtime.assignor)."""
+        self.fail(TopologyMismatch(why))
+
     async def run(self) -> None:
         s, name = self.settings, self.topology.name
         try:
@@ -123,7 +127,7 @@ class Worker:
         self.consumer = AIOKafkaConsumer(
             **client_kwargs(self.kafka), group_id=name, enable_auto_commit=False,
             auto_offset_reset="earliest", isolation_level="read_committed",
-            partition_assignment_strategy=(RangePartitionAssignor,),
+            partition_assignment_strategy=(ShapeCheckingAssignor(self.topology, self._refused),),
             max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_wait_ms=tune.fetch_max_wait_ms,
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=max(100, s.session_timeout_ms // 5), max_poll_interval_ms=300000,
