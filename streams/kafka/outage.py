@@ -83,7 +83,7 @@ class BrokerOutageLog(logging.Filter):
         self._outage_ended: float | None = None
         self._last_seen: dict[str, float] = {}  # kind -> when it last occurred
 
-    # -- the outage ---------------------------------------------------------------------------------
+    # -- the outage -------------------------------------------------------------------------
     def lost(self, detail: str) -> None:
         """The broker cannot be reached (a connection watch noticed): one WARNING, unless an
         outage is already being reported."""
@@ -104,7 +104,7 @@ class BrokerOutageLog(logging.Filter):
         return ("broker unreachable (%s); retrying, further connection errors are not logged "
                 "until it is back")
 
-    # -- the filter ---------------------------------------------------------------------------------
+    # -- the filter -------------------------------------------------------------------------
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING or not record.name.startswith("aiokafka"):
             return True

@@ -123,7 +123,9 @@ class ShapeCheckingAssignor(AbstractPartitionAssignor):
         self.started_ms = int(time.time() * 1000) if started_ms is None else started_ms
         self.on_refused = on_refused
 
-    def metadata(self, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:  # type: ignore[override]
+    # (aiokafka declares these as classmethods; instances are used the same way)
+    def metadata(self,  # type: ignore[override]
+                 topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
         doc = {"fingerprint": self.shape.fingerprint, "started_ms": self.started_ms,
                "shape": asdict(self.shape)}
         return ConsumerProtocolMemberMetadata(self.version, sorted(topics),
@@ -165,7 +167,8 @@ class ShapeCheckingAssignor(AbstractPartitionAssignor):
                 f"every worker of the old one first, or under a new topology name (README: "
                 f"rolling out a new version)")
 
-    def on_assignment(self, assignment: ConsumerProtocolMemberAssignment) -> None:  # type: ignore[override]
+    def on_assignment(self,  # type: ignore[override]
+                      assignment: ConsumerProtocolMemberAssignment) -> None:
         doc = _decode(assignment.user_data) if assignment.user_data else None
         if doc is not None and "refused" in doc:
             self.on_refused(str(doc["refused"]))

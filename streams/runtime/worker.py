@@ -422,7 +422,7 @@ class Worker:
     # -- commit -----------------------------------------------------------------------------------
     async def _commit(self) -> None:
         assert self.transport is not None and self.tasks is not None
-        self._update_lag()  # every assigned partition, whether or not it had input (ops)
+        self._update_lag()  # consumer lag of every assigned partition, with input or not
         started = time.monotonic()
         try:
             if self.exactly_once:
@@ -431,9 +431,10 @@ class Worker:
                 committed = await checkpoint.commit(self.tasks.running.values(), self.transport)
         except Exception as exc:
             self.metrics.commit_failures.labels(self.topology.name).inc()
-            # (ops) at-least-once: a commit that failed for a reason retrying fixes (the broker
-            # is away, a leader not elected yet) is replayed, never fatal. Exactly-once commits
-            # handle that per task (commit_transactions) and raise only what is fatal.
+            # Outage handling, at-least-once: a commit that failed for a reason retrying fixes
+            # (the broker is away, a leader not elected yet) is replayed, never fatal.
+            # Exactly-once commits handle that per task (commit_transactions) and raise only
+            # what is fatal.
             if self.exactly_once or classify(exc) != "retriable":
                 raise
             await self._replay_from_last_commit(exc)
@@ -489,8 +490,8 @@ class Worker:
                     self.tasks.close()
             except Exception as exc:  # noqa: BLE001
                 if not self.exactly_once and classify(exc) == "retriable":
-                    # (ops) the broker was away: the tasks were closed without their final
-                    # commit; whoever owns them next resumes from their last commit.
+                    # Outage handling: the broker was away; the tasks were closed without
+                    # their final commit, whoever owns them next resumes from their last one.
                     log.info("revoked tasks closed without a final commit (%s: %s)",
                              type(exc).__name__, str(exc)[:200])
                     if self.transport is not None:

@@ -2,14 +2,17 @@
 
 One private broker (stopped and started here; the shared one must never stop) and two
 topologies at once: payments (exactly-once) and trip_stats (at-least-once), each worker busy
-with a backlog when the broker goes away. The outage outlasts every client timeout the workers
-are configured with (request 5 s, session 6 s, transaction 10 s), so every failure an outage of
-any length produces happens: expired batches, failed commits and transactions, an expired group
-session, leaders not yet elected when the broker is back. Afterwards nothing is lost or doubled:
+with a backlog when the broker goes away. The workers' client timeouts are made small (request
+5 s, session 6 s, transaction 10 s, commit 10 s; the consumer's request timeout is the session
+timeout + 5 s = 11 s) and the outage outlasts every one of them (12 s of sleep plus the
+broker's stop and restart), so what an outage of any length produces happens here: expired
+requests, failed commits and transactions, an expired group session, leaders not yet elected
+when the broker is back. Afterwards nothing is lost or doubled:
 payments' exactly-once invariants hold; trip_stats' driver totals equal the oracle. Each worker
 logs the outage as one WARNING and its end as one INFO line, and no ERROR.
 
-``STREAMS_TEST_OUTAGE_S`` lengthens the outage (default 20 s: longer only adds waiting).
+``STREAMS_TEST_OUTAGE_S`` lengthens the outage (default 12 s: past every timeout above, longer
+only adds waiting; a 60 s outage passes too).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from tests.integration.tables_support import driver_totals_oracle, latest_by_key
 pytestmark = pytest.mark.broker
 
 PRIVATE_PORT = 19592  # (and its controller on +1)
-OUTAGE_S = float(os.environ.get("STREAMS_TEST_OUTAGE_S", "20"))
+OUTAGE_S = float(os.environ.get("STREAMS_TEST_OUTAGE_S", "12"))
 TIMEOUTS = {"session_timeout_ms": 6000, "request_timeout_ms": 5000, "commit_interval_ms": 500}
 
 
@@ -56,15 +59,15 @@ def test_busy_workers_ride_out_a_broker_outage(workers: Any, tmp_path: Path) -> 
         fresh_topics(kafka)
         delete_topology_topics(kafka, trip_stats)
         create_topology_topics(kafka, trip_stats, partitions=4)
-        payments = generate.events("payments", 8000, seed=31, accounts=100)
-        rides = generate.events("trip_stats", 40000, seed=32)
+        payments = generate.events("payments", 5000, seed=31, accounts=100)
+        rides = generate.events("trip_stats", 16000, seed=32)
         pay = workers("payments", kafka, tmp_path / "state-p",
                       args=config(tmp_path, "payments", transaction_timeout_ms=10000))
         trips = workers("trip_stats", kafka, tmp_path / "state-t", args=config(tmp_path, "trips"))
         pay.wait_assigned()
         trips.wait_assigned()
-        feed(kafka, payments[:6000], rate=None).join(60)
-        produce(kafka, rides[:30000])
+        feed(kafka, payments[:4000], rate=None).join(60)
+        produce(kafka, rides[:12000])
         # Busy: outputs are coming out, and the backlog is far from processed.
         deadline = time.monotonic() + 60
         while not (read_topic(kafka, "payment-results", expect=1, timeout=5)
@@ -76,8 +79,8 @@ def test_busy_workers_ride_out_a_broker_outage(workers: Any, tmp_path: Path) -> 
         time.sleep(OUTAGE_S)
         broker.start(PRIVATE_PORT, verbose=False)
         print(f"outage: stopping {t1 - t0:.1f} s, down {time.monotonic() - t0:.1f} s")
-        feed(kafka, payments[6000:], rate=None).join(60)
-        produce(kafka, rides[30000:])
+        feed(kafka, payments[4000:], rate=None).join(60)
+        produce(kafka, rides[12000:])
 
         check_invariants(kafka, payments, results_timeout=180)
         print(f"payments checked {time.monotonic() - t0:.1f} s after the stop")

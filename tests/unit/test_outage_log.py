@@ -100,7 +100,8 @@ def test_a_session_expired_after_an_outage_is_one_info_line_else_a_warning() -> 
 def test_a_retried_request_is_not_an_outage() -> None:
     outage = BrokerOutageLog(Clock())
     retried = ["Got error produce response on topic-partition TopicPartition(topic='rides', "
-               "partition=3), retrying. Error: <class 'aiokafka.errors.NotLeaderForPartitionError'>",
+               "partition=3), retrying. Error: "
+               "<class 'aiokafka.errors.NotLeaderForPartitionError'>",
                "Failed fetch offsets from 1: [Error 6] NotLeaderForPartitionError: rides-3",
                "Got error produce response: [Error 7] RequestTimedOutError"]
     lines = kept(outage, retried * 20, logging.WARNING)

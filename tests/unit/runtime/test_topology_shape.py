@@ -31,7 +31,8 @@ class Cluster:
 def test_the_fingerprint_covers_version_and_shape_but_not_code() -> None:
     same_code_other_lambda = Topology("rides", version="1")
     same_code_other_lambda.stream("rides-in").map(lambda r: {**r}).to("rides-out")
-    assert TopologyShape.of(v1()).fingerprint == TopologyShape.of(same_code_other_lambda).fingerprint
+    other = TopologyShape.of(same_code_other_lambda)
+    assert TopologyShape.of(v1()).fingerprint == other.fingerprint
     renamed = Topology("rides", version="1b")
     renamed.stream("rides-in").map(lambda r: r).to("rides-out")
     assert TopologyShape.of(v1()).fingerprint != TopologyShape.of(renamed).fingerprint
