@@ -55,6 +55,8 @@ _CONNECTION = ("Unable connect to", "Unable to update metadata", "Unable to requ
 _TRANSIENT = ("Got error produce response", "NotLeaderForPartition", "LeaderNotAvailable",
               "RequestTimedOut", "UnknownTopicOrPartition", "Failed fetch offsets from")
 
+_AIOKAFKA_BOOKKEEPING = "MessageAccumulator._pop_batch"
+
 #: A repeated event (coordinator not ready, session expired) is logged again only after this
 #: long without it.
 EPISODE_GAP_S = 30.0
@@ -106,6 +108,14 @@ class BrokerOutageLog(logging.Filter):
 
     # -- the filter -------------------------------------------------------------------------
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "asyncio" and _AIOKAFKA_BOOKKEEPING in str(record.msg) + str(
+                record.args):
+            # aiokafka's producer trips over its own batch bookkeeping when a transaction
+            # fails mid-flight (a KeyError in a callback); the transaction is aborted and the
+            # task reopened anyway, so this is no event of its own.
+            self._rewrite(record, logging.DEBUG, "aiokafka batch bookkeeping error after a "
+                          "failed transaction (ignored)", None)
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
         if record.levelno < logging.WARNING or not record.name.startswith("aiokafka"):
             return True
         message = record.getMessage()

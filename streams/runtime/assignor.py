@@ -76,6 +76,11 @@ class TopologyShape:
         return cls(topology.name, topology.version, tuple(sorted(lines)), tuple(sorted(tables)),
                    tuple(sorted(topics)))
 
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> TopologyShape:
+        return cls(str(doc["name"]), str(doc["version"]), tuple(doc["nodes"]),
+                   tuple(doc["tables"]), tuple(doc["topics"]))
+
     @property
     def fingerprint(self) -> str:
         doc = json.dumps(asdict(self), sort_keys=True).encode()
@@ -152,14 +157,12 @@ class ShapeCheckingAssignor(AbstractPartitionAssignor):
 
     @staticmethod
     def _refusal(mine: dict[str, Any] | None, group: dict[str, Any]) -> str:
-        theirs = TopologyShape(**{k: v if isinstance(v, str) else tuple(v)
-                                  for k, v in group["shape"].items()})
+        theirs = TopologyShape.from_json(group["shape"])
         since = datetime.fromtimestamp(group["started_ms"] / 1000, timezone.utc)
         if mine is None or "shape" not in mine:
             what = "this worker sent no topology shape"
         else:
-            shape = TopologyShape(**{k: v if isinstance(v, str) else tuple(v)
-                                     for k, v in mine["shape"].items()})
+            shape = TopologyShape.from_json(mine["shape"])
             what = shape.differences(theirs)
         return (f"topology {theirs.name!r} differs from the version its consumer group runs "
                 f"(fingerprint {group['fingerprint']}, running since "

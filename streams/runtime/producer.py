@@ -97,10 +97,10 @@ class KafkaTransport:
         try:
             await new.start()  # raises while the broker is unreachable: the next send retries
         except BaseException:
-            await _stop_quietly(new)
+            await stop_producer(new)
             raise
         old, self.producer, self._replace = self.producer, new, False
-        await _stop_quietly(old)
+        await stop_producer(old)
 
     async def _send_now(self, outputs: list[Output]) -> None:
         groups: dict[tuple[str, int], list[Output]] = {}
@@ -191,10 +191,27 @@ class KafkaTransport:
                         "ahead of the group", exc)
 
 
-async def _stop_quietly(producer: AIOKafkaProducer, timeout_s: float = 5.0) -> None:
-    """Stop a producer being replaced without waiting long for an unreachable broker (its
-    unsent batches belong to a commit that failed: they are produced again anyway)."""
+async def stop_producer(producer: AIOKafkaProducer, timeout_s: float = 5.0) -> None:
+    """Stop a producer without waiting long for an unreachable broker (its unsent batches
+    belong to a commit that failed or a transaction that is abandoned: they are produced again
+    anyway). aiokafka's ``stop()`` waits until every batch is delivered and, cut short, leaves
+    its tasks pending; so the batches get ``timeout_s`` to be delivered, and if they are not,
+    the producer's sender and connections are closed without ``stop()`` (aiokafka internals,
+    in this one place)."""
+    try:
+        await asyncio.wait_for(producer.flush(), timeout_s)
+    except Exception as exc:  # noqa: BLE001 - abandoned below
+        log.debug("producer flush before stop: %s", exc)
+        sender = getattr(producer, "_sender", None)
+        try:
+            if sender is not None:
+                await sender.close()
+            await producer.client.close()
+        except Exception as close_exc:  # noqa: BLE001 - discarded either way
+            log.debug("producer close: %s", close_exc)
+        producer._closed = True  # noqa: SLF001 - stop() would wait for the batches again
+        return
     try:
         await asyncio.wait_for(producer.stop(), timeout_s)
-    except Exception as exc:  # noqa: BLE001 - it is discarded either way
+    except Exception as exc:  # noqa: BLE001 - discarded either way
         log.debug("producer stop: %s", exc)

@@ -138,6 +138,8 @@ class TaskManager:
         assert self.txns is not None
         result = await self.txns.commit(list(self.running.values()))
         fatal: list[str] = []
+        aborted: list[str] = []
+        first = ""
         for task_id, exc in result.failed.items():
             kind = classify(exc)
             if kind == "fenced":
@@ -145,13 +147,17 @@ class TaskManager:
                             "group assigns it again", task_id)
                 await self.drop(task_id)
             elif kind == "retriable":
-                log.warning("task %s: transaction aborted (%s: %s): reopening it from its last "
-                            "commit", task_id, type(exc).__name__, exc)
+                if not aborted:  # one line for all of them (a lost broker fails every task)
+                    first = f"{type(exc).__name__}: {str(exc)[:200]}"
+                aborted.append(str(task_id))
                 await self.drop(task_id, reopen=True)
             else:
                 await self.drop(task_id)
                 fatal.append(f"task {task_id}: transaction could not commit "
                              f"({type(exc).__name__}: {exc})")
+        if aborted:
+            log.warning("transactions aborted (%s): %d tasks reopen from their last commit: %s",
+                        first, len(aborted), ", ".join(sorted(aborted)))
         if fatal:
             raise TransactionCommitFailed("; ".join(fatal))
         return result.committed

@@ -60,7 +60,7 @@ from aiokafka.errors import InvalidProducerEpoch, KafkaConnectionError, KafkaErr
 
 from ..kafka.clients import Kafka, client_kwargs
 from ..state.meta import Offsets, TaskId
-from .producer import KafkaTransport
+from .producer import KafkaTransport, stop_producer
 from .task import Task
 
 log = logging.getLogger(__name__)
@@ -254,6 +254,7 @@ class TaskTransactions:
         except BaseException:
             # The producer's transaction state is unknown now (aiokafka may be mid-request):
             # it is never reused; the next owner's init_transactions ends the transaction.
+            tp.transport.discard()  # (its sends' failures are this one: nothing to report)
             await self.close(task.id)
             raise
         tp.committed = offsets
@@ -283,10 +284,7 @@ class TaskTransactions:
 async def _stop(producer: AIOKafkaProducer, timeout_s: float = 5.0) -> None:
     """Stop a producer without waiting long for an unreachable broker (its unsent records
     belong to a transaction that is abandoned anyway)."""
-    try:
-        await asyncio.wait_for(producer.stop(), timeout_s)
-    except (asyncio.TimeoutError, KafkaError) as exc:
-        log.debug("producer stop: %s", exc)
+    await stop_producer(producer, timeout_s)
 
 
 __all__ = ["EXACTLY_ONCE", "FAIL_COMMIT_ENV", "CommitResult",

@@ -37,7 +37,7 @@ from .idle import IdleTracker
 from .lag import end_offset, fetch_position, partition_lag
 from .lifecycle import BrokerWatch
 from .ordering import PAUSE_BUFFERED, PartitionGroup
-from .producer import KafkaTransport
+from .producer import KafkaTransport, stop_producer
 from .tasks import TaskManager
 from .transactions import EXACTLY_ONCE, FAIL_COMMIT_ENV, TaskTransactions, classify
 from .topics import RepartitionPurger, TopicLayoutError, prepare_topics
@@ -258,7 +258,7 @@ class Worker:
             await self.consumer.stop()
         producer = self.transport.producer if self.transport is not None else self.producer
         if producer is not None:  # (the transport's: replaced after a failed commit)
-            await producer.stop()
+            await stop_producer(producer, timeout_s=30.0)  # (not forever with the broker away)
         await self.purger.close()
         log.info("worker for %s stopped", name)
 
@@ -411,7 +411,7 @@ class Worker:
             task = self.tasks.task_for(tp)
             end = end_offset(self.consumer, tp)
             processed = task.offsets.get((tp.topic, tp.partition)) if task else None
-            if end is None or processed is None:
+            if task is None or end is None or processed is None:
                 continue  # not running yet (opening, restoring) or never fetched
             entry = self._groups.get(task.id)
             held = entry[1].buffered(tp.topic) if entry is not None and entry[0] is task else 0
@@ -464,10 +464,9 @@ class Worker:
         double-counts). The producer is replaced before the next send."""
         assert self.tasks is not None and self.transport is not None
         running = list(self.tasks.running)
-        # (the outage itself is already one WARNING line: this is its consequence)
-        level = logging.INFO if self.outage_log.down_since is not None else logging.WARNING
-        log.log(level, "commit failed (%s: %s): %d tasks resume from their last commit",
-                type(exc).__name__, str(exc)[:200], len(running))
+        log.warning("commit failed (%s: %s): %d tasks resume from their last commit; their "
+                    "input since then is processed again", type(exc).__name__, str(exc)[:200],
+                    len(running))
         self.transport.discard()
         for task_id in running:
             await self.tasks.drop(task_id, reopen=True)

@@ -1,15 +1,16 @@
 """A broker outage while workers are busy: both processing guarantees ride it out.
 
-One private broker (stopped and started here; the shared one must never stop) and two
-topologies at once: payments (exactly-once) and trip_stats (at-least-once), each worker busy
-with a backlog when the broker goes away. The workers' client timeouts are made small (request
-5 s, session 6 s, transaction 10 s, commit 10 s; the consumer's request timeout is the session
-timeout + 5 s = 11 s) and the outage outlasts every one of them (12 s of sleep plus the
-broker's stop and restart), so what an outage of any length produces happens here: expired
-requests, failed commits and transactions, an expired group session, leaders not yet elected
-when the broker is back. Afterwards nothing is lost or doubled:
-payments' exactly-once invariants hold; trip_stats' driver totals equal the oracle. Each worker
-logs the outage as one WARNING and its end as one INFO line, and no ERROR.
+One private broker (crashed and restarted here; the shared one must never stop) and two
+topologies at once: payments (exactly-once) and trip_stats (at-least-once), both busy when the
+broker is killed: input keeps arriving until just before, so outputs are in flight and
+transactions open. The workers' client timeouts are made small (request 5 s, session 6 s,
+transaction 10 s, commit 10 s; the consumer's request timeout is the session timeout + 5 s =
+11 s) and the outage outlasts every one of them (12 s of sleep plus the broker's restart), so
+what an outage of any length produces happens here: expired requests, failed commits and
+transactions, an expired group session, leaders not yet elected when the broker is back.
+Afterwards nothing is lost or doubled: payments' exactly-once invariants hold; trip_stats'
+driver totals equal the oracle. Each worker logs the outage as one WARNING and its end as one
+INFO line, and no ERROR.
 
 ``STREAMS_TEST_OUTAGE_S`` lengthens the outage (default 12 s: past every timeout above, longer
 only adds waiting; a 60 s outage passes too).
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -66,21 +68,38 @@ def test_busy_workers_ride_out_a_broker_outage(workers: Any, tmp_path: Path) -> 
         trips = workers("trip_stats", kafka, tmp_path / "state-t", args=config(tmp_path, "trips"))
         pay.wait_assigned()
         trips.wait_assigned()
-        feed(kafka, payments[:4000], rate=None).join(60)
-        produce(kafka, rides[:12000])
-        # Busy: outputs are coming out, and the backlog is far from processed.
+        produce(kafka, rides[:6000])  # a backlog for trip_stats
+        feed(kafka, payments[:1000], rate=None).join(60)
+        sent = {"payments": 1000, "rides": 6000}
         deadline = time.monotonic() + 60
         while not (read_topic(kafka, "payment-results", expect=1, timeout=5)
                    and read_topic(kafka, "driver-totals", expect=1, timeout=5)):
             assert time.monotonic() < deadline, "no outputs before the outage"
+        stop_feeding = threading.Event()
+
+        def feeder() -> None:  # input keeps arriving until just before the crash
+            while not stop_feeding.is_set():
+                for events, name in ((payments, "payments"), (rides, "rides")):
+                    chunk = events[sent[name]:sent[name] + 100]
+                    produce(kafka, chunk)
+                    sent[name] += len(chunk)
+                time.sleep(0.1)
+
+        feeding = threading.Thread(target=feeder, daemon=True)
+        feeding.start()
+        time.sleep(3)
+        stop_feeding.set()
+        feeding.join(30)
+        assert sent["payments"] < len(payments) and sent["rides"] < len(rides), sent
+        # Crash the broker right after the last input: both workers are mid-interval, with
+        # outputs in flight and (payments) transactions open.
         t0 = time.monotonic()
-        broker.stop(PRIVATE_PORT)
-        t1 = time.monotonic()
+        broker.kill(PRIVATE_PORT)
         time.sleep(OUTAGE_S)
         broker.start(PRIVATE_PORT, verbose=False)
-        print(f"outage: stopping {t1 - t0:.1f} s, down {time.monotonic() - t0:.1f} s")
-        feed(kafka, payments[4000:], rate=None).join(60)
-        produce(kafka, rides[12000:])
+        print(f"outage: down {time.monotonic() - t0:.1f} s; fed before it {sent}")
+        feed(kafka, payments[sent["payments"]:], rate=None).join(60)
+        produce(kafka, rides[sent["rides"]:])
 
         check_invariants(kafka, payments, results_timeout=180)
         print(f"payments checked {time.monotonic() - t0:.1f} s after the stop")

@@ -108,3 +108,12 @@ def test_a_retried_request_is_not_an_outage() -> None:
     assert [level for level, _ in lines] == ["INFO"]
     assert lines[0][1].startswith("broker request failed, retrying (Got error produce")
     assert outage.down_since is None
+
+
+def test_aiokafkas_batch_bookkeeping_error_after_a_failed_transaction_is_not_an_error() -> None:
+    outage = BrokerOutageLog(Clock())
+    trip = record("Exception in callback MessageAccumulator._pop_batch.<locals>.cb(<Future "
+                  "finished exception=ProducerFenced()>)\nhandle: <Handle ...>", name="asyncio")
+    assert not outage.filter(trip)  # DEBUG
+    other = record("Exception in callback something_of_ours()", name="asyncio")
+    assert outage.filter(other) and other.levelname == "ERROR"
