@@ -148,7 +148,7 @@ class TaskManager:
                 await self.drop(task_id)
             elif kind == "retriable":
                 if not aborted:  # one line for all of them (a lost broker fails every task)
-                    first = f"{type(exc).__name__}: {str(exc)[:200]}"
+                    first = type(exc).__name__ + (f": {str(exc)[:200]}" if str(exc) else "")
                 aborted.append(str(task_id))
                 await self.drop(task_id, reopen=True)
             else:

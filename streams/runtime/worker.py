@@ -464,8 +464,9 @@ class Worker:
         double-counts). The producer is replaced before the next send."""
         assert self.tasks is not None and self.transport is not None
         running = list(self.tasks.running)
-        log.warning("commit failed (%s: %s): %d tasks resume from their last commit; their "
-                    "input since then is processed again", type(exc).__name__, str(exc)[:200],
+        log.warning("commit failed (%s): %d tasks resume from their last commit; their input "
+                    "since then is processed again",
+                    type(exc).__name__ + (f": {str(exc)[:200]}" if str(exc) else ""),
                     len(running))
         self.transport.discard()
         for task_id in running:
