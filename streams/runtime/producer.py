@@ -87,7 +87,7 @@ class KafkaTransport:
         replayed) and replace the producer before the next send: an idempotent producer whose
         batches failed may be left with a sequence gap, or a sender that gave up."""
         inflight, self._inflight, self._failed = self._inflight, [], None
-        for fut, _ in inflight:
+        for fut, *_ in inflight:
             fut.add_done_callback(_retrieve)
         self._replace = self.producer_factory is not None
 

@@ -16,6 +16,9 @@ class Batch:
     def append(self, **_: Any) -> int:
         return 1
 
+    def size(self) -> int:
+        return 10
+
 
 class FakeProducer:
     def __init__(self, fail: bool) -> None:
