@@ -11,7 +11,7 @@ from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, RebalanceInProgressError
+from aiokafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 from aiokafka.partitioner import DefaultPartitioner
 
 from ..state.meta import Offsets
@@ -71,16 +71,17 @@ class KafkaTransport:
         return parts
 
     async def send(self, outputs: list[Output]) -> None:
-        """Hand ``outputs`` to the producer; a failure is kept for :meth:`flush` to raise (the
-        commit fails, so these outputs are produced again after the replay)."""
+        """Hand ``outputs`` to the producer. A Kafka failure (the broker unreachable, a
+        timeout) is kept for :meth:`flush` to raise: the commit fails, so these outputs are
+        produced again after the replay. Anything else (a bug, a record too large) raises."""
         if not outputs or self._failed is not None:
             return
         try:
             if self._replace:
                 await self._replace_producer()
             await self._send_now(outputs)
-        except Exception as exc:  # noqa: BLE001 - raised by flush()
-            self._failed = exc
+        except (KafkaError, asyncio.TimeoutError, ConnectionError) as exc:
+            self._failed = exc  # raised by flush()
 
     def discard(self) -> None:
         """Forget the sends since the last flush (the commit that needed them failed: they are
