@@ -11,7 +11,7 @@ from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
+from aiokafka.errors import CommitFailedError, RebalanceInProgressError
 from aiokafka.partitioner import DefaultPartitioner
 
 from ..state.meta import Offsets
@@ -27,6 +27,12 @@ E2E_SAMPLES_PER_BATCH = 8
 def _retrieve(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
         fut.exception()
+
+
+def _from_kafka_client(exc: BaseException) -> bool:
+    """A failure of the Kafka client (what a lost broker raises), not of our code."""
+    return (isinstance(exc, (asyncio.TimeoutError, ConnectionError))
+            or type(exc).__module__.startswith("aiokafka"))
 
 
 class KafkaTransport:
@@ -80,7 +86,9 @@ class KafkaTransport:
             if self._replace:
                 await self._replace_producer()
             await self._send_now(outputs)
-        except (KafkaError, asyncio.TimeoutError, ConnectionError) as exc:
+        except Exception as exc:  # noqa: BLE001
+            if not _from_kafka_client(exc):
+                raise
             self._failed = exc  # raised by flush()
 
     def discard(self) -> None:
