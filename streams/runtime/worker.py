@@ -413,11 +413,19 @@ class Worker:
             processed = task.offsets.get((tp.topic, tp.partition)) if task else None
             if task is None or end is None or processed is None:
                 continue  # not running yet (opening, restoring) or never fetched
-            entry = self._groups.get(task.id)
-            held = entry[1].buffered(tp.topic) if entry is not None and entry[0] is task else 0
             lags[(tp.topic, tp.partition)] = partition_lag(
-                end, processed, fetch_position(self.consumer, tp), held)
+                end, processed, fetch_position(self.consumer, tp),
+                self._held_unprocessed(task, tp.topic))
         self.metrics.set_lag(lags, complete=complete)
+
+    def _held_unprocessed(self, task: Any, topic: str) -> int:
+        """Records of ``topic`` fetched for ``task`` and held unprocessed in its timestamp-order
+        buffer (kept by the task itself, or by the worker for it)."""
+        buffered = getattr(task, "buffered", None)
+        if buffered is not None:
+            return int(buffered(topic))
+        entry = getattr(self, "_groups", {}).get(task.id)
+        return entry[1].buffered(topic) if entry is not None and entry[0] is task else 0
 
     # -- commit -----------------------------------------------------------------------------------
     async def _commit(self) -> None:
