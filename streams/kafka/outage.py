@@ -57,6 +57,15 @@ _TRANSIENT = ("Got error produce response", "NotLeaderForPartition", "LeaderNotA
 
 _AIOKAFKA_BOOKKEEPING = "MessageAccumulator._pop_batch"
 
+
+def _aiokafka_leftover(record: logging.LogRecord) -> bool:
+    """An asyncio error record about aiokafka's own callbacks or futures."""
+    if _AIOKAFKA_BOOKKEEPING in str(record.msg):
+        return True
+    exc = record.exc_info[1] if record.exc_info else None
+    return ("exception was never retrieved" in str(record.msg) and exc is not None
+            and type(exc).__module__.startswith("aiokafka"))
+
 #: A repeated event (coordinator not ready, session expired) is logged again only after this
 #: long without it.
 EPISODE_GAP_S = 30.0
@@ -108,13 +117,13 @@ class BrokerOutageLog(logging.Filter):
 
     # -- the filter -------------------------------------------------------------------------
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name == "asyncio" and _AIOKAFKA_BOOKKEEPING in str(record.msg) + str(
-                record.args):
-            # aiokafka's producer trips over its own batch bookkeeping when a transaction
-            # fails mid-flight (a KeyError in a callback); the transaction is aborted and the
-            # task reopened anyway, so this is no event of its own.
-            self._rewrite(record, logging.DEBUG, "aiokafka batch bookkeeping error after a "
-                          "failed transaction (ignored)", None)
+        if record.name == "asyncio" and _aiokafka_leftover(record):
+            # An abandoned producer's internals after a failed transaction: aiokafka trips over
+            # its batch bookkeeping (a KeyError in a callback) and leaves the failure of its
+            # internal futures unretrieved. The transaction is aborted and the task reopened
+            # anyway (one WARNING line), so these are no events of their own.
+            self._rewrite(record, logging.DEBUG, "aiokafka internals of an abandoned producer "
+                          "(ignored): %s", str(record.msg).split("\n", 1)[0][:200])
             return logging.getLogger().isEnabledFor(logging.DEBUG)
         if record.levelno < logging.WARNING or not record.name.startswith("aiokafka"):
             return True

@@ -5,8 +5,10 @@ that is not ready yet and a session that expired in an outage are not "broker un
 from __future__ import annotations
 
 import logging
+import sys
 
 import pytest
+from aiokafka.errors import ProducerFenced
 
 from streams.kafka.outage import AFTERMATH_S, EPISODE_GAP_S, BrokerOutageLog
 
@@ -117,3 +119,16 @@ def test_aiokafkas_batch_bookkeeping_error_after_a_failed_transaction_is_not_an_
     assert not outage.filter(trip)  # DEBUG
     other = record("Exception in callback something_of_ours()", name="asyncio")
     assert outage.filter(other) and other.levelname == "ERROR"
+    try:
+        raise ProducerFenced()
+    except ProducerFenced:
+        fenced = logging.LogRecord("asyncio", logging.ERROR, __file__, 1,
+                                   "Future exception was never retrieved\nfuture: <Future>",
+                                   None, sys.exc_info())
+    assert not outage.filter(fenced) and fenced.exc_info is None
+    try:
+        raise ValueError("ours")
+    except ValueError:
+        ours = logging.LogRecord("asyncio", logging.ERROR, __file__, 1,
+                                 "Future exception was never retrieved", None, sys.exc_info())
+    assert outage.filter(ours) and ours.exc_info is not None
