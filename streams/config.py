@@ -77,6 +77,9 @@ class Settings:
     commit_every_records: int = 50000
     max_batch_records: int = 5000
     session_timeout_ms: int = 15000
+    # How long a client waits for one broker request; a lost broker is retried past it (the
+    # worker rides out an outage of any length), it only decides when a try counts as failed.
+    request_timeout_ms: int = 30000
     # > 0: a task whose input is quiet this long has its stream time follow the wall clock, so
     # final windows close without a next event; records arriving after that may become late.
     idle_close_ms: int = 0

@@ -25,8 +25,11 @@ class Metrics:
                                 t + ["topic", "partition"], registry=r)
         self.produced = Counter("streams_events_produced_total", "Records produced",
                                 t + ["topic"], registry=r)
-        self.lag = Gauge("streams_consumer_lag", "High watermark minus position",
+        self.lag = Gauge("streams_consumer_lag",
+                         "Records not processed yet: last stable offset (read_committed) minus "
+                         "the processed position, trailing transaction markers excluded",
                          t + ["topic", "partition"], registry=r)
+        self._lag_partitions: set[tuple[str, int]] = set()
         self.processing = Histogram("streams_processing_seconds", "Time to process one batch",
                                     t, registry=r, buckets=_LATENCY_BUCKETS)
         self.e2e = Histogram("streams_end_to_end_latency_seconds",
@@ -93,6 +96,23 @@ class Metrics:
         dead_letters.clear()
         dropped.clear()
         late.clear()
+
+    def set_lag(self, lags: dict[tuple[str, int], int], complete: bool = False) -> None:
+        """Set ``streams_consumer_lag`` per (topic, partition). ``complete``: ``lags`` covers
+        every partition this worker owns, so the series of the others are removed (their new
+        owner reports them; a stale value here would add to its)."""
+        t = self.topology
+        for (topic, partition), lag in lags.items():
+            self.lag.labels(t, topic, str(partition)).set(lag)
+        if complete:
+            for topic, partition in self._lag_partitions - set(lags):
+                try:
+                    self.lag.remove(t, topic, str(partition))
+                except KeyError:
+                    pass
+            self._lag_partitions = set(lags)
+        else:
+            self._lag_partitions.update(lags)
 
     def serve(self, host: str, port: int) -> int:
         """Serve /metrics; if ``port`` is taken, use a free one. Returns the bound port."""

@@ -61,13 +61,20 @@ class Topology:
     the topology's own repartition or changelog topics as an input.
     """
 
-    def __init__(self, name: str, description: str = "", *, late_topic: str | None = None) -> None:
+    def __init__(self, name: str, description: str = "", *, late_topic: str | None = None,
+                 version: str = "") -> None:
         """``late_topic``: where windowed aggregations write the records they drop as late
-        (none by default: late records are only counted)."""
+        (none by default: late records are only counted).
+
+        ``version``: yours to declare (``Topology("trip_stats", version="2")``). It is part of
+        the topology's fingerprint, with its nodes, tables and topics: workers whose
+        fingerprints differ never run in one consumer group (the later one refuses to start);
+        see "Rolling out a new version" in the README."""
         if not _NAME.match(name):
             raise ValueError(f"topology name {name!r} may only use letters, digits, '.', '_', '-'")
         self.name = name
         self.description = description
+        self.version = version
         self.sources: list[n.SourceNode] = []
         self.stores: dict[str, StoreSpec] = {}
         self.late_topic = late_topic

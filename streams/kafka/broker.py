@@ -404,6 +404,12 @@ def _stop(paths: BrokerPaths, timeout: float = 30.0, sig: int = signal.SIGTERM) 
     return True
 
 
+def kill(port: int = DEFAULT_PORT) -> bool:
+    """Kill the broker on ``port`` abruptly (SIGKILL: a crash, for outage tests); False if none
+    was running."""
+    return _stop(BrokerPaths(port), timeout=30.0, sig=signal.SIGKILL)
+
+
 def wipe(port: int = DEFAULT_PORT) -> None:
     """Delete the broker's data (it must be stopped)."""
     shutil.rmtree(BrokerPaths(port).data, ignore_errors=True)

@@ -49,6 +49,12 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
+def _from_kafka_client(exc: BaseException) -> bool:
+    """A failure of the Kafka client (what a lost broker raises), not of our code."""
+    return (isinstance(exc, (asyncio.TimeoutError, ConnectionError))
+            or type(exc).__module__.startswith("aiokafka"))
+
+
 class KafkaTransport:
     """Sends outputs as one ``send_batch`` per partition and commits the group's offsets.
 
@@ -60,8 +66,15 @@ class KafkaTransport:
                  on_produced: Any = None,
                  on_latency: Callable[[float], None] | None = None,
                  latency_topics: Collection[str] = (),
-                 on_commit_failed: Callable[[], None] | None = None) -> None:
+                 on_commit_failed: Callable[[], None] | None = None,
+                 producer_factory: Callable[[], AIOKafkaProducer] | None = None) -> None:
         self.producer = producer
+        # Builds a replacement after a failed flush (see discard()); None: never replaced.
+        self.producer_factory = producer_factory
+        # A send that failed: the next flush raises it (a send never raises, so a lost broker
+        # reaches the commit, which decides what to do, instead of killing the processing).
+        self._failed: BaseException | None = None
+        self._replace = False
         self.consumer = consumer
         self.on_produced = on_produced  # f(topic, n): metrics
         # f(seconds) per sampled record of ``latency_topics`` (the topology's outputs), from the
@@ -85,8 +98,41 @@ class KafkaTransport:
         return parts
 
     async def send(self, outputs: list[Output]) -> None:
-        if not outputs:
+        """Hand ``outputs`` to the producer. A Kafka failure (the broker unreachable, a
+        timeout) is kept for :meth:`flush` to raise: the commit fails, so these outputs are
+        produced again after the replay. Anything else (a bug, a record too large) raises."""
+        if not outputs or self._failed is not None:
             return
+        try:
+            if self._replace:
+                await self._replace_producer()
+            await self._send_now(outputs)
+        except Exception as exc:  # noqa: BLE001
+            if not _from_kafka_client(exc):
+                raise
+            self._failed = exc  # raised by flush()
+
+    def discard(self) -> None:
+        """Forget the sends since the last flush (the commit that needed them failed: they are
+        replayed) and replace the producer before the next send: an idempotent producer whose
+        batches failed may be left with a sequence gap, or a sender that gave up."""
+        inflight, self._inflight, self._failed = self._inflight, [], None
+        for fut, *_ in inflight:
+            fut.add_done_callback(_retrieve)
+        self._replace = self.producer_factory is not None
+
+    async def _replace_producer(self) -> None:
+        assert self.producer_factory is not None
+        new = self.producer_factory()
+        try:
+            await new.start()  # raises while the broker is unreachable: the next send retries
+        except BaseException:
+            await stop_producer(new)
+            raise
+        old, self.producer, self._replace = self.producer, new, False
+        await stop_producer(old)
+
+    async def _send_now(self, outputs: list[Output]) -> None:
         groups: dict[tuple[str, int], list[Output]] = {}
         partitioner = self._partitioner
         for out in outputs:
@@ -141,6 +187,10 @@ class KafkaTransport:
     async def flush(self) -> dict[tuple[str, int], int]:
         """One flush instead of awaiting tens of thousands of futures; then surface any failed
         send (which aborts the commit) and collect end offsets per partition."""
+        if self._failed is not None:
+            failed = self._failed
+            self.discard()
+            raise failed
         if not self._inflight:
             return {}
         await self.producer.flush()
@@ -177,3 +227,29 @@ class KafkaTransport:
             # changelog positions, so the next owner (or we) can tell on open.
             log.warning("consumer offset commit failed during a rebalance (%s); local state is "
                         "ahead of the group", exc)
+
+
+async def stop_producer(producer: AIOKafkaProducer, timeout_s: float = 5.0) -> None:
+    """Stop a producer without waiting long for an unreachable broker (its unsent batches
+    belong to a commit that failed or a transaction that is abandoned: they are produced again
+    anyway). aiokafka's ``stop()`` waits until every batch is delivered and, cut short, leaves
+    its tasks pending; so the batches get ``timeout_s`` to be delivered, and if they are not,
+    the producer's sender and connections are closed without ``stop()`` (aiokafka internals,
+    in this one place)."""
+    try:
+        await asyncio.wait_for(producer.flush(), timeout_s)
+    except Exception as exc:  # noqa: BLE001 - abandoned below
+        log.debug("producer flush before stop: %s", exc)
+        sender = getattr(producer, "_sender", None)
+        try:
+            if sender is not None:
+                await sender.close()
+            await producer.client.close()
+        except Exception as close_exc:  # noqa: BLE001 - discarded either way
+            log.debug("producer close: %s", close_exc)
+        producer._closed = True  # noqa: SLF001 - stop() would wait for the batches again
+        return
+    try:
+        await asyncio.wait_for(producer.stop(), timeout_s)
+    except Exception as exc:  # noqa: BLE001 - discarded either way
+        log.debug("producer stop: %s", exc)

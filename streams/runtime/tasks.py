@@ -141,6 +141,8 @@ class TaskManager:
         assert self.txns is not None
         result = await self.txns.commit(list(self.running.values()))
         fatal: list[str] = []
+        aborted: list[str] = []
+        first = ""
         for task_id, exc in result.failed.items():
             kind = classify(exc)
             if kind == "fenced":
@@ -148,13 +150,17 @@ class TaskManager:
                             "group assigns it again", task_id)
                 await self.drop(task_id)
             elif kind == "retriable":
-                log.warning("task %s: transaction aborted (%s: %s): reopening it from its last "
-                            "commit", task_id, type(exc).__name__, exc)
+                if not aborted:  # one line for all of them (a lost broker fails every task)
+                    first = type(exc).__name__ + (f": {str(exc)[:200]}" if str(exc) else "")
+                aborted.append(str(task_id))
                 await self.drop(task_id, reopen=True)
             else:
                 await self.drop(task_id)
                 fatal.append(f"task {task_id}: transaction could not commit "
                              f"({type(exc).__name__}: {exc})")
+        if aborted:
+            log.warning("transactions aborted (%s): %d tasks reopen from their last commit: %s",
+                        first, len(aborted), ", ".join(sorted(aborted)))
         if fatal:
             raise TransactionCommitFailed("; ".join(fatal))
         return result.committed
@@ -213,14 +219,15 @@ class TaskManager:
             try:
                 await self._open(task_id, sub)
             except (KafkaError, asyncio.TimeoutError, OSError) as exc:
-                if self.txns is None or classify(exc) != "retriable":
+                if classify(exc) != "retriable":
                     raise
                 # Broker unreachable: keep the task pending and try again later; one line
-                # when this starts and one when it ends.
+                # when this starts and one when it ends (INFO: the outage is the worker's
+                # WARNING line, this is its consequence).
                 self._pending[task_id] = sub
                 if not self._backoff:
-                    log.warning("task %s: cannot open (%s: %s); retrying with backoff",
-                                task_id, type(exc).__name__, exc)
+                    log.info("task %s: cannot open yet (%s: %s); retrying with backoff",
+                             task_id, type(exc).__name__, exc)
                 self._backoff = min(5.0, max(0.25, self._backoff * 2))
                 self._retry_at = time.monotonic() + self._backoff
                 return
@@ -278,9 +285,10 @@ class TaskManager:
             self.restoring[task_id] = opened
             return
         task = opened
+        if task.store is None:
+            # (exactly-once, or reopened after a failed commit: resume from the group's offsets)
+            task.offsets = await self._committed(task.tps)
         if self.txns is not None:
-            if task.store is None:
-                task.offsets = await self._committed(task.tps)
             self.txns.set_committed(task_id, task.offsets)
         await self._start_task(task)
 
@@ -310,9 +318,9 @@ class TaskManager:
             off = task.offsets.get((tp.topic, tp.partition))
             if off is not None:
                 self.consumer.seek(tp, off)
-            elif self.txns is not None:
-                # Nothing committed yet; a reopened task (after an aborted transaction) must
-                # not continue from where the consumer had fetched to.
+            else:
+                # Nothing committed yet; a reopened task (after an aborted transaction or a
+                # failed commit) must not continue from where the consumer had fetched to.
                 await self.consumer.seek_to_beginning(tp)
         assignment = self.consumer.assignment()
         self.consumer.resume(*[tp for tp in tps if tp in assignment])

@@ -36,11 +36,14 @@ Failures of a task's commit (:func:`classify`):
 
 * ``fenced``: another owner took the task. It is dropped (uncommitted changes abandoned,
   producer closed, partitions paused) until the group assigns it again;
-* ``retriable`` (broker unreachable, timeouts): the transaction is abandoned (closing the
-  producer; the next ``init_transactions`` aborts it) and the task is reopened from its last
-  committed state, its input re-read from its committed offsets;
-* ``fatal``: anything else (a record too large, authorization): the worker stops with one line;
-  nothing of the transaction is committed.
+* ``retriable`` (broker unreachable for however long, timeouts, leaders not elected yet, a
+  producer whose sender gave up): the transaction is abandoned (closing the producer; the next
+  ``init_transactions`` aborts it) and the task is reopened from its last committed state, its
+  input re-read from its committed offsets; reopening retries with backoff until the broker
+  answers;
+* ``fatal``: what retrying cannot fix (a record too large, authorization, an incompatible
+  broker) and errors that are not Kafka's: the worker stops with one line; nothing of the
+  transaction is committed.
 """
 
 from __future__ import annotations
@@ -52,12 +55,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import (InvalidProducerEpoch, KafkaConnectionError, KafkaError,
-                             KafkaTimeoutError, ProducerFenced)
+from aiokafka import errors
+from aiokafka.errors import InvalidProducerEpoch, KafkaConnectionError, KafkaError, ProducerFenced
 
 from ..kafka.clients import Kafka, client_kwargs
 from ..state.meta import Offsets, TaskId
-from .producer import KafkaTransport
+from .producer import KafkaTransport, stop_producer
 from .task import Task
 
 log = logging.getLogger(__name__)
@@ -75,13 +78,33 @@ class InjectedFailure(KafkaConnectionError):
     """Raised by the test hook :data:`FAIL_COMMIT_ENV` (handled as a retriable failure)."""
 
 
+# Failures that happen again however often the transaction is retried: the worker stops.
+# Everything else a Kafka client raises (a lost broker, timeouts, a leader not elected yet after
+# a restart, aiokafka's "Unexpected error during batch delivery" when its sender gave up, an
+# expired batch's sequence gap) ends with an abort and a reopen from the last commit, which is
+# always safe under exactly-once: nothing of the transaction became visible.
+_PERMANENT: tuple[type[BaseException], ...] = (
+    errors.TopicAuthorizationFailedError, errors.GroupAuthorizationFailedError,
+    errors.ClusterAuthorizationFailedError, errors.TransactionalIdAuthorizationFailed,
+    errors.SaslAuthenticationFailed, errors.AuthenticationFailedError,
+    errors.MessageSizeTooLargeError, errors.RecordListTooLargeError, errors.RecordTooLargeError,
+    errors.InvalidTopicError, errors.InvalidTimestampError, errors.UnsupportedVersionError,
+    errors.UnsupportedForMessageFormatError, errors.IncompatibleBrokerVersion,
+    errors.InvalidTransactionTimeout, errors.KafkaConfigurationError,
+    errors.UnsupportedCodecError, errors.PolicyViolationError, errors.InvalidRequiredAcksError)
+
+
 def classify(exc: BaseException) -> FailureKind:
-    """What a failed transactional commit means for its task (see the module docstring)."""
+    """What a failed commit (or task open) means for its task (see the module docstring).
+
+    ``retriable`` covers every outage symptom, however long the broker is away; ``fatal`` is
+    kept for what a retry cannot fix (authorization, a record the broker refuses, an
+    incompatible broker) and for errors that are not Kafka's (a bug must not loop)."""
     if isinstance(exc, (ProducerFenced, InvalidProducerEpoch)):
         return "fenced"
-    if isinstance(exc, (asyncio.TimeoutError, KafkaConnectionError, KafkaTimeoutError)):
-        return "retriable"
-    if isinstance(exc, KafkaError) and getattr(exc, "retriable", False):
+    if isinstance(exc, _PERMANENT):
+        return "fatal"
+    if isinstance(exc, (KafkaError, asyncio.TimeoutError, ConnectionError)):
         return "retriable"
     return "fatal"
 
@@ -125,6 +148,7 @@ class TaskTransactions:
 
     def __init__(self, topology: str, group_id: str, bootstrap: Kafka, *,
                  transaction_timeout_ms: int, commit_timeout_s: float,
+                 request_timeout_ms: int = 30000,
                  on_produced: Callable[[str, int], None] | None = None,
                  on_result: Callable[[str], None] | None = None,
                  fail_commit: str | None = None) -> None:
@@ -132,6 +156,7 @@ class TaskTransactions:
         self.group_id = group_id
         self.bootstrap = bootstrap
         self.transaction_timeout_ms = transaction_timeout_ms
+        self.request_timeout_ms = request_timeout_ms
         self.commit_timeout_s = commit_timeout_s
         self.on_produced = on_produced
         self.on_result = on_result  # f("committed" | "aborted" | "fenced"): metrics
@@ -146,7 +171,8 @@ class TaskTransactions:
             **client_kwargs(self.bootstrap), transactional_id=transactional_id(
                 self.topology, task_id),
             transaction_timeout_ms=self.transaction_timeout_ms, enable_idempotence=True,
-            acks="all", linger_ms=5, max_batch_size=512 * 1024, request_timeout_ms=30000)
+            acks="all", linger_ms=5, max_batch_size=512 * 1024,
+            request_timeout_ms=self.request_timeout_ms)
         try:
             await producer.start()
             await asyncio.wait_for(_fence_previous_owner(producer), self.commit_timeout_s)
@@ -228,6 +254,7 @@ class TaskTransactions:
         except BaseException:
             # The producer's transaction state is unknown now (aiokafka may be mid-request):
             # it is never reused; the next owner's init_transactions ends the transaction.
+            tp.transport.discard()  # (its sends' failures are this one: nothing to report)
             await self.close(task.id)
             raise
         tp.committed = offsets
@@ -257,10 +284,7 @@ class TaskTransactions:
 async def _stop(producer: AIOKafkaProducer, timeout_s: float = 5.0) -> None:
     """Stop a producer without waiting long for an unreachable broker (its unsent records
     belong to a transaction that is abandoned anyway)."""
-    try:
-        await asyncio.wait_for(producer.stop(), timeout_s)
-    except (asyncio.TimeoutError, KafkaError) as exc:
-        log.debug("producer stop: %s", exc)
+    await stop_producer(producer, timeout_s)
 
 
 __all__ = ["EXACTLY_ONCE", "FAIL_COMMIT_ENV", "CommitResult",

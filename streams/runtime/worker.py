@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import IllegalStateError
 
 from ..config import Settings
 from ..dsl.topology import Topology
@@ -33,14 +31,16 @@ from ..kafka.outage import BrokerOutageLog
 from ..metrics import Metrics
 from ..state.store import StateCorrupted, StateStorageError
 from . import checkpoint
+from .assignor import ShapeCheckingAssignor, TopologyMismatch
 from .compile import subtopologies
 from .global_tables import GlobalTableConsumer, GlobalTables
 from .idle import IdleTracker
+from .lag import end_offset, fetch_position, partition_lag
 from .lifecycle import BrokerWatch
 from .ordering import PAUSE_BUFFERED, PartitionGroup
-from .producer import KafkaTransport
+from .producer import KafkaTransport, stop_producer
 from .tasks import TaskManager
-from .transactions import EXACTLY_ONCE, FAIL_COMMIT_ENV, TaskTransactions
+from .transactions import EXACTLY_ONCE, FAIL_COMMIT_ENV, TaskTransactions, classify
 from .topics import RepartitionPurger, TopicLayoutError, prepare_topics
 from .tuning import tuning
 
@@ -119,6 +119,10 @@ class Worker:
         self._fatal = exc
         self._stopping.set()
 
+    def _refused(self, why: str) -> None:
+        """The group runs another shape of this topology (see streams.runtime.assignor)."""
+        self.fail(TopologyMismatch(why))
+
     async def run(self) -> None:
         s, name = self.settings, self.topology.name
         try:
@@ -130,17 +134,15 @@ class Worker:
             self.metrics_port = self.metrics.serve(s.metrics_host, s.metrics_port)
             log.info("metrics on http://%s:%d/metrics", s.metrics_host, self.metrics_port)
         tune = self.tuning
-        self.producer = AIOKafkaProducer(
-            **client_kwargs(self.kafka), acks="all", enable_idempotence=True,
-            linger_ms=tune.linger_ms,
-            max_batch_size=512 * 1024, request_timeout_ms=30000)
+        self.producer = self._new_producer()
         self.consumer = AIOKafkaConsumer(
             **client_kwargs(self.kafka), group_id=name, enable_auto_commit=False,
             auto_offset_reset="earliest", isolation_level="read_committed",
-            partition_assignment_strategy=(RangePartitionAssignor,),
+            partition_assignment_strategy=(ShapeCheckingAssignor(self.topology, self._refused),),
             max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_wait_ms=tune.fetch_max_wait_ms,
             session_timeout_ms=s.session_timeout_ms,
-            heartbeat_interval_ms=max(100, s.session_timeout_ms // 5), max_poll_interval_ms=300000)
+            heartbeat_interval_ms=max(100, s.session_timeout_ms // 5), max_poll_interval_ms=300000,
+            request_timeout_ms=max(s.request_timeout_ms, s.session_timeout_ms + 5000))
         await self.producer.start()
         await self.consumer.start()
         m = self.metrics
@@ -150,7 +152,8 @@ class Worker:
             on_produced=lambda topic, n: produced.labels(name, topic).inc(n),
             on_latency=m.e2e.labels(name).observe,
             latency_topics=self.topology.output_topics(),
-            on_commit_failed=m.commit_failures.labels(name).inc)
+            on_commit_failed=m.commit_failures.labels(name).inc,
+            producer_factory=self._new_producer)
         if self.global_tables is not None:
             keys = m.table_keys
             self.global_consumer = GlobalTableConsumer(
@@ -163,6 +166,7 @@ class Worker:
             results = self.metrics.transactions
             txns = TaskTransactions(
                 name, name, self.kafka, transaction_timeout_ms=s.transaction_timeout_ms,
+                request_timeout_ms=s.request_timeout_ms,
                 commit_timeout_s=max(10.0, 3 * s.commit_interval_ms / 1000),
                 on_produced=lambda topic, n: produced.labels(name, topic).inc(n),
                 on_result=lambda result: results.labels(name, result).inc(),
@@ -174,10 +178,8 @@ class Worker:
             task_options={"partitions": self.partitions,
                           "max_task_idle_ms": s.max_task_idle_ms,
                           "max_future_ms": s.max_future_ms})
-        # A regained connection also ends the outage log's suppression: an idle worker may not
-        # commit (its other "recovered" signal) for a long time.
-        watch = asyncio.ensure_future(BrokerWatch(
-            self.consumer, s.broker, on_regained=self.outage_log.recovered).run())
+        # Broker lost / back: one line each, whether the watch or aiokafka's errors notice first.
+        watch = asyncio.ensure_future(BrokerWatch(self.consumer, s.broker, self.outage_log).run())
         clean = False
         try:
             if self.global_consumer is not None:
@@ -247,6 +249,13 @@ class Worker:
         finally:
             stop_wait.cancel()
 
+    def _new_producer(self) -> AIOKafkaProducer:
+        """The at-least-once producer (a new one replaces it after a failed commit)."""
+        return AIOKafkaProducer(
+            **client_kwargs(self.kafka), acks="all", enable_idempotence=True,
+            linger_ms=self.tuning.linger_ms, max_batch_size=512 * 1024,
+            request_timeout_ms=self.settings.request_timeout_ms)
+
     async def _shutdown(self, commit: bool) -> None:
         name = self.topology.name
         if commit:
@@ -271,8 +280,9 @@ class Worker:
             await self.global_consumer.stop()
         if self.consumer is not None:
             await self.consumer.stop()
-        if self.producer is not None:
-            await self.producer.stop()
+        producer = self.transport.producer if self.transport is not None else self.producer
+        if producer is not None:  # (the transport's: replaced after a failed commit)
+            await stop_producer(producer, timeout_s=30.0)  # (not forever with the broker away)
         await self.purger.close()
         log.info("worker for %s stopped", name)
 
@@ -448,22 +458,38 @@ class Worker:
             self.metrics.count_task_events(task.dead_letters, task.dropped, task.late)
             await self._send(task)
 
-    def _update_lag(self, tps: Iterable[TopicPartition]) -> None:
+    # -- consumer lag (see streams.runtime.lag) -------------------------------------------------
+    def _update_lag(self, tps: Iterable[TopicPartition] | None = None) -> None:
+        """``streams_consumer_lag`` of ``tps``; ``None``: of every assigned partition (at each
+        commit, so partitions without new input are current too), and the series of partitions
+        this worker no longer owns are removed."""
         assert self.consumer is not None and self.tasks is not None
-        for tp in tps:
-            try:
-                high = self.consumer.highwater(tp)
-            except (IllegalStateError, KeyError):
-                continue
+        complete = tps is None
+        lags: dict[tuple[str, int], int] = {}
+        for tp in (self.consumer.assignment() if tps is None else tps):
             task = self.tasks.task_for(tp)
-            pos = task.offsets.get((tp.topic, tp.partition)) if task else None
-            if high is not None and pos is not None:
-                self.metrics.lag.labels(self.topology.name, tp.topic, str(tp.partition)).set(
-                    max(0, high - pos))
+            end = end_offset(self.consumer, tp)
+            processed = task.offsets.get((tp.topic, tp.partition)) if task else None
+            if task is None or end is None or processed is None:
+                continue  # not running yet (opening, restoring) or never fetched
+            lags[(tp.topic, tp.partition)] = partition_lag(
+                end, processed, fetch_position(self.consumer, tp),
+                self._held_unprocessed(task, tp.topic))
+        self.metrics.set_lag(lags, complete=complete)
+
+    def _held_unprocessed(self, task: Any, topic: str) -> int:
+        """Records of ``topic`` fetched for ``task`` and held unprocessed in its timestamp-order
+        buffer (kept by the task itself, or by the worker for it)."""
+        buffered = getattr(task, "buffered", None)
+        if buffered is not None:
+            return int(buffered(topic))
+        entry = getattr(self, "_groups", {}).get(task.id)
+        return entry[1].buffered(topic) if entry is not None and entry[0] is task else 0
 
     # -- commit -----------------------------------------------------------------------------------
     async def _commit(self) -> None:
         assert self.transport is not None and self.tasks is not None
+        self._update_lag()  # consumer lag of every assigned partition, with input or not
         started = time.monotonic()
         # Every commit carries the tasks' latest progress downstream (inside the transaction).
         for task in list(self.tasks.running.values()):
@@ -476,9 +502,16 @@ class Worker:
                 committed = await self.tasks.commit_transactions()
             else:
                 committed = await checkpoint.commit(self.tasks.running.values(), self.transport)
-        except Exception:
+        except Exception as exc:
             self.metrics.commit_failures.labels(self.topology.name).inc()
-            raise
+            # Outage handling, at-least-once: a commit that failed for a reason retrying fixes
+            # (the broker is away, a leader not elected yet) is replayed, never fatal.
+            # Exactly-once commits handle that per task (commit_transactions) and raise only
+            # what is fatal.
+            if self.exactly_once or classify(exc) != "retriable":
+                raise
+            await self._replay_from_last_commit(exc)
+            return
         if committed:
             self.outage_log.recovered()
             await self.purger.committed(committed)
@@ -496,6 +529,23 @@ class Worker:
         for table, n in keys.items():
             self.metrics.table_keys.labels(name, table).set(n)
 
+    async def _replay_from_last_commit(self, exc: BaseException) -> None:
+        """At-least-once: nothing of the failed commit moved past what reached Kafka (its
+        flush or offset commit failed). Every running task forgets its uncommitted changes and
+        is reopened from its last commit by the main loop, with backoff until the broker
+        answers; its input since then is processed again (outputs may repeat, state never
+        double-counts). The producer is replaced before the next send."""
+        assert self.tasks is not None and self.transport is not None
+        running = list(self.tasks.running)
+        log.warning("commit failed (%s): %d tasks resume from their last commit; their input "
+                    "since then is processed again",
+                    type(exc).__name__ + (f": {str(exc)[:200]}" if str(exc) else ""),
+                    len(running))
+        self.transport.discard()
+        for task_id in running:
+            await self.tasks.drop(task_id, reopen=True)
+        self._since_commit, self._last_commit = 0, time.monotonic()
+
     # -- rebalancing (called by aiokafka's coordinator; only bookkeeping and the final commit) ----
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
         assert self.tasks is not None
@@ -511,6 +561,14 @@ class Worker:
                 else:
                     self.tasks.close()
             except Exception as exc:  # noqa: BLE001
+                if not self.exactly_once and classify(exc) == "retriable":
+                    # Outage handling: the broker was away; the tasks were closed without
+                    # their final commit, whoever owns them next resumes from their last one.
+                    log.info("revoked tasks closed without a final commit (%s: %s)",
+                             type(exc).__name__, str(exc)[:200])
+                    if self.transport is not None:
+                        self.transport.discard()
+                    return
                 # A failed send: nothing may be committed any more (see run()).
                 self.fail(exc)
 

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from streams.config import ConfigError, load_settings
 from streams.logs import JsonFormatter
+from streams.kafka.outage import BrokerOutageLog
 from streams.runtime.lifecycle import BrokerWatch
 from streams.runtime.producer import E2E_SAMPLES_PER_BATCH, KafkaTransport
 from streams.runtime.task import Output
@@ -167,21 +168,42 @@ def test_cli_rejects_an_unknown_mode_in_one_line() -> None:
 # -- broker lost / regained -------------------------------------------------------------------------
 def test_broker_lost_and_regained_are_one_line_each(caplog: pytest.LogCaptureFixture) -> None:
     state = {"up": True, "now": 0.0}
-    regained: list[float] = []
-    watch = BrokerWatch(None, "127.0.0.1:9092", grace_s=3.0,
-                        connected=lambda _c: state["up"], clock=lambda: state["now"],
-                        on_regained=lambda: regained.append(state["now"]))
-    caplog.set_level(logging.INFO, logger="streams.runtime.lifecycle")
+    clock = lambda: state["now"]  # noqa: E731
+    outage = BrokerOutageLog(clock)
+    watch = BrokerWatch(None, "127.0.0.1:9092", outage, grace_s=3.0,
+                        connected=lambda _c: state["up"], clock=clock)
+    caplog.set_level(logging.INFO, logger="streams.kafka.outage")
     timeline = [(0, True), (1, False), (2, False), (3, False), (4, False), (5, False),
                 (6, False), (9, True), (10, True), (11, False), (12, True)]
     for now, up in timeline:
         state["now"], state["up"] = float(now), up
         watch.check()
+        if now == 5:  # aiokafka's errors meanwhile: part of the same outage
+            assert not outage.filter(logging.LogRecord(
+                "aiokafka.client", logging.ERROR, __file__, 1, "Unable connect to node", None,
+                None))
     lines = [r.getMessage() for r in caplog.records]
-    assert lines == ["broker connection lost: no connection to 127.0.0.1:9092 for 3.0 s",
-                     "broker connection regained (127.0.0.1:9092) after 8.0 s"]
+    assert lines == ["broker unreachable (no connection to 127.0.0.1:9092 for 3.0 s); retrying, "
+                     "further connection errors are not logged until it is back",
+                     "broker reachable again after 5.0 s (1 connection errors not logged)"]
     assert [r.levelname for r in caplog.records] == ["WARNING", "INFO"]
-    assert regained == [9.0]  # once, when the lost connection came back (not for the 1 s blip)
+
+
+def test_an_outage_noticed_by_aiokafka_first_ends_when_connected_again(
+        caplog: pytest.LogCaptureFixture) -> None:
+    state = {"up": True, "now": 0.0}
+    clock = lambda: state["now"]  # noqa: E731
+    outage = BrokerOutageLog(clock)
+    watch = BrokerWatch(None, "b:9092", outage, grace_s=3.0,
+                        connected=lambda _c: state["up"], clock=clock)
+    caplog.set_level(logging.INFO, logger="streams.kafka.outage")
+    outage.filter(logging.LogRecord("aiokafka.client", logging.ERROR, __file__, 1,
+                                    "Unable connect to node", None, None))
+    watch.check()  # a connection not yet seen closed right after the error: no "back" yet
+    assert outage.down_since is not None
+    state["now"] = 4.0
+    watch.check()
+    assert [r.getMessage()[:28] for r in caplog.records] == ["broker reachable again after"]
 
 
 # -- JSON logs --------------------------------------------------------------------------------------

@@ -7,8 +7,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from aiokafka.errors import (InvalidProducerEpoch, KafkaConnectionError, ProducerFenced,
-                             RecordTooLargeError, RequestTimedOutError)
+from aiokafka.errors import (InvalidProducerEpoch, KafkaConnectionError, KafkaError,
+                             KafkaTimeoutError, LeaderNotAvailableError,
+                             NotLeaderForPartitionError, OutOfOrderSequenceNumber, ProducerFenced,
+                             RecordTooLargeError, RequestTimedOutError,
+                             TopicAuthorizationFailedError, TransactionalIdAuthorizationFailed)
 
 from streams.config import ConfigError, load_settings
 from streams.runtime.transactions import _positions_after_commit, classify, transactional_id
@@ -40,6 +43,15 @@ def test_bad_guarantee_settings_are_one_clear_error(tmp_path: Path, toml: str,
     (asyncio.TimeoutError(), "retriable"),
     (RecordTooLargeError(), "fatal"),
     (ValueError("bug"), "fatal"),
+    # what a broker outage and the broker's return look like to a transaction
+    (KafkaError("Unexpected error during batch delivery"), "retriable"),
+    (KafkaTimeoutError(), "retriable"),
+    (LeaderNotAvailableError(), "retriable"),
+    (NotLeaderForPartitionError(), "retriable"),
+    (OutOfOrderSequenceNumber(), "retriable"),
+    (ConnectionRefusedError(), "retriable"),
+    (TopicAuthorizationFailedError(), "fatal"),
+    (TransactionalIdAuthorizationFailed(), "fatal"),
 ])
 def test_failed_transactions_are_classified(exc: BaseException, kind: str) -> None:
     assert classify(exc) == kind
