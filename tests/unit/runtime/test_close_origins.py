@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from streams import JoinWindows, SessionWindows, SlidingWindows, Topology, TumblingWindows
 from streams.state.meta import ORIGIN_HEADER, decode_origin, header
@@ -127,6 +129,25 @@ def test_an_unmatched_close_replayed_after_a_crash_counts_once() -> None:
         assert d.table("kinds") == {"unmatched": 3}
 
 
+def test_unmatched_results_of_both_sides_of_an_asymmetric_outer_join_all_count() -> None:
+    """Left markers close ``after`` later than right ones here, so one close emits them out of
+    close-time order; each side has its own origin (its changelog), in close-time order."""
+    t = Topology("oclose")
+    a, b = t.stream("a", timestamp="ts"), t.stream("b", timestamp="ts")
+    (a.join(b, pair, JoinWindows(before=0, after=50), how="outer", name="j")
+      .group_by(lambda v: "left" if v["r"] is None else "right", name="side")
+      .count(name="sides"))
+    with TopologyTestDriver(t) as d:
+        d.pipe("a", "k1", rec("l1", 0))     # closes at 51
+        d.pipe("b", "k2", rec("r2", 30))    # closes at 31
+        d.pipe("a", "k3", rec("l3", 40))    # closes at 91
+        d.pipe("b", "k4", rec("r4", 60))    # closes r2 and l1
+        d.pipe("b", "k5", rec("r5", 100))   # closes r4 and l3
+        d.restart()
+        d.pipe("a", "k6", rec("l6", 300))   # closes r5
+        assert d.table("sides") == {"left": 2, "right": 3}
+
+
 def held_joins_counted() -> Topology:
     """A versioned-table join with grace (records held back, released later), re-keyed and
     counted."""
@@ -151,3 +172,40 @@ def test_records_released_by_a_versioned_join_after_a_restart_all_count() -> Non
         d.restart()
         d.pipe("clicks", "k7", rec("c7", 300))   # releases c6
         assert d.table("joined") == {"joined": 6}
+
+
+# -- property: every window that closes is counted once behind the repartition ------------------
+events = st.lists(
+    st.one_of(st.tuples(st.just("play"), st.sampled_from(["u1", "u2", "u3"]),
+                        st.integers(0, 1000)),
+              st.tuples(st.sampled_from(["commit", "restart", "crash"]))),
+    max_size=30)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=events)
+def test_every_closed_window_is_counted_once_whatever_restarts_and_crashes(events) -> None:
+    """Oracle (Kafka Streams' rules for tumbling windows, grace 0): stream time is the largest
+    timestamp seen; a record whose window ends at or before stream time (itself included) is
+    late and dropped; every other (key, window) closes exactly once, here by the end."""
+    size = 100
+    stream_time, windows = -1, set()
+    with TopologyTestDriver(closed_windows_counted("tumbling")) as d:
+        for event in events:
+            if event[0] == "play":
+                _, user, ts = event
+                d.pipe("plays", user, play(ts))
+                stream_time = max(stream_time, ts)
+                start = ts - ts % size
+                if start + size > stream_time:
+                    windows.add((user, start))
+            elif event[0] == "commit":
+                d.commit()
+            elif event[0] == "restart":
+                d.restart()
+            else:
+                d.restart(commit=False)
+                d.replay()
+        d.advance_stream_time(10_000)
+        assert d.table("closed").get("windows", 0) == len(windows)
