@@ -22,7 +22,14 @@
 * ``streams-progress`` on progress markers (null key and value) on repartition topics:
   ``<upstream partition>:<stream time>`` or ``...:idle`` (:mod:`streams.runtime.watermarks`).
 * ``streams-origin`` on repartition records: ``topic:partition:offset:index`` of the input
-  record they derive from.
+  record they derive from, ``index`` numbering the records one origin fans out to. A result no
+  one input record is behind (a final window result, an unmatched stream-stream join result, a
+  record released by a versioned join's grace) names its store's changelog and partition, and
+  its ``offset`` is the stream time at which its window closed (its close time, a function of
+  the window: the same on a replay, larger for every later close of that store and partition,
+  across restarts and rebalances), ``index`` numbering the results of one close in their emit
+  order. Dead letters of such results say the same: ``source-topic`` the changelog,
+  ``source-offset`` the close time.
 """
 
 from __future__ import annotations

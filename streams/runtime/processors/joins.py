@@ -73,7 +73,7 @@ class _UnmatchedCloser:
         if now <= self.closed_upto:
             return []
         self.closed_upto = now
-        closed: list[tuple[int, int, bytes, bool, Any, Any, str]] = []
+        closed: list[tuple[int, int, bytes, bool, Any, Any, str, int]] = []
         for i, (is_left, markers, closes, changelog) in enumerate(self.sides):
             low = self.min_ts[i]
             if low is not None and low + closes >= now:
@@ -82,7 +82,8 @@ class _UnmatchedCloser:
             popped, first = markers.pop_closed(self.gone_below[i], now - closes)
             order = 1 if is_left else 0  # right side first
             for key, ts, value in popped:
-                closed.append((ts, order, key_bytes(key), is_left, key, value, changelog))
+                closed.append((ts, order, key_bytes(key), is_left, key, value, changelog,
+                               ts + closes + 1))
             self.min_ts[i] = _NONE_LEFT if first is None else first
             self.gone_below[i] = now - closes
         if not closed:
@@ -90,9 +91,12 @@ class _UnmatchedCloser:
         closed.sort(key=lambda c: c[:3])  # stable: insertion order within one (ts, side, key)
         joiner = self.joiner
         out: list[Rec] = []
-        for ts, _side, kb, is_left, key, value, changelog in closed:
-            # (downstream dead letters of this result name the marker's record)
-            raw = _ClosedWindowRecord(changelog, self.partition, kb, json_dumps(value), ts)
+        for ts, _side, kb, is_left, key, value, changelog, closed_at in closed:
+            # (downstream dead letters of this result name the marker's record; its origin
+            # position is the stream time its window closed at: per side (changelog), markers
+            # close in timestamp order, so that position only grows)
+            raw = _ClosedWindowRecord(changelog, self.partition, kb, json_dumps(value), ts,
+                                      closed_at)
             try:
                 result = joiner(value, None) if is_left else joiner(None, value)
                 if result is None:

@@ -45,7 +45,12 @@ class SinkProc(Processor):
 
     def _origin(self, rec: Rec) -> bytes:
         """``topic:partition:offset:index`` of the input record; index numbers the records one
-        input fans out to, so a replay is recognised record by record downstream."""
+        input fans out to, so a replay is recognised record by record downstream. The
+        downstream task skips positions at or below the highest it applied per (topic,
+        partition), so positions must only grow and be the same on a replay: a result emitted
+        when a window closes has the window's close time as its offset (its raw names the
+        store's changelog), and all results of one close reach the sink together, in a
+        deterministic order, so their indexes are too (:mod:`streams.state.meta`)."""
         raw = rec.raw
         origin = (raw.topic, raw.partition, raw.offset)
         if origin == self._last_origin:

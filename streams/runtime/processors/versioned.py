@@ -89,8 +89,11 @@ class VersionedTableJoinProc(Processor):
                 self._join(rec, out)
                 continue
             now = clock(rec)
-            if rec.ts < now - grace:
-                self._join(rec, out)  # too old to wait for anything: joined at once (Kafka)
+            if rec.ts <= now - grace:
+                # too old to wait for anything: joined at once (Kafka). One at ``now - grace``
+                # would be released at once, too, but the records of its time may have left
+                # already: a release time stays with the records released together.
+                self._join(rec, out)
                 continue
             try:
                 buffer.add(key, rec.ts, value)
@@ -121,10 +124,11 @@ class VersionedTableJoinProc(Processor):
         if up_to < self._held_from or self.buffer is None:
             return
         for key, ts, value in self.buffer.pop_range(self._held_from, up_to):
-            # No input record is behind a released one any more: its raw names the buffer.
+            # No input record is behind a released one any more: its raw names the buffer, and
+            # its origin position is its release time (records leave in timestamp order).
             raw = _ClosedWindowRecord(self.changelog, self.ctx.partition,
                                       None if key is None else str(key).encode(),
-                                      json_dumps(value), ts)
+                                      json_dumps(value), ts, ts + self.grace)
             self._join(Rec(key, value, ts, raw), out)
         self._held_from = up_to + 1
 

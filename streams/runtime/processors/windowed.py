@@ -29,15 +29,20 @@ _NONE = object()
 
 
 class _ClosedWindowRecord:
-    """The ``raw`` of a final result emitted when a window closes (no input record caused it
-    alone): names the window store, so a dead letter downstream still says where it came
-    from."""
+    """The ``raw`` of a result emitted when a window closes (no input record caused it alone):
+    names the store's changelog, so a dead letter downstream still says where it came from,
+    and takes the window's close time as its offset. That is its origin position behind a
+    repartition (:mod:`streams.state.meta`): a later close of the same store and partition has
+    a larger close time, across batches, restarts and rebalances, and a replayed close has the
+    same one, so the downstream task tells new results from replays. Hence the rule for every
+    user: all results of one close time leave in one batch, in a deterministic order, and
+    results of later close times after them."""
 
     __slots__ = ("topic", "partition", "offset", "key", "value", "timestamp", "headers")
 
     def __init__(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
-                 timestamp: int) -> None:
-        self.topic, self.partition, self.offset = topic, partition, -1
+                 timestamp: int, closed_at: int) -> None:
+        self.topic, self.partition, self.offset = topic, partition, closed_at
         self.key, self.value, self.timestamp, self.headers = key, value, timestamp, []
 
 
@@ -97,11 +102,14 @@ class _WindowAggregateProc(Processor):
             key, value, headers = fit_copy(raw.key, raw.value, headers)  # always fits
             ctx.send(node.late_topic, key, value, rec.ts, headers)
 
-    def closed_output(self, key: Any, agg: Any, start: int, end: int, ts: int) -> Rec:
+    def closed_output(self, key: Any, agg: Any, start: int, end: int, ts: int,
+                      closed_at: int) -> Rec:
+        """The final result of a window that closes at stream time ``closed_at`` (its close
+        time: a function of the window alone, not of when stream time got there)."""
         rec = self.output(key, agg, start, end, ts, None)
         rec.raw = _ClosedWindowRecord(self.changelog, self.ctx.partition,
                                       None if key is None else str(key).encode(),
-                                      json_dumps(rec.value), ts)
+                                      json_dumps(rec.value), ts, closed_at)
         return rec
 
     def _close_until(self, now: int) -> None:
@@ -261,7 +269,8 @@ class TimeWindowAggregateProc(_WindowAggregateProc):
                 # the window's largest record timestamp (a window stored without one: the
                 # largest timestamp it can hold)
                 out.append(self.closed_output(key, agg, start, end,
-                                              end - 1 if newest is None else newest))
+                                              end - 1 if newest is None else newest,
+                                              end + self.grace))
             self.store.delete(key, start)
         return out
 
@@ -327,7 +336,8 @@ class SessionWindowAggregateProc(_WindowAggregateProc):
         out = []
         for key, start, end, agg in closed:
             if self.final:
-                out.append(self.closed_output(key, agg, start, end, end))
+                out.append(self.closed_output(key, agg, start, end, end,
+                                              end + self.gap + self.grace + 1))
             self.store.delete(key, start, end)
         return out
 
@@ -455,7 +465,8 @@ class SlidingWindowAggregateProc(_WindowAggregateProc):
             for key, start, agg, newest in closed:
                 if self.final:  # stored without a timestamp: the largest the window can hold
                     out.append(self.closed_output(key, agg, start, start + d,
-                                                  start + d if newest is None else newest))
+                                                  start + d if newest is None else newest,
+                                                  start + d + self.grace + 1))
                 self.store.delete(key, start)
         self.records.expire_before(now - 2 * d - self.grace - 1)
         return out
