@@ -87,6 +87,7 @@ def _config(tmp_path: Path, extra: str = "") -> list[str]:
         commit_every_records = 2000
         session_timeout_ms = 6000
         max_batch_records = 2000
+        max_future_ms = -1  # the generated event time runs weeks past the wall clock
     """) + extra)
     return ["--config", str(path)]
 
