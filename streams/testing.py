@@ -236,7 +236,8 @@ class TopologyTestDriver:
         self._task_options: dict[str, Any] = {
             "partitions": {t: upstream_partitions for t in topology.repartition_topics()},
             "max_task_idle_ms": max_task_idle_ms, "max_future_ms": max_future_ms,
-            "wall_clock": lambda: self.wall_clock_ms}
+            "wall_clock": lambda: self.wall_clock_ms,
+            "repartition_idle_ms": repartition_idle_ms}
         self._tasks: dict[TaskId, Task] = {}
         self._by_topic: dict[str, Task] = {}
         self._input_at: dict[TaskId, int] = {}  # wall clock of each task's last input
@@ -413,6 +414,9 @@ class TopologyTestDriver:
                     self.wall_clock_ms - self._input_at.setdefault(task.id, self.wall_clock_ms)
                     >= self.repartition_idle_ms):
                 task.send_progress(idle=True)  # caught up (nothing to fetch) and quiet
+                self._drain(task)
+        for task in list(self._tasks.values()):
+            if task.refresh_watermark():  # a wake hold ended (streams.runtime.watermarks)
                 self._drain(task)
 
     # -- output -----------------------------------------------------------------------------------

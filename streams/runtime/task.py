@@ -46,12 +46,14 @@ class Task:
     (default 1 each): how many upstream partitions its watermark waits for, and how many
     partitions its progress markers go to. ``max_task_idle_ms``: see
     :mod:`streams.runtime.ordering`. ``max_future_ms``: a record whose event time is further
-    ahead of ``wall_clock()`` (epoch ms) is a dead letter ``timestamp`` (< 0: no limit)."""
+    ahead of ``wall_clock()`` (epoch ms) is a dead letter ``timestamp`` (< 0: no limit).
+    ``repartition_idle_ms``: the watermark's wake hold (:mod:`streams.runtime.watermarks`)."""
 
     def __init__(self, topology: Topology, sub: SubTopology, partition: int,
                  store: TaskStore | None, global_tables: Mapping[str, Any] | None = None,
                  partitions: Mapping[str, int] | None = None, max_task_idle_ms: int = 0,
-                 max_future_ms: int = -1, wall_clock: Callable[[], int] | None = None) -> None:
+                 max_future_ms: int = -1, wall_clock: Callable[[], int] | None = None,
+                 repartition_idle_ms: int = 0) -> None:
         self.topology = topology
         self.global_tables = global_tables or {}  # the worker's, shared by its tasks
         self.sub = sub
@@ -76,7 +78,8 @@ class Task:
         writes = written_repartitions(sub)
         behind = {t: counts.get(t, 1) for t in sub.topics
                   if t in set(topology.repartition_topics()) and t not in writes}
-        self.watermark = Watermark(behind, meta.channels) if behind else None
+        self.watermark = (Watermark(behind, meta.channels, repartition_idle_ms, self.wall_clock)
+                          if behind else None)
         # progress markers: to every partition of each repartition topic this task writes
         self.marker_targets = {t: counts.get(t, 1) for t in writes if t not in sub.topics}
         self.marked = -1          # the stream time of the last progress marker sent
@@ -235,6 +238,12 @@ class Task:
                                            headers))
         self.marked, self.marked_idle = ts, idle
         self._input_since_marker = False
+
+    def refresh_watermark(self) -> bool:
+        """Move stream time to the watermark if it advanced without input (a wake hold over:
+        :mod:`streams.runtime.watermarks`), running the stream-time callbacks. Returns whether
+        it advanced."""
+        return self.watermark is not None and self.advance_stream_time(self.watermark.value())
 
     def advance_stream_time(self, ts: int) -> bool:
         """Move stream time to ``ts`` without input (e.g. to close windows of an idle

@@ -20,7 +20,13 @@ upstream partition's progress even when none of its records go there. Sources co
 **Idle.** An upstream task whose inputs are caught up (its consumer position is the end of each
 input partition) and that processed nothing for ``repartition_idle_ms`` sends an idle marker
 (``...:idle``); downstream tasks leave idle channels out of the minimum until they send data or
-a progress marker again (Flink's idleness). When every channel is idle, the watermark is the
+a progress marker again (Flink's idleness). **Wake hold**: when a channel wakes up (data or a
+progress marker after its idle marker, or a first word from a new channel), the other idle
+channels count again, at their last progress, for ``repartition_idle_ms`` of wall time: input
+after a quiet spell reaches every upstream partition at about the same moment, but the upstream
+tasks process it one after the other, and without the hold the first one to wake would carry the
+watermark past the records the others are about to send (they would all be late). An upstream
+partition that stays quiet is left out again once the hold has passed. When every channel is idle, the watermark is the
 largest progress of all: the upstream is caught up, so nothing older is coming — the same stream
 time live processing reaches. A channel never heard of (its task not started, its worker down)
 is waited for: the watermark stays where it is.
@@ -34,7 +40,7 @@ The channels are saved with the task's state (``channel:`` meta entries and the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..state.meta import ORIGIN_HEADER, PROGRESS_HEADER, Channels, header
@@ -74,8 +80,13 @@ class Watermark:
     ``id``) to the watermark with it counted, for :meth:`ProcessorContext.batch_clock`.
     """
 
-    def __init__(self, upstream: Mapping[str, int], channels: Channels | None = None) -> None:
+    def __init__(self, upstream: Mapping[str, int], channels: Channels | None = None,
+                 hold_ms: int = 0, wall_clock: Callable[[], int] | None = None) -> None:
         self.expected = [f"{t}|{p}" for t, n in upstream.items() for p in range(n)]
+        self.hold_ms = hold_ms
+        self.wall_clock = wall_clock or (lambda: 0)
+        self._woke_at: int | None = None  # wall clock of the latest wake (see "Wake hold")
+        self._held = False  # the cached value counted idle channels because of the hold
         self.topics = set(upstream)
         # key -> [progress, idle]; lists so that the hot path updates in place
         self._ch: dict[str, list[Any]] = {k: [t, idle] for k, (t, idle) in
@@ -106,31 +117,47 @@ class Watermark:
         if ch is None:
             self._ch[key] = [ts, idle]
             self._value = None
+            if not idle:
+                self._wake()
             return
         if ch[1] != idle:
             ch[1] = idle
             self._value = None
+            if not idle:
+                self._wake()
         if ts > ch[0]:
             if self._value is not None and ch[0] <= self._value:
                 self._value = None  # it may have held the minimum
             ch[0] = ts
 
     # -- reading ----------------------------------------------------------------------------------
+    def _wake(self) -> None:
+        if self.hold_ms > 0 and any(c[1] for c in self._ch.values()):
+            self._woke_at = self.wall_clock()
+
+    def _holding(self) -> bool:
+        return self._woke_at is not None and \
+            self.wall_clock() - self._woke_at < self.hold_ms
+
     def value(self) -> int:
-        """Min progress over the non-idle channels; max over all when every one is idle; -1
-        while a channel has not been heard of."""
-        if self._value is None:
+        """Min progress over the non-idle channels (and, during a wake hold, the idle ones);
+        max over all when every one is idle; -1 while a channel has not been heard of."""
+        if self._value is None or (self._held and not self._holding()):
             self._value = self._compute()
         return self._value
 
     def _compute(self) -> int:
         ch = self._ch
+        self._held = False
         if not self.expected or any(k not in ch for k in self.expected):
             return -1
         active = [c[0] for c in ch.values() if not c[1]]
-        if active:
-            return min(active)
-        return max(c[0] for c in ch.values())
+        if not active:
+            return max(c[0] for c in ch.values())
+        if len(active) < len(ch) and self._holding():
+            self._held = True
+            return min(c[0] for c in ch.values())
+        return min(active)
 
     def channels(self) -> Channels:
         return {k: (c[0], c[1]) for k, c in self._ch.items()}

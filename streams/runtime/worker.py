@@ -177,7 +177,8 @@ class Worker:
             global_tables=self.global_tables, txns=txns,
             task_options={"partitions": self.partitions,
                           "max_task_idle_ms": s.max_task_idle_ms,
-                          "max_future_ms": s.max_future_ms})
+                          "max_future_ms": s.max_future_ms,
+                          "repartition_idle_ms": s.repartition_idle_ms})
         # Broker lost / back: one line each, whether the watch or aiokafka's errors notice first.
         watch = asyncio.ensure_future(BrokerWatch(self.consumer, s.broker, self.outage_log).run())
         clean = False
@@ -395,6 +396,10 @@ class Worker:
             return
         self._idle_check = now
         quiet = self.settings.repartition_idle_ms / 1000
+        for task in list(self.tasks.running.values()):
+            if task.refresh_watermark():  # a wake hold ended: windows may close
+                self.metrics.count_task_events(task.dead_letters, task.dropped, task.late)
+                await self._send(task)
         for task in list(self.tasks.running.values()):
             if not task.marker_targets or task.marked_idle or task.buffered():
                 continue

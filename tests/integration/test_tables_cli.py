@@ -143,7 +143,11 @@ def test_reset_refuses_with_a_live_worker(kafka: str, workers, processed) -> Non
     res = streams_cli(kafka, "tables", "reset", "trip_stats", "--state-dir", str(state))
     assert res.returncode != 0
     assert "live member" in res.stderr
-    assert _snapshot(kafka, state)["committed"] == before["committed"]
+    # The live worker itself may still move its offsets on (upstream progress markers on the
+    # repartition topics); a reset would have moved them back to the beginning.
+    after = _snapshot(kafka, state)["committed"]
+    assert set(after) == set(before["committed"])
+    assert all(after[tp] >= off for tp, off in before["committed"].items()), (before, after)
     assert w.terminate() == 0
 
 

@@ -166,3 +166,33 @@ def test_an_agents_windowed_table_reads_now_by_the_watermark() -> None:
         d.pipe_batch(hop, [("a", {"k": "a"}, 100_000, origin(0)),
                            ("b", {"k": "b"}, 10_000, origin(1))])
         assert d.read_output("out") == [("a", {"k": "a", "n": 1}), ("b", {"k": "b", "n": 1})]
+
+
+def _all_idle(d: TopologyTestDriver) -> None:
+    """Both upstream partitions at 1 000, caught up and quiet: both idle."""
+    d.pipe("in", "x", {"k": "a", "ts": 1_000})
+    from_partition_1(d, "b", 1_000)
+    marker_1(d, 1_000, idle=True)
+    d.advance_wall_clock(1_000)                        # upstream 0 quiet for 1 s: idle too
+    assert windows(d) == {} and late(d) == 0
+
+
+def test_input_after_a_quiet_spell_is_not_late_for_the_partition_that_wakes_second() -> None:
+    with driver(repartition_idle_ms=1_000) as d:
+        _all_idle(d)
+        d.pipe("in", "x", {"k": "a", "ts": 100_000})  # new input: partition 0 processes first
+        assert windows(d) == {}                        # partition 1 still counts, at 1 000
+        from_partition_1(d, "b", 21_000)               # its part of the same input, a bit later
+        assert late(d) == 0
+        assert windows(d) == {("a", 0): 1, ("b", 0): 1}  # min(100 000, 21 000)
+
+
+def test_a_partition_that_stays_quiet_is_left_out_again_after_the_hold() -> None:
+    with driver(repartition_idle_ms=1_000) as d:
+        _all_idle(d)
+        d.pipe("in", "x", {"k": "a", "ts": 100_000})
+        d.advance_wall_clock(500)
+        d.pipe("in", "x", {"k": "a", "ts": 100_500})
+        assert windows(d) == {}                        # held: partition 1 may still send
+        d.advance_wall_clock(500)                      # the hold is over, partition 1 silent
+        assert windows(d) == {("a", 0): 1, ("b", 0): 1}  # partition 0 alone: 100 500
