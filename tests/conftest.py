@@ -31,6 +31,17 @@ def _bootstrap() -> str:
     return f"127.0.0.1:{int(os.environ.get('STREAMS_TEST_PORT', '9092'))}"
 
 
+def stop_gracefully(procs: list[subprocess.Popen[bytes]], timeout: float = 30.0) -> None:
+    """SIGTERM each process still running; kill it if it has not exited after ``timeout``."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
 @pytest.fixture(scope="session")
 def kafka() -> str:
     """Bootstrap address of a running real broker (started if needed)."""

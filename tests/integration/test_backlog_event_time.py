@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import (ROOT, committed_offsets, create_topology_topics,
-                            delete_topology_topics, produce, read_topic)
+                            delete_topology_topics, produce, read_topic, stop_gracefully)
 
 pytestmark = pytest.mark.broker
 
@@ -88,13 +88,7 @@ class Project:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop_gracefully(self.procs)
 
 
 @pytest.fixture

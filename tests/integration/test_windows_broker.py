@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -27,7 +26,7 @@ from streams.kafka import admin
 from topologies.trip_stats import topology as trip_stats
 
 from tests.conftest import (ROOT, create_topology_topics, delete_topology_topics, produce,
-                            produce_in_background, read_topic)
+                            produce_in_background, read_topic, stop_gracefully)
 from tests.integration.tables_support import wait_drained
 
 pytestmark = pytest.mark.broker
@@ -209,13 +208,7 @@ class OwnTopology:
                               timeout=60)
 
     def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop_gracefully(self.procs)
 
 
 @pytest.fixture
