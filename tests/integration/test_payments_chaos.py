@@ -94,8 +94,12 @@ def test_zombie_worker_is_fenced(kafka: str, workers: Any, tmp_path: Path) -> No
     feeder.join(120)
     check_invariants(kafka, events)
     log = zombie.log()
-    assert "fenced" in log, log[-3000:]
-    assert transactions(zombie, "fenced") >= 1
+    # A zombie that wakes inside its transaction is fenced at its next send or commit; one
+    # that wakes between two transactions has nothing to commit and only loses its tasks in
+    # the rebalance. Either way it wrote nothing twice (the invariants above).
+    assert "fenced" in log or "revoked" in log, log[-3000:]
+    if "fenced" in log:
+        assert transactions(zombie, "fenced") >= 1
     assert transactions(other, "committed") >= 1
     for w in (zombie, other):
         assert w.running, w.log()[-3000:]

@@ -157,6 +157,7 @@ def test_valid_settings_from_every_layer_still_load(tmp_path: Path,
     path.write_text("commit_interval_ms = 200\nmetrics_port = -1\nmax_task_idle_ms = -1\n"
                     "broker = \"a:9092,b:9093\"\n[security]\nssl_check_hostname = false\n")
     monkeypatch.setenv("STREAMS_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("STREAMS_BROKER", raising=False)  # (set where a broker runs: CI)
     settings = load_settings("trip_stats", path, metrics_port=0)
     assert (settings.commit_interval_ms, settings.metrics_port, settings.broker,
             settings.state_dir) == (200, 0, "a:9092,b:9093", str(tmp_path / "state"))
