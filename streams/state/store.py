@@ -369,3 +369,17 @@ class TaskStore:
         except OSError as exc:
             raise state_error(Path(path), exc) from exc
 
+
+def count_entries_and_keys(store: TaskStore, table: str, end: bytes) -> tuple[int, int]:
+    """(entries, distinct record keys) of ``table``'s entries below ``end``, for stores whose
+    entry keys start with the record key length-prefixed (4 bytes, big endian): windows,
+    sessions, join buffers, versions."""
+    entries = keys = 0
+    last = b""
+    for kb, _ in store.range(table, b"", end):
+        entries += 1
+        prefix = kb[:4 + int.from_bytes(kb[:4], "big")]
+        if prefix != last:
+            keys += 1
+            last = prefix
+    return entries, keys

@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from ..dsl.serdes import MAX_RECORD_BYTES, Serde
-from .store import TaskStore
+from .store import TaskStore, count_entries_and_keys
 from .table import StoreView
 from .window_store import JoinBufferView, key_prefix, prefix_end, time_bytes, time_of
 
@@ -279,12 +279,4 @@ def _expiry(data: bytes, ts: int, next_ts: int | None) -> int | None:
 
 def count_versions(store: TaskStore, table: str) -> tuple[int, int]:
     """(versions, distinct keys) stored in the versioned ``table`` (tombstones included)."""
-    versions = keys = 0
-    last = b""
-    for kb, _ in store.range(table, b"", STREAM_TIME_KEY):
-        versions += 1
-        prefix = kb[:4 + int.from_bytes(kb[:4], "big")]
-        if prefix != last:
-            keys += 1
-            last = prefix
-    return versions, keys
+    return count_entries_and_keys(store, table, STREAM_TIME_KEY)

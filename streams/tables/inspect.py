@@ -15,7 +15,7 @@ from ..runtime.compile import subtopologies
 from ..state.meta import TaskId, TaskMeta
 from ..dsl.windows import HoppingWindows, SlidingWindows, TumblingWindows
 from ..state.global_store import global_dirs
-from ..state.store import TaskStore
+from ..state.store import TaskStore, count_entries_and_keys
 from ..state.versioned_store import VersionedTableView, count_versions
 from ..state.views import open_view
 from ..state.window_store import SessionStoreView, WindowStoreView
@@ -96,15 +96,7 @@ def count_windows(store: TaskStore, table: str) -> tuple[int, int]:
     """(windows, distinct record keys) of a window or session store (for a join buffer:
     (records, keys)): its primary entries, not its time index entries (one of each per
     window)."""
-    windows = keys = 0
-    last = b""
-    for kb, _ in store.range(table, b"", _INDEX):
-        windows += 1
-        prefix = kb[:4 + int.from_bytes(kb[:4], "big")]
-        if prefix != last:
-            keys += 1
-            last = prefix
-    return windows, keys
+    return count_entries_and_keys(store, table, _INDEX)
 
 
 def open_read_only(path: Path, tables: list[str]) -> TaskStore:
