@@ -6,6 +6,8 @@ from __future__ import annotations
 import glob
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
+from contextlib import closing
 from typing import Any
 
 from ..dsl.topology import Topology
@@ -233,31 +235,23 @@ def get_value(topology: Topology, state_dir: str, table: str, key: str,
         raise LookupError(f"table {table!r} is not versioned (kind {spec.kind}): no --as-of")
     kb = spec.key_serde.serialize(key)
     assert kb is not None
-    subs = {s.id: s for s in subtopologies(topology)}
-    for path in _local_dirs(topology, state_dir, table):
-        store = open_read_only(path, subs[TaskId.parse(path.name).sub].stores)
-        try:
+    with closing(_local_stores(topology, state_dir, table)) as stores:  # closed on return
+        for store in stores:
             raw = store.get(table, kb)
-        finally:
-            store.close()
-        if raw is not None:
-            return spec.value_serde.deserialize(raw)
+            if raw is not None:
+                return spec.value_serde.deserialize(raw)
     raise LookupError(f"key {key!r} not found in table {table!r}")
 
 
 def _get_versioned(topology: Topology, state_dir: str, spec: Any, key: str,
                    as_of: int | None) -> Any:
-    subs = {s.id: s for s in subtopologies(topology)}
-    for path in _local_dirs(topology, state_dir, spec.name):
-        store = open_read_only(path, subs[TaskId.parse(path.name).sub].stores)
-        try:
+    with closing(_local_stores(topology, state_dir, spec.name)) as stores:  # closed on return
+        for store in stores:
             view = open_view(store, spec)
             assert isinstance(view, VersionedTableView)
             value = view.get(key) if as_of is None else view.get_as_of(key, as_of)
-        finally:
-            store.close()
-        if value is not None:
-            return value
+            if value is not None:
+                return value
     when = "" if as_of is None else f" as of {as_of}"
     raise LookupError(f"key {key!r} not found in table {spec.name!r}{when}")
 
@@ -269,16 +263,11 @@ def get_versions(topology: Topology, state_dir: str, table: str, key: str
     spec = _spec(topology, table)
     if spec.kind != VERSIONED:
         raise LookupError(f"table {table!r} is not versioned (kind {spec.kind})")
-    subs = {s.id: s for s in subtopologies(topology)}
     out: list[dict[str, Any]] = []
-    for path in _local_dirs(topology, state_dir, table):
-        store = open_read_only(path, subs[TaskId.parse(path.name).sub].stores)
-        try:
-            view = open_view(store, spec)
-            assert isinstance(view, VersionedTableView)
-            out += [{"timestamp": ts, "value": v} for ts, v in view.versions(key)]
-        finally:
-            store.close()
+    for store in _local_stores(topology, state_dir, table):
+        view = open_view(store, spec)
+        assert isinstance(view, VersionedTableView)
+        out += [{"timestamp": ts, "value": v} for ts, v in view.versions(key)]
     if not out:
         raise LookupError(f"key {key!r} has no versions in table {table!r}")
     return out
@@ -293,20 +282,15 @@ def get_windows(topology: Topology, state_dir: str, table: str, key: str) -> lis
     if spec.kind not in WINDOWED_KINDS:
         raise LookupError(f"table {table!r} is not windowed (kind {spec.kind})")
     w = window_spec(spec)
-    subs = {s.id: s for s in subtopologies(topology)}
     out: list[dict[str, Any]] = []
-    for path in _local_dirs(topology, state_dir, table):
-        store = open_read_only(path, subs[TaskId.parse(path.name).sub].stores)
-        try:
-            view = open_view(store, spec)
-            if isinstance(view, SessionStoreView):
-                out += [{"window_start": s, "window_end": e, "value": v}
-                        for (s, e), v in view.fetch_sessions(key, _MIN, _MAX)]
-            elif isinstance(view, WindowStoreView):
-                out += [{"window_start": s, "window_end": window_end(w, s), "value": v}
-                        for s, v in view.fetch(key, _MIN, _MAX)]
-        finally:
-            store.close()
+    for store in _local_stores(topology, state_dir, table):
+        view = open_view(store, spec)
+        if isinstance(view, SessionStoreView):
+            out += [{"window_start": s, "window_end": e, "value": v}
+                    for (s, e), v in view.fetch_sessions(key, _MIN, _MAX)]
+        elif isinstance(view, WindowStoreView):
+            out += [{"window_start": s, "window_end": window_end(w, s), "value": v}
+                    for s, v in view.fetch(key, _MIN, _MAX)]
     if not out:
         raise LookupError(f"key {key!r} has no windows in table {table!r}")
     return sorted(out, key=lambda r: (r["window_start"], r["window_end"] or 0))
@@ -339,6 +323,18 @@ def _spec(topology: Topology, table: str) -> Any:
         raise LookupError(f"topology {topology.name!r} has no table {table!r} "
                           f"(tables: {', '.join(topology.stores) or 'none'})")
     return topology.stores[table]
+
+
+def _local_stores(topology: Topology, state_dir: str, table: str) -> Iterator[TaskStore]:
+    """Each local task store holding ``table``, opened read-only, closed when the caller moves
+    on (or stops iterating)."""
+    subs = {s.id: s for s in subtopologies(topology)}
+    for path in _local_dirs(topology, state_dir, table):
+        store = open_read_only(path, subs[TaskId.parse(path.name).sub].stores)
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 def _local_dirs(topology: Topology, state_dir: str, table: str) -> list[Path]:
