@@ -78,3 +78,15 @@ def test_cluster_size_cannot_change_under_existing_data(home: Path) -> None:
     (home / "cluster-19092" / "nodes").write_text("3")
     with pytest.raises(broker.BrokerError, match="created with 3 nodes"):
         broker.start_cluster(19092, 2, verbose=False)
+
+
+def test_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kafka-storage reads an id starting with "-" as an option and refuses to format."""
+    import uuid as uuid_module
+
+    dash_first = uuid_module.UUID(bytes=bytes([0xF8]) + bytes(15))  # base64 starts with "-"
+    plain = uuid_module.UUID(bytes=bytes(16))
+    draws = iter([dash_first, dash_first, plain])
+    monkeypatch.setattr(broker.uuid, "uuid4", lambda: next(draws))
+    cluster_id = broker._cluster_id()
+    assert cluster_id == "A" * 22
