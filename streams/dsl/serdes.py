@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 import faust
+import orjson
 
 
 class SerdeError(ValueError):
@@ -77,12 +78,29 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# 19+ digits in a row may be an integer beyond 64 bits, which orjson would turn into a float.
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+
 def json_loads(data: bytes) -> Any:
     """Standard JSON from strict UTF-8 bytes. ``json.loads`` alone would also accept ``NaN``,
     ``Infinity`` and ``-Infinity`` (and read ``1e999`` as infinity) and guess UTF-16/UTF-32
     (or skip a UTF-8 BOM) from the first bytes; Kafka records of this framework are UTF-8, and
     anything else is a producer bug that must surface as a dead letter, not as a silently
-    re-interpreted value."""
+    re-interpreted value.
+
+    orjson decodes several times faster and rejects all of those too. The strict standard
+    decoder still reads what orjson would change (integers beyond 64 bits) and whatever orjson
+    refuses, so the accepted input and the error messages stay those of the standard decoder.
+
+    >>> json_loads(b'{"id": 123456789012345678901234567890, "x": 1.5}')
+    {'id': 123456789012345678901234567890, 'x': 1.5}
+    """
+    if _LONG_DIGITS.search(data) is None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass  # the standard decoder below explains it, or accepts what orjson refuses
     return json.loads(data.decode("utf-8"), parse_constant=_reject_constant,
                       parse_float=_finite_float)
 

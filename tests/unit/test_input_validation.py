@@ -49,6 +49,18 @@ def test_json_serde_still_reads_standard_json() -> None:
         {"city": "Zürich", "n": 1500.0}
 
 
+@pytest.mark.parametrize("number", [2**64, -(2**63) - 1, 10**40, 18446744073709551615])
+def test_json_serde_keeps_integers_of_any_size_exact(number: int) -> None:
+    decoded = JsonObjectSerde().deserialize(f'{{"id": {number}, "n": [1, 2.5]}}'.encode())
+    assert decoded == {"id": number, "n": [1, 2.5]}
+    assert type(decoded["id"]) is int
+
+
+def test_json_serde_refuses_what_the_fast_decoder_refuses_with_a_reason() -> None:
+    with pytest.raises(SerdeError, match="invalid JSON: Extra data"):
+        JsonObjectSerde().deserialize(b'{"a": 1} x')
+
+
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), Decimal("NaN"),
                                    Decimal("-Infinity"), Decimal("sNaN"), {"t": [Decimal("Inf")]}])
 def test_non_finite_numbers_are_never_serialized(value: Any) -> None:
