@@ -12,7 +12,9 @@ if [ -z "${STREAMS_BROKER:-}" ]; then
   fi
   export STREAMS_BROKER=127.0.0.1:9092
 fi
-python -m pytest -p no:cacheprovider "$@"
+# Two pytest workers: the broker tests run one after another on one of them (see
+# tests/conftest.py), the broker-free tests on the other.
+python -m pytest -p no:cacheprovider -n 2 --dist loadgroup "$@"
 status=$?
 if [ "$started" = 1 ]; then streams kafka stop; fi
 exit $status

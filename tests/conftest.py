@@ -42,6 +42,16 @@ def stop_gracefully(procs: list[subprocess.Popen[bytes]], timeout: float = 30.0)
                 p.kill()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``-n 2 --dist loadgroup``, as scripts/test.sh runs) the tests that
+    use the broker share one worker and run one after another, as they would without xdist:
+    they share topology topics and each starts worker processes that need the CPU. The
+    broker-free tests run on the other worker meanwhile."""
+    for item in items:
+        if "kafka" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("broker"))
+
+
 @pytest.fixture(scope="session")
 def kafka() -> str:
     """Bootstrap address of a running real broker (started if needed)."""
