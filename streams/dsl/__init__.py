@@ -1,6 +1,6 @@
 """What users write: topologies, streams, tables, windows and serdes."""
 
-from .serdes import JsonObjectSerde, JsonSerde, RecordSerde, SerdeError, StringSerde
+from ..serdes import JsonObjectSerde, JsonSerde, RecordSerde, SerdeError, StringSerde
 from .topology import GroupedStream, Stream, Table, Topology
 
 __all__ = ["GroupedStream", "JsonObjectSerde", "JsonSerde", "RecordSerde", "SerdeError", "Stream",

@@ -69,7 +69,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import nodes as n
-from .serdes import KeySerde, Serde, serde_for
+from ..serdes import KeySerde, Serde, serde_for
 
 if TYPE_CHECKING:
     from .topology import GroupedStream, Stream, StoreSpec, Topology
@@ -245,14 +245,14 @@ class AgentTable:
     def tumbling(self, size: Any, *, expires: Any = None) -> WindowedAgentTable:
         """This table as windows of event time ``[start, start + size)`` (faust's
         ``Table.tumbling``). See :class:`WindowedAgentTable`."""
-        from .windows import TumblingWindows
+        from .window_specs import TumblingWindows
 
         return WindowedAgentTable(self, TumblingWindows(size=size), expires)
 
     def hopping(self, size: Any, step: Any, *, expires: Any = None) -> WindowedAgentTable:
         """This table as hopping windows of ``size`` starting every ``step`` (faust's
         ``Table.hopping``). See :class:`WindowedAgentTable`."""
-        from .windows import HoppingWindows
+        from .window_specs import HoppingWindows
 
         return WindowedAgentTable(self, HoppingWindows(size=size, advance=step), expires)
 
@@ -272,7 +272,7 @@ class WindowedAgentTable:
 
     def __init__(self, table: AgentTable, window: Any, expires: Any) -> None:
         from .topology import StoreSpec
-        from .windows import _ms
+        from .window_specs import _ms
 
         spec = table.spec
         self.window = window

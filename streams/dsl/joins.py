@@ -58,8 +58,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import nodes as n
-from .serdes import JsonSerde, KeySerde, Serde, serde_for
-from .windows import JoinWindows
+from ..serdes import JsonSerde, KeySerde, Serde, serde_for
+from .window_specs import JoinWindows
 
 if TYPE_CHECKING:
     from .topology import Stream

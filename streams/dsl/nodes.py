@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .serdes import Serde
+from ..serdes import Serde
 
 # ``Node.value_record()`` of a node whose values are its parent's values.
 INHERIT: Any = object()
@@ -172,7 +172,7 @@ class ProcessNode(Node):
 
 @dataclass(eq=False)
 class WindowAggregateNode(_TableNode):
-    """Aggregation per key and window of event time (see :mod:`streams.dsl.windowed`); emits
+    """Aggregation per key and window of event time (see :mod:`streams.dsl.window_ops`); emits
     ``{...aggregate, window_start, window_end}`` on every update or once per closed window."""
 
     initializer: Callable[[], Any]
@@ -184,7 +184,7 @@ class WindowAggregateNode(_TableNode):
     late_topic: str | None = None
 
     def store_names(self) -> list[str]:
-        from .windows import SlidingWindows
+        from .window_specs import SlidingWindows
 
         if isinstance(self.window, SlidingWindows):
             return [self.table, f"{self.table}-records"]

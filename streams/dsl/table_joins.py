@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import nodes as n
-from .serdes import KeySerde, Serde, serde_for
+from ..serdes import KeySerde, Serde, serde_for
 
 if TYPE_CHECKING:
     from .topology import Stream, Table, Topology

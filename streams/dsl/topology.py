@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 import faust
 
 from . import nodes as n
-from .serdes import JsonSerde, KeySerde, RecordSerde, Serde, serde_for
+from ..serdes import JsonSerde, KeySerde, RecordSerde, Serde, serde_for
 
 if TYPE_CHECKING:
     from .table_joins import GlobalTable, GlobalTableSpec
-    from .windowed import WindowedStream
+    from .window_ops import WindowedStream
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -137,7 +137,7 @@ class Topology:
 
         ``value``: a faust Record class, "json" (a JSON object as dict) or a Serde. A Record is
         the source's schema: a value missing a required field or with a field of the wrong
-        type (see :class:`~streams.dsl.serdes.RecordSerde`) is refused at the source.
+        type (see :class:`~streams.serdes.RecordSerde`) is refused at the source.
         ``timestamp``: a field name (epoch ms), a function of the value, or None for the
         Kafka record timestamp. A record without a usable timestamp goes to the dead letters.
         ``validate``: ``fn(value)``, or ``fn(key, value)`` if it takes two parameters, called
@@ -595,11 +595,11 @@ class GroupedStream:
     def window(self, spec: Any) -> WindowedStream:
         """Aggregate per window of event time: ``spec`` is a :class:`~streams.TumblingWindows`,
         :class:`~streams.HoppingWindows` or :class:`~streams.SessionWindows` (see
-        :mod:`streams.dsl.windowed` for the semantics).
+        :mod:`streams.dsl.window_ops` for the semantics).
 
         ``rides.group_by(city, name="by-city").window(TumblingWindows(60_000, grace=30_000))``
         """
-        from .windowed import WindowedStream
+        from .window_ops import WindowedStream
 
         return WindowedStream(self, spec)
 

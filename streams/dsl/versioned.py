@@ -57,7 +57,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import nodes as n
-from .serdes import serde_for
+from ..serdes import serde_for
 from .table_joins import StreamTableJoinNode
 
 if TYPE_CHECKING:

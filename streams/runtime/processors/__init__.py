@@ -24,10 +24,10 @@ from collections.abc import Callable
 from ...dsl import nodes as n
 from ...dsl.agents import AgentNode
 from ...dsl.joins import JoinOutputNode, StreamJoinSideNode
-from ...dsl.serdes import MAX_RECORD_BYTES
+from ...serdes import MAX_RECORD_BYTES
 from ...dsl.table_joins import GlobalTableJoinNode, StreamTableJoinNode
 from ...dsl.versioned import VersionedTableJoinNode, VersionedTableSourceNode
-from ...dsl.windows import SessionWindows, SlidingWindows
+from ...dsl.window_specs import SessionWindows, SlidingWindows
 from ...state.meta import ORIGIN_HEADER
 from ..context import ProcessorContext
 from .agents import AgentProc

@@ -34,9 +34,9 @@ from typing import Any
 
 from ...dsl import agents as dsl
 from ...dsl import nodes as n
-from ...dsl.serdes import MAX_RECORD_BYTES
+from ...serdes import MAX_RECORD_BYTES
 from ...state.meta import ORIGIN_HEADER, encode_origin
-from ...state.table import StoreView
+from ...state.store_view import StoreView
 from ..context import ProcessorContext
 from ..record_limits import headers_bytes, too_large
 from .base import STORE_FAILURES, Processor, Rec, ShapeError, describe_error, what

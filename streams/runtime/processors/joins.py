@@ -19,7 +19,7 @@ import weakref
 from typing import Any
 
 from ...dsl.joins import StreamJoinSideNode
-from ...dsl.serdes import json_dumps
+from ...serdes import json_dumps
 from ...state.meta import source_headers
 from ...state.window_store import JoinBufferView
 from ..context import ProcessorContext

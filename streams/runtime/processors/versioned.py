@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...dsl.serdes import json_dumps
+from ...serdes import json_dumps
 from ...dsl.versioned import VersionedTableJoinNode, VersionedTableSourceNode
 from ...state.versioned_store import DROPPED, LATEST, GraceBufferView, VersionedTableView
 from ..context import ProcessorContext

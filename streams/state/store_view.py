@@ -23,7 +23,7 @@ from bisect import bisect_left, insort
 from collections.abc import Iterator
 from typing import Any
 
-from ..dsl.serdes import MAX_RECORD_BYTES, Serde
+from ..serdes import MAX_RECORD_BYTES, Serde
 from .store import TaskStore, overlay
 
 _MISSING = object()

@@ -60,8 +60,8 @@ from typing import TYPE_CHECKING, Any
 import faust
 
 from . import nodes as n
-from .serdes import serde_for
-from .windows import HoppingWindows, SessionWindows, SlidingWindows, TumblingWindows
+from ..serdes import serde_for
+from .window_specs import HoppingWindows, SessionWindows, SlidingWindows, TumblingWindows
 
 from .topology import Table
 
