@@ -3,7 +3,7 @@
 Declare a :class:`Topology`; ``streams worker NAME`` runs it.
 """
 
-from .dsl.topology import GroupedStream, Stream, Table, Topology
+from .dsl import GroupedStream, Stream, Table, Topology
 from .dsl.window_specs import HoppingWindows, JoinWindows, SessionWindows, SlidingWindows, TumblingWindows
 
 __all__ = ["GroupedStream", "HoppingWindows", "JoinWindows", "SessionWindows", "SlidingWindows",

@@ -59,14 +59,13 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 
-from . import nodes as n
 from ..serdes import serde_for
+from . import nodes as n
+from .table import Table
 from .window_specs import HoppingWindows, SessionWindows, SlidingWindows, TumblingWindows
 
-from .topology import Table
-
 if TYPE_CHECKING:
-    from .topology import GroupedStream
+    from .grouped import GroupedStream
 
 EMIT_MODES = ("update", "final")
 
@@ -100,22 +99,23 @@ class WindowedStream:
         session = isinstance(self.spec, SessionWindows)
         if session and merger is None:
             raise ValueError(f"session windows need merger= to combine sessions ({name!r})")
-        topology = self.grouped.topology
+        builder = self.grouped.topology.builder
+        grouping = self.grouped.grouping
         if value is None:
             initial = initializer()
             value = type(initial) if isinstance(initial, faust.Record) else "any-json"
-        spec = topology._add_store(name, serde_for(value), "session" if session else "window",
-                                   self.spec)
+        spec = builder.add_store(name, serde_for(value), "session" if session else "window",
+                                 self.spec)
         if isinstance(self.spec, SlidingWindows):
             # The records themselves: a window created late must aggregate the ones it covers.
-            topology._add_store(f"{name}-records", self.grouped._value_serde(), "join-buffer",
-                                self.spec)
+            builder.add_store(f"{name}-records", grouping.value_serde(), "join-buffer",
+                              self.spec)
         node = n.WindowAggregateNode(
             f"{name}-window", table=name, value_serde=spec.value_serde, initializer=initializer,
             adder=adder, merger=merger, window=self.spec, emit=emit, result=result,
-            late_topic=topology.late_topic)
-        self.grouped._grouped(name).add_child(node)
-        return WindowedTable(topology, node, spec)
+            late_topic=builder.late_topic)
+        grouping.node(name).add_child(node)
+        return WindowedTable(self.grouped.stream.derived(node), spec)
 
     def count(self, *, name: str, emit: str = "update") -> WindowedTable:
         """Records per key and window: ``{"value": n, "window_start": .., "window_end": ..}``."""
@@ -150,7 +150,7 @@ class WindowedStream:
                emit: str = "update") -> WindowedTable:
         """Combine the values of each window; the first value is the initial aggregate (and
         ``reducer`` also merges sessions)."""
-        value_type = self.grouped.value_type
+        value_type = self.grouped.grouping.value_type
         return self.aggregate(_none, lambda a, v: v if a is None else reducer(a, v),
                               merger=lambda a, b: b if a is None else (a if b is None
                                                                         else reducer(a, b)),

@@ -24,12 +24,17 @@ from datetime import timedelta
 Duration = timedelta | int
 
 
-def _ms(d: Duration) -> int:
+def to_ms(d: Duration) -> int:
+    """``d`` (a timedelta or int milliseconds) in milliseconds.
+
+    >>> to_ms(timedelta(seconds=2)), to_ms(500)
+    (2000, 500)
+    """
     return int(d.total_seconds() * 1000) if isinstance(d, timedelta) else int(d)
 
 
 def _check(cls: str, field: str, value: Duration, *, positive: bool) -> int:
-    ms = _ms(value)
+    ms = to_ms(value)
     if ms < 0 or (positive and ms == 0):
         raise ValueError(f"{cls}.{field} must be {'> 0' if positive else '>= 0'}, got {ms} ms")
     return ms
@@ -41,7 +46,7 @@ class _Graced:
     @property
     def grace_ms(self) -> int:
         """How long after a window's end late records are still accepted, in ms."""
-        return _ms(self.grace)
+        return to_ms(self.grace)
 
 
 class _InclusiveEnd(_Graced):
@@ -58,7 +63,7 @@ class _TimeWindows(_Graced):
 
     @property
     def size_ms(self) -> int:
-        return _ms(self.size)
+        return to_ms(self.size)
 
     @property
     def advance_ms(self) -> int:
@@ -108,7 +113,7 @@ class TumblingWindows(_TimeWindows):
         # The one window, without the hopping loop (this runs once per record).
         if ts < 0:
             return []
-        size = _ms(self.size)
+        size = to_ms(self.size)
         start = ts - ts % size
         return [(start, start + size)]
 
@@ -138,7 +143,7 @@ class HoppingWindows(_TimeWindows):
 
     @property
     def advance_ms(self) -> int:
-        return _ms(self.advance)
+        return to_ms(self.advance)
 
     def describe(self) -> str:
         return f"hopping {self.size_ms} ms every {self.advance_ms} ms, grace {self.grace_ms} ms"
@@ -165,7 +170,7 @@ class SlidingWindows(_InclusiveEnd):
 
     @property
     def max_difference_ms(self) -> int:
-        return _ms(self.max_difference)
+        return to_ms(self.max_difference)
 
     def describe(self) -> str:
         return f"sliding {self.max_difference_ms} ms, grace {self.grace_ms} ms"
@@ -195,7 +200,7 @@ class SessionWindows(_InclusiveEnd):
 
     @property
     def gap_ms(self) -> int:
-        return _ms(self.gap)
+        return to_ms(self.gap)
 
     def describe(self) -> str:
         return f"session gap {self.gap_ms} ms, grace {self.grace_ms} ms"
@@ -237,11 +242,11 @@ class JoinWindows(_Graced):
 
     @property
     def before_ms(self) -> int:
-        return _ms(self.before)
+        return to_ms(self.before)
 
     @property
     def after_ms(self) -> int:
-        return _ms(self.after)
+        return to_ms(self.after)
 
     def bounds(self, ts: int) -> tuple[int, int]:
         """Inclusive range of the other side's timestamps a left record at ``ts`` joins."""

@@ -25,7 +25,7 @@ from .versioned_store import GraceBufferView, VersionedTableView
 from .window_store import JoinBufferView, SessionStoreView, WindowStoreView
 
 if TYPE_CHECKING:
-    from ..dsl.topology import StoreSpec
+    from ..dsl.builder import StoreSpec
 
 VIEWS: dict[str, type[StoreView]] = {
     "aggregate": TableView,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...serdes import json_dumps
-from ...dsl.versioned import VersionedTableJoinNode, VersionedTableSourceNode
+from ...dsl.nodes import VersionedTableJoinNode, VersionedTableSourceNode
 from ...state.versioned_store import DROPPED, LATEST, GraceBufferView, VersionedTableView
 from ..context import ProcessorContext
 from .base import Processor, Rec

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from streams.serdes import JsonSerde, KeySerde
-from streams.dsl.topology import StoreSpec
+from streams.dsl.builder import StoreSpec
 from streams.state.store import TaskStore
 from streams.state.store_view import TableView
 from streams.state.views import VIEWS, open_view
