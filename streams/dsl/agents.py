@@ -19,8 +19,8 @@
 ...     driver.read_output("payment-results")
 [('acc-1', {'payment_id': 'p1', 'status': 'COMPLETED'})]
 
-This module declares agents (``@topology.agent``); the handles their bodies use (tables,
-topics) are in :mod:`streams.dsl.agent_handles`, the runtime in
+This module declares agents (``@topology.agent``); the handles their bodies use are in
+:mod:`streams.dsl.agent_tables` and :mod:`streams.dsl.agent_topics`, the runtime in
 :mod:`streams.runtime.processors.agents`. Semantics:
 
 * **One instance per task.** Each task (input partition) runs its own instance of the agent
@@ -69,7 +69,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import nodes as n
-from .agent_handles import InternalTopic, TopicRef
+from .agent_topics import InternalTopic, TopicRef
 from .grouped import GroupedStream
 from .stream import Stream
 

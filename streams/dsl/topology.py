@@ -19,7 +19,8 @@ from typing import Any
 
 from ..serdes import serde_for
 from . import nodes as n
-from .agent_handles import AgentTable, InternalTopic, TopicRef
+from .agent_tables import AgentTable
+from .agent_topics import InternalTopic, TopicRef
 from .agents import Agent, define_agent
 from .builder import NAME, GlobalTableSpec, InternalBuilder, StoreSpec
 from .describe import describe
@@ -254,7 +255,7 @@ class Topology:
     def table_store(self, name: str, *, default: Callable[[], Any] | None = None,
                     value: Any = "any-json") -> AgentTable:
         """A table for agents, used like a dict (faust's ``app.Table``), in RocksDB with a
-        changelog (:class:`~streams.dsl.agent_handles.AgentTable`).
+        changelog (:class:`~streams.dsl.agent_tables.AgentTable`).
 
         >>> from streams.testing import TopologyTestDriver
         >>> t = Topology("doc_table_store")
@@ -276,7 +277,7 @@ class Topology:
 
     def topic(self, name: str, *, key: Any = None, value: Any = "any-json",
               config: dict[str, str] | None = None) -> TopicRef:
-        """A topic agents send to (:class:`~streams.dsl.agent_handles.TopicRef`).
+        """A topic agents send to (:class:`~streams.dsl.agent_topics.TopicRef`).
         ``config``: topic configs applied when the topic is created, e.g.
         ``{"cleanup.policy": "compact"}`` (an existing topic is left as it is).
 
@@ -309,7 +310,7 @@ class Topology:
         it (``await hop.send(key=k, value=v)``) and one agent reads it
         (``@topology.agent(hop)``), each record in the task of its new key. The topic is
         ``<topology>-<name>-repartition``, sized and replay-protected like a repartition; see
-        :class:`~streams.dsl.agent_handles.InternalTopic` (an example runs there).
+        :class:`~streams.dsl.agent_topics.InternalTopic` (an example runs there).
 
         >>> Topology("doc_internal_topic").internal_topic("credits").name
         'doc_internal_topic-credits-repartition'

@@ -389,4 +389,4 @@ class JoinBufferView(TimeKeyedView):
         return out
 
 
-_ABSENT = object()
+_ABSENT: Any = object()

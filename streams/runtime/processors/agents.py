@@ -2,7 +2,7 @@
 
 The user-facing semantics are in :mod:`streams.dsl.agents`; this module is how they hold. The
 stream the agent function iterates is :mod:`.agent_stream`; the table and topic handles reach
-the processor through :data:`streams.dsl.agent_handles.ACTIVE`.
+the processor through :data:`streams.dsl.agent_context.ACTIVE`.
 
 **Driving.** One :class:`AgentProc` per task holds the agent instance (an async generator, a
 coroutine or a sync generator). ``on_batch`` steps it by hand — ``asend``'s awaitable is
@@ -34,7 +34,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from ...dsl import nodes as n
-from ...dsl.agent_handles import ACTIVE, WindowedAgentTable
+from ...dsl.agent_context import ACTIVE
+from ...dsl.agent_tables import WindowedAgentTable
 from ...serdes import MAX_RECORD_BYTES
 from ...state.meta import ORIGIN_HEADER, encode_origin
 from ...state.store_view import StoreView
@@ -93,7 +94,7 @@ class AgentProc(Processor):
         self._origin_pos: tuple[str, int, int] | None = None
         self._origin_index = 0
 
-    # -- the services tables and topics use (streams.dsl.agent_handles.AgentRuntime) --------------
+    # -- the services tables and topics use (streams.dsl.agent_context.AgentRuntime) --------------
     def view(self, table: str) -> Any:
         try:
             return self.views[table]
