@@ -26,6 +26,13 @@ class GroupedStream:
 
     Table keys are compared as their serialized bytes: ``7`` and ``"7"`` are the same key
     (use one key type per table).
+
+    >>> from streams import Topology
+    >>> t = Topology("doc_grouped")
+    >>> by_city = t.stream("rides").group_by(lambda r: r["city"])
+    >>> _ = by_city.count(name="rides"), by_city.reduce(lambda a, b: b, name="last-ride")
+    >>> t.repartition_topics()            # one repartition, named after the first table
+    ['doc_grouped-rides-repartition']
     """
 
     def __init__(self, stream: Stream, grouping: Grouping) -> None:
@@ -38,7 +45,16 @@ class GroupedStream:
 
     @property
     def value_type(self) -> Any:
-        """The faust Record class of the grouped values, or None."""
+        """The faust Record class of the grouped values, or None.
+
+        >>> import faust
+        >>> from streams import Topology
+        >>> class Ride(faust.Record):
+        ...     city: str
+        >>> t = Topology("doc_value_type")
+        >>> t.stream("rides", value=Ride).group_by(lambda r: r.city).value_type is Ride
+        True
+        """
         return self.grouping.value_type
 
     def window(self, spec: Any) -> WindowedStream:

@@ -27,6 +27,12 @@ class Stream:
 
     ``rekeyed`` is True when the key may differ from the partitioning key (after ``select_key``
     or ``process`` since the source or the last repartition): ``group_by_key`` then repartitions.
+
+    >>> from streams import Topology
+    >>> t = Topology("doc_stream")
+    >>> clicks = t.stream("clicks")
+    >>> clicks.rekeyed, clicks.select_key(lambda v: v["user"]).rekeyed
+    (False, True)
     """
 
     def __init__(self, topology: Topology, node: n.Node, *, rekeyed: bool = False) -> None:
@@ -36,7 +42,14 @@ class Stream:
 
     def derived(self, node: n.Node, *, rekeyed: bool = False) -> Stream:
         """The stream of ``node``'s records, a node an operator has put in this stream's graph
-        (for the DSL's operator modules; user code chains operators instead)."""
+        (for the DSL's operator modules; user code chains operators instead).
+
+        >>> from streams import Topology
+        >>> from streams.dsl import nodes
+        >>> s = Topology("doc_derived").stream("in")
+        >>> s.derived(s.node.add_child(nodes.MapNode("double", lambda v: 2 * v))).node.label()
+        'map double'
+        """
         return Stream(self.topology, node, rekeyed=rekeyed)
 
     def _then(self, node: n.Node, *, rekeys: bool = False) -> Stream:

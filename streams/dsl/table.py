@@ -34,7 +34,12 @@ class Table:
 
     @property
     def node(self) -> n.Node:
-        """The graph node whose records are the table's updates."""
+        """The graph node whose records are the table's updates.
+
+        >>> from streams import Topology
+        >>> Topology("doc_table_node").table("users").node.label()
+        'tablesource table-0002 -> table users'
+        """
         return self._updates.node
 
     @property

@@ -62,7 +62,12 @@ class Topology:
         ``version``: yours to declare (``Topology("trip_stats", version="2")``). It is part of
         the topology's fingerprint, with its nodes, tables and topics: workers whose
         fingerprints differ never run in one consumer group (the later one refuses to start);
-        see "Rolling out a new version" in the README."""
+        see "Rolling out a new version" in the README.
+
+        >>> t = Topology("trip_stats", "rides per city", version="2")
+        >>> t.name, t.description, t.version
+        ('trip_stats', 'rides per city', '2')
+        """
         if not NAME.match(name):
             raise ValueError(f"topology name {name!r} may only use letters, digits, '.', '_', '-'")
         self.name = name
@@ -73,47 +78,77 @@ class Topology:
     # -- what the builder holds (read by the runtime) ------------------------------------------
     @property
     def late_topic(self) -> str | None:
+        """Where windowed operators write the records they drop as late (None: only counted).
+
+        >>> Topology("doc_late", late_topic="rides-late").late_topic
+        'rides-late'
+        """
         return self.builder.late_topic
 
     @property
     def sources(self) -> list[n.SourceNode]:
+        """The graph's source nodes (inputs and repartition topics), in declaration order."""
         return self.builder.sources
 
     @property
     def stores(self) -> dict[str, StoreSpec]:
+        """The state stores by name (tables, aggregations, windows, join buffers, agents').
+
+        >>> t = Topology("doc_stores")
+        >>> _ = t.table("users")
+        >>> [(spec.name, spec.kind) for spec in t.stores.values()]
+        [('users', 'table')]
+        """
         return self.builder.stores
 
     @property
     def global_tables(self) -> dict[str, GlobalTableSpec]:
+        """The global tables by name (example in :meth:`global_table`)."""
         return self.builder.global_tables
 
     @property
     def agents(self) -> dict[str, n.AgentNode]:
+        """The agents' graph nodes by name (example in :meth:`agent`)."""
         return self.builder.agents
 
     @property
     def agent_tables(self) -> dict[str, Any]:
+        """The agents' tables by name (example in :meth:`table_store`)."""
         return self.builder.agent_tables
 
     @property
     def send_topics(self) -> dict[str, TopicRef]:
+        """The topics agents send to by name (example in :meth:`topic`)."""
         return self.builder.send_topics
 
     @property
     def internal_sends(self) -> dict[str, InternalTopic]:
+        """The agent-to-agent internal topics by name (example in :meth:`internal_topic`)."""
         return self.builder.internal_sends
 
     @property
     def dlq_topic(self) -> str:
-        """Where records that cannot be processed go: ``<name>-dlq``."""
+        """Where records that cannot be processed go: ``<name>-dlq``.
+
+        >>> Topology("shop").dlq_topic
+        'shop-dlq'
+        """
         return f"{self.name}-dlq"
 
     def repartition_topic(self, name: str) -> str:
-        """``Topology("shop").repartition_topic("by-user") == "shop-by-user-repartition"``"""
+        """The topic of the repartition ``name``.
+
+        >>> Topology("shop").repartition_topic("by-user")
+        'shop-by-user-repartition'
+        """
         return self.builder.repartition_topic(name)
 
     def changelog_topic(self, store: str) -> str:
-        """``Topology("shop").changelog_topic("carts") == "shop-carts-changelog"``"""
+        """The changelog topic of the state store ``store``.
+
+        >>> Topology("shop").changelog_topic("carts")
+        'shop-carts-changelog'
+        """
         return self.builder.changelog_topic(store)
 
     # -- sources --------------------------------------------------------------------------------
