@@ -61,10 +61,10 @@ def active(what: str) -> AgentRuntime:
     """The processor running the current event; ``what`` names the caller in the error raised
     outside an agent.
 
-    >>> active("table 'seen'")
+    >>> active("table 'seen'")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    RuntimeError: table 'seen' used outside an agent: tables and topic sends work only inside an agent body while it handles an event
+    RuntimeError: table 'seen' used outside an agent: tables and topic sends work only inside...
     """
     proc = ACTIVE.proc
     if proc is None:

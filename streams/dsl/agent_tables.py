@@ -245,7 +245,22 @@ class WindowedAgentTable:
 class WindowSet:
     """The windows of one key of a :class:`WindowedAgentTable` around the current event:
     ``+=``, ``-=`` and ``*=`` update every window holding the event; :meth:`current` and
-    :meth:`now` read one (example in :meth:`now`)."""
+    :meth:`now` read one.
+
+    >>> from streams import Topology
+    >>> from streams.testing import TopologyTestDriver
+    >>> t = Topology("doc_window_set")
+    >>> stock = t.table_store("stock", default=lambda: 10).tumbling(60_000)
+    >>> @t.agent("orders")
+    ... async def reserve(stream):
+    ...     async for item, order in stream.items():
+    ...         stock[item] -= order["qty"]
+    ...         stock[item] *= 2
+    >>> with TopologyTestDriver(t) as driver:
+    ...     driver.pipe("orders", "tea", {"qty": 3}, timestamp=0)
+    ...     driver.table("stock")
+    {'tea': {0: 14}}
+    """
 
     __slots__ = ("table", "key")
 
@@ -267,8 +282,23 @@ class WindowSet:
         return value
 
     def current(self) -> Any:
-        """The value of the latest window holding the current event's timestamp (example in
-        :class:`WindowedAgentTable`)."""
+        """The value of the latest window holding the current event's timestamp.
+
+        >>> from streams import Topology
+        >>> from streams.testing import TopologyTestDriver
+        >>> t = Topology("doc_window_set_current")
+        >>> views = t.table_store("views", default=int).hopping(10_000, 5_000)
+        >>> @t.agent("views", sink=["latest-window"])
+        ... async def count(stream):
+        ...     async for page, _view in stream.items():
+        ...         views[page] += 1
+        ...         yield views[page].current()       # the latest window holding the view
+        >>> with TopologyTestDriver(t) as driver:
+        ...     driver.pipe("views", "home", {}, timestamp=4_000)
+        ...     driver.pipe("views", "home", {}, timestamp=6_000)
+        ...     driver.read_output("latest-window"), driver.table("views")
+        ([('home', 1), ('home', 1)], {'home': {0: 2, 5000: 1}})
+        """
         return self._read(active(f"table {self.table.name!r}").event_time())
 
     def value(self) -> Any:

@@ -211,7 +211,7 @@ def value_type(node: Node | None) -> Any:
     return None
 
 
-# -- table joins (streams.dsl.table_joins, streams.dsl.versioned) -------------------------------------
+# -- table joins (streams.dsl.table_joins, streams.dsl.versioned) ---------------------------------
 @dataclass(eq=False)
 class StreamTableJoinNode(Node):
     """Joins each stream record with the current row of its key in ``table`` (a store of the
@@ -275,7 +275,7 @@ class VersionedTableJoinNode(StreamTableJoinNode):
         return f"join {self.name} ({self.how}) with table {self.table} as of record time{held}"
 
 
-# -- stream-stream joins (streams.dsl.joins) ----------------------------------------------------------
+# -- stream-stream joins (streams.dsl.joins) ------------------------------------------------------
 @dataclass(eq=False)
 class StreamJoinSideNode(Node):
     """One input side of a stream-stream join: buffers its records and looks up the other's."""
@@ -310,7 +310,8 @@ class StreamJoinSideNode(Node):
     def label(self) -> str:
         w = self.windows
         return (f"join {self.name} ({self.how}, {self.side} side, before {w.before_ms} ms, "
-                f"after {w.after_ms} ms, grace {w.grace_ms} ms) stores={','.join(self.store_names())}")
+                f"after {w.after_ms} ms, grace {w.grace_ms} ms) "
+                f"stores={','.join(self.store_names())}")
 
     def value_record(self) -> Any:
         return None  # the joiner's results
@@ -327,7 +328,7 @@ class JoinOutputNode(Node):
         return None
 
 
-# -- agents (streams.dsl.agents) ----------------------------------------------------------------------
+# -- agents (streams.dsl.agents) ------------------------------------------------------------------
 @dataclass(eq=False)
 class AgentNode(Node):
     """An agent: ``fn(stream)`` over its parent's records; its children are its sinks.

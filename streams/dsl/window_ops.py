@@ -72,7 +72,14 @@ EMIT_MODES = ("update", "final")
 
 class WindowedStream:
     """A grouped stream cut into windows of event time, ready for aggregation
-    (``grouped.window(spec)``; an example runs at each aggregation below)."""
+    (``grouped.window(spec)``; an example runs at each aggregation below).
+
+    >>> from streams import Topology, TumblingWindows
+    >>> windowed = Topology("doc_windowed").stream("in").group_by_key().window(
+    ...     TumblingWindows(size=60_000, grace=5_000))
+    >>> windowed.spec.describe()
+    'tumbling 60000 ms, grace 5000 ms'
+    """
 
     def __init__(self, grouped: GroupedStream, spec: Any) -> None:
         if not isinstance(spec, (TumblingWindows, HoppingWindows, SlidingWindows, SessionWindows)):
