@@ -373,7 +373,7 @@ def tables_get(name: str, table: str, key: str, as_json: bool, as_of: int | None
     window of KEY, one line each (with --json: {"window_start", "window_end", "value"}); for
     a versioned table the latest value, or with --as-of the value as of that time, or with
     --versions every version (with --json: {"timestamp", "value"}, value null: deleted)."""
-    from .dsl.serdes import json_dumps
+    from .serdes import json_dumps
     from .tables.inspect import get_value, get_versions, get_windows, is_windowed
 
     topology = registry.load(name)
@@ -398,7 +398,7 @@ def tables_get(name: str, table: str, key: str, as_json: bool, as_of: int | None
 
 
 def _end_exclusive(topology: Any, table: str) -> bool:
-    from .dsl.windows import HoppingWindows, TumblingWindows
+    from .dsl.window_specs import HoppingWindows, TumblingWindows
     from .tables.inspect import window_spec
 
     return isinstance(window_spec(topology.stores[table]), (TumblingWindows, HoppingWindows))

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from .dsl.serdes import KeySerde, json_dumps
+from .serdes import KeySerde, json_dumps
 from .dsl.topology import Topology
 from .runtime import checkpoint, opening
 from .runtime.compile import SubTopology, subtopologies

@@ -87,7 +87,7 @@ def create_topology_topics(bootstrap: str, topology: Any, partitions: int = 4) -
 def produce(bootstrap: str, events: list[tuple[str, Any, Any]], partition: int | None = None) -> None:
     """Send (topic, key, value) triples; str keys and dict values are encoded as JSON/UTF-8,
     bytes are sent as they are."""
-    from streams.dsl.serdes import json_dumps
+    from streams.serdes import json_dumps
 
     async def send() -> None:
         p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10, acks="all")

@@ -15,6 +15,8 @@ def _label(node: n.Node) -> str:
 
 
 def describe(topology: Topology, fmt: str = "text") -> str:
+    """``topology`` as ``fmt``: "text" (topics, tables, agents and the graph), "mermaid" or
+    "dot" (:meth:`Topology.describe` has an example)."""
     nodes = topology.nodes()
     ids = {id(x): f"n{i}" for i, x in enumerate(nodes)}
     if fmt == "mermaid":

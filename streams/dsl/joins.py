@@ -54,110 +54,27 @@ survives restarts) and why are in the README's join section.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import nodes as n
-from .serdes import JsonSerde, KeySerde, Serde, serde_for
-from .windows import JoinWindows
+from .builder import value_serde_of
+from .window_specs import JoinWindows
 
 if TYPE_CHECKING:
-    from .topology import Stream
+    from .stream import Stream
 
 JOIN_KINDS = ("inner", "left", "outer")
 
 
-@dataclass(eq=False)
-class StreamJoinSideNode(n.Node):
-    """One input side of a stream-stream join: buffers its records and looks up the other's."""
-
-    side: str  # "left" | "right"
-    joiner: Callable[[Any, Any], Any]
-    windows: JoinWindows
-    how: str
-    join_name: str
-    late_topic: str | None = None
-
-    @property
-    def own_buffer(self) -> str:
-        return f"{self.join_name}-{self.side}"
-
-    @property
-    def other_buffer(self) -> str:
-        return f"{self.join_name}-{_other(self.side)}"
-
-    def unmatched(self, side: str) -> str | None:
-        """The unmatched-marker store of ``side``, if this join emits that side unmatched."""
-        if side == "left" and self.how in ("left", "outer"):
-            return f"{self.join_name}-left-unmatched"
-        if side == "right" and self.how == "outer":
-            return f"{self.join_name}-right-unmatched"
-        return None
-
-    def store_names(self) -> list[str]:
-        names = [f"{self.join_name}-left", f"{self.join_name}-right"]
-        return names + [s for s in (self.unmatched("left"), self.unmatched("right")) if s]
-
-    def label(self) -> str:
-        w = self.windows
-        return (f"join {self.name} ({self.how}, {self.side} side, before {w.before_ms} ms, "
-                f"after {w.after_ms} ms, grace {w.grace_ms} ms) stores={','.join(self.store_names())}")
-
-    def value_record(self) -> Any:
-        return None  # the joiner's results
-
-
-@dataclass(eq=False)
-class JoinOutputNode(n.Node):
-    """Where both sides' join results meet: downstream operators hang off this node."""
-
-    def label(self) -> str:
-        return f"join-output {self.name}"
-
-    def value_record(self) -> Any:
-        return None
-
-
-def _other(side: str) -> str:
-    return "right" if side == "left" else "left"
-
-
-def _value_serde(stream: Stream) -> Serde:
-    from .topology import _value_type
-
-    record = _value_type(stream.node)
-    return JsonSerde() if record is None else serde_for(record)
-
-
-def _copartitioned(stream: Stream, name: str) -> n.Node:
-    """``stream``'s node, or, if its key may have changed, the source of a repartition topic
-    ``<topology>-<name>-repartition`` written with the current key."""
-    if not stream.rekeyed:
-        return stream.node
-    topology = stream.topology
-    topic = topology._claim_repartition(name)
-    stream.node.add_child(n.SinkNode(f"{name}-sink", topic, KeySerde(), JsonSerde(),
-                                     internal=True))
-    source = n.SourceNode(f"{name}-source", topic, KeySerde(), _value_serde(stream), None,
-                          internal=True)
-    topology.sources.append(source)
-    return source
-
-
 def stream_stream_join(left: Stream, right: Stream, joiner: Callable[[Any, Any], Any],
                        windows: JoinWindows, *, how: str = "inner",
-                       name: str | None = None) -> Stream:
-    """Join two streams within ``windows`` (see the module docstring for the semantics).
+                       name: str | None = None) -> n.Node:
+    """The output node of ``left.join(right, joiner, windows, how=, name=)`` (see the module
+    docstring for the semantics).
 
     ``name`` is required: it names the join buffers, their changelogs and any repartition
     topic, so it must stay the same across versions of the topology.
-
-    ``left.join(right, lambda l, r: {"l": l, "r": r}, JoinWindows(before=100, after=100),
-    how="left", name="lr")``: a left record at 0 pairs with right records at -100..100; one
-    that found none is emitted as ``{"l": ..., "r": None}`` once stream time passes 100.
     """
-    from .topology import Stream
-
     if not isinstance(windows, JoinWindows):
         raise TypeError(f"a stream-stream join needs JoinWindows, got {windows!r}")
     if how not in JOIN_KINDS:
@@ -170,19 +87,19 @@ def stream_stream_join(left: Stream, right: Stream, joiner: Callable[[Any, Any],
                         "changelogs, which must stay the same across versions)")
     if left.topology is not right.topology:
         raise ValueError("cannot join streams of different topologies")
-    topology = left.topology
-    topology._add_store(f"{name}-left", _value_serde(left), "join-buffer", windows)
-    topology._add_store(f"{name}-right", _value_serde(right), "join-buffer", windows)
-    sides: dict[str, StreamJoinSideNode] = {}
-    for side, stream in (("left", left), ("right", right)):
-        sides[side] = StreamJoinSideNode(f"{name}-{side}-join", side, joiner, windows, how, name,
-                                         topology.late_topic)
-    for side, stream in (("left", left), ("right", right)):
+    builder = left.topology.builder
+    inputs = {"left": left, "right": right}
+    for side, stream in inputs.items():
+        builder.add_store(f"{name}-{side}", value_serde_of(stream.node), "join-buffer", windows)
+    sides = {side: n.StreamJoinSideNode(f"{name}-{side}-join", side, joiner, windows, how, name,
+                                        builder.late_topic) for side in inputs}
+    for side, stream in inputs.items():
         marker = sides[side].unmatched(side)
         if marker:
-            topology._add_store(marker, _value_serde(stream), "join-buffer", windows)
-    output = JoinOutputNode(f"{name}-output")
-    for side, stream in (("left", left), ("right", right)):
-        upstream = _copartitioned(stream, f"{name}-{side}")
+            builder.add_store(marker, value_serde_of(stream.node), "join-buffer", windows)
+    output = n.JoinOutputNode(f"{name}-output")
+    for side, stream in inputs.items():
+        # A side whose key may have changed is repartitioned by its key first (co-partitioning).
+        upstream = builder.grouping(stream.node, repartition=stream.rekeyed).node(f"{name}-{side}")
         upstream.add_child(sides[side]).add_child(output)
-    return Stream(topology, output)
+    return output

@@ -1,4 +1,4 @@
-"""Stream-table and stream-global-table joins, and global tables.
+"""Stream-table and stream-global-table joins: the nodes :meth:`Stream.join` wraps.
 
 Semantics (Kafka Streams' KStream-KTable and KStream-GlobalKTable joins):
 
@@ -46,124 +46,35 @@ the topic's end before processing anything, and keeps it current while running.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import nodes as n
-from .serdes import KeySerde, Serde, serde_for
+from .versioned import VERSIONED, versioned_join_node
 
 if TYPE_CHECKING:
-    from .topology import Stream, Table, Topology
+    from .stream import Stream
+    from .table import GlobalTable, Table
 
 JOIN_MODES = ("inner", "left")
 # table kinds a stream can be joined with (key -> latest value); windowed stores are not
-TABLE_KINDS = ("table", "aggregate", "versioned")
+TABLE_KINDS = ("table", "aggregate", VERSIONED)
 
 
-@dataclass(frozen=True)
-class GlobalTableSpec:
-    """A global table: the whole of ``topic`` in every worker, keyed as the default key serde
-    writes keys (so lookups compare serialized keys, as for other tables)."""
-
-    name: str
-    topic: str
-    source_key_serde: Serde  # how the topic's keys are decoded
-    value_serde: Serde       # how its values are decoded (and checked before they are stored)
-    key_serde: Serde = KeySerde()
-    kind: str = "global"
-
-
-class GlobalTable:
-    """A table holding every partition of its topic in every worker; join a stream with it by a
-    key computed from each record (:meth:`~streams.Stream.join`).
-
-    ``products = topology.global_table("products", value=Product)``
-    """
-
-    def __init__(self, topology: Topology, spec: GlobalTableSpec) -> None:
-        self.topology = topology
-        self.spec = spec
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def topic(self) -> str:
-        return self.spec.topic
-
-
-def add_global_table(topology: Topology, topic: str, *, key: Any = "str", value: Any = "json",
-                     name: str | None = None) -> GlobalTable:
-    """Declare a global table on ``topic`` (see :meth:`Topology.global_table`)."""
-    name = name or topic
-    topology._check_input(topic)
-    if topic in [s.topic for s in topology.sources]:
-        raise ValueError(f"topic {topic!r} is already read as a stream or table of topology "
-                         f"{topology.name!r}; a global table must have its own topic")
-    topology._check_table_name(name)
-    spec = GlobalTableSpec(name, topic, serde_for(key), serde_for(value))
-    topology.global_tables[name] = spec
-    return GlobalTable(topology, spec)
-
-
-# -- nodes ------------------------------------------------------------------------------------------
-@dataclass(eq=False)
-class StreamTableJoinNode(n.Node):
-    """Joins each stream record with the current row of its key in ``table`` (a store of the
-    same sub-topology)."""
-
-    table: str
-    joiner: Callable[[Any, Any], Any]
-    how: str
-
-    def store_names(self) -> list[str]:
-        return [self.table]
-
-    def label(self) -> str:
-        return f"join {self.name} ({self.how}) with table {self.table}"
-
-    def value_record(self) -> Any:
-        return None
-
-
-@dataclass(eq=False)
-class GlobalTableJoinNode(n.Node):
-    """Joins each stream record with the row of ``key_selector(key, value)`` in the global
-    table ``table``."""
-
-    table: str
-    key_selector: Callable[[Any, Any], Any]
-    joiner: Callable[[Any, Any], Any]
-    how: str
-
-    def label(self) -> str:
-        return f"join {self.name} ({self.how}) with global table {self.table}"
-
-    def value_record(self) -> Any:
-        return None
-
-
-# -- Stream.join cases ------------------------------------------------------------------------------
 def _check_how(how: str) -> None:
     if how not in JOIN_MODES:
         raise ValueError(f"how must be one of {JOIN_MODES}, got {how!r}")
 
 
 def join_table(stream: Stream, table: Table, joiner: Callable[[Any, Any], Any], *,
-               how: str = "inner", name: str | None = None, grace: Any = None) -> Stream:
-    """``stream.join(table, joiner, how="inner"|"left", name=None, grace=None)``: see the
-    module docstring; a versioned table is joined as of each record's time, with an optional
-    ``grace`` (:mod:`streams.dsl.versioned`).
+               how: str = "inner", name: str | None = None, grace: Any = None) -> n.Node:
+    """The output node of ``stream.join(table, joiner, how="inner"|"left", name=None,
+    grace=None)``: see the module docstring; a versioned table is joined as of each record's
+    time, with an optional ``grace`` (:mod:`streams.dsl.versioned`).
 
     ``name`` names the join node and, if the stream must be repartitioned first, its
     repartition topic (default ``<table>-join``); with a grace, also the buffer of held-back
     records (``<name>-buffer``), so it is required then.
     """
-    from .versioned import VERSIONED, versioned_join_node
-
-    from .topology import GroupedStream, Stream, _value_type
-
     _check_how(how)
     if table.topology is not stream.topology:
         raise ValueError("a stream can only be joined with a table of its own topology")
@@ -176,35 +87,29 @@ def join_table(stream: Stream, table: Table, joiner: Callable[[Any, Any], Any], 
     if grace is not None and not versioned:
         raise ValueError(f"a grace needs a versioned table (as Kafka Streams): declare "
                          f"{table.name!r} with topology.table(..., versioned=timedelta(...))")
-    topology = stream.topology
+    builder = stream.topology.builder
     head = stream.node
     if stream.rekeyed:
         # The key may differ from the partitioning key: bring each record to the task that holds
         # its row first, as Kafka Streams does before a stream-table join.
-        grouped = GroupedStream(topology, head, name=name, repartition=True,
-                                value_type=_value_type(head))
-        if name is not None:
-            topology._claim_repartition(name)
-        head = grouped._grouped(f"{table.name}-join")
+        head = builder.grouping(head, name=name, repartition=True).node(f"{table.name}-join")
     node: n.Node
     if versioned:
-        node = versioned_join_node(head, table, joiner, how, name, grace)
+        node = versioned_join_node(builder, head, table.name, joiner, how, name, grace)
     else:
-        node = StreamTableJoinNode(name or topology._next_name("join"), table=table.name,
-                                   joiner=joiner, how=how)
-    head.add_child(node)
-    return Stream(topology, node)
+        node = n.StreamTableJoinNode(name or builder.next_name("join"), table=table.name,
+                                     joiner=joiner, how=how)
+    return head.add_child(node)
 
 
 def join_global_table(stream: Stream, table: GlobalTable,
                       key_selector: Callable[[Any, Any], Any],
                       joiner: Callable[[Any, Any], Any], *, how: str = "inner",
-                      name: str | None = None) -> Stream:
-    """``stream.join(global_table, key_selector, joiner, how="inner"|"left")``: each record is
-    joined with the row ``key_selector(key, value)`` (Kafka Streams' KeyValueMapper: the
-    record's key and value in, the global table's key out). See the module docstring."""
-    from .topology import Stream
-
+                      name: str | None = None) -> n.Node:
+    """The output node of ``stream.join(global_table, key_selector, joiner,
+    how="inner"|"left")``: each record is joined with the row ``key_selector(key, value)``
+    (Kafka Streams' KeyValueMapper: the record's key and value in, the global table's key out).
+    See the module docstring."""
     _check_how(how)
     if table.topology is not stream.topology:
         raise ValueError("a stream can only be joined with a global table of its own topology")
@@ -212,8 +117,7 @@ def join_global_table(stream: Stream, table: GlobalTable,
         raise TypeError("join with a global table takes key_selector(key, value) and "
                         "joiner(value, table_value): "
                         "stream.join(products, lambda k, v: v['product_id'], joiner)")
-    node = GlobalTableJoinNode(name or stream.topology._next_name("join"), table=table.name,
-                               key_selector=key_selector, joiner=joiner, how=how)
-    # Lookups change nothing about keys or partitioning: the stream stays as (re)keyed as it was.
-    stream.node.add_child(node)
-    return Stream(stream.topology, node, rekeyed=stream.rekeyed)
+    node = n.GlobalTableJoinNode(name or stream.topology.builder.next_name("join"),
+                                 table=table.name, key_selector=key_selector, joiner=joiner,
+                                 how=how)
+    return stream.node.add_child(node)

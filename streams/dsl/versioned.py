@@ -52,22 +52,22 @@ when the next stream record arrives.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..serdes import Serde
 from . import nodes as n
-from .serdes import serde_for
-from .table_joins import StreamTableJoinNode
-
-if TYPE_CHECKING:
-    from .topology import Table, Topology
+from .builder import InternalBuilder, StoreSpec, value_serde_of
 
 VERSIONED = "versioned"  # the StoreSpec kind of a versioned table
 
 
 def duration_ms(d: timedelta | int, what: str) -> int:
-    """``d`` (a timedelta or int milliseconds) in ms; a negative one is refused."""
+    """``d`` (a timedelta or int milliseconds) in ms; a negative one is refused.
+
+    >>> duration_ms(timedelta(seconds=1), "grace")
+    1000
+    """
     if isinstance(d, bool) or not isinstance(d, (timedelta, int)):
         raise TypeError(f"{what} must be a timedelta or int milliseconds, got {d!r}")
     ms = int(d.total_seconds() * 1000) if isinstance(d, timedelta) else d
@@ -76,58 +76,24 @@ def duration_ms(d: timedelta | int, what: str) -> int:
     return ms
 
 
-@dataclass(eq=False)
-class VersionedTableSourceNode(n.TableSourceNode):
-    """Writes each record as a version of its key (at the record's timestamp); passes on the
-    ones that became their key's latest version."""
-
-    history_ms: int = 0
-
-    def label(self) -> str:
-        return f"versioned table {self.name} -> table {self.table} (history {self.history_ms} ms)"
-
-
-@dataclass(eq=False)
-class VersionedTableJoinNode(StreamTableJoinNode):
-    """Joins each stream record with the row of its key as of its timestamp; with a
-    ``buffer``, records wait there until stream time passes ``ts + grace_ms``."""
-
-    grace_ms: int = 0
-    buffer: str | None = None
-
-    def store_names(self) -> list[str]:
-        return [self.table] + ([self.buffer] if self.buffer else [])
-
-    def label(self) -> str:
-        held = f", grace {self.grace_ms} ms, buffer {self.buffer}" if self.buffer else ""
-        return f"join {self.name} ({self.how}) with table {self.table} as of record time{held}"
-
-
-def add_versioned_table(topology: Topology, topic: str, name: str, *, key: Any, value: Any,
-                        history: timedelta | int) -> Table:
-    """Declare the versioned table ``name`` on ``topic`` (see :meth:`Topology.table`)."""
-    from .topology import Table
-
+def add_versioned_table(builder: InternalBuilder, topic: str, name: str, *, key_serde: Serde,
+                        value_serde: Serde, history: timedelta | int
+                        ) -> tuple[StoreSpec, n.Node]:
+    """Declare the versioned table ``name`` on ``topic`` (see :meth:`Topology.table`): its
+    store and the node whose records are its updates."""
     history_ms = duration_ms(history, "versioned (history retention)")
-    spec = topology._add_store(name, serde_for(value), VERSIONED)
-    spec = replace(spec, history_ms=history_ms)
-    topology.stores[name] = spec
-    source = n.SourceNode(topology._next_name("source"), topic, serde_for(key), spec.value_serde,
-                          None)
-    topology.sources.append(source)
-    node = source.add_child(VersionedTableSourceNode(topology._next_name("table"), name,
-                                                     spec.value_serde, history_ms=history_ms))
-    return Table(topology, node, spec)
+    spec = builder.add_store(name, value_serde, VERSIONED, history_ms=history_ms)
+    source = builder.add_source(topic, key_serde, spec.value_serde)
+    node = source.add_child(n.VersionedTableSourceNode(builder.next_name("table"), name,
+                                                       spec.value_serde, history_ms=history_ms))
+    return spec, node
 
 
-def versioned_join_node(head: n.Node, table: Table, joiner: Callable[[Any, Any], Any], how: str,
-                        name: str | None, grace: timedelta | int | None) -> n.Node:
+def versioned_join_node(builder: InternalBuilder, head: n.Node, table: str,
+                        joiner: Callable[[Any, Any], Any], how: str, name: str | None,
+                        grace: timedelta | int | None) -> n.Node:
     """The join node of ``stream.join(table, ..., grace=...)`` when ``table`` is versioned;
     declares the grace buffer (``<name>-buffer``, with a changelog) when there is a grace."""
-    from .joins import _value_serde
-    from .topology import Stream
-
-    topology = table.topology
     grace_ms = 0 if grace is None else duration_ms(grace, "grace")
     buffer = None
     if grace_ms > 0:
@@ -136,6 +102,6 @@ def versioned_join_node(head: n.Node, table: Table, joiner: Callable[[Any, Any],
                             "of held-back records and its changelog, which must stay the same "
                             "across versions)")
         buffer = f"{name}-buffer"
-        topology._add_store(buffer, _value_serde(Stream(topology, head)), "grace-buffer")
-    return VersionedTableJoinNode(name or topology._next_name("join"), table=table.name,
-                                  joiner=joiner, how=how, grace_ms=grace_ms, buffer=buffer)
+        builder.add_store(buffer, value_serde_of(head), "grace-buffer")
+    return n.VersionedTableJoinNode(name or builder.next_name("join"), table=table,
+                                    joiner=joiner, how=how, grace_ms=grace_ms, buffer=buffer)

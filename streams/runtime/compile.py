@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..dsl import nodes as n
-from ..dsl.agents import AgentNode
+from ..dsl.nodes import AgentNode
 from ..dsl.topology import Topology
 from .context import ProcessorContext
 from .processors import PROCESSORS, Processor, SourceProc

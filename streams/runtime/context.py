@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, Protocol
 
 from ..dsl.topology import Topology
 from ..state.meta import ORIGIN_HEADER, Positions, TaskId, header
-from ..state.table import StoreView
+from ..state.store_view import StoreView
 
 StreamTimeCallback = Callable[[int], None]
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from ..dsl.serdes import KeySerde
+from ..serdes import KeySerde
 from ..dsl.topology import Topology
 from ..kafka.admin import topic_partitions
 from ..kafka.clients import Kafka, client_kwargs

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..dsl.serdes import MAX_RECORD_BYTES
+from ..serdes import MAX_RECORD_BYTES
 from ..state.meta import ORIGIN_HEADER
 
 __all__ = ["BROKER_MAX_MESSAGE_BYTES", "MAX_ERROR_BYTES", "MAX_RECORD_BYTES",

@@ -26,7 +26,7 @@ from ..state.meta import (CHANNELS_HEADER, OFFSETS_HEADER, STREAM_TIME_HEADER, U
                           TaskId, TaskMeta, encode_channels, encode_offsets, encode_upstream,
                           shape_of, source_headers)
 from ..state.store import TaskStore
-from ..state.table import StoreView
+from ..state.store_view import StoreView
 from ..state.views import open_view
 from .compile import SubTopology, build_processors, written_repartitions
 from .context import Output, ProcessorContext, StreamTimeCallback

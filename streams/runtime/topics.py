@@ -14,7 +14,7 @@ import time
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
-from ..dsl.agents import AgentNode
+from ..dsl.nodes import AgentNode
 from ..dsl.topology import Topology
 from ..kafka.admin import Replication, TopicSpec, ensure_topics, topic_partitions
 from ..kafka.clients import Kafka, client_kwargs

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..dsl.serdes import KeySerde
+from ..serdes import KeySerde
 from .meta import Offsets, TaskMeta
 from .store import StateCorrupted, StoreLocked, TaskStore
 

@@ -2,7 +2,7 @@
 
 Kafka Streams' ``VersionedKeyValueStore`` (``RocksDBVersionedStore``), in one column family of
 the task's RocksDB, so it shares the task's per-commit WriteBatch, its changelog and its restore
-like every other store (:class:`~streams.state.table.StoreView`).
+like every other store (:class:`~streams.state.store_view.StoreView`).
 
 Rules (Kafka's):
 
@@ -37,9 +37,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from ..dsl.serdes import MAX_RECORD_BYTES, Serde
+from ..serdes import MAX_RECORD_BYTES, Serde
 from .store import TaskStore, count_entries_and_keys
-from .table import StoreView
+from .store_view import StoreView
 from .window_store import JoinBufferView, key_prefix, prefix_end, time_bytes, time_of
 
 _VALUE, _TOMBSTONE = b"\x01", b"\x00"
@@ -66,7 +66,7 @@ class VersionedTableView(StoreView):
     """One versioned table of one task (see the module docstring for the rules).
 
     ``history_ms`` is the history retention; values are serialized when they are put, as in
-    :class:`~streams.state.table.TableView`.
+    :class:`~streams.state.store_view.TableView`.
     """
 
     def __init__(self, store: TaskStore, name: str, key_serde: Serde, value_serde: Serde,

@@ -3,7 +3,7 @@
 =================================  ==========================================================
 kind                               view
 =================================  ==========================================================
-``aggregate``, ``table``, ``store``  :class:`~streams.state.table.TableView` (key -> value)
+``aggregate``, ``table``, ``store``  :class:`~streams.state.store_view.TableView` (key -> value)
 ``window``                         :class:`~streams.state.window_store.WindowStoreView`
 ``session``                        :class:`~streams.state.window_store.SessionStoreView`
 ``join-buffer``                    :class:`~streams.state.window_store.JoinBufferView`
@@ -11,7 +11,7 @@ kind                               view
 ``grace-buffer``                   :class:`~streams.state.versioned_store.GraceBufferView`
 =================================  ==========================================================
 
-All of them are :class:`~streams.state.table.StoreView`\\ s: the task flushes, discards and
+All of them are :class:`~streams.state.store_view.StoreView`\\ s: the task flushes, discards and
 savepoints them alike. Key encodings are in :mod:`streams.state.window_store`.
 """
 
@@ -20,12 +20,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .store import TaskStore
-from .table import StoreView, TableView
+from .store_view import StoreView, TableView
 from .versioned_store import GraceBufferView, VersionedTableView
 from .window_store import JoinBufferView, SessionStoreView, WindowStoreView
 
 if TYPE_CHECKING:
-    from ..dsl.topology import StoreSpec
+    from ..dsl.builder import StoreSpec
 
 VIEWS: dict[str, type[StoreView]] = {
     "aggregate": TableView,

@@ -2,7 +2,7 @@
 
 They live in one column family of the task's RocksDB like a key-value table, so they share its
 per-commit WriteBatch, its changelog (``flush()`` returns the entries) and the per-record
-savepoint (``begin``/``rollback``/``release``) of :class:`~streams.state.table.StoreView`.
+savepoint (``begin``/``rollback``/``release``) of :class:`~streams.state.store_view.StoreView`.
 
 Encodings (RocksDB orders keys as bytes, so these group by record key, then by time):
 
@@ -34,8 +34,8 @@ import operator
 from collections.abc import Iterator
 from typing import Any
 
-from ..dsl.serdes import MAX_RECORD_BYTES
-from .table import StoreView
+from ..serdes import MAX_RECORD_BYTES
+from .store_view import StoreView
 
 _OFFSET = 1 << 63
 _INDEX = b"\xff"
@@ -389,4 +389,4 @@ class JoinBufferView(TimeKeyedView):
         return out
 
 
-_ABSENT = object()
+_ABSENT: Any = object()

@@ -15,7 +15,7 @@ from ..kafka import admin
 from ..kafka.clients import Kafka
 from ..runtime.compile import subtopologies
 from ..state.meta import TaskId, TaskMeta
-from ..dsl.windows import HoppingWindows, SlidingWindows, TumblingWindows
+from ..dsl.window_specs import HoppingWindows, SlidingWindows, TumblingWindows
 from ..state.global_store import global_dirs
 from ..state.store import TaskStore, count_entries_and_keys
 from ..state.versioned_store import VersionedTableView, count_versions

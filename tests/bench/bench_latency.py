@@ -52,7 +52,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from streams import generate  # noqa: E402
-from streams.dsl.serdes import json_dumps  # noqa: E402
+from streams.serdes import json_dumps  # noqa: E402
 from streams.kafka import admin  # noqa: E402
 
 TOPOLOGY = "profile_notifications"

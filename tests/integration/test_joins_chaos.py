@@ -50,7 +50,7 @@ def _feed(kafka: str, events: list[tuple[str, str, dict[str, Any]]], chunk: int 
     pause): input that keeps flowing. A chunk spans ~25 min of event time, less than the join's
     1 h grace, so a task that sees a chunk's orders before its shipments reach the broker never
     runs ahead far enough to make them late: any loss comes from the kills."""
-    from streams.dsl.serdes import json_dumps
+    from streams.serdes import json_dumps
 
     async def run() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all", linger_ms=2)

@@ -12,7 +12,7 @@ import faust
 import pytest
 
 from streams import Topology
-from streams.dsl.serdes import (JsonObjectSerde, JsonSerde, RecordSerde, SchemaError, SerdeError,
+from streams.serdes import (JsonObjectSerde, JsonSerde, RecordSerde, SchemaError, SerdeError,
                                 json_dumps)
 from streams.testing import TopologyTestDriver
 from streams.validation import MAX_MONEY_DIGITS, Invalid, money
@@ -367,7 +367,8 @@ def test_docstring_examples_run() -> None:
     import doctest
 
     from streams import validation
-    from streams.dsl import serdes, topology
+    from streams import serdes
+    from streams.dsl import topology
 
     for module in (serdes, validation, topology):
         result = doctest.testmod(module)

@@ -22,12 +22,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ...dsl import nodes as n
-from ...dsl.agents import AgentNode
-from ...dsl.joins import JoinOutputNode, StreamJoinSideNode
-from ...dsl.serdes import MAX_RECORD_BYTES
-from ...dsl.table_joins import GlobalTableJoinNode, StreamTableJoinNode
-from ...dsl.versioned import VersionedTableJoinNode, VersionedTableSourceNode
-from ...dsl.windows import SessionWindows, SlidingWindows
+from ...dsl.nodes import (AgentNode, GlobalTableJoinNode, JoinOutputNode, StreamJoinSideNode,
+                          StreamTableJoinNode, VersionedTableJoinNode, VersionedTableSourceNode)
+from ...dsl.window_specs import SessionWindows, SlidingWindows
+from ...serdes import MAX_RECORD_BYTES
 from ...state.meta import ORIGIN_HEADER
 from ..context import ProcessorContext
 from .agents import AgentProc

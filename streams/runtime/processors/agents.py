@@ -1,13 +1,15 @@
 """The runtime of Faust-style agents: the task drives the agent's coroutine through its batch.
 
-The user-facing semantics are in :mod:`streams.dsl.agents`; this module is how they hold.
+The user-facing semantics are in :mod:`streams.dsl.agents`; this module is how they hold. The
+stream the agent function iterates is :mod:`.agent_stream`; the table and topic handles reach
+the processor through :data:`streams.dsl.agent_context.ACTIVE`.
 
 **Driving.** One :class:`AgentProc` per task holds the agent instance (an async generator, a
 coroutine or a sync generator). ``on_batch`` steps it by hand — ``asend``'s awaitable is
 advanced with ``send(None)`` — instead of scheduling it on the event loop: the stream's
 ``__anext__`` is a generator-based coroutine that *returns* the next record of the batch at
 once, so a whole batch runs as plain function calls. When the batch is exhausted it yields the
-private ``_WAITING`` marker up to the processor, which returns with the agent suspended there;
+``WAITING`` marker up to the processor, which returns with the agent suspended there;
 the next batch resumes it. Anything else reaching the processor through ``send(None)`` was
 yielded by an awaitable the framework did not provide (a future, ``asyncio.sleep``): the event
 fails with reason ``await``.
@@ -27,23 +29,23 @@ agent's effects go out with the task's commit exactly as the declarative operato
 from __future__ import annotations
 
 import inspect
-import types
 import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from ...dsl import agents as dsl
 from ...dsl import nodes as n
-from ...dsl.serdes import MAX_RECORD_BYTES
+from ...dsl.agent_context import ACTIVE
+from ...dsl.agent_tables import WindowedAgentTable
+from ...serdes import MAX_RECORD_BYTES
 from ...state.meta import ORIGIN_HEADER, encode_origin
-from ...state.table import StoreView
+from ...state.store_view import StoreView
 from ..context import ProcessorContext
 from ..record_limits import headers_bytes, too_large
+from .agent_stream import WAITING, AgentEvent, AgentStream
 from .base import STORE_FAILURES, Processor, Rec, ShapeError, describe_error, what
 
 __all__ = ["AgentAwaitError", "AgentEvent", "AgentProc", "AgentStream"]
 
-_WAITING: Any = object()  # yielded by the stream's __anext__: "no record left in this batch"
 _EMPTY: list[Rec] = []
 _ASYNC_GEN, _CORO, _SYNC_GEN = 0, 1, 2
 # Records one event may stage: a body that yields in an endless loop fails its event instead
@@ -56,188 +58,20 @@ class AgentAwaitError(RuntimeError):
     ``await``)."""
 
 
-class AgentEvent:
-    """The record the agent is handling (``stream.current_event``): ``key``, ``value``,
-    ``timestamp`` (event time, epoch ms), ``headers``, ``topic``, ``partition``, ``offset``
-    (of the record the task consumed; after a repartition, of the internal topic's record)."""
-
-    __slots__ = ("_rec",)
-
-    def __init__(self, rec: Rec) -> None:
-        self._rec = rec
-
-    key = property(lambda self: self._rec.key)
-    value = property(lambda self: self._rec.value)
-    timestamp = property(lambda self: self._rec.ts)
-    headers = property(lambda self: list(self._rec.raw.headers or ()))
-    topic = property(lambda self: self._rec.raw.topic)
-    partition = property(lambda self: self._rec.raw.partition)
-    offset = property(lambda self: self._rec.raw.offset)
-
-    def __repr__(self) -> str:
-        return (f"AgentEvent(topic={self.topic!r}, partition={self.partition}, "
-                f"offset={self.offset}, key={self.key!r}, timestamp={self.timestamp})")
-
-
-class AgentStream:
-    """What the agent function receives: ``async for value in stream``, ``async for key,
-    value in stream.items()``, ``stream.events()`` (:class:`AgentEvent`\\ s), the same with a
-    plain ``for`` in sync generator agents, and ``stream.current_event``."""
-
-    __slots__ = ("_proc",)
-
-    def __init__(self, proc: AgentProc) -> None:
-        self._proc = proc
-
-    # async iteration: each __anext__ is a generator-based coroutine (no event loop involved)
-    def __aiter__(self) -> AgentStream:
-        return self
-
-    def __anext__(self) -> Any:
-        return _next_value(self._proc)
-
-    def items(self) -> _Items:
-        """(key, value) per event: ``async for key, value in stream.items()``."""
-        return _Items(self._proc)
-
-    def events(self) -> _Events:
-        """:class:`AgentEvent` per event: ``async for event in stream.events()``."""
-        return _Events(self._proc)
-
-    # sync iteration (generator agents): ends with the batch
-    def __iter__(self) -> Iterator[Any]:
-        return _sync_values(self._proc)
-
-    @property
-    def current_event(self) -> AgentEvent | None:
-        rec = self._proc.event
-        return None if rec is None else AgentEvent(rec)
-
-    def take(self, max_: int, within: Any = None) -> _Take:
-        """Lists of up to ``max_`` values: ``async for values in stream.take(100, within=1)``.
-
-        A list never spans a poll batch — so never a commit (faust's ``take`` buffers across
-        them, and a crash after the commit loses the buffer) — and one list is one event: its
-        effects are applied together, and if the body raises every record of the list goes to
-        the dead letters. ``within`` is accepted for faust compatibility; a list is complete at
-        ``max_`` values or at the end of the batch, whichever comes first."""
-        if not isinstance(max_, int) or isinstance(max_, bool) or max_ < 1:
-            raise ValueError(f"take() needs a positive number of values, got {max_!r}")
-        return _Take(self._proc, max_)
-
-    def noack(self, *_args: Any, **_kwargs: Any) -> Any:
-        raise NotImplementedError(
-            "stream.noack() would acknowledge events before they are processed; agents here "
-            "commit an event only when it is complete")
-
-    take_events = take_with_timestamp = noack
-
-
-@types.coroutine
-def _next_chunk(proc: AgentProc, size: int) -> Any:
-    chunk = proc.next_chunk(size)
-    while chunk is None:
-        yield _WAITING
-        chunk = proc.next_chunk(size)
-    return [rec.value for rec in chunk]
-
-
-class _Take:
-    __slots__ = ("_proc", "_size")
-
-    def __init__(self, proc: AgentProc, size: int) -> None:
-        self._proc = proc
-        self._size = size
-
-    def __aiter__(self) -> _Take:
-        return self
-
-    def __anext__(self) -> Any:
-        return _next_chunk(self._proc, self._size)
-
-    def __iter__(self) -> Iterator[list[Any]]:
-        proc, size = self._proc, self._size
-        while (chunk := proc.next_chunk(size)) is not None:
-            yield [rec.value for rec in chunk]
-
-
-@types.coroutine
-def _next_value(proc: AgentProc) -> Any:
-    rec = proc.next_record()
-    while rec is None:
-        yield _WAITING
-        rec = proc.next_record()
-    return rec.value
-
-
-@types.coroutine
-def _next_item(proc: AgentProc) -> Any:
-    rec = proc.next_record()
-    while rec is None:
-        yield _WAITING
-        rec = proc.next_record()
-    return rec.key, rec.value
-
-
-@types.coroutine
-def _next_event(proc: AgentProc) -> Any:
-    rec = proc.next_record()
-    while rec is None:
-        yield _WAITING
-        rec = proc.next_record()
-    return AgentEvent(rec)
-
-
-class _Items:
-    __slots__ = ("_proc",)
-
-    def __init__(self, proc: AgentProc) -> None:
-        self._proc = proc
-
-    def __aiter__(self) -> _Items:
-        return self
-
-    def __anext__(self) -> Any:
-        return _next_item(self._proc)
-
-    def __iter__(self) -> Iterator[tuple[Any, Any]]:
-        proc = self._proc
-        while (rec := proc.next_record()) is not None:
-            yield rec.key, rec.value
-
-
-class _Events(_Items):
-    __slots__ = ()
-
-    def __anext__(self) -> Any:
-        return _next_event(self._proc)
-
-    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
-        proc = self._proc
-        while (rec := proc.next_record()) is not None:
-            yield AgentEvent(rec)
-
-
-def _sync_values(proc: AgentProc) -> Iterator[Any]:
-    while (rec := proc.next_record()) is not None:
-        yield rec.value
-
-
 class AgentProc(Processor):
     """Runs one agent instance in one task (see the module docstring)."""
 
     def __init__(self, node: n.Node, ctx: ProcessorContext) -> None:
         super().__init__(node, ctx)
-        agent: dsl.AgentNode = node  # type: ignore[assignment]
+        agent: n.AgentNode = node  # type: ignore[assignment]
         self.fn = agent.fn
         self.name = agent.name
+        # the agent's tables in this task; the table handles look them up per event
         self.views: dict[str, StoreView] = {s: ctx.store(s) for s in agent.store_names()}
-        self._views = self.views
-        self._view_list = list(self._views.values())
+        self._view_list = list(self.views.values())
         self._sinks = [c for c in agent.children if isinstance(c, n.SinkNode)]
-        self._windowed = [(s, dsl_table) for s in self._views
-                          if isinstance(dsl_table := agent.topology.agent_tables.get(s),
-                                        dsl.WindowedAgentTable)]
+        self._windowed = [(s, table) for s in self.views
+                          if isinstance(table := agent.agent_tables.get(s), WindowedAgentTable)]
         if self._windowed:
             ctx.on_stream_time(self._expire_windows)
         ctx.on_close(self.close)
@@ -260,10 +94,10 @@ class AgentProc(Processor):
         self._origin_pos: tuple[str, int, int] | None = None
         self._origin_index = 0
 
-    # -- the services tables and topics use (via streams.dsl.agents.ACTIVE) -----------------------
+    # -- the services tables and topics use (streams.dsl.agent_context.AgentRuntime) --------------
     def view(self, table: str) -> Any:
         try:
-            return self._views[table]
+            return self.views[table]
         except KeyError:
             raise RuntimeError(
                 f"table {table!r} is not available to agent {self.name!r}: name it in the agent "
@@ -334,12 +168,11 @@ class AgentProc(Processor):
         self._recs, self._i = recs, 0
         self._seen_max, self._seen_upto = -1, 0
         self._clock = self.ctx.batch_clock()
-        active = dsl.ACTIVE
-        outer, active.proc = active.proc, self
+        outer, ACTIVE.proc = ACTIVE.proc, self
         try:
             self._run()
         finally:
-            active.proc = outer
+            ACTIVE.proc = outer
             self._recs = _EMPTY
 
     def _run(self) -> None:
@@ -376,7 +209,7 @@ class AgentProc(Processor):
             except Exception as exc:  # noqa: BLE001 - the user's body raised
                 self._fail(exc, "shape" if isinstance(exc, ShapeError) else "processing")
                 continue
-            if signal is _WAITING:
+            if signal is WAITING:
                 return
             self._fail(AgentAwaitError(
                 f"agent {self.name!r} awaited something the framework did not provide (it "
@@ -512,8 +345,7 @@ class AgentProc(Processor):
     def close(self) -> None:
         """The task is closed (revoked): close the instance, discarding an unfinished event
         (its record was not committed and will be processed again)."""
-        active = dsl.ACTIVE
-        outer, active.proc = active.proc, self
+        outer, ACTIVE.proc = ACTIVE.proc, self
         try:
             for view in self._view_list:
                 view.rollback()
@@ -521,12 +353,12 @@ class AgentProc(Processor):
             self.event = None
             self._close_instance()
         finally:
-            active.proc = outer
+            ACTIVE.proc = outer
 
     # -- windowed tables ----------------------------------------------------------------------------
     def _expire_windows(self, now: int) -> None:
         for name, table in self._windowed:
-            view = self._views[name]
+            view = self.views[name]
             # a window [start, start + size) is kept until stream time passes end + expires
             view.expire_before(now - table.window.size_ms - table.expires_ms + 1)  # type: ignore[attr-defined]
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from ...dsl.joins import StreamJoinSideNode
-from ...dsl.serdes import json_dumps
+from ...dsl.nodes import StreamJoinSideNode
+from ...serdes import json_dumps
 from ...state.meta import source_headers
 from ...state.window_store import JoinBufferView
 from ..context import ProcessorContext

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...dsl import nodes as n
-from ...dsl.serdes import MAX_RECORD_BYTES
+from ...serdes import MAX_RECORD_BYTES
 from ...state.meta import ORIGIN_HEADER, encode_origin
 from ..context import ProcessorContext
 from ..record_limits import headers_bytes, too_large

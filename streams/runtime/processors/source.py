@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ...dsl import nodes as n
-from ...dsl.serdes import SchemaError, SerdeError
+from ...serdes import SchemaError, SerdeError
 from ..context import ProcessorContext
 from ..watermarks import is_marker
 from .base import MAX_TIMESTAMP_MS, Processor, Rec, describe_error, what

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ...dsl import nodes as n
-from ...state.table import TableView
+from ...state.store_view import TableView
 from .base import Processor, Rec, ShapeError, what
 
 __all__ = ["AggregateProc", "ProcessProc", "TableSourceProc"]

@@ -13,7 +13,7 @@ from decimal import Decimal
 from types import AsyncGeneratorType, GeneratorType
 from typing import Any
 
-from ...dsl.table_joins import GlobalTableJoinNode, StreamTableJoinNode
+from ...dsl.nodes import GlobalTableJoinNode, StreamTableJoinNode
 from .base import Processor, Rec, ShapeError, what
 
 __all__ = ["GlobalTableJoinProc", "StreamTableJoinProc"]

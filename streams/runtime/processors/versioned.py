@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...dsl.serdes import json_dumps
-from ...dsl.versioned import VersionedTableJoinNode, VersionedTableSourceNode
+from ...serdes import json_dumps
+from ...dsl.nodes import VersionedTableJoinNode, VersionedTableSourceNode
 from ...state.versioned_store import DROPPED, LATEST, GraceBufferView, VersionedTableView
 from ..context import ProcessorContext
 from .base import Processor, Rec

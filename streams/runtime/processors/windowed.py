@@ -1,4 +1,4 @@
-"""Windowed aggregations on event time (semantics in :mod:`streams.dsl.windowed`).
+"""Windowed aggregations on event time (semantics in :mod:`streams.dsl.window_ops`).
 
 One processor per window family: :class:`TimeWindowAggregateProc` (tumbling and hopping, a
 window store keyed by key + window start) and :class:`SessionWindowAggregateProc` (a session
@@ -17,7 +17,7 @@ from typing import Any
 import faust
 
 from ...dsl import nodes as n
-from ...dsl.serdes import json_dumps
+from ...serdes import json_dumps
 from ...state.meta import source_headers
 from ..context import ProcessorContext
 from ..record_limits import fit_copy

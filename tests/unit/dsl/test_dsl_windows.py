@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, strategies as st
 
 import streams
-from streams.dsl import windows
-from streams.dsl.windows import (HoppingWindows, JoinWindows, SessionWindows, SlidingWindows,
-                                 TumblingWindows)
+from streams.dsl import window_specs as windows
+from streams.dsl.window_specs import (HoppingWindows, JoinWindows, SessionWindows,
+                                      SlidingWindows, TumblingWindows)
 
 
 def brute_force(size: int, advance: int, ts: int) -> list[tuple[int, int]]:

@@ -23,7 +23,7 @@ from typing import Any
 from hypothesis import given, settings, strategies as st
 
 from streams import Topology
-from streams.dsl.serdes import json_dumps
+from streams.serdes import json_dumps
 from streams.runtime import checkpoint
 from streams.runtime.compile import subtopologies
 from streams.runtime.task import Task

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import streams.dsl.serdes
+import streams.serdes
 import streams.dsl.topology
 import streams.testing
 from streams import Topology
@@ -454,7 +454,7 @@ def test_profile_notifications_matches_oracle() -> None:
 
 # -- doctests ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("module", [streams.testing, streams.dsl.topology, streams.dsl.serdes],
+@pytest.mark.parametrize("module", [streams.testing, streams.dsl.topology, streams.serdes],
                          ids=lambda m: m.__name__)
 def test_doctests(module: Any) -> None:
     result = doctest.testmod(module, verbose=False)

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from streams.dsl.serdes import JsonSerde, KeySerde
+from streams.serdes import JsonSerde, KeySerde
 from streams.runtime.processors import MAX_RECORD_BYTES
 from streams.state.store import TaskStore
-from streams.state.table import TableView
+from streams.state.store_view import TableView
 
 
 class CountingJson(JsonSerde):

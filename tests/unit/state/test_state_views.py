@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from streams.dsl.serdes import JsonSerde, KeySerde
-from streams.dsl.topology import StoreSpec
+from streams.serdes import JsonSerde, KeySerde
+from streams.dsl.builder import StoreSpec
 from streams.state.store import TaskStore
-from streams.state.table import TableView
+from streams.state.store_view import TableView
 from streams.state.views import VIEWS, open_view
 from streams.state.window_store import (JoinBufferView, SessionStoreView, WindowStoreView,
                                         prefix_end, time_bytes)

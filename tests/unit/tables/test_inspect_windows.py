@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from streams import Topology
-from streams.dsl.windows import HoppingWindows, SessionWindows, SlidingWindows, TumblingWindows
+from streams.dsl.window_specs import HoppingWindows, SessionWindows, SlidingWindows, TumblingWindows
 from streams.runtime.compile import subtopologies
 from streams.state.store import TaskStore
 from streams.state.views import open_view

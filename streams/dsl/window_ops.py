@@ -59,20 +59,27 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 
+from ..serdes import serde_for
 from . import nodes as n
-from .serdes import serde_for
-from .windows import HoppingWindows, SessionWindows, SlidingWindows, TumblingWindows
-
-from .topology import Table
+from .table import Table
+from .window_specs import HoppingWindows, SessionWindows, SlidingWindows, TumblingWindows
 
 if TYPE_CHECKING:
-    from .topology import GroupedStream
+    from .grouped import GroupedStream
 
 EMIT_MODES = ("update", "final")
 
 
 class WindowedStream:
-    """A grouped stream cut into windows of event time, ready for aggregation."""
+    """A grouped stream cut into windows of event time, ready for aggregation
+    (``grouped.window(spec)``; an example runs at each aggregation below).
+
+    >>> from streams import Topology, TumblingWindows
+    >>> windowed = Topology("doc_windowed").stream("in").group_by_key().window(
+    ...     TumblingWindows(size=60_000, grace=5_000))
+    >>> windowed.spec.describe()
+    'tumbling 60000 ms, grace 5000 ms'
+    """
 
     def __init__(self, grouped: GroupedStream, spec: Any) -> None:
         if not isinstance(spec, (TumblingWindows, HoppingWindows, SlidingWindows, SessionWindows)):
@@ -92,54 +99,126 @@ class WindowedStream:
         Record class is inferred from the initializer). Results are stamped with the window's
         largest record timestamp (sessions: their end).
 
-        ``w.aggregate(lambda: {"rides": 0}, lambda a, r: {"rides": a["rides"] + 1},
-        merger=lambda a, b: {"rides": a["rides"] + b["rides"]}, name="sessions", emit="final")``
+        >>> from streams import SessionWindows, Topology
+        >>> from streams.testing import TopologyTestDriver
+        >>> t = Topology("doc_window_aggregate")
+        >>> _ = (t.stream("rides").group_by_key().window(SessionWindows(gap=10_000))
+        ...       .aggregate(lambda: {"rides": 0}, lambda a, r: {"rides": a["rides"] + 1},
+        ...                  merger=lambda a, b: {"rides": a["rides"] + b["rides"]},
+        ...                  name="sessions", emit="final")
+        ...       .to("sessions"))
+        >>> with TopologyTestDriver(t) as driver:
+        ...     for ts in (0, 5_000, 50_000):        # the third starts a new session
+        ...         driver.pipe("rides", "rider-1", {}, timestamp=ts)
+        ...     driver.read_output("sessions")     # the first has closed: 50_000 > 5_000 + gap
+        [('rider-1', {'rides': 2, 'window_start': 0, 'window_end': 5000})]
         """
         if emit not in EMIT_MODES:
             raise ValueError(f"emit must be one of {EMIT_MODES}, got {emit!r}")
         session = isinstance(self.spec, SessionWindows)
         if session and merger is None:
             raise ValueError(f"session windows need merger= to combine sessions ({name!r})")
-        topology = self.grouped.topology
+        builder = self.grouped.topology.builder
+        grouping = self.grouped.grouping
         if value is None:
             initial = initializer()
             value = type(initial) if isinstance(initial, faust.Record) else "any-json"
-        spec = topology._add_store(name, serde_for(value), "session" if session else "window",
-                                   self.spec)
+        spec = builder.add_store(name, serde_for(value), "session" if session else "window",
+                                 self.spec)
         if isinstance(self.spec, SlidingWindows):
             # The records themselves: a window created late must aggregate the ones it covers.
-            topology._add_store(f"{name}-records", self.grouped._value_serde(), "join-buffer",
-                                self.spec)
+            builder.add_store(f"{name}-records", grouping.value_serde(), "join-buffer",
+                              self.spec)
         node = n.WindowAggregateNode(
             f"{name}-window", table=name, value_serde=spec.value_serde, initializer=initializer,
             adder=adder, merger=merger, window=self.spec, emit=emit, result=result,
-            late_topic=topology.late_topic)
-        self.grouped._grouped(name).add_child(node)
-        return WindowedTable(topology, node, spec)
+            late_topic=builder.late_topic)
+        grouping.node(name).add_child(node)
+        return WindowedTable(self.grouped.stream.derived(node), spec)
 
     def count(self, *, name: str, emit: str = "update") -> WindowedTable:
-        """Records per key and window: ``{"value": n, "window_start": .., "window_end": ..}``."""
+        """Records per key and window: ``{"value": n, "window_start": .., "window_end": ..}``.
+
+        >>> from streams import HoppingWindows, Topology
+        >>> from streams.testing import TopologyTestDriver
+        >>> t = Topology("doc_window_count")
+        >>> _ = (t.stream("clicks").group_by_key()
+        ...       .window(HoppingWindows(size=10_000, advance=5_000)).count(name="clicks")
+        ...       .to("counts"))
+        >>> with TopologyTestDriver(t) as driver:
+        ...     driver.pipe("clicks", "ann", {}, timestamp=7_000)   # in [0, 10s) and [5s, 15s)
+        ...     [(v["window_start"], v["value"]) for _k, v in driver.read_output("counts")]
+        [(0, 1), (5000, 1)]
+        """
         return self.aggregate(_zero, _count, merger=_add, name=name, emit=emit, value="any-json")
 
     def sum(self, fn: Callable[[Any], Any], *, name: str, emit: str = "update") -> WindowedTable:
-        """Sum of ``fn(value)`` (int or float; for money, aggregate Decimal strings yourself)."""
+        """Sum of ``fn(value)`` (int or float; for money, aggregate Decimal strings yourself).
+
+        >>> from streams import Topology, TumblingWindows
+        >>> from streams.testing import TopologyTestDriver
+        >>> t = Topology("doc_window_sum")
+        >>> _ = t.stream("trips").group_by_key().window(TumblingWindows(size=60_000)).sum(
+        ...     lambda trip: trip["km"], name="km")
+        >>> with TopologyTestDriver(t) as driver:
+        ...     driver.pipe("trips", "car", {"km": 3}, timestamp=1_000)
+        ...     driver.pipe("trips", "car", {"km": 4}, timestamp=2_000)
+        ...     driver.table("km")
+        {'car': {0: 7}}
+        """
         return self.aggregate(_zero, lambda a, v: a + fn(v), merger=_add, name=name, emit=emit,
                               value="any-json")
 
     def min(self, fn: Callable[[Any], Any], *, name: str, emit: str = "update") -> WindowedTable:
-        """Smallest ``fn(value)`` per key and window."""
+        """Smallest ``fn(value)`` per key and window.
+
+        >>> from streams import Topology, TumblingWindows
+        >>> from streams.testing import TopologyTestDriver
+        >>> t = Topology("doc_window_min")
+        >>> _ = t.stream("temps").group_by_key().window(TumblingWindows(size=60_000)).min(
+        ...     lambda v: v["c"], name="coldest")
+        >>> with TopologyTestDriver(t) as driver:
+        ...     for ts, c in ((0, 4), (1_000, -2), (2_000, 1)):
+        ...         driver.pipe("temps", "oslo", {"c": c}, timestamp=ts)
+        ...     driver.table("coldest")
+        {'oslo': {0: -2}}
+        """
         pick = _pick(min)
         return self.aggregate(_none, lambda a, v: pick(a, fn(v)), merger=pick, name=name,
                               emit=emit, value="any-json")
 
     def max(self, fn: Callable[[Any], Any], *, name: str, emit: str = "update") -> WindowedTable:
-        """Largest ``fn(value)`` per key and window."""
+        """Largest ``fn(value)`` per key and window.
+
+        >>> from streams import Topology, TumblingWindows
+        >>> from streams.testing import TopologyTestDriver
+        >>> t = Topology("doc_window_max")
+        >>> _ = t.stream("temps").group_by_key().window(TumblingWindows(size=60_000)).max(
+        ...     lambda v: v["c"], name="warmest")
+        >>> with TopologyTestDriver(t) as driver:
+        ...     for ts, c in ((0, 4), (1_000, 9), (2_000, 1)):
+        ...         driver.pipe("temps", "oslo", {"c": c}, timestamp=ts)
+        ...     driver.table("warmest")
+        {'oslo': {0: 9}}
+        """
         pick = _pick(max)
         return self.aggregate(_none, lambda a, v: pick(a, fn(v)), merger=pick, name=name,
                               emit=emit, value="any-json")
 
     def mean(self, fn: Callable[[Any], Any], *, name: str, emit: str = "update") -> WindowedTable:
-        """Mean of ``fn(value)`` per key and window (stored as sum and count)."""
+        """Mean of ``fn(value)`` per key and window (stored as sum and count).
+
+        >>> from streams import Topology, TumblingWindows
+        >>> from streams.testing import TopologyTestDriver
+        >>> t = Topology("doc_window_mean")
+        >>> _ = (t.stream("temps").group_by_key().window(TumblingWindows(size=60_000))
+        ...       .mean(lambda v: v["c"], name="mean").to("means"))
+        >>> with TopologyTestDriver(t) as driver:
+        ...     driver.pipe("temps", "oslo", {"c": 1}, timestamp=0)
+        ...     driver.pipe("temps", "oslo", {"c": 4}, timestamp=1_000)
+        ...     [v["value"] for _k, v in driver.read_output("means")]
+        [1.0, 2.5]
+        """
         return self.aggregate(
             lambda: {"sum": 0, "count": 0},
             lambda a, v: {"sum": a["sum"] + fn(v), "count": a["count"] + 1},
@@ -149,8 +228,21 @@ class WindowedStream:
     def reduce(self, reducer: Callable[[Any, Any], Any], *, name: str,
                emit: str = "update") -> WindowedTable:
         """Combine the values of each window; the first value is the initial aggregate (and
-        ``reducer`` also merges sessions)."""
-        value_type = self.grouped.value_type
+        ``reducer`` also merges sessions).
+
+        >>> from streams import Topology, TumblingWindows
+        >>> from streams.testing import TopologyTestDriver
+        >>> t = Topology("doc_window_reduce")
+        >>> _ = t.stream("bids").group_by_key().window(TumblingWindows(size=60_000)).reduce(
+        ...     lambda a, b: a if a["price"] >= b["price"] else b, name="best-bid")
+        >>> with TopologyTestDriver(t) as driver:
+        ...     driver.pipe("bids", "lot-1", {"price": 5}, timestamp=0)
+        ...     driver.pipe("bids", "lot-1", {"price": 9}, timestamp=1_000)
+        ...     driver.pipe("bids", "lot-1", {"price": 7}, timestamp=2_000)
+        ...     driver.table("best-bid")
+        {'lot-1': {0: {'price': 9}}}
+        """
+        value_type = self.grouped.grouping.value_type
         return self.aggregate(_none, lambda a, v: v if a is None else reducer(a, v),
                               merger=lambda a, b: b if a is None else (a if b is None
                                                                         else reducer(a, b)),
@@ -183,6 +275,17 @@ def _pick(choose: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
 class WindowedTable(Table):
     """The windows of a windowed aggregation (a RocksDB window store with a changelog).
 
-    ``to_stream()`` gives the windowed results (key = group key, value = what ``to()`` writes):
-    ``busy = table.to_stream().filter(lambda v: v["rides"] > 5).to("busy-drivers")``
+    ``to_stream()`` gives the windowed results (key = group key, value = what ``to()`` writes).
+
+    >>> from streams import SlidingWindows, Topology
+    >>> from streams.testing import TopologyTestDriver
+    >>> t = Topology("doc_windowed_table")
+    >>> rides = t.stream("rides").group_by_key().window(
+    ...     SlidingWindows(max_difference=600_000)).count(name="rides-10m", emit="final")
+    >>> _ = rides.to_stream().filter(lambda v: v["value"] >= 2).to("busy-drivers")
+    >>> with TopologyTestDriver(t) as driver:
+    ...     for ts in (0, 60_000, 3_600_000):           # the last one closes the first windows
+    ...         driver.pipe("rides", "d1", {}, timestamp=ts)
+    ...     driver.read_output("busy-drivers")
+    [('d1', {'value': 2, 'window_start': 0, 'window_end': 600000})]
     """

@@ -24,12 +24,17 @@ from datetime import timedelta
 Duration = timedelta | int
 
 
-def _ms(d: Duration) -> int:
+def to_ms(d: Duration) -> int:
+    """``d`` (a timedelta or int milliseconds) in milliseconds.
+
+    >>> to_ms(timedelta(seconds=2)), to_ms(500)
+    (2000, 500)
+    """
     return int(d.total_seconds() * 1000) if isinstance(d, timedelta) else int(d)
 
 
 def _check(cls: str, field: str, value: Duration, *, positive: bool) -> int:
-    ms = _ms(value)
+    ms = to_ms(value)
     if ms < 0 or (positive and ms == 0):
         raise ValueError(f"{cls}.{field} must be {'> 0' if positive else '>= 0'}, got {ms} ms")
     return ms
@@ -41,7 +46,7 @@ class _Graced:
     @property
     def grace_ms(self) -> int:
         """How long after a window's end late records are still accepted, in ms."""
-        return _ms(self.grace)
+        return to_ms(self.grace)
 
 
 class _InclusiveEnd(_Graced):
@@ -58,10 +63,12 @@ class _TimeWindows(_Graced):
 
     @property
     def size_ms(self) -> int:
-        return _ms(self.size)
+        """The window size in ms."""
+        return to_ms(self.size)
 
     @property
     def advance_ms(self) -> int:
+        """How far apart window starts are, in ms."""
         raise NotImplementedError
 
     def windows_for(self, ts: int) -> list[tuple[int, int]]:
@@ -99,16 +106,27 @@ class TumblingWindows(_TimeWindows):
 
     @property
     def advance_ms(self) -> int:
+        """How far apart window starts are, in ms."""
         return self.size_ms
 
     def describe(self) -> str:
+        """One line for ``Topology.describe``.
+
+        >>> TumblingWindows(size=60_000, grace=5_000).describe()
+        'tumbling 60000 ms, grace 5000 ms'
+        """
         return f"tumbling {self.size_ms} ms, grace {self.grace_ms} ms"
 
     def windows_for(self, ts: int) -> list[tuple[int, int]]:
+        """[(start, end)] of the one window holding ``ts`` (empty for ``ts < 0``).
+
+        >>> TumblingWindows(size=10).windows_for(25)
+        [(20, 30)]
+        """
         # The one window, without the hopping loop (this runs once per record).
         if ts < 0:
             return []
-        size = _ms(self.size)
+        size = to_ms(self.size)
         start = ts - ts % size
         return [(start, start + size)]
 
@@ -138,9 +156,15 @@ class HoppingWindows(_TimeWindows):
 
     @property
     def advance_ms(self) -> int:
-        return _ms(self.advance)
+        """How far apart window starts are, in ms."""
+        return to_ms(self.advance)
 
     def describe(self) -> str:
+        """One line for ``Topology.describe``.
+
+        >>> HoppingWindows(size=300_000, advance=60_000).describe()
+        'hopping 300000 ms every 60000 ms, grace 0 ms'
+        """
         return f"hopping {self.size_ms} ms every {self.advance_ms} ms, grace {self.grace_ms} ms"
 
 
@@ -165,13 +189,23 @@ class SlidingWindows(_InclusiveEnd):
 
     @property
     def max_difference_ms(self) -> int:
-        return _ms(self.max_difference)
+        """The largest time difference of two records in one window, in ms."""
+        return to_ms(self.max_difference)
 
     def describe(self) -> str:
+        """One line for ``Topology.describe``.
+
+        >>> SlidingWindows(max_difference=600_000).describe()
+        'sliding 600000 ms, grace 0 ms'
+        """
         return f"sliding {self.max_difference_ms} ms, grace {self.grace_ms} ms"
 
     def windows_of_record(self, ts: int) -> tuple[tuple[int, int], tuple[int, int]]:
-        """(the window ending at ``ts``, the window starting at ``ts + 1``), inclusive bounds."""
+        """(the window ending at ``ts``, the window starting at ``ts + 1``), inclusive bounds.
+
+        >>> SlidingWindows(max_difference=10).windows_of_record(100)
+        ((90, 100), (101, 111))
+        """
         d = self.max_difference_ms
         return (ts - d, ts), (ts + 1, ts + 1 + d)
 
@@ -195,9 +229,15 @@ class SessionWindows(_InclusiveEnd):
 
     @property
     def gap_ms(self) -> int:
-        return _ms(self.gap)
+        """The inactivity gap that ends a session, in ms."""
+        return to_ms(self.gap)
 
     def describe(self) -> str:
+        """One line for ``Topology.describe``.
+
+        >>> SessionWindows(gap=timedelta(minutes=30)).describe()
+        'session gap 1800000 ms, grace 0 ms'
+        """
         return f"session gap {self.gap_ms} ms, grace {self.grace_ms} ms"
 
     def close_time(self, window_end: int) -> int:
@@ -211,7 +251,11 @@ class SessionWindows(_InclusiveEnd):
 
     def merge_bounds(self, ts: int) -> tuple[int, int]:
         """(earliest end, latest start) of the sessions a record at ``ts`` merges with: the
-        arguments of ``SessionStoreView.fetch_sessions``."""
+        arguments of ``SessionStoreView.fetch_sessions``.
+
+        >>> SessionWindows(gap=5).merge_bounds(100)
+        (95, 105)
+        """
         return ts - self.gap_ms, ts + self.gap_ms
 
 
@@ -237,16 +281,26 @@ class JoinWindows(_Graced):
 
     @property
     def before_ms(self) -> int:
-        return _ms(self.before)
+        """How far a left record looks back for right records, in ms."""
+        return to_ms(self.before)
 
     @property
     def after_ms(self) -> int:
-        return _ms(self.after)
+        """How far a left record looks ahead for right records, in ms."""
+        return to_ms(self.after)
 
     def bounds(self, ts: int) -> tuple[int, int]:
-        """Inclusive range of the other side's timestamps a left record at ``ts`` joins."""
+        """Inclusive range of the other side's timestamps a left record at ``ts`` joins.
+
+        >>> JoinWindows(before=5, after=2).bounds(100)
+        (95, 102)
+        """
         return ts - self.before_ms, ts + self.after_ms
 
     def reverse_bounds(self, ts: int) -> tuple[int, int]:
-        """Inclusive range of the left side's timestamps a right record at ``ts`` joins."""
+        """Inclusive range of the left side's timestamps a right record at ``ts`` joins.
+
+        >>> JoinWindows(before=5, after=2).reverse_bounds(100)
+        (98, 105)
+        """
         return ts - self.after_ms, ts + self.before_ms

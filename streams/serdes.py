@@ -193,7 +193,7 @@ class RecordSerde:
     >>> RecordSerde(Ride).deserialize(b'{"ride_id": "r1", "fare": "abc"}')
     Traceback (most recent call last):
     ...
-    streams.dsl.serdes.SchemaError: not a valid Ride: field 'fare' must be a decimal string, got 'abc'
+    streams.serdes.SchemaError: not a valid Ride: field 'fare' must be a decimal string, got 'abc'
     """
 
     roundtrip_types: tuple[type, ...] = ()
