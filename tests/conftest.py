@@ -44,11 +44,12 @@ def stop_gracefully(procs: list[subprocess.Popen[bytes]], timeout: float = 30.0)
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (``-n 2 --dist loadgroup``, as scripts/test.sh runs) the tests that
-    use the broker share one worker and run one after another, as they would without xdist:
-    they share topology topics and each starts worker processes that need the CPU. The
-    broker-free tests run on the other worker meanwhile."""
+    use a broker (the shared one, or their own) share one worker and run one after another, as
+    they would without xdist: they share topology topics, and each starts worker and broker
+    processes that need the CPU. The broker-free tests run on the other worker meanwhile."""
+    integration = ROOT / "tests" / "integration"
     for item in items:
-        if "kafka" in getattr(item, "fixturenames", ()):
+        if "kafka" in getattr(item, "fixturenames", ()) or integration in item.path.parents:
             item.add_marker(pytest.mark.xdist_group("broker"))
 
 
