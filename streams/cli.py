@@ -20,7 +20,8 @@ import click
 
 from . import registry
 from .config import PROCESSING_MODES, ConfigError, load_settings
-from .kafka import admin, broker
+from .devtools import broker
+from .kafka import admin
 from .kafka.clients import KafkaConnection, client_kwargs
 from .logs import LOG_FORMATS
 from .state.store import StateCorrupted, StateStorageError, StoreLocked
@@ -238,7 +239,7 @@ def worker_cmd(name: str, config_file: str | None, state_dir: str | None,
 def generate_cmd(name: str, count: int, rate: float | None, seed: int, accounts: int | None,
                  broker: str | None) -> None:
     """Write realistic input events for reference topology NAME."""
-    from . import generate
+    from .devtools import generate
     from .runtime.topics import topic_specs
 
     topology = registry.load(name)

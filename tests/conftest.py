@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.kafka import admin, broker as local_broker
+from streams.devtools import broker as local_broker
+from streams.kafka import admin
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,7 +11,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from streams import generate, registry
+from streams import registry
+from streams.devtools import generate
 
 from tests.conftest import create_topology_topics, delete_topology_topics, read_topic
 

@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from streams import generate
+from streams.devtools import generate
 from streams.dsl.serdes import json_dumps
 from streams.kafka import admin, broker
 from topologies.trip_stats import topology as trip_stats

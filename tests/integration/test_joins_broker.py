@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from streams import generate
+from streams.devtools import generate
 from topologies.order_shipments import topology as order_shipments
 
 from tests.conftest import (create_topology_topics, delete_topology_topics, produce,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streams import generate
+from streams.devtools import generate
 from streams.kafka import admin
 from topologies.trip_stats import topology as trip_stats
 

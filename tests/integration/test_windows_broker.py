@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams import generate
+from streams.devtools import generate
 from streams.kafka import admin
 from topologies.trip_stats import topology as trip_stats
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from streams import generate, registry
+from streams import registry
+from streams.devtools import generate
 from streams.kafka import admin
 
 from tests.conftest import (committed_offsets, create_topology_topics, delete_topology_topics,

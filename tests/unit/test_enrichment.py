@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from streams.generate import events, record_timestamps
+from streams.devtools.generate import events, record_timestamps
 from streams.testing import TopologyTestDriver
 from topologies.enrichment import topology
 

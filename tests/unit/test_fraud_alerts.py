@@ -9,7 +9,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 import pytest
 
-from streams import generate
+from streams.devtools import generate
 from streams.testing import TopologyTestDriver
 from topologies.fraud_alerts import topology
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import doctest
 from decimal import Decimal
 
-from streams import generate
+from streams.devtools import generate
 
 
 def test_rides_are_deterministic_per_seed() -> None:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams import generate
+from streams.devtools import generate
 from streams.state.meta import ORIGIN_HEADER
 from streams.testing import TopologyTestDriver
 from topologies.payments import topology

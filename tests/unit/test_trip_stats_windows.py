@@ -8,7 +8,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from streams import generate
+from streams.devtools import generate
 from streams.testing import TopologyTestDriver
 from topologies.trip_stats import topology
 

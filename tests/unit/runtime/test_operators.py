@@ -19,7 +19,7 @@ import streams.dsl.serdes
 import streams.dsl.topology
 import streams.testing
 from streams import Topology
-from streams.generate import events
+from streams.devtools.generate import events
 from streams.testing import TopologyTestDriver
 
 FAST = settings(max_examples=50, deadline=None,

@@ -14,8 +14,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from .dsl.serdes import json_dumps
-from .kafka.clients import Kafka, client_kwargs
+from ..dsl.serdes import json_dumps
+from ..kafka.clients import Kafka, client_kwargs
 
 Event = tuple[str, str, Any]  # (topic, key, value): a JSON value, or bytes sent as they are
 
