@@ -308,8 +308,10 @@ def late_headers(driver_late_records: list) -> list[tuple[int, int, int]]:
 
 
 def normalize(outputs: list[tuple]) -> list[tuple]:
-    """Sort each run of consecutive tombstones of one key: the spec retracts every merged-away
-    session before the update but does not fix the order among the retractions."""
+    """Sort each run of consecutive tombstones of one key. Kafka Streams'
+    ``KStreamSessionWindowAggregate`` forwards a tombstone for every merged-away session before
+    the merged session's update; the order among those tombstones is the session store's
+    iteration order, an implementation detail that neither this oracle nor the contract fixes."""
     out: list[tuple] = []
     run: list[tuple] = []
 
