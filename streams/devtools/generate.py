@@ -224,8 +224,8 @@ def payments(rng: random.Random, count: int, start_ms: int, step_ms: float = 10,
     for n in range(count):
         roll = rng.random()
         if roll < PAYMENT_DUPLICATE_SHARE and sent:
-            key, payment = rng.choice(sent)
-            yield "payments", key, dict(payment)
+            key, earlier = rng.choice(sent)
+            yield "payments", key, dict(earlier)
             i += 1
             continue
         roll -= PAYMENT_DUPLICATE_SHARE

@@ -142,14 +142,14 @@ class WindowStoreView(TimeKeyedView):
         self._plain_deserialize = self._deserialize
         self._deserialize = self._unstamp
 
-    def _unstamp(self, vb: bytes) -> Any:
-        if vb[:2] == _STAMP:
+    def _unstamp(self, vb: bytes | None) -> Any:
+        if vb is not None and vb[:2] == _STAMP:
             return self._plain_deserialize(vb[_STAMPED:])
         return self._plain_deserialize(vb)
 
     def _raw(self, kb: bytes) -> bytes | None:
-        vb = self._dirty.get(kb, _ABSENT)
-        return self.store.get(self.name, kb) if vb is _ABSENT else vb
+        dirty = self._dirty
+        return dirty[kb] if kb in dirty else self.store.get(self.name, kb)
 
     def _put_stamped(self, kb: bytes, value: Any, ts: int) -> None:
         """As :meth:`put_by_bytes` (``value`` not None), the value stamped with ``ts``."""

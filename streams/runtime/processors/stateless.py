@@ -96,7 +96,8 @@ class BranchProc(Processor):
     def on_batch(self, recs: list[Rec]) -> None:
         # one bucket per branch, plus one for the records matching none
         preds = self.node.predicates  # type: ignore[attr-defined]
-        buckets = self.resuming(recs, self._loop, [[] for _ in range(len(preds) + 1)])
+        empty: list[list[Rec]] = [[] for _ in range(len(preds) + 1)]
+        buckets = self.resuming(recs, self._loop, empty)
         unmatched = len(buckets[-1])
         if unmatched:
             count, name = self.ctx.count_dropped, self.node.name

@@ -79,7 +79,7 @@ def test_final_window_origins_are_their_close_times() -> None:
         d.pipe("plays", "u1", play(500))
         origins = [decode_origin(header(r.headers, ORIGIN_HEADER) or b"")
                    for r in d.read_records("wpos-all-repartition")]
-        assert [(o.topic, o.offset, o.index) for o in origins] == [
+        assert [(o.topic, o.offset, o.output_index) for o in origins] == [
             ("wpos-per-window-changelog", 130, 0), ("wpos-per-window-changelog", 130, 1),
             ("wpos-per-window-changelog", 230, 0)]
 
