@@ -80,13 +80,14 @@ class _Group(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except _EXPECTED as exc:
-            raise UserError(str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__)
+            raise UserError(str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__
+                            ) from exc
         except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - no traceback for users
             if os.environ.get("STREAMS_DEBUG"):
                 raise
             name = type(exc).__name__
             text = str(exc).strip().splitlines()
-            raise UserError(f"{name}: {text[0]}" if text else name)
+            raise UserError(f"{name}: {text[0]}" if text else name) from exc
 
 
 def _broker_option(f: Any) -> Any:
@@ -109,7 +110,7 @@ def main() -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
-# -- kafka ------------------------------------------------------------------------------------------
+# -- kafka -----------------------------------------------------------------------------------------
 @main.group(cls=_Group)
 def kafka() -> None:
     """A local Apache Kafka (KRaft) for development, demo and tests: one broker, or a
@@ -168,7 +169,7 @@ def kafka_status(port: int) -> None:
         sys.exit(1)
 
 
-# -- topologies -------------------------------------------------------------------------------------
+# -- topologies ------------------------------------------------------------------------------------
 @main.command("topologies")
 def topologies_cmd() -> None:
     """List the topologies with the topics they read and write."""
@@ -263,7 +264,8 @@ def generate_cmd(name: str, count: int, rate: float | None, seed: int, accounts:
               help="seconds to wait for LIMIT records")
 @click.option("--count", "count_only", is_flag=True, help="only print how many records TOPIC holds")
 @_broker_option
-def consume_cmd(topic: str, limit: int, timeout: float, count_only: bool, broker: str | None) -> None:
+def consume_cmd(topic: str, limit: int, timeout: float, count_only: bool,
+                broker: str | None) -> None:
     """Print up to LIMIT records of TOPIC from the beginning (key, value as JSON lines)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -300,7 +302,7 @@ def consume_cmd(topic: str, limit: int, timeout: float, count_only: bool, broker
                                "value": value}))
 
 
-# -- tables -----------------------------------------------------------------------------------------
+# -- tables ----------------------------------------------------------------------------------------
 @main.group(cls=_Group)
 def tables() -> None:
     """List, read and reset a topology's tables."""

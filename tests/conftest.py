@@ -75,7 +75,8 @@ def create_topology_topics(bootstrap: str, topology: Any, partitions: int = 4) -
         pass
 
 
-def produce(bootstrap: str, events: list[tuple[str, Any, Any]], partition: int | None = None) -> None:
+def produce(bootstrap: str, events: list[tuple[str, Any, Any]],
+            partition: int | None = None) -> None:
     """Send (topic, key, value) triples; str keys and dict values are encoded as JSON/UTF-8,
     bytes are sent as they are."""
     from streams.dsl.serdes import json_dumps
@@ -221,7 +222,8 @@ def workers(tmp_path: Path) -> Iterator[Any]:
     """Factory for worker subprocesses; all are killed at the end of the test."""
     started: list[WorkerProcess] = []
 
-    def start(name: str, bootstrap: str, state_dir: Path | None = None, **kwargs: Any) -> WorkerProcess:
+    def start(name: str, bootstrap: str, state_dir: Path | None = None,
+              **kwargs: Any) -> WorkerProcess:
         state = state_dir or tmp_path / "state"
         w = WorkerProcess(name, bootstrap, state, tmp_path / f"worker-{len(started)}.log", **kwargs)
         started.append(w)

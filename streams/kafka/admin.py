@@ -73,7 +73,7 @@ async def _admin(bootstrap: Kafka, timeout_ms: int = 10000) -> AIOKafkaAdminClie
     admin = AIOKafkaAdminClient(**client_kwargs(bootstrap), request_timeout_ms=timeout_ms)
     try:
         await asyncio.wait_for(admin.start(), timeout_ms / 1000)
-    except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, KafkaError, OSError) as exc:
         await admin.close()
         raise await unavailable(bootstrap, exc) from None
     return admin
@@ -255,7 +255,8 @@ async def end_offsets(bootstrap: Kafka, topic: str) -> dict[int, int]:
         await consumer.stop()
 
 
-async def committed_offsets(bootstrap: Kafka, group: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+async def committed_offsets(bootstrap: Kafka, group: str, topics: Iterable[str]
+                            ) -> dict[tuple[str, int], int]:
     """The group's committed offsets for the topics' partitions (missing: not committed)."""
     admin = await _admin(bootstrap)
     try:
@@ -267,7 +268,8 @@ async def committed_offsets(bootstrap: Kafka, group: str, topics: Iterable[str])
             if tp.topic in wanted and meta.offset >= 0}
 
 
-async def reset_group_to_earliest(bootstrap: Kafka, group: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+async def reset_group_to_earliest(bootstrap: Kafka, group: str, topics: Iterable[str]
+                                  ) -> dict[tuple[str, int], int]:
     """Commit the earliest available offset of every partition of ``topics`` for ``group``.
 
     Uses manual assignment, so the consumer never joins the group; the group must be empty.

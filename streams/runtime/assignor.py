@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 from aiokafka.cluster import ClusterMetadata
@@ -158,7 +158,7 @@ class ShapeCheckingAssignor(AbstractPartitionAssignor):
     @staticmethod
     def _refusal(mine: dict[str, Any] | None, group: dict[str, Any]) -> str:
         theirs = TopologyShape.from_json(group["shape"])
-        since = datetime.fromtimestamp(group["started_ms"] / 1000, timezone.utc)
+        since = datetime.fromtimestamp(group["started_ms"] / 1000, UTC)
         if mine is None or "shape" not in mine:
             what = "this worker sent no topology shape"
         else:

@@ -172,7 +172,8 @@ async def _table_infos(topology: Topology, state_root: Path, bootstrap: Kafka,
             topology=topology.name, table=name, kind=spec.kind, partitions=len(ends),
             keys=keys, keys_exact=exact, bytes_on_disk=size, changelog=spec.changelog,
             changelog_end_offsets=ends, local_tasks=tasks, local_input_offsets=local_offsets,
-            task_offsets=task_offsets, committed_input_offsets={f"{t}:{p}": o for (t, p), o in sorted(committed.items())
+            task_offsets=task_offsets,
+            committed_input_offsets={f"{t}:{p}": o for (t, p), o in sorted(committed.items())
                                      if t in sub_topics}))
         if spec.kind in WINDOWED_KINDS:
             infos[-1].window = describe_window(window_spec(spec)) or spec.kind

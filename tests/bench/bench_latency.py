@@ -194,7 +194,7 @@ async def drive(bootstrap: str, rate: float, seconds: float, partitions: int,
     done_sending.set()
     try:
         await asyncio.wait_for(receiver, timeout=30)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     await producer.stop()
     await consumer.stop()

@@ -250,7 +250,8 @@ def test_insufficient_funds_at_the_exact_boundary():
         assert [(r["payment_id"], r["status"], r["reason"], r["ts"])
                 for _, r in driver.read_output("payment-results")] == [
             ("p1", "REJECTED", "INSUFFICIENT_FUNDS", 3), ("p2", "COMPLETED", None, 4),
-            ("p3", "REJECTED", "INSUFFICIENT_FUNDS", 5), ("p4", "REJECTED", "INSUFFICIENT_FUNDS", 6)]
+            ("p3", "REJECTED", "INSUFFICIENT_FUNDS", 5),
+            ("p4", "REJECTED", "INSUFFICIENT_FUNDS", 6)]
         assert driver.read_output("account-balances") == [
             ("a", {"account": "a", "balance": "10.00", "ts": 0}),
             ("a", {"account": "a", "balance": "0.00", "ts": 4}),

@@ -36,7 +36,7 @@ def build(history_ms: int, grace_ms: int | None, how: str = "left") -> Topology:
     return t
 
 
-# -- oracle -----------------------------------------------------------------------------------------
+# -- oracle ----------------------------------------------------------------------------------------
 class Oracle:
     """Kafka Streams' rules, brute force.
 
@@ -142,7 +142,7 @@ def test_versioned_join_matches_the_as_of_oracle(ops: list[tuple[str, str, Any, 
     assert got == oracle.out
 
 
-# -- minimal examples -------------------------------------------------------------------------------
+# -- minimal examples ------------------------------------------------------------------------------
 def test_a_table_update_later_in_time_does_not_change_an_earlier_stream_records_row() -> None:
     with TopologyTestDriver(build(history_ms=60_000, grace_ms=None)) as d:
         d.pipe("vj-table", "a", {"v": 1}, timestamp=1_000)

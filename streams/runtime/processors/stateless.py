@@ -103,13 +103,13 @@ class BranchProc(Processor):
             count, name = self.ctx.count_dropped, self.node.name
             for _ in range(unmatched):
                 count(name, "no-branch")
-        for child, bucket in zip(self.children, buckets):
+        for child, bucket in zip(self.children, buckets, strict=False):  # last: no branch
             if bucket:
                 child.on_batch(bucket)
 
     def _loop(self, it: Iterator[Rec], buckets: list[list[Rec]]) -> None:
         preds = self.node.predicates  # type: ignore[attr-defined]
-        routes = [(pred, bucket.append) for pred, bucket in zip(preds, buckets)]
+        routes = [(pred, bucket.append) for pred, bucket in zip(preds, buckets, strict=False)]
         unmatched = buckets[-1].append
         for r in it:
             v = r.value

@@ -9,8 +9,6 @@ records survive a restart and land in the task's one WriteBatch per commit.
 
 from __future__ import annotations
 
-from typing import Any
-
 from ...dsl.serdes import json_dumps
 from ...dsl.versioned import VersionedTableJoinNode, VersionedTableSourceNode
 from ...state.versioned_store import DROPPED, LATEST, GraceBufferView, VersionedTableView

@@ -314,7 +314,7 @@ class SessionWindowAggregateProc(_WindowAggregateProc):
                 # Kafka Streams' order: the initializer, merged with each session (by start),
                 # then the record added.
                 agg = init()
-                for _bounds_, old in sessions:
+                for _session_bounds, old in sessions:
                     agg = merge(agg, old)
                 agg = add(agg, value)
                 for (s, e), _old in sessions:

@@ -23,7 +23,7 @@ from streams.runtime.task import Output
 from streams.runtime.tuning import tuning
 
 
-# -- end-to-end latency -----------------------------------------------------------------------------
+# -- end-to-end latency ----------------------------------------------------------------------------
 class FakeBatch:
     def __init__(self, capacity: int) -> None:
         self.capacity, self.n = capacity, 0
@@ -129,7 +129,7 @@ def test_records_without_timestamp_are_not_timed() -> None:
     assert observed == []
 
 
-# -- processing mode --------------------------------------------------------------------------------
+# -- processing mode -------------------------------------------------------------------------------
 def _config(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "extra.toml"
     path.write_text(text)
@@ -176,7 +176,7 @@ def test_cli_rejects_an_unknown_mode_in_one_line() -> None:
     assert "'fast' is not one of 'throughput', 'latency'" in result.output
 
 
-# -- broker lost / regained -------------------------------------------------------------------------
+# -- broker lost / regained ------------------------------------------------------------------------
 def test_broker_lost_and_regained_are_one_line_each(caplog: pytest.LogCaptureFixture) -> None:
     state = {"up": True, "now": 0.0}
     clock = lambda: state["now"]  # noqa: E731
@@ -217,7 +217,7 @@ def test_an_outage_noticed_by_aiokafka_first_ends_when_connected_again(
     assert [r.getMessage()[:28] for r in caplog.records] == ["broker reachable again after"]
 
 
-# -- JSON logs --------------------------------------------------------------------------------------
+# -- JSON logs -------------------------------------------------------------------------------------
 def test_json_log_lines_keep_tracebacks_inside_the_object() -> None:
     fmt = JsonFormatter("payments")
     try:

@@ -248,7 +248,8 @@ def test_an_upstream_replay_is_recognised_record_by_record(tmp_path: Path) -> No
     check(d, rides)
 
 
-def test_replay_after_downstream_restore_uses_the_restored_upstream_positions(tmp_path: Path) -> None:
+def test_replay_after_downstream_restore_uses_the_restored_upstream_positions(
+        tmp_path: Path) -> None:
     """6 rides go upstream and are never committed there; downstream applies and fully commits
     them; downstream loses its state and restores from the changelog; upstream crashes and
     replays all 6 at new repartition offsets. The table must say 6 rides, not 12 (the restored
