@@ -28,9 +28,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from streams.devtools import generate
+from streams.devtools import broker, generate
 from streams.dsl.serdes import json_dumps
-from streams.kafka import admin, broker
+from streams.kafka import admin
 from topologies.trip_stats import topology as trip_stats
 
 from tests.conftest import ROOT, create_topology_topics, read_topic

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from streams.config import SecuritySettings
-from streams.kafka import admin, broker
+from streams.devtools import broker
+from streams.kafka import admin
 from streams.kafka.clients import KafkaConnection
 
 from tests.conftest import ROOT
