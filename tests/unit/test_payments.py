@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from streams.devtools import generate
 from streams.state.meta import ORIGIN_HEADER
 from streams.testing import TopologyTestDriver
+from tests.conftest import examples
 from topologies.payments import topology
 
 FIELDS = ("payment_id", "from_account", "to_account", "amount", "currency", "ts")
@@ -381,7 +382,7 @@ _op = st.one_of(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(_op, max_size=25))
 def test_random_sequences_keep_the_ledger_and_its_invariants(ops):
     ledger = Ledger()

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from streams import Topology
 from streams.state.versioned_store import count_versions
 from streams.testing import TopologyTestDriver
+from tests.conftest import examples
 
 KEYS = ["a", "b", "c"]
 
@@ -111,7 +112,7 @@ ops_strategy = st.lists(st.one_of(table_op, table_op, stream_op, stream_op, stre
                                   restart_op), min_size=1, max_size=40)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=ops_strategy, history_ms=st.sampled_from([0, 30, 100, 1000]),
        grace_ms=st.sampled_from([0, 20, 80]), commit_every=st.sampled_from([1, 3, 1000]))
 def test_versioned_join_matches_the_as_of_oracle(ops: list[tuple[str, str, Any, int]],

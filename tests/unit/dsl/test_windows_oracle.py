@@ -45,6 +45,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from streams import HoppingWindows, SessionWindows, SlidingWindows, Topology, TumblingWindows
 from streams.testing import TopologyTestDriver
+from tests.conftest import examples
 
 IN, OUT, LATE = "in", "out", "late"
 NAME = "agg"
@@ -385,7 +386,7 @@ def ops_for(kind: str) -> st.SearchStrategy[str]:
     return st.sampled_from(["aggregate", "aggregate", "count", "sum"])
 
 
-SETTINGS = settings(max_examples=60, deadline=None, report_multiple_bugs=False,
+SETTINGS = settings(max_examples=examples(60), deadline=None, report_multiple_bugs=False,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -437,7 +438,7 @@ RESTARTS = {
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", KINDS)
-@settings(max_examples=40, deadline=None, report_multiple_bugs=False,
+@settings(max_examples=examples(40), deadline=None, report_multiple_bugs=False,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_restart_in_the_middle_matches_the_oracle(kind: str, mode: str,
@@ -665,7 +666,7 @@ def test_oracle_self_check() -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(data=st.data())
 def test_oracle_update_and_final_modes_agree(kind: str, data: st.DataObject) -> None:
     """The oracle's two modes describe the same windows: the last update of every window that

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 import streams.dsl.agents
 from streams import Topology
 from streams.testing import TopologyTestDriver
+from tests.conftest import examples
 
 
 def _dead(driver: TopologyTestDriver) -> list[tuple[str, int, str]]:
@@ -495,7 +496,7 @@ _steps = st.lists(st.tuples(
     st.sampled_from(["crash", "crash-new-host", "commit", "none"])), min_size=1, max_size=8)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=_steps, commit_every=st.integers(1, 12))
 def test_property_state_after_any_crashes_equals_the_sum_of_the_valid_inputs(steps, commit_every):
     t = _sum_topology()

@@ -28,6 +28,7 @@ from streams.runtime import checkpoint
 from streams.runtime.compile import subtopologies
 from streams.runtime.task import Task
 from streams.testing import MemoryTopics, open_task, run_sync
+from tests.conftest import examples
 from topologies.trip_stats import add_ride, new_totals
 
 # The protocol's subject: trip_stats' driver-totals pipeline (an upstream task that repartitions
@@ -225,7 +226,7 @@ def check(d: Deployment, rides: list[dict[str, Any]]) -> None:
     d.down.close()
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(rides=rides_strategy, rounds=st.lists(round_strategy, max_size=12))
 def test_no_schedule_of_crashes_double_applies_or_loses_input(rides, rounds) -> None:
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,8 +21,9 @@ import streams.testing
 from streams import Topology
 from streams.devtools.generate import events
 from streams.testing import TopologyTestDriver
+from tests.conftest import examples
 
-FAST = settings(max_examples=50, deadline=None,
+FAST = settings(max_examples=examples(50), deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 

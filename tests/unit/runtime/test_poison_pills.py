@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from streams import Topology
 from streams.runtime.processors import MAX_RECORD_BYTES
 from streams.testing import TopologyTestDriver
+from tests.conftest import examples
 
 
 GOOD = b'{"ts": 7, "t": "7"}'
@@ -121,7 +122,7 @@ record_values = st.one_of(
               json_values))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.one_of(st.none(), st.binary(max_size=4)), record_values),
                 min_size=1, max_size=12))
 def test_no_input_makes_the_task_raise(records: list[tuple[bytes | None, bytes]]) -> None:

@@ -20,8 +20,9 @@ from streams import Topology
 from streams.runtime.task import Task
 from streams.runtime.topics import plan_topics
 from streams.testing import TopologyTestDriver
+from tests.conftest import examples
 
-FAST = settings(max_examples=60, deadline=None,
+FAST = settings(max_examples=examples(60), deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
