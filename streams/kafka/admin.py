@@ -242,13 +242,16 @@ async def topic_partitions(bootstrap: Kafka, topics: Iterable[str]) -> dict[str,
 
 
 async def end_offsets(bootstrap: Kafka, topic: str) -> dict[int, int]:
+    """Each partition's end offset; {} for a topic that does not exist."""
     parts = (await topic_partitions(bootstrap, [topic])).get(topic, [])
+    tps = [TopicPartition(topic, p) for p in parts]
+    if not tps:
+        # No consumer at all: aiokafka's stop() right after start() raises CancelledError (its
+        # offset reset task is cancelled before it ever ran).
+        return {}
     consumer = AIOKafkaConsumer(**client_kwargs(bootstrap), enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in parts]
-        if not tps:
-            return {}
         ends = await consumer.end_offsets(tps)
         return {tp.partition: off for tp, off in ends.items()}
     finally:
@@ -275,13 +278,13 @@ async def reset_group_to_earliest(bootstrap: Kafka, group: str, topics: Iterable
     Uses manual assignment, so the consumer never joins the group; the group must be empty.
     """
     parts = await topic_partitions(bootstrap, topics)
+    tps = [TopicPartition(t, p) for t, ps in parts.items() for p in ps]
+    if not tps:
+        return {}
     consumer = AIOKafkaConsumer(**client_kwargs(bootstrap), group_id=group,
                                 enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = [TopicPartition(t, p) for t, ps in parts.items() for p in ps]
-        if not tps:
-            return {}
         consumer.assign(tps)
         beginnings = await consumer.beginning_offsets(tps)
         await consumer.commit({tp: off for tp, off in beginnings.items()})
