@@ -4,7 +4,8 @@ Declare a :class:`Topology`; ``streams worker NAME`` runs it.
 """
 
 from .dsl import GroupedStream, Stream, Table, Topology
-from .dsl.window_specs import HoppingWindows, JoinWindows, SessionWindows, SlidingWindows, TumblingWindows
+from .dsl.window_specs import (HoppingWindows, JoinWindows, SessionWindows, SlidingWindows,
+                                TumblingWindows)
 
 __all__ = ["GroupedStream", "HoppingWindows", "JoinWindows", "SessionWindows", "SlidingWindows",
            "Stream", "Table", "Topology", "TumblingWindows"]

@@ -20,7 +20,8 @@ import click
 
 from . import registry
 from .config import PROCESSING_MODES, ConfigError, load_settings
-from .kafka import admin, broker
+from .devtools import broker
+from .kafka import admin
 from .kafka.clients import KafkaConnection, client_kwargs
 from .logs import LOG_FORMATS
 from .state.store import StateCorrupted, StateStorageError, StoreLocked
@@ -79,13 +80,14 @@ class _Group(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except _EXPECTED as exc:
-            raise UserError(str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__)
+            raise UserError(str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__
+                            ) from exc
         except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - no traceback for users
             if os.environ.get("STREAMS_DEBUG"):
                 raise
             name = type(exc).__name__
             text = str(exc).strip().splitlines()
-            raise UserError(f"{name}: {text[0]}" if text else name)
+            raise UserError(f"{name}: {text[0]}" if text else name) from exc
 
 
 def _broker_option(f: Any) -> Any:
@@ -108,7 +110,7 @@ def main() -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
-# -- kafka ------------------------------------------------------------------------------------------
+# -- kafka -----------------------------------------------------------------------------------------
 @main.group(cls=_Group)
 def kafka() -> None:
     """A local Apache Kafka (KRaft) for development, demo and tests: one broker, or a
@@ -167,7 +169,7 @@ def kafka_status(port: int) -> None:
         sys.exit(1)
 
 
-# -- topologies -------------------------------------------------------------------------------------
+# -- topologies ------------------------------------------------------------------------------------
 @main.command("topologies")
 def topologies_cmd() -> None:
     """List the topologies with the topics they read and write."""
@@ -238,7 +240,7 @@ def worker_cmd(name: str, config_file: str | None, state_dir: str | None,
 def generate_cmd(name: str, count: int, rate: float | None, seed: int, accounts: int | None,
                  broker: str | None) -> None:
     """Write realistic input events for reference topology NAME."""
-    from . import generate
+    from .devtools import generate
     from .runtime.topics import topic_specs
 
     topology = registry.load(name)
@@ -262,7 +264,8 @@ def generate_cmd(name: str, count: int, rate: float | None, seed: int, accounts:
               help="seconds to wait for LIMIT records")
 @click.option("--count", "count_only", is_flag=True, help="only print how many records TOPIC holds")
 @_broker_option
-def consume_cmd(topic: str, limit: int, timeout: float, count_only: bool, broker: str | None) -> None:
+def consume_cmd(topic: str, limit: int, timeout: float, count_only: bool,
+                broker: str | None) -> None:
     """Print up to LIMIT records of TOPIC from the beginning (key, value as JSON lines)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -299,7 +302,7 @@ def consume_cmd(topic: str, limit: int, timeout: float, count_only: bool, broker
                                "value": value}))
 
 
-# -- tables -----------------------------------------------------------------------------------------
+# -- tables ----------------------------------------------------------------------------------------
 @main.group(cls=_Group)
 def tables() -> None:
     """List, read and reset a topology's tables."""

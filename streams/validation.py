@@ -27,7 +27,7 @@ __all__ = ["MAX_MONEY_DIGITS", "Invalid", "money", "require_fields", "require_te
 
 MAX_MONEY_DIGITS = 15
 # [0-9], not \d: \d also matches Arabic-Indic and other Unicode digits, which Decimal accepts.
-_MONEY = re.compile(r"[0-9]{1,%d}\.[0-9]{2}" % MAX_MONEY_DIGITS)
+_MONEY = re.compile(rf"[0-9]{{1,{MAX_MONEY_DIGITS}}}\.[0-9]{{2}}")
 
 
 class Invalid(ValueError):

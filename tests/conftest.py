@@ -19,10 +19,28 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from hypothesis import settings
 
-from streams.kafka import admin, broker as local_broker
+from streams.devtools import broker as local_broker
+from streams.kafka import admin
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Hypothesis profiles. "ci" (selected where CI is set) runs every property test with its full
+# number of examples: Hypothesis' default of 100, or the test's own ``examples(n)``. "dev", the
+# default elsewhere, runs a fifth of them for a quick local loop. HYPOTHESIS_PROFILE picks one
+# explicitly. No deadline in either: a loaded 2-core machine makes single examples slow.
+_FULL_EXAMPLES = 100
+settings.register_profile("ci", max_examples=_FULL_EXAMPLES, deadline=None, print_blob=True)
+settings.register_profile("dev", max_examples=_FULL_EXAMPLES // 5, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
+                      or ("ci" if os.environ.get("CI") else "dev"))
+
+
+def examples(n: int) -> int:
+    """A property test's number of examples: ``n`` under the "ci" profile, scaled like the
+    loaded profile's default otherwise (at least 5)."""
+    return max(5, n * settings.default.max_examples // _FULL_EXAMPLES)
 
 
 def _bootstrap() -> str:
@@ -85,7 +103,8 @@ def create_topology_topics(bootstrap: str, topology: Any, partitions: int = 4) -
         pass
 
 
-def produce(bootstrap: str, events: list[tuple[str, Any, Any]], partition: int | None = None) -> None:
+def produce(bootstrap: str, events: list[tuple[str, Any, Any]],
+            partition: int | None = None) -> None:
     """Send (topic, key, value) triples; str keys and dict values are encoded as JSON/UTF-8,
     bytes are sent as they are."""
     from streams.serdes import json_dumps
@@ -231,7 +250,8 @@ def workers(tmp_path: Path) -> Iterator[Any]:
     """Factory for worker subprocesses; all are killed at the end of the test."""
     started: list[WorkerProcess] = []
 
-    def start(name: str, bootstrap: str, state_dir: Path | None = None, **kwargs: Any) -> WorkerProcess:
+    def start(name: str, bootstrap: str, state_dir: Path | None = None,
+              **kwargs: Any) -> WorkerProcess:
         state = state_dir or tmp_path / "state"
         w = WorkerProcess(name, bootstrap, state, tmp_path / f"worker-{len(started)}.log", **kwargs)
         started.append(w)

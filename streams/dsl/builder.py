@@ -209,8 +209,8 @@ class Grouping:
 
     Without ``repartition`` that is ``upstream`` itself. With it, :meth:`node` builds, on
     first use, ``upstream`` → (select the key) → sink → repartition topic → source, and every
-    later use shares it. The topic is ``<topology>-<name>-repartition``; without ``name`` it is named
-    after the first user (an aggregation's table, as Kafka Streams does), so it stays the same
+    later use shares it. The topic is ``<topology>-<name>-repartition``; without ``name`` it is
+    named after the first user (an aggregation's table, as Kafka Streams does), so it stays the same
     when operators are added elsewhere. A ``name`` is claimed at once, so a duplicate fails
     where it is written.
     """

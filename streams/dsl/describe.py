@@ -43,7 +43,8 @@ def describe(topology: Topology, fmt: str = "text") -> str:
         return "\n".join(lines)
     if fmt != "text":
         raise ValueError(f"unknown format {fmt!r} (text, mermaid, dot)")
-    out = [f"Topology {topology.name}" + (f": {topology.description}" if topology.description else "")]
+    about = f": {topology.description}" if topology.description else ""
+    out = [f"Topology {topology.name}{about}"]
     out.append(f"  inputs:   {', '.join(topology.input_topics()) or '-'}")
     out.append(f"  outputs:  {', '.join(topology.output_topics()) or '-'}")
     out.append(f"  internal: {', '.join(topology.internal_topics()) or '-'}")

@@ -1,1 +1,1 @@
-"""Kafka plumbing: the local development broker and admin helpers."""
+"""Kafka plumbing for the runtime: client settings, admin helpers, outage tracking."""

@@ -73,7 +73,7 @@ async def _admin(bootstrap: Kafka, timeout_ms: int = 10000) -> AIOKafkaAdminClie
     admin = AIOKafkaAdminClient(**client_kwargs(bootstrap), request_timeout_ms=timeout_ms)
     try:
         await asyncio.wait_for(admin.start(), timeout_ms / 1000)
-    except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, KafkaError, OSError) as exc:
         await admin.close()
         raise await unavailable(bootstrap, exc) from None
     return admin
@@ -242,20 +242,24 @@ async def topic_partitions(bootstrap: Kafka, topics: Iterable[str]) -> dict[str,
 
 
 async def end_offsets(bootstrap: Kafka, topic: str) -> dict[int, int]:
+    """Each partition's end offset; {} for a topic that does not exist."""
     parts = (await topic_partitions(bootstrap, [topic])).get(topic, [])
+    tps = [TopicPartition(topic, p) for p in parts]
+    if not tps:
+        # No consumer at all: aiokafka's stop() right after start() raises CancelledError (its
+        # offset reset task is cancelled before it ever ran).
+        return {}
     consumer = AIOKafkaConsumer(**client_kwargs(bootstrap), enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in parts]
-        if not tps:
-            return {}
         ends = await consumer.end_offsets(tps)
         return {tp.partition: off for tp, off in ends.items()}
     finally:
         await consumer.stop()
 
 
-async def committed_offsets(bootstrap: Kafka, group: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+async def committed_offsets(bootstrap: Kafka, group: str, topics: Iterable[str]
+                            ) -> dict[tuple[str, int], int]:
     """The group's committed offsets for the topics' partitions (missing: not committed)."""
     admin = await _admin(bootstrap)
     try:
@@ -267,19 +271,20 @@ async def committed_offsets(bootstrap: Kafka, group: str, topics: Iterable[str])
             if tp.topic in wanted and meta.offset >= 0}
 
 
-async def reset_group_to_earliest(bootstrap: Kafka, group: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+async def reset_group_to_earliest(bootstrap: Kafka, group: str, topics: Iterable[str]
+                                  ) -> dict[tuple[str, int], int]:
     """Commit the earliest available offset of every partition of ``topics`` for ``group``.
 
     Uses manual assignment, so the consumer never joins the group; the group must be empty.
     """
     parts = await topic_partitions(bootstrap, topics)
+    tps = [TopicPartition(t, p) for t, ps in parts.items() for p in ps]
+    if not tps:
+        return {}
     consumer = AIOKafkaConsumer(**client_kwargs(bootstrap), group_id=group,
                                 enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = [TopicPartition(t, p) for t, ps in parts.items() for p in ps]
-        if not tps:
-            return {}
         consumer.assign(tps)
         beginnings = await consumer.beginning_offsets(tps)
         await consumer.commit({tp: off for tp, off in beginnings.items()})

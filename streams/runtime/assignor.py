@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 from aiokafka.cluster import ClusterMetadata
@@ -129,14 +129,14 @@ class ShapeCheckingAssignor(AbstractPartitionAssignor):
         self.on_refused = on_refused
 
     # (aiokafka declares these as classmethods; instances are used the same way)
-    def metadata(self,  # type: ignore[override]
+    def metadata(self,
                  topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
         doc = {"fingerprint": self.shape.fingerprint, "started_ms": self.started_ms,
                "shape": asdict(self.shape)}
         return ConsumerProtocolMemberMetadata(self.version, sorted(topics),
                                               json.dumps(doc).encode())
 
-    def assign(self, cluster: ClusterMetadata,  # type: ignore[override]
+    def assign(self, cluster: ClusterMetadata,
                members: Mapping[str, ConsumerProtocolMemberMetadata]
                ) -> dict[str, ConsumerProtocolMemberAssignment]:
         docs = {m: _decode(meta.user_data) for m, meta in members.items()}
@@ -158,7 +158,7 @@ class ShapeCheckingAssignor(AbstractPartitionAssignor):
     @staticmethod
     def _refusal(mine: dict[str, Any] | None, group: dict[str, Any]) -> str:
         theirs = TopologyShape.from_json(group["shape"])
-        since = datetime.fromtimestamp(group["started_ms"] / 1000, timezone.utc)
+        since = datetime.fromtimestamp(group["started_ms"] / 1000, UTC)
         if mine is None or "shape" not in mine:
             what = "this worker sent no topology shape"
         else:
@@ -170,7 +170,7 @@ class ShapeCheckingAssignor(AbstractPartitionAssignor):
                 f"every worker of the old one first, or under a new topology name (README: "
                 f"rolling out a new version)")
 
-    def on_assignment(self,  # type: ignore[override]
+    def on_assignment(self,
                       assignment: ConsumerProtocolMemberAssignment) -> None:
         doc = _decode(assignment.user_data) if assignment.user_data else None
         if doc is not None and "refused" in doc:

@@ -11,13 +11,14 @@ nothing of the task, so ``processors`` and ``compile`` do not depend on ``task``
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from ..dsl.topology import Topology
 from ..state.meta import ORIGIN_HEADER, Positions, TaskId, header
 from ..state.store_view import StoreView
 
 StreamTimeCallback = Callable[[int], None]
+V = TypeVar("V", bound=StoreView)
 
 
 class Output(NamedTuple):
@@ -77,6 +78,16 @@ class ProcessorContext:
         """The view of the task's store ``name`` (it must be one of the node's ``store_names()``,
         or the sub-topology has no such store: KeyError)."""
         return self._task.table(name)
+
+    def typed_store(self, name: str, view: type[V]) -> V:
+        """:meth:`store`, checked to be the view class the processor works with (the store's
+        kind decides its class, :mod:`streams.state.views`): a topology whose node names a
+        store of another kind fails here, when the task opens, with the store's name."""
+        store = self._task.table(name)
+        if not isinstance(store, view):
+            raise TypeError(f"store {name!r} is a {type(store).__name__}, "
+                            f"not the {view.__name__} this operator needs")
+        return store
 
     def global_table(self, name: str) -> Any:
         """The worker's global table ``name`` (a

@@ -114,11 +114,12 @@ class GlobalTables:
                         spec.value_serde.deserialize(raw.value)
             except Exception:  # noqa: BLE001 - a bad record of the topic, whatever the serde raises
                 reason = "decode"
-            if reason:
+            kb = None if reason else self._key(key)  # None only for a null key: reason is set
+            if kb is None:
                 self.dropped[(spec.name, reason)] = self.dropped.get((spec.name, reason), 0) + 1
                 skipped.append(f"{raw.topic}:{raw.partition}:{raw.offset} ({reason})")
                 continue
-            pending.setdefault(spec.name, []).append((self._key(key), raw.value))
+            pending.setdefault(spec.name, []).append((kb, raw.value))
             applied += 1
         for tp, off in (positions or {}).items():
             if tp[0] in self.by_topic and off > offsets.get(tp, 0):

@@ -26,10 +26,10 @@ channels count again, at their last progress, for ``repartition_idle_ms`` of wal
 after a quiet spell reaches every upstream partition at about the same moment, but the upstream
 tasks process it one after the other, and without the hold the first one to wake would carry the
 watermark past the records the others are about to send (they would all be late). An upstream
-partition that stays quiet is left out again once the hold has passed. When every channel is idle, the watermark is the
-largest progress of all: the upstream is caught up, so nothing older is coming — the same stream
-time live processing reaches. A channel never heard of (its task not started, its worker down)
-is waited for: the watermark stays where it is.
+partition that stays quiet is left out again once the hold has passed. When every channel is
+idle, the watermark is the largest progress of all: the upstream is caught up, so nothing older
+is coming — the same stream time live processing reaches. A channel never heard of (its task
+not started, its worker down) is waited for: the watermark stays where it is.
 
 A task that also reads direct (not repartitioned) inputs orders them with the repartitioned one
 by timestamp (:mod:`streams.runtime.ordering`); they do not move its watermark.

@@ -151,7 +151,7 @@ class Origin(NamedTuple):
     topic: str
     partition: int
     offset: int
-    index: int
+    output_index: int  # the n-th record sent for that input position (``tuple.index`` is taken)
 
 
 def encode_origin(topic: str, partition: int, offset: int, index: int) -> bytes:

@@ -245,7 +245,8 @@ class Restoration:
                 await consumer.seek_to_beginning(tp)
             else:
                 consumer.seek(tp, position)
-            fetched = (await consumer.getmany(tp, timeout_ms=1000, max_records=max_records)).get(tp, [])
+            fetched = (await consumer.getmany(tp, timeout_ms=1000, max_records=max_records)
+                       ).get(tp, [])
             records = [r for r in fetched if r.offset < end]
             self.positions[topic] = min(end, max(position, await consumer.position(tp)))
             self.applied += apply_changelog(self.store, table, records, self.accept,

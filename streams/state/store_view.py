@@ -39,8 +39,8 @@ class StoreView:
         self.name = name
         self.key_serde = key_serde
         self.value_serde = value_serde
-        self._serialize = value_serde.serialize
-        self._deserialize: Callable[[bytes], Any] = value_serde.deserialize  # never a tombstone
+        self._serialize: Callable[[Any], bytes | None] = value_serde.serialize
+        self._deserialize: Callable[[bytes | None], Any] = value_serde.deserialize
         self._keep = frozenset(getattr(value_serde, "roundtrip_types", ()))
         # key bytes -> value bytes (None = delete), ordered by first write since the commit
         self._dirty: dict[bytes, bytes | None] = {}

@@ -115,8 +115,8 @@ class VersionedTableView(StoreView):
             found = self.store.last_committed(self.name, prefix, upper)
             return None if found is None else Version(time_of(found[0], len(prefix)), *found)
         last = None
-        for last in self._versions(prefix, up_to):
-            pass
+        for version in self._versions(prefix, up_to):
+            last = version
         return last
 
     def _decoded_value(self, version: Version | None, default: Any) -> Any:

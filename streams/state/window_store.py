@@ -129,10 +129,22 @@ class WindowStoreView(TimeKeyedView):
     """Kafka Streams' (timestamped) WindowStore: one value per (record key, window start),
     optionally with a timestamp (see the module doc).
 
-    ``view.put("user-1", 60_000, 3); view.fetch("user-1", 0, 120_000)  # [(60000, 3)]``;
-    ``view.put("user-1", 0, 2, ts=45_000); view.get_stamped("user-1", 0)  # (2, 45000)``.
     ``get``/``fetch``/``fetch_all`` give values alone; ``*_stamped`` readers give the stored
-    timestamp too (None for a value stored without one).
+    timestamp too (None for a value stored without one):
+
+    >>> import tempfile
+    >>> from streams.serdes import JsonSerde, KeySerde
+    >>> from streams.state.store import TaskStore
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> store = TaskStore(tmp.name, ["counts"])
+    >>> view = WindowStoreView(store, "counts", KeySerde(), JsonSerde())
+    >>> view.put("user-1", 60_000, 3)
+    >>> view.put("user-1", 0, 2, ts=45_000)
+    >>> view.fetch("user-1", 0, 120_000)
+    [(0, 2), (60000, 3)]
+    >>> view.get_stamped("user-1", 0), view.get_stamped("user-1", 60_000)
+    ((2, 45000), (3, None))
+    >>> store.close(); tmp.cleanup()
 
     The window end is not stored: a windowed operator knows its size (``end = start + size``).
     """
@@ -142,14 +154,14 @@ class WindowStoreView(TimeKeyedView):
         self._plain_deserialize = self._deserialize
         self._deserialize = self._unstamp
 
-    def _unstamp(self, vb: bytes) -> Any:
-        if vb[:2] == _STAMP:
+    def _unstamp(self, vb: bytes | None) -> Any:
+        if vb is not None and vb[:2] == _STAMP:
             return self._plain_deserialize(vb[_STAMPED:])
         return self._plain_deserialize(vb)
 
     def _raw(self, kb: bytes) -> bytes | None:
-        vb = self._dirty.get(kb, _ABSENT)
-        return self.store.get(self.name, kb) if vb is _ABSENT else vb
+        dirty = self._dirty
+        return dirty[kb] if kb in dirty else self.store.get(self.name, kb)
 
     def _put_stamped(self, kb: bytes, value: Any, ts: int) -> None:
         """As :meth:`put_by_bytes` (``value`` not None), the value stamped with ``ts``."""
@@ -243,8 +255,20 @@ class SessionStoreView(TimeKeyedView):
     """Kafka Streams' SessionStore: one value per (record key, session start, session end),
     both ends inclusive. The time index is by session end: sessions close and expire by end.
 
-    ``view.put("user-1", 1_000, 4_000, 2); view.fetch_sessions("user-1", 3_800, 4_800)``
-    gives ``[((1000, 4000), 2)]``: with a gap of 500, a record at 4300 joins that session.
+    With a gap of 500, a record at 4300 joins the sessions ending at 3800 or later and
+    starting at 4800 or earlier:
+
+    >>> import tempfile
+    >>> from streams.serdes import JsonSerde, KeySerde
+    >>> from streams.state.store import TaskStore
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> store = TaskStore(tmp.name, ["sessions"])
+    >>> view = SessionStoreView(store, "sessions", KeySerde(), JsonSerde())
+    >>> view.put("user-1", 1_000, 4_000, 2)
+    >>> view.put("user-1", 6_000, 6_000, 1)
+    >>> view.fetch_sessions("user-1", 4_300 - 500, 4_300 + 500)
+    [((1000, 4000), 2)]
+    >>> store.close(); tmp.cleanup()
     """
 
     def session_key(self, key: Any, start: int, end: int) -> bytes:
@@ -297,8 +321,16 @@ class JoinBufferView(TimeKeyedView):
     """The records of one side of a stream-stream join: per key, any number of values per
     timestamp, kept in insertion order.
 
-    ``buf.add("o-1", 1_000, {"qty": 2}); buf.add("o-1", 1_000, {"qty": 3})`` then
-    ``buf.fetch("o-1", 500, 1_500)`` gives ``[(1000, {"qty": 2}), (1000, {"qty": 3})]``.
+    >>> import tempfile
+    >>> from streams.serdes import JsonSerde, KeySerde
+    >>> from streams.state.store import TaskStore
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> store = TaskStore(tmp.name, ["orders"])
+    >>> buf = JoinBufferView(store, "orders", KeySerde(), JsonSerde())
+    >>> ids = [buf.add("o-1", 1_000, {"qty": 2}), buf.add("o-1", 1_000, {"qty": 3})]
+    >>> buf.fetch("o-1", 500, 1_500)
+    [(1000, {'qty': 2}), (1000, {'qty': 3})]
+    >>> store.close(); tmp.cleanup()
     """
 
     def add(self, key: Any, ts: int, value: Any) -> bytes:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import glob
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import closing
 from typing import Any
 
@@ -128,7 +128,7 @@ async def table_infos(topology: Topology, state_dir: str, bootstrap: Kafka,
     return infos
 
 
-async def _table_infos(topology: Topology, state_root: Path, bootstrap: str,
+async def _table_infos(topology: Topology, state_root: Path, bootstrap: Kafka,
                        names: list[str]) -> list[TableInfo]:
     if not names:
         return []
@@ -172,7 +172,8 @@ async def _table_infos(topology: Topology, state_root: Path, bootstrap: str,
             topology=topology.name, table=name, kind=spec.kind, partitions=len(ends),
             keys=keys, keys_exact=exact, bytes_on_disk=size, changelog=spec.changelog,
             changelog_end_offsets=ends, local_tasks=tasks, local_input_offsets=local_offsets,
-            task_offsets=task_offsets, committed_input_offsets={f"{t}:{p}": o for (t, p), o in sorted(committed.items())
+            task_offsets=task_offsets,
+            committed_input_offsets={f"{t}:{p}": o for (t, p), o in sorted(committed.items())
                                      if t in sub_topics}))
         if spec.kind in WINDOWED_KINDS:
             infos[-1].window = describe_window(window_spec(spec)) or spec.kind
@@ -198,7 +199,7 @@ def newest_global_copy(topology: Topology, state_dir: str | Path) -> tuple[Path,
     return best
 
 
-async def global_table_info(topology: Topology, state_root: Path, bootstrap: str,
+async def global_table_info(topology: Topology, state_root: Path, bootstrap: Kafka,
                             name: str) -> TableInfo:
     """A global table: its topic is its changelog; keys and offsets are those of this host's
     most advanced copy; ``local_tasks`` names every copy (one per worker)."""
@@ -303,8 +304,10 @@ def _get_global(topology: Topology, state_dir: str, table: str, key: str) -> Any
                           "(run a worker with this --state-dir first)")
     spec = topology.global_tables[table]
     store = open_read_only(newest[0], list(topology.global_tables))
+    kb = spec.key_serde.serialize(key)
+    assert kb is not None  # a key given on the command line is a string
     try:
-        raw = store.get(table, spec.key_serde.serialize(key))
+        raw = store.get(table, kb)
     finally:
         store.close()
     if raw is None:
@@ -325,7 +328,8 @@ def _spec(topology: Topology, table: str) -> Any:
     return topology.stores[table]
 
 
-def _local_stores(topology: Topology, state_dir: str, table: str) -> Iterator[TaskStore]:
+def _local_stores(topology: Topology, state_dir: str, table: str
+                  ) -> Generator[TaskStore, None, None]:
     """Each local task store holding ``table``, opened read-only, closed when the caller moves
     on (or stops iterating)."""
     subs = {s.id: s for s in subtopologies(topology)}

@@ -126,7 +126,8 @@ async def execute_reset(plan: ResetPlan, bootstrap: Kafka, force: bool,
     # Offsets of the recreated repartition topics go back to 0 too (they may outlive deletion).
     reset = await admin.reset_group_to_earliest(
         bootstrap, plan.topology,
-        plan.input_topics + [s.name for s in plan.recreate_topics if s.name.endswith("-repartition")])
+        plan.input_topics + [s.name for s in plan.recreate_topics
+                             if s.name.endswith("-repartition")])
     say(f"[2/4] offsets reset to earliest on {len(reset)} partitions")
     say(f"[3/4] recreated {len(names)} topics: {', '.join(names) or '-'}")
     for path in plan.state_dirs:

@@ -74,8 +74,7 @@ def agent_sync() -> Topology:
 
     @t.agent("in", value="bytes", sink=[t.topic("out", value="bytes")])
     def passthrough(stream):
-        for value in stream:
-            yield value
+        yield from stream
 
     return t
 

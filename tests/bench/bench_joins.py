@@ -49,7 +49,7 @@ ROOT = HERE.parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from streams import generate  # noqa: E402
+from streams.devtools import generate  # noqa: E402
 from streams.kafka import admin  # noqa: E402
 
 INPUTS = ["jbench-orders", "jbench-shipments"]

@@ -51,7 +51,7 @@ ROOT = HERE.parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from streams import generate  # noqa: E402
+from streams.devtools import generate  # noqa: E402
 from streams.serdes import json_dumps  # noqa: E402
 from streams.kafka import admin  # noqa: E402
 
@@ -194,7 +194,7 @@ async def drive(bootstrap: str, rate: float, seconds: float, partitions: int,
     done_sending.set()
     try:
         await asyncio.wait_for(receiver, timeout=30)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     await producer.stop()
     await consumer.stop()

@@ -38,7 +38,8 @@ if str(ROOT) not in sys.path:
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
-from streams import generate, registry  # noqa: E402
+from streams import registry  # noqa: E402
+from streams.devtools import generate  # noqa: E402
 from streams.kafka import admin  # noqa: E402
 from streams.runtime.topics import topic_specs  # noqa: E402
 

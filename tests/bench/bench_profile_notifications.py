@@ -51,7 +51,7 @@ ROOT = HERE.parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from streams import generate  # noqa: E402
+from streams.devtools import generate  # noqa: E402
 from streams.kafka import admin  # noqa: E402
 
 TOPOLOGY = "profile_notifications"
@@ -108,7 +108,7 @@ def _log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-# -- setup ------------------------------------------------------------------------------------------
+# -- setup -----------------------------------------------------------------------------------------
 def prepare(bootstrap: str, count: int, partitions: int) -> Counter[tuple[bytes, bytes]]:
     """Fresh topics, input produced once; returns the expected output as (key, value) counts."""
     existing = admin.run(admin.list_topics(bootstrap))
@@ -160,7 +160,7 @@ def check_fresh_group(bootstrap: str, group: str) -> None:
                          f"{committed}; it would not read the input from the start")
 
 
-# -- measuring --------------------------------------------------------------------------------------
+# -- measuring -------------------------------------------------------------------------------------
 async def _output_count(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> int:
     return sum((await consumer.end_offsets(tps)).values())
 
@@ -244,7 +244,7 @@ async def read_output(bootstrap: str, topic: str, partitions: int,
                 for r in recs:
                     out[(r.key, r.value)] += 1
             positions = [await c.position(tp) for tp in tps]
-            if all(pos >= ends[tp] for pos, tp in zip(positions, tps)):
+            if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
                 break
         return out
     finally:
@@ -262,7 +262,7 @@ def same_content(got: Counter[tuple[bytes, bytes]], want: Counter[tuple[bytes, b
     return norm(got) == norm(want)
 
 
-# -- main -------------------------------------------------------------------------------------------
+# -- main ------------------------------------------------------------------------------------------
 def variants(bootstrap: str, partitions: int, work: Path) -> list[Variant]:
     py = sys.executable
     return [

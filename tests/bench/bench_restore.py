@@ -58,8 +58,8 @@ def make_key(i: int) -> bytes:
 
 def make_value(i: int, value_bytes: int) -> bytes:
     """A deterministic JSON value of about ``value_bytes`` bytes (padded with a ``pad`` field)."""
-    base = {"driver_id": "driver-%08d" % i, "rides": i % 1000,
-            "fare_total": "%d.%02d" % (i % 100000, i % 100)}
+    base = {"driver_id": f"driver-{i:08d}", "rides": i % 1000,
+            "fare_total": f"{i % 100000}.{i % 100:02d}"}
     raw = json.dumps(base, separators=(",", ":"))
     room = value_bytes - len(raw) - len(',"pad":""')
     if room > 0:

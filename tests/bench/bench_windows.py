@@ -74,11 +74,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -133,7 +134,7 @@ def _log(msg: str) -> None:
     print(f"[wbench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-# -- input and oracle -------------------------------------------------------------------------------
+# -- input and oracle ------------------------------------------------------------------------------
 def rides(count: int, seed: int, start_ms: int,
           drivers: int = 50_000) -> list[tuple[str, dict[str, Any]]]:
     """(city, ride) pairs: one ride per SPACING_MS of event time, each up to DISORDER_MS early,
@@ -312,7 +313,7 @@ def prepare(bootstrap: str, count: int, partitions: int, reuse: bool, drivers: i
     return oracle_for(data, city_partition, workload)
 
 
-# -- variants ---------------------------------------------------------------------------------------
+# -- variants --------------------------------------------------------------------------------------
 @dataclass
 class Variant:
     key: str
@@ -554,7 +555,7 @@ async def measure(v: Variant, bootstrap: str, count: int, timeout: float, run_di
                proc.returncode, str(log_path))
 
 
-# -- verification -----------------------------------------------------------------------------------
+# -- verification ----------------------------------------------------------------------------------
 def verify(key: str, got: dict[Window, Agg], dups: int, oracle: Oracle) -> dict[str, Any]:
     """Every window a variant reports must equal the oracle (rides and fare sum). Variants that
     emit only closed windows ((a), (c)) must report every window closed by its own key's
@@ -610,7 +611,7 @@ def agreement(finals: dict[str, dict[Window, Agg]]) -> dict[str, Any]:
     return doc
 
 
-# -- profile ----------------------------------------------------------------------------------------
+# -- profile ---------------------------------------------------------------------------------------
 def profile_a(v: Variant, bootstrap: str, count: int, timeout: float, run_dir: Path,
               partitions: int, top: int = 12) -> dict[str, Any]:
     prof = run_dir / "streams.prof"
@@ -630,7 +631,7 @@ def summarize_profile(prof: Path, count: int, top: int = 12) -> dict[str, Any]:
     stats = pstats.Stats(str(prof))
     total = stats.total_tt  # type: ignore[attr-defined]
     rows = []
-    for (filename, line, func), (cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+    for (filename, line, func), (_cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
         rows.append({"function": f"{_short(filename)}:{line}({func})", "calls": nc,
                      "tottime_s": round(tt, 3), "tottime_share": round(tt / total, 4),
                      "cumtime_s": round(ct, 3), "cumtime_share": round(ct / total, 4)})
@@ -659,7 +660,7 @@ def _short(filename: str) -> str:
     return filename
 
 
-# -- reporting --------------------------------------------------------------------------------------
+# -- reporting -------------------------------------------------------------------------------------
 def versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version()}
     for dist in ("faust-streaming", "mode-streaming", "aiokafka", "quixstreams", "confluent-kafka",
@@ -725,7 +726,7 @@ def write_chart(path: Path, summary: dict[str, dict[str, Any]], count: int,
                   label="median run")
     ax.scatter(labels, best, color="black", marker="_", s=400, zorder=3, label="best run")
     ax.scatter(labels, worst, color="grey", marker="_", s=400, zorder=3, label="worst run")
-    for b, m, top in zip(bars, med, best):
+    for b, m, top in zip(bars, med, best, strict=True):
         ax.annotate(f"{m:,.0f}", (b.get_x() + b.get_width() / 2, max(m, top)), ha="center",
                     va="bottom", fontsize=9, xytext=(0, 4), textcoords="offset points")
     ax.set_ylabel("events/s (input consumed and committed)")

@@ -11,7 +11,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from streams import generate, registry
+from streams import registry
+from streams.devtools import generate
 
 from tests.conftest import create_topology_topics, delete_topology_topics, read_topic
 
@@ -96,7 +97,8 @@ def check_invariants(kafka: str, events: list[Any], results_timeout: float = 120
         assert balance >= 0, f"negative balance record {value}"
         latest[r.key.decode()] = balance
     wrong = {a: (latest.get(a), b) for a, b in expected.items() if latest.get(a) != b}
-    assert not wrong, f"{len(wrong)} balances differ from the oracle, e.g. {list(wrong.items())[:5]}"
+    assert not wrong, (f"{len(wrong)} balances differ from the oracle, "
+                       f"e.g. {list(wrong.items())[:5]}")
     assert sum(latest.values()) == sum(deposits(events).values())
     dlq = read_topic(kafka, DLQ, timeout=60, idle=3)
     assert Counter(r.value for r in dlq) == garbage(events)

@@ -15,14 +15,16 @@ from streams.tables.inspect import open_read_only, task_dirs
 from topologies.trip_stats import topology as trip_stats
 
 
-def driver_totals_oracle(events: list[tuple[str, str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+def driver_totals_oracle(events: list[tuple[str, str, dict[str, Any]]]
+                         ) -> dict[str, dict[str, Any]]:
     """Rides and fare total per driver, computed independently of the topology's code."""
     totals: dict[str, list[Any]] = {}
     for _topic, _key, ride in events:
         t = totals.setdefault(ride["driver_id"], [0, Decimal(0)])
         t[0] += 1
         t[1] += Decimal(ride["fare"])
-    return {d: {"driver_id": d, "rides": n, "fare_total": f"{s:.2f}"} for d, (n, s) in totals.items()}
+    return {d: {"driver_id": d, "rides": n, "fare_total": f"{s:.2f}"}
+            for d, (n, s) in totals.items()}
 
 
 def local_table(state_dir: Path, table: str = "driver-totals") -> dict[str, Any]:

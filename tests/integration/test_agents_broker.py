@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from streams import generate
+from streams.devtools import generate
 from streams.runtime.compile import subtopologies
 from streams.state.meta import TaskId, TaskMeta
 from streams.tables.inspect import open_read_only, task_dirs

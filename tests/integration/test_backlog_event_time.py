@@ -33,16 +33,16 @@ SPAN = 300_000  # event time covered by the backlog: 30 windows
 # rides per input partition: uneven, so that the upstream tasks' paces differ
 PER_PARTITION = [2400, 900, 300, 1200]
 
-TOPOLOGY = '''
+TOPOLOGY = f'''
 from streams import Topology, TumblingWindows
 
 topology = Topology("evt_backlog", late_topic="evt-backlog-late")
 (topology.stream("evt-backlog-rides", timestamp="ts")
     .group_by(lambda ride: ride["driver_id"], name="by-driver")
-    .window(TumblingWindows(size={size}, grace={grace}))
+    .window(TumblingWindows(size={SIZE}, grace={GRACE}))
     .aggregate(lambda: 0, lambda n, ride: n + 1, name="per-driver", emit="final")
     .to("evt-backlog-per-driver"))
-'''.format(size=SIZE, grace=GRACE)
+'''
 
 
 class Project:

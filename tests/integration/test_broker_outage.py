@@ -28,8 +28,8 @@ from typing import Any
 
 import pytest
 
-from streams import generate
-from streams.kafka import broker
+from streams.devtools import generate
+from streams.devtools import broker
 from topologies.trip_stats import topology as trip_stats
 
 from tests.conftest import create_topology_topics, delete_topology_topics, produce, read_topic

@@ -28,9 +28,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from streams import generate
+from streams.devtools import broker, generate
+from streams.kafka import admin
 from streams.serdes import json_dumps
-from streams.kafka import admin, broker
 from topologies.trip_stats import topology as trip_stats
 
 from tests.conftest import ROOT, create_topology_topics, read_topic
@@ -170,13 +170,15 @@ def test_killing_the_busiest_broker_loses_nothing(cluster: tuple[int, str], work
 
     feeder = Feeder(bootstrap, events, chunk=250, pause=0.3)  # ~80 chunks, tens of seconds
     feeder.start()
-    _wait(lambda: feeder.sent >= EVENTS // 4 or not feeder.is_alive(), 120, "a quarter of the input")
+    _wait(lambda: feeder.sent >= EVENTS // 4 or not feeder.is_alive(), 120,
+          "a quarter of the input")
     victim, leaders = _busiest_leader(bootstrap, topics)
     assert broker.kill_node(port, victim), f"node {victim} was not running"
     assert feeder.is_alive(), "the input must still be arriving when the broker dies"
     status = cli("kafka", "status", "--port", str(port))
     assert status.returncode == 1, status
-    assert f"node {victim} at 127.0.0.1:{port + victim - 1}: stopped" in status.stdout, status.stdout
+    stopped = f"node {victim} at 127.0.0.1:{port + victim - 1}: stopped"
+    assert stopped in status.stdout, status.stdout
     sent_at_kill = feeder.sent
     # Keep the broker down while a good part of the input arrives, then bring it back.
     _wait(lambda: feeder.sent >= sent_at_kill + EVENTS // 4 or not feeder.is_alive(), 180,

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from streams import generate, registry
+from streams import registry
+from streams.devtools import generate
 
 from tests.integration.payments_support import check_invariants, feed, fresh_topics, worker_config
 

@@ -50,7 +50,7 @@ USERS_V1_AT = EPOCH_MS - 1_000  # record timestamps of the users rows: before ev
 USERS_V2_AT = EPOCH_MS + 299    # the updates: after the first 300 transactions' ts
 
 
-# -- input ------------------------------------------------------------------------------------------
+# -- input -----------------------------------------------------------------------------------------
 def produce_at(kafka: str, events: list[Event], timestamp_ms: int) -> None:
     """Produce ``events`` with the record timestamp ``timestamp_ms`` (a users row's version
     time)."""
@@ -85,7 +85,8 @@ def transactions(first: int, count: int, users: list[str], products: list[str]) 
         uid = f"u-unknown-{i}" if i % 13 == 0 else users[i % len(users)]
         pid = f"p-unknown-{i}" if i % 17 == 0 else products[(i * 7) % len(products)]
         out.append(("transactions", uid, {"txn_id": f"t{i}", "user_id": uid, "product_id": pid,
-                                          "amount": f"{i % 500}.{i % 100:02d}", "ts": EPOCH_MS + i}))
+                                          "amount": f"{i % 500}.{i % 100:02d}",
+                                          "ts": EPOCH_MS + i}))
     return out
 
 
@@ -127,7 +128,7 @@ def outputs(kafka: str) -> dict[str, list[tuple[str, Any, Any]]]:
     return got
 
 
-# -- observing the workers --------------------------------------------------------------------------
+# -- observing the workers -------------------------------------------------------------------------
 def tables_list(kafka: str, state_dir: Path) -> dict[str, Any]:
     """`streams tables list enrichment --json` on one worker's state dir, by table."""
     env = {**os.environ, "STREAMS_BROKER": kafka}
@@ -203,7 +204,7 @@ def check_outputs(kafka: str, phases: list[list[Event]],
     return got
 
 
-# -- tests ------------------------------------------------------------------------------------------
+# -- tests -----------------------------------------------------------------------------------------
 def test_two_workers_enrich_with_the_user_as_of_the_transaction(kafka: str, workers,
                                                                  tmp_path: Path) -> None:
     start(kafka)

@@ -177,7 +177,7 @@ PRIVATE_PORT = 19392  # a broker of this test alone (the shared one must never s
 
 
 def test_broker_stopped_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    from streams.kafka import broker
+    from streams.devtools import broker
 
     kafka = broker.start(PRIVATE_PORT, verbose=False)
     topology, source, sink = counting_topology()

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from streams import generate
+from streams.devtools import generate
 from topologies.order_shipments import topology as order_shipments
 
 from tests.conftest import (create_topology_topics, delete_topology_topics, produce,
@@ -109,7 +109,8 @@ def _check(kafka: str, events: list, *, allow_duplicates: bool) -> dict[str, int
     assert set(got_unshipped) == unshipped, (
         f"{len(unshipped - set(got_unshipped))} unshipped missing, "
         f"{len(set(got_unshipped) - unshipped)} extra")
-    dups = sum(got_pairs.values()) - len(got_pairs) + sum(got_unshipped.values()) - len(got_unshipped)
+    dups = (sum(got_pairs.values()) - len(got_pairs)
+            + sum(got_unshipped.values()) - len(got_unshipped))
     if not allow_duplicates:
         assert dups == 0
     assert not read_topic(kafka, order_shipments.dlq_topic, idle=0.5)

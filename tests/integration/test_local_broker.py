@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.kafka import admin, broker
+from streams.devtools import broker
+from streams.kafka import admin
 
 from tests.conftest import produce, read_topic
 

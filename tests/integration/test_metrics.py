@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from streams import generate
+from streams.devtools import generate
 from topologies.trip_stats import topology as trip_stats
 
 from tests.conftest import create_topology_topics, delete_topology_topics, produce

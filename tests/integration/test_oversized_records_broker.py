@@ -81,7 +81,7 @@ def test_oversized_records_never_stop_the_worker(kafka: str, tmp_path: Path,
     assert [dict(r.headers)["source-offset"] for r in letters] == [b"0", b"1", b"2"]
     assert [dict(r.headers)["reason"] for r in letters] == [b"decode", b"processing",
                                                             b"processing"]
-    for letter, original in zip(letters[:2], records[:2]):
+    for letter, original in zip(letters[:2], records[:2], strict=True):
         h = dict(letter.headers)
         assert h["truncated"] == b"true"
         assert h["original-value-size"] == str(len(original)).encode()

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from streams import generate
+from streams.devtools import generate
 
 from tests.conftest import ROOT, produce, read_topic
 from tests.integration.payments_support import (RESULTS, check_invariants, feed, fresh_topics,
@@ -148,7 +148,7 @@ PRIVATE_PORT = 19492  # a broker of this test alone: the shared one must never b
 
 
 def test_broker_stopped_for_10s_mid_stream(workers: Any, tmp_path: Path) -> None:
-    from streams.kafka import broker
+    from streams.devtools import broker
 
     kafka = broker.start(PRIVATE_PORT, verbose=False)
     try:

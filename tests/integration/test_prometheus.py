@@ -32,7 +32,8 @@ from typing import Any
 import pytest
 import yaml
 
-from streams import generate, registry
+from streams import registry
+from streams.devtools import generate
 
 from tests.conftest import ROOT, create_topology_topics, delete_topology_topics, produce
 from tests.integration.tables_support import wait_drained

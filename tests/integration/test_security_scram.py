@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from streams import generate
-from streams.kafka import broker
+from streams.devtools import generate
+from streams.devtools import broker
 
 from tests.conftest import ROOT, WorkerProcess, read_topic
 

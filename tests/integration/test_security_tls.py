@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from streams.config import SecuritySettings
-from streams.kafka import admin, broker
+from streams.devtools import broker
+from streams.kafka import admin
 from streams.kafka.clients import KafkaConnection
 
 from tests.conftest import ROOT
@@ -93,7 +94,8 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 def test_ssl_clients_trust_the_configured_ca(tls_broker: dict) -> None:
-    kafka = KafkaConnection(tls_broker["ssl"], SecuritySettings("SSL", ssl_cafile=str(tls_broker["ca"])))
+    kafka = KafkaConnection(tls_broker["ssl"],
+                            SecuritySettings("SSL", ssl_cafile=str(tls_broker["ca"])))
     topic = "tls-test-topic"
     admin.run(admin.ensure_topics(kafka, [admin.TopicSpec(topic, 2)]))
     assert topic in admin.run(admin.list_topics(kafka))

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from streams import generate
+from streams.devtools import generate
 from topologies.trip_stats import topology as trip_stats
 
 from tests.conftest import (create_topology_topics, delete_topology_topics, produce,
                             produce_in_background, read_topic)
-from tests.integration.tables_support import driver_totals_oracle, latest_by_key, local_table, wait_drained
+from tests.integration.tables_support import (driver_totals_oracle, latest_by_key, local_table,
+                                              wait_drained)
 
 pytestmark = pytest.mark.broker
 
@@ -123,7 +124,8 @@ def _wait_split(a, b, timeout: float = 90.0) -> None:
         if all(x and f"assigned {len(SOURCES) * 4 // 2} partitions" in x[0] for x in last):
             return
         time.sleep(0.3)
-    raise AssertionError(f"workers did not split the partitions:\n{a.log()[-2000:]}\n{b.log()[-2000:]}")
+    raise AssertionError("workers did not split the partitions:\n"
+                         f"{a.log()[-2000:]}\n{b.log()[-2000:]}")
 
 
 def test_old_local_state_is_detected_and_corrected_from_changelog(kafka: str, workers,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streams import generate
+from streams.devtools import generate
 from streams.kafka import admin
 from topologies.trip_stats import topology as trip_stats
 
@@ -84,7 +84,8 @@ def test_list_and_get_against_a_running_worker(kafka: str, workers, processed, t
     # Small tables are counted exactly (RocksDB's estimate only beyond 200k keys).
     assert info["keys_exact"] and info["keys"] == len(oracle)
     committed = committed_offsets(kafka, "trip_stats", ["trip_stats-rides-by-driver-repartition"])
-    assert info["committed_input_offsets"] == {f"{t}:{p}": o for (t, p), o in sorted(committed.items())}
+    assert info["committed_input_offsets"] == {f"{t}:{p}": o
+                                               for (t, p), o in sorted(committed.items())}
     assert info["local_input_offsets"] == info["committed_input_offsets"]
     ends = admin.run(admin.end_offsets(kafka, "trip_stats-driver-totals-changelog"))
     assert {int(k): v for k, v in info["changelog_end_offsets"].items()} == ends
@@ -132,7 +133,8 @@ def test_no_broker_is_one_line(tmp_path: Path) -> None:
 def test_reset_dry_run_changes_nothing(kafka: str, processed) -> None:
     _, state = processed
     before = _snapshot(kafka, state)
-    res = streams_cli(kafka, "tables", "reset", "trip_stats", "--dry-run", "--state-dir", str(state))
+    res = streams_cli(kafka, "tables", "reset", "trip_stats", "--dry-run",
+                      "--state-dir", str(state))
     assert res.returncode == 0, res.stderr
     assert "trip_stats-driver-totals-changelog" in res.stdout and "rides" in res.stdout
     assert "dry run" in res.stdout

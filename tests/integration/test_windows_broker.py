@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams import generate
+from streams.devtools import generate
 from streams.kafka import admin
 from topologies.trip_stats import topology as trip_stats
 
@@ -55,7 +55,7 @@ def _wait_split(workers: list[Any], partitions: int, timeout: float = 60.0) -> N
                          "\n".join(w.log()[-1500:] for w in workers))
 
 
-# -- (a) trip_stats, two workers, kill -9 mid-stream ------------------------------------------------
+# -- (a) trip_stats, two workers, kill -9 mid-stream -----------------------------------------------
 def _late_offsets(records: list[Any], node: str) -> set[tuple[int, int]]:
     """(partition, offset) of the `rides` records that ``node`` dropped as late (replays may
     repeat a late record; the set removes the repeats)."""
@@ -204,8 +204,8 @@ class OwnTopology:
 
     def cli(self, kafka: str, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "streams.cli", *args], capture_output=True,
-                              text=True, cwd=self.project, env={**self.env, "STREAMS_BROKER": kafka},
-                              timeout=60)
+                              text=True, cwd=self.project,
+                              env={**self.env, "STREAMS_BROKER": kafka}, timeout=60)
 
     def stop(self) -> None:
         stop_gracefully(self.procs)
@@ -236,10 +236,10 @@ def _wait_log(log: Path, text: str, timeout: float = 60.0) -> None:
 
 def _rides(cities: list[str], ts: list[int]) -> list[tuple[str, str, dict[str, Any]]]:
     return [("", c, {"ride_id": f"r{i}", "city": c, "fare": "10.00", "ts": t})
-            for i, (c, t) in enumerate(zip(cities, ts))]
+            for i, (c, t) in enumerate(zip(cities, ts, strict=True))]
 
 
-# -- (b) idle close ---------------------------------------------------------------------------------
+# -- (b) idle close --------------------------------------------------------------------------------
 def test_idle_close_emits_the_last_windows_after_the_input_stops(kafka: str, own,
                                                                  tmp_path: Path) -> None:
     """Tumbling 10 s windows, grace 1 s; idle_close_ms = 3000. The input stops with each
@@ -323,7 +323,7 @@ def test_without_idle_close_the_last_windows_wait_for_input(kafka: str, own,
     assert windows == set(), "stream time stays at base + 10.5 s: nothing has closed"
 
 
-# -- (c) bounded state ------------------------------------------------------------------------------
+# -- (c) bounded state -----------------------------------------------------------------------------
 def test_window_store_stays_bounded_over_two_hours_of_event_time(kafka: str, own,
                                                                  tmp_path: Path) -> None:
     """2 h of rides (out of order, a few late) through a 1-minute tumbling window with 30 s

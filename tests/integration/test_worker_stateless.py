@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from streams import generate, registry
+from streams import registry
+from streams.devtools import generate
 from streams.kafka import admin
 
 from tests.conftest import (committed_offsets, create_topology_topics, delete_topology_topics,
@@ -28,7 +29,7 @@ NOTABLE = ("Recruiter", "Hiring Manager", "CEO", "CTO")
 pytestmark = pytest.mark.broker
 
 
-# -- helpers ----------------------------------------------------------------------------------------
+# -- helpers ---------------------------------------------------------------------------------------
 @pytest.fixture
 def topology() -> Any:
     return registry.load(NAME)
@@ -128,7 +129,7 @@ def header(rec: Any, name: str) -> bytes | None:
     return None
 
 
-# -- tests ------------------------------------------------------------------------------------------
+# -- tests -----------------------------------------------------------------------------------------
 def test_one_worker_exact_output(kafka: str, topology: Any, workers: Any) -> None:
     fresh_topics(kafka, topology)
     events = generate.events(NAME, 10_000, seed=7)

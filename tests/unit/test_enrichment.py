@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from streams.generate import events, record_timestamps
+from streams.devtools.generate import events, record_timestamps
 from streams.testing import TopologyTestDriver
 from topologies.enrichment import topology
 
@@ -22,7 +22,7 @@ Stamped = tuple[str, str, Any, int]  # topic, key, value, record timestamp
 
 def stamped(items: list[tuple[str, str, Any]]) -> list[Stamped]:
     """The items with the record timestamps `streams generate` produces them with."""
-    return [(t, k, v, ts) for (t, k, v), ts in zip(items, record_timestamps(items))]
+    return [(t, k, v, ts) for (t, k, v), ts in zip(items, record_timestamps(items), strict=True)]
 
 
 def user_as_of(versions: list[tuple[int, Any]], ts: int) -> Any:
@@ -89,7 +89,7 @@ def test_each_transaction_goes_to_its_tier_with_the_user_and_product_of_its_time
                ("products", "p2", None),
                ("products", "p-unknown-5", {"product_id": "p-unknown-5", "name": "late",
                                             "category": "books", "price": "2.00"})]
-    for pos, change in zip((txn_at[100], txn_at[250], txn_at[400]), changes):
+    for pos, change in zip((txn_at[100], txn_at[250], txn_at[400]), changes, strict=True):
         items.insert(pos, change)
     input_ = stamped(items)
     expected = oracle(input_)  # a None product is a tombstone: products.get gives None
@@ -152,7 +152,8 @@ def test_bad_transactions_go_to_the_dead_letters_and_the_good_ones_through() -> 
 def test_a_user_with_a_missing_tier_goes_to_other_transactions() -> None:
     with TopologyTestDriver(topology) as d:
         d.pipe("users", "u1", {"user_id": "u1", "name": "Ada"})
-        d.pipe("products", "p1", {"product_id": "p1", "name": "x", "category": "y", "price": "1.00"})
+        d.pipe("products", "p1",
+               {"product_id": "p1", "name": "x", "category": "y", "price": "1.00"})
         d.pipe("transactions", "u1", {"txn_id": "t", "user_id": "u1", "product_id": "p1",
                                       "amount": "1.00", "ts": 1})
         [(_, v)] = d.read_output(OTHER)

@@ -9,7 +9,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 import pytest
 
-from streams import generate
+from streams.devtools import generate
 from streams.testing import TopologyTestDriver
 from topologies.fraud_alerts import topology
 
@@ -45,7 +45,7 @@ def test_alerts_and_table_match_the_oracle_with_batches_and_crashes(tmp_path, se
     rng = random.Random(seed)
     users = [f"user{i}" for i in range(40)]
     events = [(t, u, {**v, "user_id": u}) for (t, _, v), u in
-              zip(events, (rng.choice(users) for _ in events))]
+              zip(events, (rng.choice(users) for _ in events), strict=True)]
     expected_alerts, expected_table = oracle(events)
     assert len(expected_alerts) > 5  # the generator's spikes do trigger alerts
     alerts = []

@@ -6,7 +6,7 @@ import re
 from collections import Counter
 from decimal import Decimal
 
-from streams import generate
+from streams.devtools import generate
 
 from tests.unit.test_fraud_alerts import oracle
 

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 from click.testing import CliRunner
 
-from streams import generate
+from streams.devtools import generate
 from streams.cli import main
 
 from tests.unit.test_payments import Ledger

@@ -5,7 +5,7 @@ from __future__ import annotations
 import doctest
 from decimal import Decimal
 
-from streams import generate
+from streams.devtools import generate
 
 
 def test_rides_are_deterministic_per_seed() -> None:
@@ -25,7 +25,7 @@ def test_rides_disorder_and_late_share() -> None:
     assert 0.006 * n < len(late) < 0.014 * n                  # about 1 %
     # Really out of order: many rides are older than one sent before them.
     ts = [v["ts"] for _, _, v in evs]
-    assert sum(1 for x, y in zip(ts, ts[1:]) if y < x) > n // 3
+    assert sum(1 for x, y in zip(ts, ts[1:], strict=False) if y < x) > n // 3
 
 
 def test_rides_keep_the_contract_fields() -> None:
@@ -55,5 +55,5 @@ def test_rows_without_event_time_are_stamped_just_before_the_events_that_follow_
             assert stamps[i] == following - 1, (topic, i)
     # Time only goes back at a transaction that arrives late, never at a users/products row.
     assert all(a is None or b is None or a <= b + 1 or evs[i + 1][0] == "transactions"
-               for i, (a, b) in enumerate(zip(stamps, stamps[1:])))
+               for i, (a, b) in enumerate(zip(stamps, stamps[1:], strict=False)))
     assert doctest.testmod(generate).failed == 0

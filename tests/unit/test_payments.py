@@ -15,9 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams import generate
+from streams.devtools import generate
 from streams.state.meta import ORIGIN_HEADER
 from streams.testing import TopologyTestDriver
+from tests.conftest import examples
 from topologies.payments import topology
 
 FIELDS = ("payment_id", "from_account", "to_account", "amount", "currency", "ts")
@@ -250,7 +251,8 @@ def test_insufficient_funds_at_the_exact_boundary():
         assert [(r["payment_id"], r["status"], r["reason"], r["ts"])
                 for _, r in driver.read_output("payment-results")] == [
             ("p1", "REJECTED", "INSUFFICIENT_FUNDS", 3), ("p2", "COMPLETED", None, 4),
-            ("p3", "REJECTED", "INSUFFICIENT_FUNDS", 5), ("p4", "REJECTED", "INSUFFICIENT_FUNDS", 6)]
+            ("p3", "REJECTED", "INSUFFICIENT_FUNDS", 5),
+            ("p4", "REJECTED", "INSUFFICIENT_FUNDS", 6)]
         assert driver.read_output("account-balances") == [
             ("a", {"account": "a", "balance": "10.00", "ts": 0}),
             ("a", {"account": "a", "balance": "0.00", "ts": 4}),
@@ -380,7 +382,7 @@ _op = st.one_of(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(_op, max_size=25))
 def test_random_sequences_keep_the_ledger_and_its_invariants(ops):
     ledger = Ledger()

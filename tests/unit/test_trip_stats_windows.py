@@ -8,7 +8,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from streams import generate
+from streams.devtools import generate
 from streams.testing import TopologyTestDriver
 from topologies.trip_stats import topology
 
@@ -104,7 +104,7 @@ def test_per_city_windows_and_late_rides_match_the_oracle() -> None:
             now_at.append(driver_now)
         for k, v in busy[:200]:
             s, e = v["window_start"], v["window_end"]
-            expected = sum(1 for r, at in zip(rides, now_at) if r["driver_id"] == k and
+            expected = sum(1 for r, at in zip(rides, now_at, strict=True) if r["driver_id"] == k and
                            s <= r["ts"] <= e and at <= e + GRACE)
             assert v["rides"] == expected, (k, v)
         # Closed windows are deleted (with their time index entries): the stores are empty.

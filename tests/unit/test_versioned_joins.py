@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from streams import Topology
 from streams.state.versioned_store import count_versions
 from streams.testing import TopologyTestDriver
+from tests.conftest import examples
 
 KEYS = ["a", "b", "c"]
 
@@ -36,7 +37,7 @@ def build(history_ms: int, grace_ms: int | None, how: str = "left") -> Topology:
     return t
 
 
-# -- oracle -----------------------------------------------------------------------------------------
+# -- oracle ----------------------------------------------------------------------------------------
 class Oracle:
     """Kafka Streams' rules, brute force.
 
@@ -111,7 +112,7 @@ ops_strategy = st.lists(st.one_of(table_op, table_op, stream_op, stream_op, stre
                                   restart_op), min_size=1, max_size=40)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=ops_strategy, history_ms=st.sampled_from([0, 30, 100, 1000]),
        grace_ms=st.sampled_from([0, 20, 80]), commit_every=st.sampled_from([1, 3, 1000]))
 def test_versioned_join_matches_the_as_of_oracle(ops: list[tuple[str, str, Any, int]],
@@ -142,7 +143,7 @@ def test_versioned_join_matches_the_as_of_oracle(ops: list[tuple[str, str, Any, 
     assert got == oracle.out
 
 
-# -- minimal examples -------------------------------------------------------------------------------
+# -- minimal examples ------------------------------------------------------------------------------
 def test_a_table_update_later_in_time_does_not_change_an_earlier_stream_records_row() -> None:
     with TopologyTestDriver(build(history_ms=60_000, grace_ms=None)) as d:
         d.pipe("vj-table", "a", {"v": 1}, timestamp=1_000)

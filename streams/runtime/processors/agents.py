@@ -355,7 +355,7 @@ class AgentProc(Processor):
         finally:
             ACTIVE.proc = outer
 
-    # -- windowed tables ----------------------------------------------------------------------------
+    # -- windowed tables ----------------------------------------------------------------------
     def _expire_windows(self, now: int) -> None:
         for name, table in self._windowed:
             view = self.views[name]

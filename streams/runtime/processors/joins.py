@@ -130,7 +130,7 @@ class StreamJoinSideProc(Processor):
     ``[ts - before, ts + after]``; the right side mirrors it (``[ts - after, ts + before]``).
     Both sides keep their records for ``before + after + grace`` of stream time (retention)."""
 
-    def __init__(self, node: StreamJoinSideNode, ctx: ProcessorContext) -> None:  # type: ignore[override]
+    def __init__(self, node: StreamJoinSideNode, ctx: ProcessorContext) -> None:
         super().__init__(node, ctx)
         self.jnode = node
         self.left = node.side == "left"

@@ -14,9 +14,9 @@ __all__ = ["SinkProc"]
 
 class SinkProc(Processor):
     """Writes each record to the node's topic; a record that does not serialize, or would be
-    larger than ``MAX_RECORD_BYTES`` (key, value and headers), is a dead letter. Records to a repartition topic carry
-    their input record's position (the origin header) so the downstream task can skip
-    replays."""
+    larger than ``MAX_RECORD_BYTES`` (key, value and headers), is a dead letter. Records to a
+    repartition topic carry their input record's position (the origin header) so the
+    downstream task can skip replays."""
 
     def __init__(self, node: n.Node, ctx: ProcessorContext) -> None:
         super().__init__(node, ctx)

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ...dsl import nodes as n
-from ...state.store_view import TableView
+from ...state.store_view import StoreView, TableView
 from .base import Processor, Rec, ShapeError, what
 
 __all__ = ["AggregateProc", "ProcessProc", "TableSourceProc"]
@@ -57,7 +57,7 @@ class TableSourceProc(Processor):
     key cannot be stored: a dead letter ("null-key")."""
 
     def on_batch(self, recs: list[Rec]) -> None:
-        table = self.ctx.store(self.node.table)  # type: ignore[attr-defined]
+        table = self.ctx.typed_store(self.node.table, TableView)  # type: ignore[attr-defined]
         put = table.put  # put(key, None) deletes
         out: list[Rec] = []
         append = out.append
@@ -85,7 +85,7 @@ class ProcessProc(Processor):
         node: n.ProcessNode = self.node  # type: ignore[assignment]
         fn, name = node.fn, node.name
         stores = {s: self.ctx.store(s) for s in node.stores}
-        views: list[TableView] = list(stores.values())
+        views: list[StoreView] = list(stores.values())
         out: list[Rec] = []
         append = out.append
         for rec in recs:

@@ -96,19 +96,20 @@ class BranchProc(Processor):
     def on_batch(self, recs: list[Rec]) -> None:
         # one bucket per branch, plus one for the records matching none
         preds = self.node.predicates  # type: ignore[attr-defined]
-        buckets = self.resuming(recs, self._loop, [[] for _ in range(len(preds) + 1)])
+        empty: list[list[Rec]] = [[] for _ in range(len(preds) + 1)]
+        buckets = self.resuming(recs, self._loop, empty)
         unmatched = len(buckets[-1])
         if unmatched:
             count, name = self.ctx.count_dropped, self.node.name
             for _ in range(unmatched):
                 count(name, "no-branch")
-        for child, bucket in zip(self.children, buckets):
+        for child, bucket in zip(self.children, buckets, strict=False):  # last: no branch
             if bucket:
                 child.on_batch(bucket)
 
     def _loop(self, it: Iterator[Rec], buckets: list[list[Rec]]) -> None:
         preds = self.node.predicates  # type: ignore[attr-defined]
-        routes = [(pred, bucket.append) for pred, bucket in zip(preds, buckets)]
+        routes = [(pred, bucket.append) for pred, bucket in zip(preds, buckets, strict=False)]
         unmatched = buckets[-1].append
         for r in it:
             v = r.value

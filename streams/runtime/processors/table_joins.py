@@ -51,7 +51,7 @@ class StreamTableJoinProc(Processor):
     def on_batch(self, recs: list[Rec]) -> None:
         node: StreamTableJoinNode = self.node  # type: ignore[assignment]
         table = self.ctx.store(node.table)
-        key_bytes, get = table.key_bytes, table.get_by_bytes  # type: ignore[attr-defined]
+        key_bytes, get = table.key_bytes, table.get_by_bytes
         joiner, inner, name = node.joiner, node.how == "inner", node.name
         count_dropped = self.ctx.count_dropped
         out: list[Rec] = []

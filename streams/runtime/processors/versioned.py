@@ -9,10 +9,8 @@ records survive a restart and land in the task's one WriteBatch per commit.
 
 from __future__ import annotations
 
-from typing import Any
-
-from ...serdes import json_dumps
 from ...dsl.nodes import VersionedTableJoinNode, VersionedTableSourceNode
+from ...serdes import json_dumps
 from ...state.versioned_store import DROPPED, LATEST, GraceBufferView, VersionedTableView
 from ..context import ProcessorContext
 from .base import Processor, Rec
@@ -30,10 +28,9 @@ class VersionedTableSourceProc(Processor):
     only fills in history is not passed on (only new latest versions are table updates). A
     record without a key is a dead letter ("null-key")."""
 
-    def __init__(self, node: VersionedTableSourceNode, ctx: ProcessorContext) -> None:  # type: ignore[override]
+    def __init__(self, node: VersionedTableSourceNode, ctx: ProcessorContext) -> None:
         super().__init__(node, ctx)
-        view: Any = ctx.store(node.table)
-        self.table: VersionedTableView = view
+        self.table = ctx.typed_store(node.table, VersionedTableView)
 
     def on_batch(self, recs: list[Rec]) -> None:
         table, name, ctx = self.table, self.node.name, self.ctx
@@ -60,19 +57,17 @@ class VersionedTableJoinProc(Processor):
     """Stream records joined with their key's row as of their own timestamp; with a grace,
     after waiting in the buffer until stream time reaches ``ts + grace``."""
 
-    def __init__(self, node: VersionedTableJoinNode, ctx: ProcessorContext) -> None:  # type: ignore[override]
+    def __init__(self, node: VersionedTableJoinNode, ctx: ProcessorContext) -> None:
         super().__init__(node, ctx)
         self.jnode = node
-        view: Any = ctx.store(node.table)
-        self.table: VersionedTableView = view
+        self.table = ctx.typed_store(node.table, VersionedTableView)
         self.grace = node.grace_ms
         self.buffer: GraceBufferView | None = None
         # A lower bound of the buffered timestamps: nothing to release below it (saves a scan
         # of the buffer's time index per record).
         self._held_from = _EARLIEST
         if node.buffer is not None:
-            buffer: Any = ctx.store(node.buffer)
-            self.buffer = buffer
+            self.buffer = ctx.typed_store(node.buffer, GraceBufferView)
             self.changelog = f"{ctx.topology_name}-{node.buffer}-changelog"
             ctx.on_stream_time(self._release_at)
 

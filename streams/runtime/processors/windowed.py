@@ -19,6 +19,7 @@ import faust
 from ...dsl import nodes as n
 from ...serdes import json_dumps
 from ...state.meta import source_headers
+from ...state.window_store import JoinBufferView, SessionStoreView, WindowStoreView
 from ..context import ProcessorContext
 from ..record_limits import fit_copy
 from .base import Processor, Rec
@@ -43,7 +44,8 @@ class _ClosedWindowRecord:
     def __init__(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
                  timestamp: int, closed_at: int) -> None:
         self.topic, self.partition, self.offset = topic, partition, closed_at
-        self.key, self.value, self.timestamp, self.headers = key, value, timestamp, []
+        self.key, self.value, self.timestamp = key, value, timestamp
+        self.headers: list[tuple[str, bytes]] = []
 
 
 class _WindowAggregateProc(Processor):
@@ -53,7 +55,6 @@ class _WindowAggregateProc(Processor):
         super().__init__(node, ctx)
         node_: n.WindowAggregateNode = node  # type: ignore[assignment]
         self.wnode = node_
-        self.store = ctx.store(node_.table)
         self.grace = node_.window.grace_ms
         self.final = node_.emit == "final"
         self.changelog = f"{ctx.topology_name}-{node_.table}-changelog"
@@ -128,6 +129,7 @@ class TimeWindowAggregateProc(_WindowAggregateProc):
 
     def __init__(self, node: n.Node, ctx: ProcessorContext) -> None:
         super().__init__(node, ctx)
+        self.store = ctx.typed_store(self.wnode.table, WindowStoreView)
         self.size = self.wnode.window.size_ms
         self.windows_for = self.wnode.window.windows_for
 
@@ -282,11 +284,15 @@ class SessionWindowAggregateProc(_WindowAggregateProc):
 
     def __init__(self, node: n.Node, ctx: ProcessorContext) -> None:
         super().__init__(node, ctx)
+        self.store = ctx.typed_store(self.wnode.table, SessionStoreView)
         self.gap = self.wnode.window.gap_ms
+        if self.wnode.merger is None:  # the DSL requires one for session windows
+            raise TypeError(f"{self.wnode.name}: session windows need a merger")
+        self.merge = self.wnode.merger
 
     def on_batch(self, recs: list[Rec]) -> None:
         node, store = self.wnode, self.store
-        init, add, merge = node.initializer, node.adder, node.merger
+        init, add, merge = node.initializer, node.adder, self.merge
         grace, gap, update = self.grace, self.gap, not self.final
         out: list[Rec] = []
         for rec, before, now in self.accepted(recs):
@@ -308,7 +314,7 @@ class SessionWindowAggregateProc(_WindowAggregateProc):
                 # Kafka Streams' order: the initializer, merged with each session (by start),
                 # then the record added.
                 agg = init()
-                for _bounds_, old in sessions:
+                for _session_bounds, old in sessions:
                     agg = merge(agg, old)
                 agg = add(agg, value)
                 for (s, e), _old in sessions:
@@ -357,8 +363,9 @@ class SlidingWindowAggregateProc(_WindowAggregateProc):
 
     def __init__(self, node: n.Node, ctx: ProcessorContext) -> None:
         super().__init__(node, ctx)
+        self.store = ctx.typed_store(self.wnode.table, WindowStoreView)
         self.d = self.wnode.window.max_difference_ms
-        self.records = ctx.store(sliding_buffer(self.wnode.table))
+        self.records = ctx.typed_store(sliding_buffer(self.wnode.table), JoinBufferView)
 
     def _fold(self, key: Any, start: int, end: int) -> tuple[Any, int]:
         """(aggregate, largest timestamp) of the buffered records of ``key`` in [start, end]

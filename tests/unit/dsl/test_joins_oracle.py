@@ -36,6 +36,7 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from streams import JoinWindows, Topology
 from streams.testing import TopologyTestDriver
+from tests.conftest import examples
 
 LEFT, RIGHT, OUT = "left-in", "right-in", "joined"
 # "ab" sorts before "b" by bytes (Kafka's order), after it by length.
@@ -112,7 +113,7 @@ batches = st.lists(
     min_size=1, max_size=14)
 
 
-@settings(max_examples=150, deadline=None, report_multiple_bugs=False,
+@settings(max_examples=examples(150), deadline=None, report_multiple_bugs=False,
           suppress_health_check=[HealthCheck.too_slow])
 @given(how=st.sampled_from(["inner", "left", "outer"]), before=st.integers(0, 25),
        after=st.integers(0, 25), grace=st.integers(0, 12), plan=batches,

@@ -45,6 +45,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from streams import HoppingWindows, SessionWindows, SlidingWindows, Topology, TumblingWindows
 from streams.testing import TopologyTestDriver
+from tests.conftest import examples
 
 IN, OUT, LATE = "in", "out", "late"
 NAME = "agg"
@@ -308,8 +309,10 @@ def late_headers(driver_late_records: list) -> list[tuple[int, int, int]]:
 
 
 def normalize(outputs: list[tuple]) -> list[tuple]:
-    """Sort each run of consecutive tombstones of one key: the spec retracts every merged-away
-    session before the update but does not fix the order among the retractions."""
+    """Sort each run of consecutive tombstones of one key. Kafka Streams'
+    ``KStreamSessionWindowAggregate`` forwards a tombstone for every merged-away session before
+    the merged session's update; the order among those tombstones is the session store's
+    iteration order, an implementation detail that neither this oracle nor the contract fixes."""
     out: list[tuple] = []
     run: list[tuple] = []
 
@@ -383,7 +386,7 @@ def ops_for(kind: str) -> st.SearchStrategy[str]:
     return st.sampled_from(["aggregate", "aggregate", "count", "sum"])
 
 
-SETTINGS = settings(max_examples=60, deadline=None, report_multiple_bugs=False,
+SETTINGS = settings(max_examples=examples(60), deadline=None, report_multiple_bugs=False,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -435,7 +438,7 @@ RESTARTS = {
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", KINDS)
-@settings(max_examples=40, deadline=None, report_multiple_bugs=False,
+@settings(max_examples=examples(40), deadline=None, report_multiple_bugs=False,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_restart_in_the_middle_matches_the_oracle(kind: str, mode: str,
@@ -663,7 +666,7 @@ def test_oracle_self_check() -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(data=st.data())
 def test_oracle_update_and_final_modes_agree(kind: str, data: st.DataObject) -> None:
     """The oracle's two modes describe the same windows: the last update of every window that

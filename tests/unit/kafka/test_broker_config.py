@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.kafka import broker
+from streams.devtools import broker
 
 
 def props(text: str) -> dict[str, str]:

@@ -18,13 +18,14 @@ from hypothesis import strategies as st
 import streams.dsl.agents
 from streams import Topology
 from streams.testing import TopologyTestDriver
+from tests.conftest import examples
 
 
 def _dead(driver: TopologyTestDriver) -> list[tuple[str, int, str]]:
     return [(d.reason, d.source_offset, d.error) for d in driver.read_dead_letters()]
 
 
-# -- per-event atomicity ----------------------------------------------------------------------------
+# -- per-event atomicity ---------------------------------------------------------------------------
 def _atomic_topology() -> tuple[Topology, list[int]]:
     t = Topology("agents_atomic")
     totals = t.table_store("totals", default=int)
@@ -68,7 +69,7 @@ def test_the_instance_survives_batches_and_only_a_failure_restarts_it():
         assert started == [0]
 
 
-# -- yield / send ordering and keys -----------------------------------------------------------------
+# -- yield / send ordering and keys ----------------------------------------------------------------
 def test_yield_keeps_the_current_key_and_sends_keep_their_order_within_the_event():
     t = Topology("agents_order")
     log = t.topic("log")
@@ -137,7 +138,7 @@ def test_a_value_changed_in_place_is_not_stored_and_the_driver_warns():
         assert driver.table("lists") == {"a": [1]}
 
 
-# -- forbidden awaits, take, tables outside agents --------------------------------------------------
+# -- forbidden awaits, take, tables outside agents -------------------------------------------------
 def test_awaiting_foreign_io_is_a_dead_letter_with_a_clear_reason_and_the_next_event_runs():
     t = Topology("agents_await")
     counts = t.table_store("counts", default=int)
@@ -193,14 +194,14 @@ def test_take_needs_a_positive_size_and_noack_is_refused():
 
     @t.agent("in")
     async def bad(stream):
-        async for value in stream.take(0):
+        async for _value in stream.take(0):
             pass
 
     t2 = Topology("agents_noack")
 
     @t2.agent("in")
     async def noack(stream):
-        async for value in stream.noack():
+        async for _value in stream.noack():
             pass
 
     for topology, text in ((t, "positive number"), (t2, "noack")):
@@ -312,7 +313,7 @@ def test_a_yield_that_cannot_be_written_fails_its_event_only():
         assert [d.reason for d in driver.read_dead_letters()] == ["shape"]
 
 
-# -- other agent shapes -----------------------------------------------------------------------------
+# -- other agent shapes ----------------------------------------------------------------------------
 def test_a_sync_generator_agent_runs_with_the_same_semantics():
     t = Topology("agents_sync")
     counts = t.table_store("counts", default=int)
@@ -447,7 +448,7 @@ def test_describe_lists_agents_and_their_tables():
     assert set(t.output_topics()) == {"out", "audit"}
 
 
-# -- commits and crashes ----------------------------------------------------------------------------
+# -- commits and crashes ---------------------------------------------------------------------------
 def _sum_topology() -> Topology:
     t = Topology("agents_sums")
     sums = t.table_store("sums", default=int)
@@ -495,7 +496,7 @@ _steps = st.lists(st.tuples(
     st.sampled_from(["crash", "crash-new-host", "commit", "none"])), min_size=1, max_size=8)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=_steps, commit_every=st.integers(1, 12))
 def test_property_state_after_any_crashes_equals_the_sum_of_the_valid_inputs(steps, commit_every):
     t = _sum_topology()
@@ -530,7 +531,7 @@ def test_a_crash_mid_batch_closes_the_instance_and_replays_from_the_commit(tmp_p
         assert driver.table("sums") == {"a": 7}
 
 
-# -- windowed tables --------------------------------------------------------------------------------
+# -- windowed tables -------------------------------------------------------------------------------
 def test_tumbling_table_counts_per_window_of_the_events_time():
     t = Topology("agents_windows")
     clicks = t.table_store("clicks", default=int).tumbling(10_000, expires=10_000)

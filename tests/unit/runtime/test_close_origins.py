@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from streams import JoinWindows, SessionWindows, SlidingWindows, Topology, TumblingWindows
 from streams.state.meta import ORIGIN_HEADER, decode_origin, header
 from streams.testing import TopologyTestDriver
+from tests.conftest import examples
 
 WINDOWS = {"tumbling": TumblingWindows(size=100),
            "session": SessionWindows(gap=10),
@@ -79,7 +80,7 @@ def test_final_window_origins_are_their_close_times() -> None:
         d.pipe("plays", "u1", play(500))
         origins = [decode_origin(header(r.headers, ORIGIN_HEADER) or b"")
                    for r in d.read_records("wpos-all-repartition")]
-        assert [(o.topic, o.offset, o.index) for o in origins] == [
+        assert [(o.topic, o.offset, o.output_index) for o in origins] == [
             ("wpos-per-window-changelog", 130, 0), ("wpos-per-window-changelog", 130, 1),
             ("wpos-per-window-changelog", 230, 0)]
 
@@ -182,7 +183,7 @@ events = st.lists(
     max_size=30)
 
 
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=examples(40), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(events=events)
 def test_every_closed_window_is_counted_once_whatever_restarts_and_crashes(events) -> None:

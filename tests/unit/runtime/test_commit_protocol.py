@@ -28,6 +28,7 @@ from streams.runtime import checkpoint
 from streams.runtime.compile import subtopologies
 from streams.runtime.task import Task
 from streams.testing import MemoryTopics, open_task, run_sync
+from tests.conftest import examples
 from topologies.trip_stats import add_ride, new_totals
 
 # The protocol's subject: trip_stats' driver-totals pipeline (an upstream task that repartitions
@@ -225,7 +226,7 @@ def check(d: Deployment, rides: list[dict[str, Any]]) -> None:
     d.down.close()
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(rides=rides_strategy, rounds=st.lists(round_strategy, max_size=12))
 def test_no_schedule_of_crashes_double_applies_or_loses_input(rides, rounds) -> None:
     with tempfile.TemporaryDirectory() as tmp:
@@ -248,7 +249,8 @@ def test_an_upstream_replay_is_recognised_record_by_record(tmp_path: Path) -> No
     check(d, rides)
 
 
-def test_replay_after_downstream_restore_uses_the_restored_upstream_positions(tmp_path: Path) -> None:
+def test_replay_after_downstream_restore_uses_the_restored_upstream_positions(
+        tmp_path: Path) -> None:
     """6 rides go upstream and are never committed there; downstream applies and fully commits
     them; downstream loses its state and restores from the changelog; upstream crashes and
     replays all 6 at new repartition offsets. The table must say 6 rides, not 12 (the restored

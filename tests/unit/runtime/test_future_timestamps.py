@@ -51,7 +51,7 @@ def test_without_a_limit_the_poison_timestamp_silences_the_partition() -> None:
 def join_topology() -> Topology:
     t = Topology("future_j", late_topic="late")
     a, b = t.stream("a", timestamp="ts"), t.stream("b", timestamp="ts")
-    a.join(b, lambda l, r: {"l": l["id"], "r": r["id"]},
+    a.join(b, lambda left, right: {"l": left["id"], "r": right["id"]},
            JoinWindows(before=1_000, after=1_000, grace=500), name="j").to("out")
     return t
 

@@ -29,7 +29,7 @@ def _hop_topology(self_loop: bool) -> Topology:
 
     @t.agent(hop, sink=["out"])
     async def second(stream):
-        async for key, value in stream.items():
+        async for key, _value in stream.items():
             seen[key] += 1
             yield {"to": key, "n": seen[key]}
 
@@ -102,17 +102,17 @@ def test_two_agents_sending_to_one_internal_topic_are_refused():
 
     @t.agent("in", name="a1")
     async def a1(stream):
-        async for key, value in stream.items():
+        async for key, _value in stream.items():
             await hop.send(key=key, value={"from": "a1"})
 
     @t.agent("in", name="a2")
     async def a2(stream):
-        async for key, value in stream.items():
+        async for key, _value in stream.items():
             await hop.send(key=key, value={"from": "a2"})
 
     @t.agent(hop, sink=["out"])
     async def reader(stream):
-        async for key, value in stream.items():
+        async for _key, value in stream.items():
             yield value
 
     _, problems = plan_topics(t, {"in": 2}, 2)

@@ -19,10 +19,11 @@ import streams.serdes
 import streams.dsl.topology
 import streams.testing
 from streams import Topology
-from streams.generate import events
+from streams.devtools.generate import events
 from streams.testing import TopologyTestDriver
+from tests.conftest import examples
 
-FAST = settings(max_examples=50, deadline=None,
+FAST = settings(max_examples=examples(50), deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -152,7 +153,7 @@ def test_branch_default_catches_the_rest() -> None:
     branches = t.stream("in").branch(lambda v: v["n"] % 2 == 0, lambda v: v["n"] % 3 == 0,
                                      default=True)
     assert len(branches) == 3
-    for stream, topic in zip(branches, ["even", "div3", "rest"]):
+    for stream, topic in zip(branches, ["even", "div3", "rest"], strict=True):
         stream.to(topic)
     inputs = numbered(13)
     out = run(t, inputs, ["even", "div3", "rest"])
@@ -247,7 +248,7 @@ def test_group_by_aggregate_dict_matches_oracle(evs: list[tuple[str, int]]) -> N
         updates = driver.read_output("stats-out")
     expected: dict[str, dict] = {}
     expected_updates = []
-    for i, (g, x) in enumerate(evs):
+    for i, (g, _x) in enumerate(evs):
         group = [(j, y) for j, (h, y) in enumerate(evs[:i + 1]) if h == g]
         expected[g] = {"count": len(group), "sum": sum(y for _, y in group),
                        "max": max(y for _, y in group),
@@ -399,10 +400,10 @@ def test_bad_records_go_to_the_dlq_and_processing_continues() -> None:
 
     expected_bad = [(i, kb, vb, err) for i, (kb, vb, err) in enumerate(inputs) if err]
     assert len(dlq) == len(expected_bad)
-    for rec, (offset, kb, vb, err) in zip(dlq, expected_bad):
+    for rec, (offset, kb, vb, err) in zip(dlq, expected_bad, strict=True):
         headers = dict(rec.headers)
-        assert [h for h, _ in rec.headers] == ["error", "reason", "source-topic", "source-partition",
-                                               "source-offset", "node"]
+        assert [h for h, _ in rec.headers] == ["error", "reason", "source-topic",
+                                               "source-partition", "source-offset", "node"]
         assert rec.key == kb
         assert rec.value == vb
         assert rec.timestamp == 500 + offset
@@ -452,7 +453,7 @@ def test_profile_notifications_matches_oracle() -> None:
     assert [r.timestamp for r in out] == [v["ts"] for _, v in expected]
 
 
-# -- doctests ---------------------------------------------------------------------------------------
+# -- doctests --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("module", [streams.testing, streams.dsl.topology, streams.serdes],
                          ids=lambda m: m.__name__)

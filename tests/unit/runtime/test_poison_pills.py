@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from streams import Topology
 from streams.runtime.processors import MAX_RECORD_BYTES
 from streams.testing import TopologyTestDriver
+from tests.conftest import examples
 
 
 GOOD = b'{"ts": 7, "t": "7"}'
@@ -31,7 +32,8 @@ def _pipe_between_good_records(topology: Topology, key: bytes, value: bytes,
     with TopologyTestDriver(topology) as driver:
         driver.pipe_batch("in", [(b"g1", GOOD, 1), (key, value, ts), (b"g2", GOOD, 1)])
         driver.commit()
-        return driver.read_output("out"), [(d.source_offset, d.error) for d in driver.read_dead_letters()]
+        dead = [(d.source_offset, d.error) for d in driver.read_dead_letters()]
+        return driver.read_output("out"), dead
 
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
@@ -120,7 +122,7 @@ record_values = st.one_of(
               json_values))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.one_of(st.none(), st.binary(max_size=4)), record_values),
                 min_size=1, max_size=12))
 def test_no_input_makes_the_task_raise(records: list[tuple[bytes | None, bytes]]) -> None:
@@ -165,7 +167,7 @@ def test_aggregate_value_that_cannot_be_stored_is_a_dead_letter(bad: Any,
         driver.commit()
         assert driver.read_output("out") == [("a", 1), ("a", 2)]
         assert driver.table("c") == {"a": 2}
-        assert [offset for offset, _ in [(d.source_offset, d.error) for d in driver.read_dead_letters()]] == [1]
+        assert [d.source_offset for d in driver.read_dead_letters()] == [1]
         changelog = driver.read_records(t.changelog_topic("c"))
         assert changelog and all(len(r.value) < MAX_RECORD_BYTES for r in changelog)
     assert reasons == ["processing"]
@@ -190,7 +192,7 @@ def test_process_store_value_that_cannot_be_stored_is_a_dead_letter(bad: Any,
         driver.commit()
         assert driver.read_output("out") == [("a", 1), ("c", 3)]
         assert driver.table("s") == {"a": 1, "c": 3}
-        assert [offset for offset, _ in [(d.source_offset, d.error) for d in driver.read_dead_letters()]] == [1]
+        assert [d.source_offset for d in driver.read_dead_letters()] == [1]
     assert reasons == ["processing"]
 
 

@@ -22,6 +22,7 @@ from streams.runtime.record_limits import (BROKER_MAX_MESSAGE_BYTES, MAX_ERROR_B
                                            MAX_RECORD_BYTES, RecordTooLarge, fit_copy,
                                            headers_bytes)
 from streams.testing import TopologyTestDriver
+from tests.conftest import examples
 
 #: what the reproduction of the fault sent: invalid JSON just below the broker's batch limit
 BIG_INVALID = b"{" + b"x" * (1_048_450 - 1)
@@ -32,7 +33,7 @@ def _size(rec: object) -> int:
             + headers_bytes(rec.headers))  # type: ignore[attr-defined]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(klen=st.integers(0, 9000), vlen=st.integers(0, 9000), none_value=st.booleans(),
        error=st.integers(0, 4000), limit=st.integers(2500, 8000))
 def test_fit_copy_always_fits_and_says_what_it_cut(klen: int, vlen: int, none_value: bool,

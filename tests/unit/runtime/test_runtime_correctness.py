@@ -36,7 +36,7 @@ def _counter(topics: list[str]) -> Topology:
     return t
 
 
-# -- item 6: meta holds exactly the task's current inputs -------------------------------------------
+# -- item 6: meta holds exactly the task's current inputs ------------------------------------------
 def test_offsets_of_topics_no_longer_read_are_dropped_from_meta(tmp_path: Path) -> None:
     t = _counter(["a"])
     (sub,) = subtopologies(t)
@@ -74,7 +74,7 @@ def test_offset_commit_errors_other_than_a_rebalance_are_raised() -> None:
         asyncio.run(broken.commit_offsets({("a", 0): 1}))
 
 
-# -- item 7: never open state written by another shape ------------------------------------------------
+# -- item 7: never open state written by another shape ---------------------------------------------
 def test_state_with_other_tables_is_refused_with_a_reset_hint(tmp_path: Path) -> None:
     t = _counter(["a"])
     (sub,) = subtopologies(t)
@@ -103,7 +103,7 @@ def test_no_state_yet_is_fine(tmp_path: Path) -> None:
     check_state_shape(tmp_path / "nothing", t, sub)
 
 
-# -- item 8: internal topics sized from the inputs ----------------------------------------------------
+# -- item 8: internal topics sized from the inputs -------------------------------------------------
 def _grouped() -> Topology:
     t = Topology("sized")
     t.stream("clicks").group_by(lambda v: v["user"], name="by-user").count(name="clicks-per-user")
@@ -123,7 +123,8 @@ def test_internal_topics_get_the_partition_count_of_their_inputs() -> None:
 def test_an_internal_topic_of_the_wrong_size_is_one_clear_problem() -> None:
     _, problems = plan_topics(_grouped(), {"clicks": 12, "sized-clicks-per-user-changelog": 4}, 4)
     assert problems == ["internal topic sized-clicks-per-user-changelog has 4 partitions but its "
-                        "sub-topology has 12 tasks; run `streams tables reset sized` to recreate it"]
+                        "sub-topology has 12 tasks; "
+                        "run `streams tables reset sized` to recreate it"]
 
 
 def test_inputs_read_together_must_be_co_partitioned() -> None:
@@ -131,7 +132,7 @@ def test_inputs_read_together_must_be_co_partitioned() -> None:
     assert len(problems) == 1 and "co-partitioned" in problems[0]
 
 
-# -- item 10: dead letters after a repartition name the original input ----------------------------------
+# -- item 10: dead letters after a repartition name the original input -----------------------------
 def test_a_dead_letter_after_a_repartition_names_the_original_record() -> None:
     t = Topology("dl")
 
@@ -153,7 +154,7 @@ def test_a_dead_letter_after_a_repartition_names_the_original_record() -> None:
         assert driver.table("totals") == {"u": 150}
 
 
-# -- item 14: fan-out through a repartition -----------------------------------------------------------
+# -- item 14: fan-out through a repartition --------------------------------------------------------
 def test_fan_out_through_a_repartition_keeps_every_record() -> None:
     """One input fans out to several repartition records; each carries its own origin index, so
     the downstream task does not take records 2..n for replays of record 1."""

@@ -46,7 +46,7 @@ def test_a_failing_joiner_dead_letters_the_record_and_leaves_no_state() -> None:
 
 
 def test_a_joiner_returning_none_is_a_shape_error() -> None:
-    with TopologyTestDriver(topology(joiner=lambda l, r: None)) as d:
+    with TopologyTestDriver(topology(joiner=lambda left, right: None)) as d:
         d.pipe("a", "k", rec("l1", 100))
         d.pipe("b", "k", rec("r1", 100))
         [dead] = d.read_dead_letters()

@@ -20,8 +20,9 @@ from streams import Topology
 from streams.runtime.task import Task
 from streams.runtime.topics import plan_topics
 from streams.testing import TopologyTestDriver
+from tests.conftest import examples
 
-FAST = settings(max_examples=60, deadline=None,
+FAST = settings(max_examples=examples(60), deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -64,7 +65,7 @@ def out(driver: TopologyTestDriver) -> list[tuple[str, Any]]:
     return driver.read_output("out")
 
 
-# -- stream-table join ------------------------------------------------------------------------------
+# -- stream-table join -----------------------------------------------------------------------------
 @pytest.mark.parametrize("how", ["inner", "left"])
 def test_a_table_update_after_the_stream_record_emits_nothing(how: str) -> None:
     with TopologyTestDriver(table_join(how)) as d:
@@ -227,7 +228,7 @@ def test_joins_refuse_what_they_cannot_join() -> None:
         s.join(other, lambda a, b: a)
 
 
-# -- global tables ----------------------------------------------------------------------------------
+# -- global tables ---------------------------------------------------------------------------------
 def test_global_join_looks_up_the_foreign_key_and_follows_updates_and_tombstones() -> None:
     with TopologyTestDriver(global_join("inner")) as d:
         d.pipe("products", "p1", {"price": "1.00"})
@@ -330,7 +331,7 @@ def test_global_table_declarations_are_checked() -> None:
     assert "table products (global), topic products" in t.describe()
 
 
-# -- property: both joins against a replayed dict ---------------------------------------------------
+# -- property: both joins against a replayed dict --------------------------------------------------
 KEYS = ["a", "b", "c"]
 update = st.tuples(st.just("update"), st.sampled_from(KEYS),
                    st.one_of(st.none(), st.integers(0, 99)))

@@ -3,7 +3,6 @@ failed transaction is classified, the transactional id, positions after a commit
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -40,7 +39,7 @@ def test_bad_guarantee_settings_are_one_clear_error(tmp_path: Path, toml: str,
     (InvalidProducerEpoch(), "fenced"),
     (KafkaConnectionError(), "retriable"),
     (RequestTimedOutError(), "retriable"),
-    (asyncio.TimeoutError(), "retriable"),
+    (TimeoutError(), "retriable"),
     (RecordTooLargeError(), "fatal"),
     (ValueError("bug"), "fatal"),
     # what a broker outage and the broker's return look like to a transaction

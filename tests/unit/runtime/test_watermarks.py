@@ -77,7 +77,7 @@ def test_progress_markers_move_a_channel_without_data_and_are_no_data() -> None:
         from_partition_1(d, "b", 10_000)
         d.pipe("in", "x", {"k": "a", "ts": 50_000})
         assert windows(d) == {}
-        marker_1(d, 40_000)                            # partition 1 is at 40 000: [10 s, 20 s) closes
+        marker_1(d, 40_000)  # partition 1 is at 40 000: [10 s, 20 s) closes
         assert windows(d) == {("b", 10_000): 1}
         assert d.read_dead_letters() == [] and late(d) == 0
         # and the upstream task itself sent markers into the repartition topic

@@ -30,7 +30,7 @@ def test_record_values_and_record_aggregates_survive_commits() -> None:
       .reduce(lambda a, b: Ride(city=a.city, fare=max(a.fare, b.fare), ts=max(a.ts, b.ts)),
               name="max-fare", emit="update").to("max-out"))
     with TopologyTestDriver(t, commit_every=1) as driver:  # a commit between every record
-        for i, (fare, ts) in enumerate([(5, 10), (7, 20), (3, 60), (9, 150)]):
+        for fare, ts in [(5, 10), (7, 20), (3, 60), (9, 150)]:
             driver.pipe_batch("rides", [("x", {"city": "berlin", "fare": fare, "ts": ts}, ts)])
         assert driver.read_output("stats-out") == [
             ("berlin", {"rides": 3, "fares": 15, "window_start": 0, "window_end": 100})]

@@ -13,6 +13,7 @@ from hypothesis import given, settings, strategies as st
 
 from streams import SlidingWindows, Topology, TumblingWindows
 from streams.testing import TopologyTestDriver
+from tests.conftest import examples
 
 D = 10
 
@@ -50,7 +51,7 @@ records_strategy = st.lists(st.tuples(st.sampled_from("ab"), st.integers(0, 60),
                                       st.integers(-5, 5)), min_size=1, max_size=25)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(records=records_strategy, cuts=st.lists(st.integers(1, 6), max_size=8))
 def test_final_windows_equal_the_declarative_oracle(records, cuts) -> None:
     with TopologyTestDriver(_topology(grace=1000)) as driver:

@@ -63,14 +63,16 @@ def test_two_workers_on_one_state_dir_get_a_copy_each(tmp_path: Path) -> None:
         assert a.path is not None and b.path is not None
         assert {a.path.name, b.path.name} == {GLOBAL_DIR, f"{GLOBAL_DIR}-1"}
         a.apply([Raw("products", 0, 0, b"a", b'{"v": 1}')])
-        b.apply([Raw("products", 0, 0, b"a", b'{"v": 1}'), Raw("products", 0, 1, b"a", b'{"v": 2}')])
+        b.apply([Raw("products", 0, 0, b"a", b'{"v": 1}'),
+                 Raw("products", 0, 1, b"a", b'{"v": 2}')])
     finally:
         a.close()
         b.close()
     assert sorted(p.name for p in global_dirs(tmp_path)) == [GLOBAL_DIR, f"{GLOBAL_DIR}-1"]
 
 
-def test_tables_get_reads_the_most_advanced_copy_and_reset_deletes_every_copy(tmp_path: Path) -> None:
+def test_tables_get_reads_the_most_advanced_copy_and_reset_deletes_every_copy(
+        tmp_path: Path) -> None:
     t = _topology()
     root = tmp_path / t.name
     a, b = GlobalTables(t, root), GlobalTables(t, root)

@@ -9,6 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from streams import Topology
 from streams.testing import TopologyTestDriver
+from tests.conftest import examples
 
 
 def _ledger() -> Topology:
@@ -29,7 +30,7 @@ def _ledger() -> Topology:
     return t
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 15), st.integers(-50, 50)),
                 max_size=40))
 def test_process_reads_and_writes_stores_like_an_oracle(moves) -> None:

@@ -23,13 +23,14 @@ from streams.state.store_view import TableView
 from streams.state.views import VIEWS, open_view
 from streams.state.window_store import (JoinBufferView, SessionStoreView, WindowStoreView,
                                         prefix_end, time_bytes)
+from tests.conftest import examples
 
 MIN, MAX = -(1 << 63), (1 << 63) - 1
 KEYS = st.sampled_from(["", "a", "aa", "ab", "b", "é"])
 TIMES = st.one_of(st.sampled_from([MIN, MIN + 1, -1, 0, 1, MAX - 1, MAX]),
                   st.integers(-50, 50), st.integers(MIN, MAX))
 VALUES = st.one_of(st.integers(-3, 3), st.text(max_size=3), st.lists(st.integers(0, 2), max_size=2))
-SLOW = settings(max_examples=150, deadline=None)
+SLOW = settings(max_examples=examples(150), deadline=None)
 
 
 @contextmanager

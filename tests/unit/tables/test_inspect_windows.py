@@ -75,7 +75,8 @@ def test_describe_window_specs() -> None:
     assert d(TumblingWindows(size=60_000, grace=30_000)) == "tumbling 60000 ms, grace 30000 ms"
     assert d(HoppingWindows(size=300_000, advance=60_000, grace=30_000)) == \
         "hopping 300000 ms every 60000 ms, grace 30000 ms"
-    assert d(SessionWindows(gap=1_800_000, grace=30_000)) == "session gap 1800000 ms, grace 30000 ms"
+    assert d(SessionWindows(gap=1_800_000, grace=30_000)) == \
+        "session gap 1800000 ms, grace 30000 ms"
     assert d(SlidingWindows(max_difference=600_000, grace=30_000)) == \
         "sliding 600000 ms, grace 30000 ms"
     assert inspect.window_end(SlidingWindows(max_difference=10), 5) == 15

@@ -14,8 +14,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from .serdes import json_dumps
-from .kafka.clients import Kafka, client_kwargs
+from ..kafka.clients import Kafka, client_kwargs
+from ..serdes import json_dumps
 
 Event = tuple[str, str, Any]  # (topic, key, value): a JSON value, or bytes sent as they are
 
@@ -85,8 +85,9 @@ def enrichment(rng: random.Random, count: int, start_ms: int, step_ms: float = 1
     each fifth of the transactions three users change tier. Event time starts at ``start_ms``
     and advances ``step_ms`` per transaction; about 3 % of the transactions arrive late (their
     ``ts`` up to 50 steps back), among them, three transactions after each tier change, one of
-    a changed user from before the change: it gets the tier the user had at its ``ts``. The users rows carry no
-    time: ``record_timestamps`` stamps them just before the next transaction."""
+    a changed user from before the change: it gets the tier the user had at its ``ts``. The
+    users rows carry no time: ``record_timestamps`` stamps them just before the next
+    transaction."""
     n_users, n_products = max(20, count // 20), max(10, count // 40)
     user_ids = [f"u{i}" for i in range(n_users)]
     product_ids = [f"p{i}" for i in range(n_products)]
@@ -224,8 +225,8 @@ def payments(rng: random.Random, count: int, start_ms: int, step_ms: float = 10,
     for n in range(count):
         roll = rng.random()
         if roll < PAYMENT_DUPLICATE_SHARE and sent:
-            key, payment = rng.choice(sent)
-            yield "payments", key, dict(payment)
+            key, earlier = rng.choice(sent)
+            yield "payments", key, dict(earlier)
             i += 1
             continue
         roll -= PAYMENT_DUPLICATE_SHARE

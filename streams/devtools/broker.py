@@ -259,13 +259,13 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
 
 def _answers(port: int) -> bool:
     """True once the broker serves metadata (a TCP accept alone comes too early)."""
-    from .admin import broker_answers
+    from ..kafka.admin import broker_answers
 
     return broker_answers(f"127.0.0.1:{port}")
 
 
 def _known_brokers(port: int) -> int:
-    from .admin import BrokerUnavailable, broker_count, run
+    from ..kafka.admin import BrokerUnavailable, broker_count, run
 
     try:
         return run(broker_count(f"127.0.0.1:{port}"))
