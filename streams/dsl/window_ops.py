@@ -43,7 +43,8 @@ Semantics: Kafka Streams 4.0's (``KStreamWindowAggregate``, ``KStreamSlidingWind
 Outputs are keyed by the group key; their value is the aggregate's fields (a dict or faust Record)
 plus ``window_start`` and ``window_end`` (epoch ms; the end is exclusive for tumbling and hopping,
 inclusive for sliding windows and sessions), or
-``{"value": aggregate, "window_start": ..., "window_end": ...}`` for other aggregates. Every output carries headers ``window_start`` and ``window_end``.
+``{"value": aggregate, "window_start": ..., "window_end": ...}`` for other aggregates. Every
+output carries headers ``window_start`` and ``window_end``.
 
 >>> from streams import Topology, TumblingWindows
 >>> t = Topology("clicks")
