@@ -12,8 +12,8 @@ if [ -z "${STREAMS_BROKER:-}" ]; then
   fi
   export STREAMS_BROKER=127.0.0.1:9092
 fi
-# Two pytest workers: the broker tests run one after another on one of them (see
-# tests/conftest.py), the broker-free tests on the other.
+# Two pytest workers: the shared broker's tests run one after another on one of them, the
+# tests with brokers of their own on the other (see tests/conftest.py).
 python -m pytest -p no:cacheprovider -n 2 --dist loadgroup "$@"
 status=$?
 if [ "$started" = 1 ]; then streams kafka stop; fi

@@ -61,14 +61,17 @@ def stop_gracefully(procs: list[subprocess.Popen[bytes]], timeout: float = 30.0)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``-n 2 --dist loadgroup``, as scripts/test.sh runs) the tests that
-    use a broker (the shared one, or their own) share one worker and run one after another, as
-    they would without xdist: they share topology topics, and each starts worker and broker
-    processes that need the CPU. The broker-free tests run on the other worker meanwhile."""
+    """Under pytest-xdist (``-n 2 --dist loadgroup``, as scripts/test.sh runs) the tests of
+    the shared broker run one after another on one pytest worker, as they would without xdist:
+    they share topology topics. The integration tests that start brokers of their own (on free
+    ports, with their own data) run one after another on the other worker, with the
+    broker-free tests spread over both."""
     integration = ROOT / "tests" / "integration"
     for item in items:
-        if "kafka" in getattr(item, "fixturenames", ()) or integration in item.path.parents:
-            item.add_marker(pytest.mark.xdist_group("broker"))
+        if "kafka" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("shared-broker"))
+        elif integration in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group("own-brokers"))
 
 
 @pytest.fixture(scope="session")
