@@ -60,7 +60,7 @@ from aiokafka.errors import InvalidProducerEpoch, KafkaConnectionError, KafkaErr
 
 from ..kafka.clients import Kafka, client_kwargs
 from ..state.meta import Offsets, TaskId
-from .producer import KafkaTransport, stop_producer
+from .transport import KafkaTransport, stop_producer
 from .task import Task
 
 log = logging.getLogger(__name__)

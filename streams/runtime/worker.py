@@ -38,8 +38,8 @@ from .idle import IdleTracker
 from .lag import end_offset, fetch_position, partition_lag
 from .lifecycle import BrokerWatch
 from .ordering import PAUSE_BUFFERED, PartitionGroup
-from .producer import KafkaTransport, stop_producer
-from .tasks import TaskManager
+from .transport import KafkaTransport, stop_producer
+from .task_manager import TaskManager
 from .transactions import EXACTLY_ONCE, FAIL_COMMIT_ENV, TaskTransactions, classify
 from .topics import RepartitionPurger, TopicLayoutError, prepare_topics
 from .tuning import tuning

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 from streams import Topology
 from streams.kafka import admin
 from streams.runtime.context import Output
-from streams.runtime.producer import KafkaTransport
+from streams.runtime.transport import KafkaTransport
 from streams.runtime.record_limits import MAX_RECORD_BYTES, RecordTooLarge, headers_bytes
 
 from .eos_support import (InProcessWorker, create_topics, delete_topics, eos_settings, read_all,
