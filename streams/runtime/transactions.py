@@ -151,10 +151,11 @@ class KafkaTaskProducer:
 
 
 async def _fence_previous_owner(producer: AIOKafkaProducer) -> None:
-    # aiokafka runs InitProducerId in its sender in the background and waits for it only in
-    # begin_transaction(); the opener must know the previous owner is fenced (and its open
-    # transaction ended) BEFORE it reads the group's offsets and the changelog ends, so it
-    # waits for the producer id here, in the one place that touches the transaction manager.
+    # The opener must know the previous owner is fenced (and its open transaction ended)
+    # BEFORE it reads the group's offsets and the changelog ends, so it waits for the producer
+    # id here, in the one place that touches the transaction manager. (aiokafka 0.14's start()
+    # already waits for it; older versions ran InitProducerId in the background and waited
+    # only in begin_transaction(): this keeps the guarantee whatever start() does.)
     await producer._txn_manager.wait_for_pid()  # noqa: SLF001
 
 
