@@ -118,6 +118,14 @@ class TaskManager:
         return Task(self.topology, sub, partition, store, self.global_tables,
                     **self.task_options)
 
+    def approximate_keys(self) -> dict[str, int]:
+        """RocksDB's key estimate per table over the running tasks (for metrics)."""
+        keys: dict[str, int] = {}
+        for task in self.running.values():
+            for table, n in task.approximate_keys().items():
+                keys[table] = keys.get(table, 0) + n
+        return keys
+
     def task_for(self, tp: TopicPartition) -> Task | None:
         sub = self.sub_of_topic.get(tp.topic)
         return None if sub is None else self.running.get(TaskId(sub.id, tp.partition))

@@ -3,13 +3,11 @@
 Why not faust's consumer loop: faust commits the offsets of acked events on its own schedule,
 independently of table state (and writes its RocksDB offset key outside the data's WriteBatch),
 so a crash between the two double-applies or loses input. The framework therefore owns the
-consume -> process -> commit cycle here, directly on aiokafka (which faust itself uses), while
-values are faust Records/JSON through the DSL's serdes.
+consume -> process -> commit cycle here, directly on aiokafka (which faust itself uses).
 
-Where things are: the Kafka clients and the committer of the delivery guarantee, chosen once
-(:mod:`streams.runtime.worker_clients`, :mod:`streams.runtime.committer`); the tasks, their
-opening, restoring and commit failures (:mod:`streams.runtime.task_manager`); running polled
-records through them (:mod:`streams.runtime.processing`).
+Elsewhere: the Kafka clients and the committer, chosen once (:mod:`.worker_clients`,
+:mod:`.committer`); the tasks, their opening, restoring and commit failures
+(:mod:`.task_manager`); running polled records through them (:mod:`.processing`).
 """
 
 from __future__ import annotations
@@ -41,7 +39,8 @@ from .task_manager import TaskManager
 from .topics import RepartitionPurger, TopicLayoutError, prepare_topics
 from .transport import KafkaTransport, stop_producer
 from .tuning import tuning
-from .worker_clients import committer_for, group_consumer, producer_factory, shared_transport
+from .worker_clients import (committer_for, global_table_consumer, group_consumer,
+                             producer_factory, shared_transport)
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +64,7 @@ class Worker:
     """Consume -> process -> commit for one topology; tasks live in a :class:`TaskManager`."""
 
     def __init__(self, topology: Topology, settings: Settings) -> None:
-        self.topology = topology
-        self.settings = settings
+        self.topology, self.settings = topology, settings
         self.subs = subtopologies(topology)
         self.topics = list(dict.fromkeys(t for s in self.subs for t in s.topics))
         self.state_root = Path(settings.state_dir) / topology.name
@@ -79,8 +77,7 @@ class Worker:
         self._fatal: BaseException | None = None
         self.kafka = KafkaConnection.from_settings(settings)
         self.purger = RepartitionPurger(topology, self.kafka)
-        self._last_commit_records = 0
-        self._last_commit = time.monotonic()
+        self._last_commit_records, self._last_commit = 0, time.monotonic()
         self.transport: KafkaTransport | None = None
         self.tasks: TaskManager | None = None
         self.processing: Processing | None = None
@@ -99,10 +96,6 @@ class Worker:
         self._fatal = exc
         self._stopping.set()
 
-    def _refused(self, why: str) -> None:
-        """The group runs another shape of this topology (see streams.runtime.assignor)."""
-        self.fail(TopologyMismatch(why))
-
     async def run(self) -> None:
         s, name, m = self.settings, self.topology.name, self.metrics
         try:
@@ -113,19 +106,16 @@ class Worker:
         if s.metrics_port >= 0:
             self.metrics_port = m.serve(s.metrics_host, s.metrics_port)
             log.info("metrics on http://%s:%d/metrics", s.metrics_host, self.metrics_port)
-        consumer = group_consumer(self.topology, s, self.kafka, self.tuning, self._refused)
+        consumer = group_consumer(self.topology, s, self.kafka, self.tuning,
+                                  lambda why: self.fail(TopologyMismatch(why)))
         self.transport = transport = shared_transport(
             self.topology, m, consumer, producer_factory(s, self.kafka, self.tuning))
         await transport.producer.start()
         await consumer.start()
         remaining = m.recovery_remaining
         if self.global_tables is not None:
-            keys = m.table_keys
-            self.global_consumer = GlobalTableConsumer(
-                self.global_tables, self.kafka,
-                on_remaining=lambda table, n: remaining.labels(name, table).set(n),
-                on_keys=lambda table, n: keys.labels(name, table).set(n),
-                stopping=self._stopping.is_set)
+            self.global_consumer = global_table_consumer(self.global_tables, self.kafka, m,
+                                                         self._stopping.is_set)
         self.tasks = TaskManager(
             self.topology, self.subs, self.state_root, self.kafka, consumer, transport,
             committer_for(self.topology, s, self.kafka, m, transport),
@@ -173,8 +163,7 @@ class Worker:
                         await tasks.open_pending()
                         await tasks.restore_step()
                 if self._assignment_pending and not tasks.busy:
-                    # One line per assignment once every task of it runs (opened, restored):
-                    # until then the tables of a restoring task are behind the group's offsets.
+                    # One line per assignment once all its tasks run (opened and restored).
                     self._assignment_pending = False
                     log.info("all %d tasks running", len(tasks.running))
                 fetch = asyncio.ensure_future(work.consumer.getmany(
@@ -198,8 +187,7 @@ class Worker:
             stop_wait.cancel()
 
     async def _poll_global_tables(self) -> None:
-        """Apply the global-table records that arrived (between batches: a batch sees the
-        global tables as they were when it started)."""
+        """Apply the global-table records that arrived (between batches, not during one)."""
         assert self.global_consumer is not None and self.global_tables is not None
         await self.global_consumer.poll()
         if self.global_tables.dropped:
@@ -229,8 +217,8 @@ class Worker:
             await self.global_consumer.stop()
         if self.processing is not None:
             await self.processing.consumer.stop()
-        if self.transport is not None:  # (its producer: replaced after a failed commit)
-            await stop_producer(self.transport.producer, timeout_s=30.0)  # (not forever)
+        if self.transport is not None:  # (not forever with the broker away)
+            await stop_producer(self.transport.producer, timeout_s=30.0)
         await self.purger.close()
         log.info("worker for %s stopped", name)
 
@@ -256,10 +244,7 @@ class Worker:
         if result.committed or not result.failed:
             m.commits.labels(name).inc()
             m.commit_seconds.labels(name).observe(time.monotonic() - started)
-        keys: dict[str, int] = {}
-        for task in self.tasks.running.values():
-            for table, n in task.approximate_keys().items():
-                keys[table] = keys.get(table, 0) + n
+        keys = self.tasks.approximate_keys()
         if self.global_tables is not None:
             keys.update(self.global_tables.approximate_keys())
         for table, n in keys.items():
@@ -274,9 +259,7 @@ class Worker:
         async with self._lock:
             self.processing.revoked()
             try:
-                if self._fatal is None:
-                    # (a task whose final commit failed retriably is closed without it: whoever
-                    # owns it next resumes from its last commit)
+                if self._fatal is None:  # (a failed final commit: the next owner replays)
                     await self.tasks.revoked()
                 else:
                     self.tasks.close()

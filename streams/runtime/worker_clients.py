@@ -15,6 +15,7 @@ from ..kafka.clients import KafkaConnection, client_kwargs
 from ..metrics import Metrics
 from .assignor import ShapeCheckingAssignor
 from .committer import AtLeastOnce, Committer, ExactlyOnce, is_exactly_once
+from .global_tables import GlobalTableConsumer, GlobalTables
 from .transactions import FAIL_COMMIT_ENV, TaskTransactions
 from .transport import KafkaTransport
 from .tuning import Tuning
@@ -64,6 +65,14 @@ def shared_transport(topology: Topology, metrics: Metrics, consumer: AIOKafkaCon
         on_commit_failed=m.commit_failures.labels(name).inc, producer_factory=new_producer)
 
 
+def global_table_consumer(tables: GlobalTables, kafka: KafkaConnection, metrics: Metrics,
+                          stopping: Callable[[], bool]) -> GlobalTableConsumer:
+    name, remaining, keys = metrics.topology, metrics.recovery_remaining, metrics.table_keys
+    return GlobalTableConsumer(
+        tables, kafka, on_remaining=lambda table, n: remaining.labels(name, table).set(n),
+        on_keys=lambda table, n: keys.labels(name, table).set(n), stopping=stopping)
+
+
 def committer_for(topology: Topology, settings: Settings, kafka: KafkaConnection,
                   metrics: Metrics, transport: KafkaTransport) -> Committer:
     """The committer of ``settings.processing_guarantee`` (config/<topology>.toml)."""
@@ -80,5 +89,5 @@ def committer_for(topology: Topology, settings: Settings, kafka: KafkaConnection
         fail_commit=os.environ.get(FAIL_COMMIT_ENV) or None))
 
 
-__all__ = ["ISOLATION_LEVEL", "committer_for", "group_consumer", "producer_factory",
-           "shared_transport"]
+__all__ = ["ISOLATION_LEVEL", "committer_for", "global_table_consumer", "group_consumer",
+           "producer_factory", "shared_transport"]
