@@ -53,7 +53,7 @@ def test_oversized_records_never_stop_the_worker(kafka: str, tmp_path: Path,
                                                  guarantee: str) -> None:
     """Formerly the first record's dead letter (the whole value plus headers) was refused by
     the broker: at-least-once stopped with ``fatal: MessageSizeTooLargeError``, exactly-once
-    with ``TransactionCommitFailed``, and again after every restart."""
+    with ``CommitFailed``, and again after every restart."""
     topology, source, sink = _topology()
     create_topics(kafka, topology, 1)
     settings = eos_settings(kafka, tmp_path / "state", partitions=1,
