@@ -6,11 +6,11 @@ progress, commit on shutdown, broker lost and regained, stop); nothing per recor
 >>> import io, json, logging
 >>> handler = logging.StreamHandler(io.StringIO())
 >>> handler.setFormatter(JsonFormatter("trip_stats"))
->>> rec = logging.LogRecord("streams.runtime.tasks", logging.INFO, __file__, 1,
+>>> rec = logging.LogRecord("streams.runtime.task_manager", logging.INFO, __file__, 1,
 ...                         "assigned %d partitions", (4,), None)
 >>> doc = json.loads(handler.format(rec))
 >>> doc["level"], doc["logger"], doc["message"], doc["topology"]
-('INFO', 'streams.runtime.tasks', 'assigned 4 partitions', 'trip_stats')
+('INFO', 'streams.runtime.task_manager', 'assigned 4 partitions', 'trip_stats')
 """
 
 from __future__ import annotations

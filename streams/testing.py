@@ -1,9 +1,9 @@
 """``TopologyTestDriver``: run a topology's compiled processors without a broker.
 
-It runs the same tasks, batch processors, RocksDB stores, commit protocol
-(:mod:`streams.runtime.checkpoint`) and open-or-restore decisions
-(:func:`streams.state.recovery.decide_open`) as the worker, over in-memory topics with one
-partition each. Records written to a repartition topic are fed to the downstream task as one
+It runs the same tasks, batch processors, RocksDB stores, committers
+(:mod:`streams.runtime.committer`: at-least-once or exactly-once, ``processing_guarantee``) and
+open-or-restore decisions (:func:`streams.state.recovery.decide_open`) as the worker, over
+in-memory topics with one partition each (:mod:`streams.memory_kafka`), read read_committed. Records written to a repartition topic are fed to the downstream task as one
 batch, as the worker would poll them. Commits happen every ``commit_every`` input records and on
 :meth:`commit`, :meth:`table` and :meth:`close` — not after every record, so batch bugs show.
 
@@ -22,37 +22,25 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Coroutine
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 from .serdes import KeySerde, json_dumps
 from .dsl.topology import Topology
-from .runtime import checkpoint, opening
+from .memory_kafka import (MemoryOpenIO, MemoryRestoreConsumer, MemoryTopics, TestRecord,
+                           memory_producers, run_in_loop, run_sync)
+from .runtime import opening
+from .runtime.committer import AtLeastOnce, Committer, ExactlyOnce, is_exactly_once
 from .runtime.compile import SubTopology, subtopologies
 from .runtime.global_tables import GlobalTables
-from .runtime.task import Output, Task
+from .runtime.task import Task
+from .runtime.transactions import TaskTransactions
 from .runtime.watermarks import is_marker
-from .state.meta import Offsets, TaskId
+from .state.meta import TaskId
 from .state.store import TaskStore
 
-T = TypeVar("T")
-
-
-@dataclass
-class TestRecord:
-    """A record as the driver's topics hold it (the same fields aiokafka's records have)."""
-
-    __test__ = False  # not a pytest class
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: int
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
+__all__ = ["DeadLetter", "MemoryTopics", "TestRecord", "TopologyTestDriver", "open_task",
+           "run_sync"]
 
 
 class DeadLetter(NamedTuple):
@@ -73,124 +61,39 @@ def _encode(key: Any, value: Any) -> tuple[bytes | None, bytes | None]:
                                        else json_dumps(value))
 
 
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine that never suspends (in-memory transports) without an event loop, so the
-    driver works inside users' async tests too."""
-    try:
-        coro.send(None)
-    except StopIteration as done:
-        return done.value
-    coro.close()
-    raise RuntimeError("an in-memory commit tried to wait on I/O")
-
-
-class MemoryTopics:
-    """In-memory topics (one partition each) and a consumer group's offsets: the driver's
-    :class:`~streams.runtime.checkpoint.CommitTransport`."""
-
-    def __init__(self, wall_clock: Any) -> None:
-        self.logs: dict[str, list[TestRecord]] = {}
-        self.group: Offsets = {}
-        self._wall_clock = wall_clock
-        self._written: dict[tuple[str, int], int] = {}
-        self.fail_next_flush: Exception | None = None  # for tests of failed sends
-
-    def append(self, topic: str, key: bytes | None, value: bytes | None, ts: int | None,
-               headers: list | None) -> TestRecord:
-        log = self.logs.setdefault(topic, [])
-        rec = TestRecord(topic, 0, len(log), key, value,
-                         self._wall_clock() if ts is None else ts, list(headers or []))
-        log.append(rec)
-        self._written[(topic, 0)] = len(log)
-        return rec
-
-    async def send(self, outputs: list[Output]) -> None:
-        for out in outputs:
-            self.append(out.topic, out.key, out.value, out.timestamp, out.headers)
-
-    async def flush(self) -> dict[tuple[str, int], int]:
-        if self.fail_next_flush is not None:
-            exc, self.fail_next_flush = self.fail_next_flush, None
-            raise exc
-        written, self._written = self._written, {}
-        return written
-
-    async def commit_offsets(self, offsets: Offsets) -> None:
-        self.group.update(offsets)
-
-    def end(self, topic: str) -> int:
-        return len(self.logs.get(topic, []))
-
-
-class _MemoryIO:
-    """:class:`~streams.runtime.opening.OpenIO` over in-memory topics (nothing suspends)."""
-
-    def __init__(self, kafka: MemoryTopics) -> None:
-        self.kafka = kafka
-
-    async def committed(self, tps: list[tuple[str, int]]) -> Offsets:
-        return {tp: off for tp, off in self.kafka.group.items() if tp in set(tps)}
-
-    async def changelog_ends(self, topics: list[str], partition: int) -> dict[str, int]:
-        return {topic: self.kafka.end(topic) for topic in topics}
-
-    async def commit_offsets(self, offsets: Offsets) -> None:
-        await self.kafka.commit_offsets(offsets)
-
-    async def open_store(self, path: Path, tables: list[str]) -> TaskStore:
-        return TaskStore(path, tables)
-
-
-class _MemoryRestoreConsumer:
-    """The part of a consumer :meth:`Restoration.step` uses, over in-memory topics (records
-    removed by compaction, ``None`` in a log, are skipped)."""
-
-    def __init__(self, kafka: MemoryTopics) -> None:
-        self.kafka = kafka
-        self._pos: dict[Any, int] = {}
-
-    def assign(self, tps: list[Any]) -> None:
-        pass
-
-    async def seek_to_beginning(self, tp: Any) -> None:
-        self._pos[tp] = 0
-
-    def seek(self, tp: Any, offset: int) -> None:
-        self._pos[tp] = offset
-
-    async def getmany(self, tp: Any, timeout_ms: int = 0,
-                      max_records: int = 20000) -> dict[Any, list[TestRecord]]:
-        start = self._pos.get(tp, 0)
-        records = self.kafka.logs.get(tp.topic, [])[start:start + max_records]
-        self._pos[tp] = start + len(records)
-        return {tp: [r for r in records if r is not None]}
-
-    async def position(self, tp: Any) -> int:
-        return self._pos.get(tp, 0)
-
-
 def open_task(topology: Topology, sub: SubTopology, partition: int, state_dir: Path,
               kafka: MemoryTopics, global_tables: Any = None,
-              options: dict[str, Any] | None = None) -> Task:
+              options: dict[str, Any] | None = None,
+              committer: Committer | None = None) -> Task:
     """Open a task over in-memory topics as the worker does (:mod:`streams.runtime.opening`:
-    the same open-or-restore decision and restore), the restore carried out at once.
-    ``options``: the Task's keyword arguments."""
+    the committer's open first, the same open-or-restore decision and restore), the restore
+    carried out at once. ``options``: the Task's keyword arguments; ``committer``: default
+    at-least-once."""
     opts = options or {}
+    committer = committer or AtLeastOnce(kafka)
+    run_in_loop(committer.open(TaskId(sub.id, partition)))
 
     def new_task(sub_: SubTopology, part: int, store: TaskStore | None) -> Task:
         return Task(topology, sub_, part, store, global_tables, **opts)
 
     opened = run_sync(opening.open_task(topology, new_task, sub, partition, Path(state_dir),
-                                        _MemoryIO(kafka)))
+                                        MemoryOpenIO(kafka)))
     if isinstance(opened, Task):
+        committer.started(opened)
         return opened
-    consumer = _MemoryRestoreConsumer(kafka)
+    consumer = MemoryRestoreConsumer(kafka)
     while not opened.done:
         run_sync(opened.step(consumer))  # type: ignore[arg-type]
     task, repair = opening.start_restored(new_task, sub, opened)
+    committer.started(task)
     if repair:
-        run_sync(checkpoint.commit([task], kafka))
+        _raise_failed(run_in_loop(committer.commit([task])).failed)
     return task
+
+
+def _raise_failed(failed: dict[TaskId, BaseException]) -> None:
+    for exc in failed.values():
+        raise exc
 
 
 def _watch_agent_values(task: Task) -> None:
@@ -213,7 +116,8 @@ class TopologyTestDriver:
     def __init__(self, topology: Topology, state_dir: str | Path | None = None,
                  wall_clock_ms: int = 0, commit_every: int = 1000,
                  max_task_idle_ms: int = 0, max_future_ms: int = -1,
-                 upstream_partitions: int = 1, repartition_idle_ms: int = 2000) -> None:
+                 upstream_partitions: int = 1, repartition_idle_ms: int = 2000,
+                 processing_guarantee: str = "at_least_once") -> None:
         """``wall_clock_ms`` is the driver's wall clock (moved by :meth:`advance_wall_clock`):
         it stamps records piped without a timestamp, times ``max_task_idle_ms`` and
         ``repartition_idle_ms``, and is what ``max_future_ms`` compares event times with (off
@@ -221,7 +125,9 @@ class TopologyTestDriver:
         ``upstream_partitions``: how many upstream partitions each repartition topic has, i.e.
         how many channels a task behind it waits for (the driver itself runs partition 0 of
         every topic; a test pipes the other partitions' records and progress markers into the
-        repartition topic itself)."""
+        repartition topic itself). ``processing_guarantee``: ``exactly_once`` runs one
+        in-memory transaction per task and commit: outputs, and records of repartition topics
+        for the downstream tasks, become readable at the commit (a crash aborts them)."""
         self.topology = topology
         self.max_task_idle_ms = max_task_idle_ms
         self.repartition_idle_ms = repartition_idle_ms
@@ -230,6 +136,9 @@ class TopologyTestDriver:
         self.wall_clock_ms = wall_clock_ms
         self.commit_every = commit_every
         self.kafka = MemoryTopics(lambda: self.wall_clock_ms)
+        self.exactly_once = is_exactly_once(processing_guarantee)
+        self._committer = self._new_committer()
+        self._fed: dict[str, int] = {}  # repartition topic -> position of the downstream read
         self.topics = self.kafka.logs
         self._read_pos: dict[str, int] = {}
         self._subs = subtopologies(topology)
@@ -246,6 +155,15 @@ class TopologyTestDriver:
         self._open_tasks()
 
     # -- tasks ------------------------------------------------------------------------------------
+    def _new_committer(self) -> Committer:
+        """A worker process's committer (a restart starts a new one)."""
+        if not self.exactly_once:
+            return AtLeastOnce(self.kafka)
+        name = self.topology.name
+        return ExactlyOnce(TaskTransactions(
+            name, name, "", transaction_timeout_ms=60000, commit_timeout_s=60.0,
+            open_producer=memory_producers(self.kafka)))
+
     def _open_tasks(self) -> None:
         self._open_global_tables()
         for sub in self._subs:
@@ -256,7 +174,7 @@ class TopologyTestDriver:
 
     def _open_task(self, sub: SubTopology) -> Task:
         task = open_task(self.topology, sub, 0, self.state_dir, self.kafka, self._globals,
-                         self._task_options)
+                         self._task_options, self._committer)
         _watch_agent_values(task)
         return task
 
@@ -270,7 +188,7 @@ class TopologyTestDriver:
         ends = {(t, 0): self.kafka.end(t) for t in g.topics}
         start = g.start({tp: 0 for tp in ends}, ends)
         for topic in g.topics:
-            records = [r for r in self.topics.get(topic, [])[start[(topic, 0)]:] if r is not None]
+            records, _ = self.kafka.read_committed(topic, start[(topic, 0)])
             if records:
                 g.apply(records)
 
@@ -281,6 +199,10 @@ class TopologyTestDriver:
         the local state (a new host), which is then restored from the changelogs."""
         if commit:
             self.commit()
+            run_in_loop(self._committer.close())
+        # (after a crash the old process's open transactions stay open until the new one's
+        # producers fence them: on open)
+        self._committer = self._new_committer()
         for task in self._tasks.values():
             task.abandon()
             task.close()
@@ -299,10 +221,11 @@ class TopologyTestDriver:
         the replayed input sends again, so a worker's consumer reads it first."""
         for topic in self.topology.repartition_topics() + self.topology.input_topics():
             task = self._by_topic.get(topic)
-            log = self.topics.get(topic, [])
-            start = self.kafka.group.get((topic, 0), 0)
-            if task is not None and log[start:]:
-                self._feed(task, {topic: log[start:]})
+            records, end = self.kafka.read_committed(topic, self.kafka.group.get((topic, 0), 0))
+            if topic in self._fed:
+                self._fed[topic] = max(self._fed[topic], end)
+            if task is not None and records:
+                self._feed(task, {topic: records})
 
     # -- input ------------------------------------------------------------------------------------
     def pipe(self, topic: str, key: Any, value: Any, timestamp: int | None = None,
@@ -332,6 +255,7 @@ class TopologyTestDriver:
                 raise KeyError(f"topology {self.topology.name!r} does not read topic {topic!r}")
             raws = [self._input(topic, *_encode(key, value), ts, []) for key, value, ts in records]
             by_task.setdefault(task.id, (task, {}))[1].setdefault(topic, []).extend(raws)
+            self._piped(topic, raws)
         for task, polled in by_task.values():
             self._feed(task, polled)
             self._count(sum(len(r) for r in polled.values()))
@@ -348,8 +272,15 @@ class TopologyTestDriver:
         if task is None:
             raise KeyError(f"topology {self.topology.name!r} does not read topic {topic!r}")
         if raws:
+            self._piped(topic, raws)
             self._feed(task, {topic: raws})
             self._count(len(raws))
+
+    def _piped(self, topic: str, raws: list[TestRecord]) -> None:
+        """Records a test pipes into a repartition topic are fed to its task directly: the
+        downstream read moves past them (if it had read everything before them)."""
+        if raws and self._fed.get(topic, 0) == raws[0].offset:
+            self._fed[topic] = raws[-1].offset + 1
 
     def _count(self, n: int) -> None:
         self._since_commit += n
@@ -375,24 +306,32 @@ class TopologyTestDriver:
         self._drain(task)
 
     def _drain(self, task: Task) -> None:
-        """Write the task's outputs; hand each repartition topic's new records downstream as one
-        batch."""
-        fed: dict[str, list[TestRecord]] = {}
-        repartition = set(self.topology.repartition_topics())
-        for out in task.take_outputs():
-            if out.partition not in (None, 0):
-                continue  # (a progress marker for another partition: the driver runs only 0)
-            rec = self.kafka.append(out.topic, out.key, out.value, out.timestamp, out.headers)
-            if out.topic in repartition:
-                fed.setdefault(out.topic, []).append(rec)
-        for topic, recs in fed.items():
+        """Send the task's outputs through the committer; hand each repartition topic's
+        records that became readable downstream as one batch."""
+        run_sync(self._committer.send(task))
+        self._feed_downstream()
+
+    def _feed_downstream(self) -> bool:
+        """Feed the downstream tasks what their repartition topics hold beyond what they read
+        (read_committed: under exactly-once, only committed transactions). Returns whether
+        anything was fed."""
+        fed = False
+        for topic in self.topology.repartition_topics():
+            records, self._fed[topic] = self.kafka.read_committed(topic, self._fed.get(topic, 0))
             downstream = self._by_topic.get(topic)
-            if downstream is not None:
-                self._feed(downstream, {topic: recs})
+            if records and downstream is not None:
+                self._feed(downstream, {topic: records})
+                fed = True
+        return fed
 
     def commit(self) -> None:
-        """Run the worker's commit protocol for every task."""
-        run_sync(checkpoint.commit(self._tasks.values(), self.kafka))
+        """Commit every task through the worker's committer. Under exactly-once a commit makes
+        repartition records readable: the tasks behind them process them, and are committed
+        in turn, until nothing moves."""
+        for _ in range(100):
+            _raise_failed(run_in_loop(self._committer.commit(self._tasks.values())).failed)
+            if not self._feed_downstream():
+                break
         self._since_commit = 0
 
     def advance_stream_time(self, ts: int) -> None:
@@ -432,10 +371,9 @@ class TopologyTestDriver:
         """Records written to ``topic`` since the last read; progress markers on repartition
         topics (plumbing, see :mod:`streams.runtime.watermarks`) are left out (``topics``
         holds them)."""
-        log = self.topics.get(topic, [])
-        start = self._read_pos.get(topic, 0)
-        self._read_pos[topic] = len(log)
-        return [r for r in log[start:] if not is_marker(r)]
+        records, self._read_pos[topic] = self.kafka.read_committed(
+            topic, self._read_pos.get(topic, 0))
+        return [r for r in records if not is_marker(r)]
 
     def read_dead_letters(self) -> list[DeadLetter]:
         """Dead letters written since the last read, with their reasons and original position."""

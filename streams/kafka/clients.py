@@ -48,10 +48,6 @@ class KafkaConnection:
 Kafka = KafkaConnection | str
 
 
-def bootstrap_of(kafka: Kafka) -> str:
-    return kafka.bootstrap if isinstance(kafka, KafkaConnection) else kafka
-
-
 def client_kwargs(kafka: Kafka) -> dict[str, Any]:
     """Keyword arguments shared by ``AIOKafkaConsumer``, ``AIOKafkaProducer`` and
     ``AIOKafkaAdminClient``: the bootstrap list plus the security settings.

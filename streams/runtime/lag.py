@@ -18,6 +18,7 @@ longer owns (another worker reports them).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -69,4 +70,24 @@ def fetch_position(consumer: Any, tp: TopicPartition) -> int | None:
     return int(state.position)
 
 
-__all__ = ["end_offset", "fetch_position", "partition_lag"]
+def report_lag(metrics: Any, consumer: Any, tasks: Any,
+               tps: Iterable[TopicPartition] | None = None) -> None:
+    """``streams_consumer_lag`` of ``tps`` (``tasks``: the worker's
+    :class:`~streams.runtime.task_manager.TaskManager`); ``None``: of every assigned partition
+    (at each commit, so partitions without new input are current too), and the series of
+    partitions this worker no longer owns are removed."""
+    complete = tps is None
+    lags: dict[tuple[str, int], int] = {}
+    for tp in (consumer.assignment() if tps is None else tps):
+        task = tasks.task_for(tp)
+        end = end_offset(consumer, tp)
+        processed = task.offsets.get((tp.topic, tp.partition)) if task else None
+        if task is None or end is None or processed is None:
+            continue  # not running yet (opening, restoring) or never fetched
+        # (records fetched for the task and held unprocessed in its timestamp-order buffer)
+        lags[(tp.topic, tp.partition)] = partition_lag(
+            end, processed, fetch_position(consumer, tp), int(task.buffered(tp.topic)))
+    metrics.set_lag(lags, complete=complete)
+
+
+__all__ = ["end_offset", "fetch_position", "partition_lag", "report_lag"]

@@ -1,6 +1,6 @@
 """Opening a task: the steps the worker and the test driver share.
 
-Whoever runs tasks (the worker's :class:`~streams.runtime.tasks.TaskManager`, the
+Whoever runs tasks (the worker's :class:`~streams.runtime.task_manager.TaskManager`, the
 :class:`~streams.testing.TopologyTestDriver`) opens them here, so the driver reproduces what a
 worker does on a restart: check the state's shape, open the store, compare local meta with the
 group's committed offsets and the changelog ends (:func:`~streams.state.recovery.decide_open`),

@@ -1,6 +1,7 @@
 """Exactly-once commits: one Kafka transaction per task and commit interval.
 
-With ``processing_guarantee = "exactly_once"`` each task owns a transactional producer whose
+With ``processing_guarantee = "exactly_once"`` (the :class:`~streams.runtime.committer.ExactlyOnce`
+committer) each task owns a transactional producer whose
 ``transactional.id`` is stable per task: ``<topology>-<task id>`` (e.g. ``payments-0_3``). One
 commit of a task is one transaction holding
 
@@ -24,6 +25,10 @@ the old owner's open transaction and makes every later request of the old produc
 ``ProducerFenced``/``InvalidProducerEpoch``. Only then are the group's offsets and the changelog
 ends read, so they include everything the previous owner ever committed.
 
+The producers are :class:`TransactionalProducer` s: Kafka's (:class:`KafkaTaskProducer`) in the
+worker, in-memory ones in the :class:`~streams.testing.TopologyTestDriver`; the protocol above is
+the same code for both.
+
 Changelog positions. A transaction's commit marker takes one offset in every partition the
 transaction wrote, so the end offset after a commit is the last record's offset + 2. The
 position written to RocksDB is that end (see :func:`_positions_after_commit`), which keeps
@@ -32,7 +37,7 @@ moved the end (an aborted transaction of a fenced zombie, a commit whose outcome
 see), the position is below the end and the task restores the difference, which under
 read_committed contains only committed records.
 
-Failures of a task's commit (:func:`classify`):
+Failures of a task's commit (:func:`~streams.runtime.commit_outcome.classify`):
 
 * ``fenced``: another owner took the task. It is dropped (uncommitted changes abandoned,
   producer closed, partitions paused) until the group assigns it again;
@@ -50,24 +55,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Protocol
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka import errors
-from aiokafka.errors import InvalidProducerEpoch, KafkaConnectionError, KafkaError, ProducerFenced
+from aiokafka.errors import KafkaConnectionError
 
 from ..kafka.clients import Kafka, client_kwargs
 from ..state.meta import Offsets, TaskId
-from .producer import KafkaTransport, stop_producer
-from .task import Task
+from .commit_outcome import CommitResult, classify
+from .task import Output, Task
+from .transport import KafkaTransport, stop_producer
 
 log = logging.getLogger(__name__)
 
 EXACTLY_ONCE = "exactly_once"  # Settings.processing_guarantee
-
-FailureKind = Literal["fenced", "retriable", "fatal"]
 
 #: Test hook: when set to a task id (or ``*``), that task's next commit raises after its
 #: records were produced and before the transaction commits (the injected-abort test).
@@ -76,37 +79,6 @@ FAIL_COMMIT_ENV = "STREAMS_TEST_FAIL_COMMIT"
 
 class InjectedFailure(KafkaConnectionError):
     """Raised by the test hook :data:`FAIL_COMMIT_ENV` (handled as a retriable failure)."""
-
-
-# Failures that happen again however often the transaction is retried: the worker stops.
-# Everything else a Kafka client raises (a lost broker, timeouts, a leader not elected yet after
-# a restart, aiokafka's "Unexpected error during batch delivery" when its sender gave up, an
-# expired batch's sequence gap) ends with an abort and a reopen from the last commit, which is
-# always safe under exactly-once: nothing of the transaction became visible.
-_PERMANENT: tuple[type[BaseException], ...] = (
-    errors.TopicAuthorizationFailedError, errors.GroupAuthorizationFailedError,
-    errors.ClusterAuthorizationFailedError, errors.TransactionalIdAuthorizationFailed,
-    errors.SaslAuthenticationFailed, errors.AuthenticationFailedError,
-    errors.MessageSizeTooLargeError, errors.RecordListTooLargeError, errors.RecordTooLargeError,
-    errors.InvalidTopicError, errors.InvalidTimestampError, errors.UnsupportedVersionError,
-    errors.UnsupportedForMessageFormatError, errors.IncompatibleBrokerVersion,
-    errors.InvalidTransactionTimeout, errors.KafkaConfigurationError,
-    errors.UnsupportedCodecError, errors.PolicyViolationError, errors.InvalidRequiredAcksError)
-
-
-def classify(exc: BaseException) -> FailureKind:
-    """What a failed commit (or task open) means for its task (see the module docstring).
-
-    ``retriable`` covers every outage symptom, however long the broker is away; ``fatal`` is
-    kept for what a retry cannot fix (authorization, a record the broker refuses, an
-    incompatible broker) and for errors that are not Kafka's (a bug must not loop)."""
-    if isinstance(exc, (ProducerFenced, InvalidProducerEpoch)):
-        return "fenced"
-    if isinstance(exc, _PERMANENT):
-        return "fatal"
-    if isinstance(exc, (KafkaError, asyncio.TimeoutError, ConnectionError)):
-        return "retriable"
-    return "fatal"
 
 
 def transactional_id(topology: str, task_id: TaskId) -> str:
@@ -119,69 +91,133 @@ def _positions_after_commit(ends: dict[tuple[str, int], int]) -> dict[tuple[str,
     return {tp: end + 1 for tp, end in ends.items()}
 
 
+class TransactionalProducer(Protocol):
+    """One task's transactional producer, started and its producer id initialised (the previous
+    owner fenced)."""
+
+    async def begin(self) -> None: ...
+
+    async def send(self, outputs: list[Output]) -> None:
+        """Hand records to the open transaction (a Kafka failure is raised by :meth:`flush`)."""
+
+    async def flush(self) -> dict[tuple[str, int], int]:
+        """Wait for every record sent; per partition written, its end offset."""
+
+    async def send_offsets(self, offsets: Offsets, group_id: str) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    def discard(self) -> None:
+        """Forget the sends of a transaction that will never commit."""
+
+    async def close(self) -> None: ...
+
+
+#: Starts the producer of a transactional id and waits until it is initialised (fenced).
+OpenProducer = Callable[[str], Awaitable[TransactionalProducer]]
+
+
+class KafkaTaskProducer:
+    """A :class:`TransactionalProducer` on aiokafka (outputs through a :class:`KafkaTransport`)."""
+
+    def __init__(self, producer: AIOKafkaProducer,
+                 on_produced: Callable[[str, int], None] | None = None) -> None:
+        self.producer = producer
+        self.transport = KafkaTransport(producer, None, on_produced=on_produced)
+
+    async def begin(self) -> None:
+        await self.producer.begin_transaction()
+
+    async def send(self, outputs: list[Output]) -> None:
+        await self.transport.send(outputs)
+
+    async def flush(self) -> dict[tuple[str, int], int]:
+        return await self.transport.flush()
+
+    async def send_offsets(self, offsets: Offsets, group_id: str) -> None:
+        await self.producer.send_offsets_to_transaction(
+            {TopicPartition(t, p): o for (t, p), o in offsets.items()}, group_id)
+
+    async def commit(self) -> None:
+        await self.producer.commit_transaction()
+
+    def discard(self) -> None:
+        self.transport.discard()
+
+    async def close(self) -> None:
+        # (without waiting long for an unreachable broker: its unsent records belong to a
+        # transaction that is abandoned anyway)
+        await stop_producer(self.producer, 5.0)
+
+
 async def _fence_previous_owner(producer: AIOKafkaProducer) -> None:
-    # aiokafka runs InitProducerId in its sender in the background and waits for it only in
-    # begin_transaction(); the opener must know the previous owner is fenced (and its open
-    # transaction ended) BEFORE it reads the group's offsets and the changelog ends, so it
-    # waits for the producer id here, in the one place that touches the transaction manager.
+    # The opener must know the previous owner is fenced (and its open transaction ended)
+    # BEFORE it reads the group's offsets and the changelog ends, so it waits for the producer
+    # id here, in the one place that touches the transaction manager. (aiokafka 0.14's start()
+    # already waits for it; older versions ran InitProducerId in the background and waited
+    # only in begin_transaction(): this keeps the guarantee whatever start() does.)
     await producer._txn_manager.wait_for_pid()  # noqa: SLF001
+
+
+def kafka_producers(bootstrap: Kafka, *, transaction_timeout_ms: int,
+                    request_timeout_ms: int = 30000,
+                    on_produced: Callable[[str, int], None] | None = None) -> OpenProducer:
+    """Opens :class:`KafkaTaskProducer` s on ``bootstrap``."""
+
+    async def open_producer(txn_id: str) -> TransactionalProducer:
+        producer = AIOKafkaProducer(
+            **client_kwargs(bootstrap), transactional_id=txn_id,
+            transaction_timeout_ms=transaction_timeout_ms, enable_idempotence=True,
+            acks="all", linger_ms=5, max_batch_size=512 * 1024,
+            request_timeout_ms=request_timeout_ms)
+        try:
+            await producer.start()
+            await _fence_previous_owner(producer)
+        except BaseException:
+            await stop_producer(producer, 5.0)
+            raise
+        return KafkaTaskProducer(producer, on_produced)
+
+    return open_producer
 
 
 @dataclass
 class _TaskProducer:
-    producer: AIOKafkaProducer
-    transport: KafkaTransport
+    producer: TransactionalProducer
     committed: Offsets = field(default_factory=dict)  # the input offsets of its last commit
     in_transaction: bool = False  # outputs of this interval were sent already (see send())
     failed: BaseException | None = None  # an eager send failed: the commit raises it
 
 
-@dataclass
-class CommitResult:
-    committed: Offsets = field(default_factory=dict)
-    failed: dict[TaskId, BaseException] = field(default_factory=dict)
-
-
 class TaskTransactions:
     """The transactional producers of a worker's tasks: opened with the task (which fences the
-    previous owner), one transaction per task and commit, closed with the task."""
+    previous owner), one transaction per task and commit, closed with the task.
+    ``open_producer``: how a task's producer is started (default: Kafka's, on ``bootstrap``)."""
 
     def __init__(self, topology: str, group_id: str, bootstrap: Kafka, *,
                  transaction_timeout_ms: int, commit_timeout_s: float,
                  request_timeout_ms: int = 30000,
                  on_produced: Callable[[str, int], None] | None = None,
                  on_result: Callable[[str], None] | None = None,
-                 fail_commit: str | None = None) -> None:
+                 fail_commit: str | None = None,
+                 open_producer: OpenProducer | None = None) -> None:
         self.topology = topology
         self.group_id = group_id
-        self.bootstrap = bootstrap
-        self.transaction_timeout_ms = transaction_timeout_ms
-        self.request_timeout_ms = request_timeout_ms
         self.commit_timeout_s = commit_timeout_s
-        self.on_produced = on_produced
         self.on_result = on_result  # f("committed" | "aborted" | "fenced"): metrics
         self.fail_commit = fail_commit
+        self.open_producer = open_producer or kafka_producers(
+            bootstrap, transaction_timeout_ms=transaction_timeout_ms,
+            request_timeout_ms=request_timeout_ms, on_produced=on_produced)
         self._producers: dict[TaskId, _TaskProducer] = {}
 
     # -- producers --------------------------------------------------------------------------------
     async def open(self, task_id: TaskId) -> None:
         """Start the task's producer and fence every earlier producer of the task."""
         await self.close(task_id)
-        producer = AIOKafkaProducer(
-            **client_kwargs(self.bootstrap), transactional_id=transactional_id(
-                self.topology, task_id),
-            transaction_timeout_ms=self.transaction_timeout_ms, enable_idempotence=True,
-            acks="all", linger_ms=5, max_batch_size=512 * 1024,
-            request_timeout_ms=self.request_timeout_ms)
-        try:
-            await producer.start()
-            await asyncio.wait_for(_fence_previous_owner(producer), self.commit_timeout_s)
-        except BaseException:
-            await _stop(producer)
-            raise
-        self._producers[task_id] = _TaskProducer(
-            producer, KafkaTransport(producer, None, on_produced=self.on_produced),
-            {})
+        producer = await asyncio.wait_for(
+            self.open_producer(transactional_id(self.topology, task_id)), self.commit_timeout_s)
+        self._producers[task_id] = _TaskProducer(producer)
 
     def set_committed(self, task_id: TaskId, offsets: Offsets) -> None:
         tp = self._producers.get(task_id)
@@ -191,11 +227,11 @@ class TaskTransactions:
     async def close(self, task_id: TaskId) -> None:
         tp = self._producers.pop(task_id, None)
         if tp is not None:
-            await _stop(tp.producer)
+            await tp.producer.close()
 
     async def close_all(self) -> None:
         producers, self._producers = self._producers, {}
-        await asyncio.gather(*(_stop(tp.producer) for tp in producers.values()))
+        await asyncio.gather(*(tp.producer.close() for tp in producers.values()))
 
     # -- sending --------------------------------------------------------------------------------
     async def send(self, task: Task) -> None:
@@ -210,9 +246,9 @@ class TaskTransactions:
             return
         try:
             if not tp.in_transaction:
-                await tp.producer.begin_transaction()
+                await tp.producer.begin()
                 tp.in_transaction = True
-            await tp.transport.send(outputs)
+            await tp.producer.send(outputs)
         except Exception as exc:  # noqa: BLE001 - raised by the commit, classified there
             tp.failed = exc
 
@@ -254,38 +290,32 @@ class TaskTransactions:
         except BaseException:
             # The producer's transaction state is unknown now (aiokafka may be mid-request):
             # it is never reused; the next owner's init_transactions ends the transaction.
-            tp.transport.discard()  # (its sends' failures are this one: nothing to report)
+            tp.producer.discard()  # (its sends' failures are this one: nothing to report)
             await self.close(task.id)
             raise
         tp.committed = offsets
         tp.in_transaction = False
         return offsets
 
-    async def _transaction(self, task: Task, tp: _TaskProducer, outputs: list[Any],
-                           changes: list[Any], offsets: Offsets) -> None:
-        producer, transport = tp.producer, tp.transport
+    async def _transaction(self, task: Task, tp: _TaskProducer, outputs: list[Output],
+                           changes: list[Output], offsets: Offsets) -> None:
+        producer = tp.producer
         if not tp.in_transaction:
-            await producer.begin_transaction()
+            await producer.begin()
             tp.in_transaction = True
-        await transport.send(outputs)
-        await transport.send(changes)
-        ends = await transport.flush()
+        await producer.send(outputs)
+        await producer.send(changes)
+        ends = await producer.flush()
         if offsets:
-            await producer.send_offsets_to_transaction(
-                {TopicPartition(t, p): o for (t, p), o in offsets.items()}, self.group_id)
+            await producer.send_offsets(offsets, self.group_id)
         if self.fail_commit and self.fail_commit in ("*", str(task.id)):
             self.fail_commit = None  # once
             raise InjectedFailure(f"{FAIL_COMMIT_ENV}: injected failure before the commit of "
                                   f"task {task.id}")
-        await producer.commit_transaction()
+        await producer.commit()
         task.write_commit(_positions_after_commit(ends))
 
 
-async def _stop(producer: AIOKafkaProducer, timeout_s: float = 5.0) -> None:
-    """Stop a producer without waiting long for an unreachable broker (its unsent records
-    belong to a transaction that is abandoned anyway)."""
-    await stop_producer(producer, timeout_s)
-
-
-__all__ = ["EXACTLY_ONCE", "FAIL_COMMIT_ENV", "CommitResult",
-           "TaskTransactions", "classify", "transactional_id"]
+__all__ = ["EXACTLY_ONCE", "FAIL_COMMIT_ENV", "KafkaTaskProducer", "OpenProducer",
+           "TaskTransactions", "TransactionalProducer", "classify", "kafka_producers",
+           "transactional_id"]

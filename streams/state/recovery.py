@@ -13,7 +13,8 @@ Two pure parts that the worker, the test driver and the model-based tests all ca
   processed again) and is skipped. (Kafka Streams' checkpoint file cannot tell the two apart,
   which is why its at-least-once mode may double-count after a crash.)
 
-:func:`restore_task` is the I/O around them: it reads changelog partitions with aiokafka.
+:class:`Restoration` is the I/O around them: it reads changelog partitions with aiokafka, a
+step at a time (:func:`restore_consumer` is its consumer).
 """
 
 from __future__ import annotations
@@ -261,25 +262,6 @@ class Restoration:
                  time.monotonic() - self.started)
         return restored_meta(self.base, self.decision, self.committed, self.ends, self.accept,
                              self.shape)
-
-
-async def restore_task(bootstrap: Kafka, store: TaskStore, tables: dict[str, str], partition: int,
-                       restore_from: dict[str, int], accept: ChangelogFilter, ends: dict[str, int],
-                       task_id: str, batch: int = 20000) -> tuple[int, dict[str, set[bytes]]]:
-    """Restore ``tables`` ({table: changelog topic}) of one task in one go (a convenience over
-    :class:`Restoration` for tools and benchmarks). Returns the records applied and the keys
-    to repair per table."""
-    decision = OpenDecision("restore", "requested", restore_from=restore_from)
-    restoration = Restoration(task_id, store, {t: name for name, t in tables.items()}, partition,
-                              decision, TaskMeta(), {}, ends, [], "", accept)
-    consumer = restore_consumer(bootstrap)
-    await consumer.start()
-    try:
-        while not restoration.done:
-            await restoration.step(consumer, batch)
-    finally:
-        await consumer.stop()
-    return restoration.applied, restoration.repairs
 
 
 def restore_consumer(bootstrap: Kafka) -> AIOKafkaConsumer:

@@ -1,4 +1,5 @@
-"""Benchmark: restoring a table from its changelog (streams.state.recovery.restore_task).
+"""Benchmark: restoring a table from its changelog (streams.state.recovery.Restoration, as the worker
+restores).
 
 Steps (all in one run, against one broker):
 
@@ -6,9 +7,9 @@ Steps (all in one run, against one broker):
    ``--keys`` records with distinct keys, JSON values of about ``--value-bytes`` bytes and the
    header ``streams-offsets={"bench-input:0": i+1}``.
 2. Baseline: a bare aiokafka consume of that partition from beginning to end that only counts
-   records, with the consumer settings restore_task uses (read_committed, 8 MiB partition
+   records, with the consumer settings the restore uses (read_committed, 8 MiB partition
    fetches, 64 MiB fetches, getmany max_records=20000): the floor Kafka+aiokafka deliver.
-3. Restore: a fresh TaskStore (table ``t``) in a temp dir, restore_task with
+3. Restore: a fresh TaskStore (table ``t``) in a temp dir, restored with
    committed={("bench-input", 0): N} (every record applies); verify N keys and sample values.
 4. Filtered restore: committed={("bench-input", 0): N//2} -> exactly N//2 keys (verified).
 5. Print records/s of baseline and restore and their ratio; write
@@ -41,7 +42,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.kafka.admin import TopicSpec, delete_topics, ensure_topics
 from streams.state.meta import OFFSETS_HEADER
-from streams.state.recovery import ChangelogFilter, restore_task
+from streams.state.recovery import (ChangelogFilter, OpenDecision, Restoration,
+                                    restore_consumer)
+from streams.state.meta import TaskMeta
 from streams.state.meta import encode_offsets
 from streams.state.store import TaskStore
 
@@ -98,7 +101,7 @@ async def produce(broker: str, n: int, value_bytes: int) -> dict:
 
 # -- baseline -------------------------------------------------------------------------------------
 async def baseline_consume(broker: str, batch: int = 20000) -> dict:
-    """Count every record of the partition, with restore_task's consumer settings."""
+    """Count every record of the partition, with the restore's consumer settings."""
     consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False,
                                 isolation_level="read_committed", auto_offset_reset="earliest",
                                 max_partition_fetch_bytes=8 * 1024 * 1024,
@@ -131,13 +134,28 @@ async def changelog_end(broker: str) -> int:
         await consumer.stop()
 
 
+async def restore(broker: str, store: TaskStore, accept: ChangelogFilter, end: int) -> int:
+    """Restore table ``t`` from the whole changelog partition through the worker's own
+    :class:`Restoration` steps; returns the records applied."""
+    decision = OpenDecision("restore", "benchmark", restore_from={TOPIC: 0})
+    restoration = Restoration("bench", store, {TOPIC: TABLE}, 0, decision, TaskMeta(), {},
+                              {TOPIC: end}, [], "", accept)
+    consumer = restore_consumer(broker)
+    await consumer.start()
+    try:
+        while not restoration.done:
+            await restoration.step(consumer)
+    finally:
+        await consumer.stop()
+    return restoration.applied
+
+
 async def timed_restore(broker: str, path: Path, committed_upto: int) -> tuple[TaskStore, dict]:
     store = TaskStore(path, [TABLE])
     started = time.perf_counter()
     ends = await changelog_end(broker)
     accept = ChangelogFilter({(INPUT_TOPIC, 0): committed_upto}, inputs=[(INPUT_TOPIC, 0)])
-    applied, _ = await restore_task(broker, store, {TABLE: TOPIC}, 0, {TOPIC: 0}, accept,
-                                    {TOPIC: ends}, task_id="bench")
+    applied = await restore(broker, store, accept, ends)
     elapsed = time.perf_counter() - started
     return store, {"applied": applied, "seconds": elapsed}
 
@@ -198,7 +216,7 @@ async def fetch_all(broker: str) -> list:
 
 
 def isolated_costs(broker: str, n: int, tmp: Path) -> dict:
-    """Time restore_task's per-record steps in isolation over the same (prefetched) records."""
+    """Time the restore's per-record steps in isolation over the same (prefetched) records."""
     records = asyncio.run(fetch_all(broker))
     committed = {(INPUT_TOPIC, 0): n}
     out: dict = {"records": len(records)}
@@ -240,8 +258,9 @@ def profile_restore(broker: str, n: int, tmp: Path, top: int = 25) -> tuple[dict
     prof = cProfile.Profile()
     try:
         prof.enable()
-        asyncio.run(restore_task(broker, store, {TABLE: TOPIC}, 0, {(INPUT_TOPIC, 0): n},
-                                 task_id="bench"))
+        asyncio.run(restore(broker, store, ChangelogFilter({(INPUT_TOPIC, 0): n},
+                                                           inputs=[(INPUT_TOPIC, 0)]),
+                            asyncio.run(changelog_end(broker))))
         prof.disable()
     finally:
         store.close()
@@ -336,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"baseline (aiokafka count only): {best_b['records_per_s']:>12,.0f} records/s "
               f"({best_b['seconds']:.2f}s)")
-        print(f"restore_task (all applied):     {best_r['records_per_s']:>12,.0f} records/s "
+        print(f"restore (all applied):          {best_r['records_per_s']:>12,.0f} records/s "
               f"({best_r['seconds']:.2f}s)")
         print(f"ratio restore/baseline:         {ratio:>12.3f}")
 
@@ -348,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {k:40s} {v:.3f}" if isinstance(v, float) else f"  {k:40s} {v}")
             cum, text = profile_restore(args.broker, n, tmp)
             results["profile_cumulative"] = cum
-            print("\ncProfile of restore_task (cumulative seconds, under profiler overhead):")
+            print("\ncProfile of the restore (cumulative seconds, under profiler overhead):")
             for k, v in cum.items():
                 print(f"  {k:40s} {v:.3f}")
             print(text)

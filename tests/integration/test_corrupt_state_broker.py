@@ -45,7 +45,7 @@ def test_corrupt_state_is_wiped_and_restored_from_the_changelog(
         assert len(damaged) == 2
         for task_dir in damaged:
             (task_dir / "CURRENT").write_text("MANIFEST-999999\n")
-        with caplog.at_level(logging.WARNING, logger="streams.runtime.tasks"):
+        with caplog.at_level(logging.WARNING, logger="streams.runtime.task_manager"):
             asyncio.run(run(40, 80))
         out = asyncio.run(read_all(kafka, sink))
     finally:

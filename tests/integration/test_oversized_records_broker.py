@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 from streams import Topology
 from streams.kafka import admin
 from streams.runtime.context import Output
-from streams.runtime.producer import KafkaTransport
+from streams.runtime.transport import KafkaTransport
 from streams.runtime.record_limits import MAX_RECORD_BYTES, RecordTooLarge, headers_bytes
 
 from .eos_support import (InProcessWorker, create_topics, delete_topics, eos_settings, read_all,
@@ -53,7 +53,7 @@ def test_oversized_records_never_stop_the_worker(kafka: str, tmp_path: Path,
                                                  guarantee: str) -> None:
     """Formerly the first record's dead letter (the whole value plus headers) was refused by
     the broker: at-least-once stopped with ``fatal: MessageSizeTooLargeError``, exactly-once
-    with ``TransactionCommitFailed``, and again after every restart."""
+    with ``CommitFailed``, and again after every restart."""
     topology, source, sink = _topology()
     create_topics(kafka, topology, 1)
     settings = eos_settings(kafka, tmp_path / "state", partitions=1,

@@ -18,7 +18,7 @@ from streams.config import ConfigError, load_settings
 from streams.logs import JsonFormatter
 from streams.kafka.outage import BrokerOutageLog
 from streams.runtime.lifecycle import BrokerWatch
-from streams.runtime.producer import E2E_SAMPLES_PER_BATCH, KafkaTransport
+from streams.runtime.transport import E2E_SAMPLES_PER_BATCH, KafkaTransport
 from streams.runtime.task import Output
 from streams.runtime.tuning import tuning
 

@@ -10,7 +10,8 @@ import pytest
 from streams import Topology
 from streams.config import Settings, load_settings
 from streams.runtime.idle import IdleTracker
-from streams.runtime.worker import Worker
+from streams.metrics import Metrics
+from streams.runtime.processing import Processing
 
 
 class Clock:
@@ -149,37 +150,32 @@ class FakeTask:
         return out
 
 
-class FakeTransport:
-    def __init__(self) -> None:
-        self.sent: list[Any] = []
-
-    async def send(self, outputs: list[Any]) -> None:
-        self.sent.extend(outputs)
-
-
 class FakeTasks:
     def __init__(self, running: dict[str, FakeTask]) -> None:
         self.running = running
+        self.sent: list[Any] = []
+
+    async def send(self, task: FakeTask) -> None:
+        self.sent.extend(task.take_outputs())
 
 
 def test_worker_advances_idle_tasks_that_have_a_stream_time_and_sends_their_outputs() -> None:
     t = Topology("idle-unit")
     t.stream("idle-in").to("idle-out")
-    worker = Worker(t, Settings(idle_close_ms=2000, metrics_port=-1))
     clock = Clock()
-    worker.idle = IdleTracker(2000, clock=clock)
     busy, quiet, empty = FakeTask(10_000), FakeTask(50_000), FakeTask(-1)
-    worker.tasks = FakeTasks({"busy": busy, "quiet": quiet, "empty": empty})  # type: ignore
-    worker.transport = FakeTransport()  # type: ignore[assignment]
+    tasks = FakeTasks({"busy": busy, "quiet": quiet, "empty": empty})
+    worker = Processing(Metrics(t.name), None, tasks, IdleTracker(2000, clock=clock),  # type: ignore
+                        repartition_idle_ms=2000)
     for name in ("busy", "quiet", "empty"):
         worker.idle.seen(name)
     clock.tick(1500)
     worker.idle.seen("busy")
     clock.tick(500)
-    asyncio.run(worker._idle_close())
+    asyncio.run(worker.idle_close())
     assert quiet.advanced == [52_000]      # stream time + the 2 s of quiet
     assert busy.advanced == [] and empty.advanced == [] and empty.stream_time == -1
-    assert worker.transport.sent == [("closed-window", 52_000)]  # type: ignore[attr-defined]
+    assert tasks.sent == [("closed-window", 52_000)]
     clock.tick(300)
-    asyncio.run(worker._idle_close())
+    asyncio.run(worker.idle_close())
     assert quiet.advanced == [52_000, 52_300]

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from streams import Topology, TumblingWindows
 from streams.runtime.context import Output
-from streams.runtime.producer import KafkaTransport
+from streams.runtime.transport import KafkaTransport
 from streams.runtime.record_limits import (BROKER_MAX_MESSAGE_BYTES, MAX_ERROR_BYTES,
                                            MAX_RECORD_BYTES, RecordTooLarge, fit_copy,
                                            headers_bytes)

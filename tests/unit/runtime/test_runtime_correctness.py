@@ -14,10 +14,10 @@ from aiokafka.errors import CommitFailedError, KafkaConnectionError
 
 from streams import Topology
 from streams.runtime.compile import subtopologies
-from streams.runtime.producer import KafkaTransport
+from streams.runtime.transport import KafkaTransport
 from streams.runtime.task import Task
 from streams.runtime.topics import plan_topics
-from streams.runtime.tasks import StateShapeMismatch, check_state_shape
+from streams.runtime.task_manager import StateShapeMismatch, check_state_shape
 from streams.state.meta import OFFSETS_HEADER, TaskId, TaskMeta, encode_offsets
 from streams.state.recovery import ChangelogFilter
 from streams.state.store import TaskStore

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 
-from streams.runtime.producer import KafkaTransport
+from streams.runtime.transport import KafkaTransport
 
 
 class Batch:

@@ -11,10 +11,11 @@ from typing import Any, NamedTuple
 from aiokafka import TopicPartition
 
 from streams import JoinWindows, Topology
-from streams.config import Settings
 from streams.runtime.compile import subtopologies
 from streams.runtime.ordering import PartitionGroup
-from streams.runtime.worker import Worker
+from streams.metrics import Metrics
+from streams.runtime.idle import IdleTracker
+from streams.runtime.processing import Processing
 
 ORDERS, SHIPMENTS = TopicPartition("orders", 0), TopicPartition("shipments", 0)
 
@@ -94,27 +95,30 @@ class Tasks:
         return self.running["t0"]
 
 
-class Transport:
-    async def send(self, outputs: list) -> None:
-        pass
+    async def send(self, task: Task) -> None:
+        task.take_outputs()
+
+
+def processing(t: Topology, consumer: Consumer, task: Task) -> Processing:
+    return Processing(Metrics(t.name), consumer, Tasks(task), IdleTracker(0),  # type: ignore
+                      repartition_idle_ms=2000)
 
 
 def test_an_input_fetched_before_the_other_is_waited_for_although_it_was_caught_up() -> None:
     t = Topology("input-order")
     orders, shipments = t.stream("orders", timestamp="ts"), t.stream("shipments", timestamp="ts")
     orders.join(shipments, lambda o, s: o, JoinWindows(before=0, after=10), name="j").to("out")
-    worker = Worker(t, Settings(metrics_port=-1))
     consumer = Consumer()
     task = Task(subtopologies(t)[0])
-    worker.consumer, worker.tasks, worker.transport = consumer, Tasks(task), Transport()  # type: ignore
+    worker = processing(t, consumer, task)
     # Orders fetched at 2000 ms; shipments' last fetch (1000 ms) said "caught up", but records
     # may have reached the broker since: the orders wait for a fetch of shipments.
-    asyncio.run(worker._process({ORDERS: [raw(8, 100), raw(9, 200)]}))
+    asyncio.run(worker.process({ORDERS: [raw(8, 100), raw(9, 200)]}))
     assert task.runs == []
-    assert SHIPMENTS in worker._wanted
+    assert SHIPMENTS in worker.wanted
     # A fetch of shipments as recent as the orders' brings one record at 150: in order.
     consumer.polled[SHIPMENTS] = 2_000
-    asyncio.run(worker._process({SHIPMENTS: [raw(4, 150)]}))
+    asyncio.run(worker.process({SHIPMENTS: [raw(4, 150)]}))
     assert task.runs == [("orders", [8]), ("shipments", [4]), ("orders", [9])]
 
 
@@ -122,10 +126,9 @@ def test_inputs_fetched_together_do_not_wait_for_each_other() -> None:
     t = Topology("input-order-2")
     orders, shipments = t.stream("orders", timestamp="ts"), t.stream("shipments", timestamp="ts")
     orders.join(shipments, lambda o, s: o, JoinWindows(before=0, after=10), name="j").to("out")
-    worker = Worker(t, Settings(metrics_port=-1))
     consumer = Consumer()
     consumer.polled[SHIPMENTS] = 2_000    # the same fetch response: shipments had nothing new
     task = Task(subtopologies(t)[0])
-    worker.consumer, worker.tasks, worker.transport = consumer, Tasks(task), Transport()  # type: ignore
-    asyncio.run(worker._process({ORDERS: [raw(8, 100), raw(9, 200)]}))
+    worker = processing(t, consumer, task)
+    asyncio.run(worker.process({ORDERS: [raw(8, 100), raw(9, 200)]}))
     assert task.runs == [("orders", [8, 9])]

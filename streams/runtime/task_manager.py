@@ -25,19 +25,20 @@ from ..kafka.clients import Kafka
 from ..state.meta import Offsets, TaskId
 from ..state.recovery import Restoration, restore_consumer
 from ..state.store import TaskStore
-from . import checkpoint
+from .checkpoint import CommitTransport
+from .commit_outcome import CommitResult, classify
+from .committer import Committer
 from .compile import SubTopology
 from .opening import StateShapeMismatch, check_state_shape, open_task, start_restored
 from .task import Task
-from .transactions import TaskTransactions, classify
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StateShapeMismatch", "TaskManager", "TransactionCommitFailed", "check_state_shape"]
+__all__ = ["CommitFailed", "StateShapeMismatch", "TaskManager", "check_state_shape"]
 
 
-class TransactionCommitFailed(RuntimeError):
-    """A task's transaction failed for a reason retrying cannot fix."""
+class CommitFailed(RuntimeError):
+    """A task's commit failed for a reason retrying cannot fix."""
 
 
 class _ConsumerIO:
@@ -65,22 +66,22 @@ class TaskManager:
     """Owns the worker's tasks: ``running`` process input; ``restoring`` wait for their state."""
 
     def __init__(self, topology: Topology, subs: list[SubTopology], state_root: Path,
-                 bootstrap: Kafka, consumer: AIOKafkaConsumer, transport: checkpoint.CommitTransport,
+                 bootstrap: Kafka, consumer: AIOKafkaConsumer, transport: CommitTransport,
+                 committer: Committer,
                  on_remaining: Callable[[str, int], None] | None = None,
                  global_tables: Mapping[str, Any] | None = None,
-                 txns: TaskTransactions | None = None,
                  task_options: Mapping[str, Any] | None = None) -> None:
         self.topology = topology
         # keyword arguments of every Task (partition counts, ordering and event-time settings)
         self.task_options = dict(task_options or {})
-        # Exactly-once: the tasks' transactional producers (see streams.runtime.transactions).
-        self.txns = txns
+        # the delivery guarantee (streams.runtime.committer)
+        self.committer = committer
         self.global_tables = global_tables  # the worker's, handed to every task
         self.sub_of_topic = {t: s for s in subs for t in s.topics}
         self.state_root = state_root
         self.bootstrap = bootstrap
         self.consumer = consumer
-        self.transport = transport
+        self.transport = transport  # (the group's offset commit, for opening tasks)
         self.on_remaining = on_remaining
         self.running: dict[TaskId, Task] = {}
         self.restoring: dict[TaskId, Restoration] = {}
@@ -98,9 +99,9 @@ class TaskManager:
             task_id = TaskId(sub.id, tp.partition)
             if task_id in self.running:
                 continue
-            if sub.stores or self.txns is not None:
-                # (exactly-once: even a stateless task first fences its previous owner and
-                # seeks to the offsets it committed)
+            if sub.stores or self.committer.opens_tasks:
+                # (e.g. exactly-once: even a stateless task first fences its previous owner
+                # and seeks to the offsets it committed)
                 self._pending[task_id] = sub
             else:
                 # Stateless: nothing to open or restore, and the group's offsets are where it
@@ -117,6 +118,14 @@ class TaskManager:
         return Task(self.topology, sub, partition, store, self.global_tables,
                     **self.task_options)
 
+    def approximate_keys(self) -> dict[str, int]:
+        """RocksDB's key estimate per table over the running tasks (for metrics)."""
+        keys: dict[str, int] = {}
+        for task in self.running.values():
+            for table, n in task.approximate_keys().items():
+                keys[table] = keys.get(table, 0) + n
+        return keys
+
     def task_for(self, tp: TopicPartition) -> Task | None:
         sub = self.sub_of_topic.get(tp.topic)
         return None if sub is None else self.running.get(TaskId(sub.id, tp.partition))
@@ -125,21 +134,20 @@ class TaskManager:
         """Commit the running tasks, then close everything (restores keep their progress)."""
         try:
             if self.running:
-                if self.txns is None:
-                    await checkpoint.commit(self.running.values(), self.transport)
-                else:
-                    await self.commit_transactions()
+                await self.commit()
         finally:
             self.close()
-            if self.txns is not None:
-                await self.txns.close_all()
+            await self.committer.close()
 
-    async def commit_transactions(self) -> Offsets:
-        """Exactly-once commit of the running tasks; a fenced task is dropped, one whose
-        transaction failed for a retriable reason is reopened from its committed state, any
-        other failure raises (nothing of that task was committed)."""
-        assert self.txns is not None
-        result = await self.txns.commit(list(self.running.values()))
+    async def send(self, task: Task) -> None:
+        """Hand the task's outputs so far to Kafka (through the committer)."""
+        await self.committer.send(task)
+
+    async def commit(self) -> CommitResult:
+        """Commit the running tasks; a fenced task is dropped, one whose commit failed for a
+        retriable reason is reopened from its committed state (its input since then is
+        processed again), any other failure raises (nothing of that task was committed)."""
+        result = await self.committer.commit(list(self.running.values()))
         fatal: list[str] = []
         aborted: list[str] = []
         first = ""
@@ -156,14 +164,15 @@ class TaskManager:
                 await self.drop(task_id, reopen=True)
             else:
                 await self.drop(task_id)
-                fatal.append(f"task {task_id}: transaction could not commit "
+                fatal.append(f"task {task_id}: could not commit "
                              f"({type(exc).__name__}: {exc})")
         if aborted:
-            log.warning("transactions aborted (%s): %d tasks reopen from their last commit: %s",
+            log.warning("commit failed (%s): %d tasks resume from their last commit, their "
+                        "input since then is processed again: %s",
                         first, len(aborted), ", ".join(sorted(aborted)))
         if fatal:
-            raise TransactionCommitFailed("; ".join(fatal))
-        return result.committed
+            raise CommitFailed("; ".join(fatal))
+        return result
 
     async def drop(self, task_id: TaskId, reopen: bool = False) -> None:
         """Forget a running task's uncommitted changes and close it and its producer; its
@@ -174,8 +183,7 @@ class TaskManager:
             return
         task.abandon()
         task.close()
-        if self.txns is not None:
-            await self.txns.close(task_id)
+        await self.committer.abort(task_id)
         tps = [TopicPartition(t, p) for t, p in task.tps]
         assignment = self.consumer.assignment()
         mine = [tp for tp in tps if tp in assignment]
@@ -199,8 +207,7 @@ class TaskManager:
 
     async def stop(self) -> None:
         self.close()
-        if self.txns is not None:
-            await self.txns.close_all()
+        await self.committer.close()
         if self._restorer is not None:
             await self._restorer.stop()
             self._restorer = None
@@ -275,10 +282,10 @@ class TaskManager:
         return out
 
     async def _open(self, task_id: TaskId, sub: SubTopology) -> None:
-        if self.txns is not None:
-            # Fence the previous owner first: then the group's offsets and the changelog ends
-            # read below include everything it committed, and it cannot commit any more.
-            await self.txns.open(task_id)
+        # Exactly-once fences the previous owner here: then the group's offsets and the
+        # changelog ends read below include everything it committed, and it cannot commit
+        # any more.
+        await self.committer.open(task_id)
         opened = await open_task(self.topology, self.new_task, sub, task_id.partition,
                                  self.state_root, _ConsumerIO(self))
         if isinstance(opened, Restoration):
@@ -288,23 +295,16 @@ class TaskManager:
         if task.store is None:
             # (exactly-once, or reopened after a failed commit: resume from the group's offsets)
             task.offsets = await self._committed(task.tps)
-        if self.txns is not None:
-            self.txns.set_committed(task_id, task.offsets)
         await self._start_task(task)
 
     async def _start(self, task_id: TaskId, restoration: Restoration) -> None:
         sub = self.sub_of_topic[next(iter(self._topics_of(task_id)))]
         task, repair = start_restored(self.new_task, sub, restoration)
-        if self.txns is not None:
-            self.txns.set_committed(task_id, task.offsets)
-        if repair:
-            if self.txns is None:
-                await checkpoint.commit([task], self.transport)
-            else:
-                self.running[task.id] = task
-                await self.commit_transactions()
-                if task.id not in self.running:
-                    return
+        if repair:  # the keys to repair go to the changelog right away (Task.repair)
+            self.running[task.id] = task
+            await self.commit()
+            if task.id not in self.running:
+                return  # (dropped: reopened later, or fenced)
         await self._start_task(task)
 
     def _topics_of(self, task_id: TaskId) -> list[str]:
@@ -313,6 +313,7 @@ class TaskManager:
     async def _start_task(self, task: Task) -> None:
         """Seek the task's partitions to where its state says, then let them flow."""
         self.running[task.id] = task
+        self.committer.started(task)
         tps = [TopicPartition(t, p) for t, p in task.tps]
         for tp in tps:
             off = task.offsets.get((tp.topic, tp.partition))
