@@ -3,8 +3,9 @@
 It runs the same tasks, batch processors, RocksDB stores, committers
 (:mod:`streams.runtime.committer`: at-least-once or exactly-once, ``processing_guarantee``) and
 open-or-restore decisions (:func:`streams.state.recovery.decide_open`) as the worker, over
-in-memory topics with one partition each (:mod:`streams.memory_kafka`), read read_committed. Records written to a repartition topic are fed to the downstream task as one
-batch, as the worker would poll them. Commits happen every ``commit_every`` input records and on
+in-memory topics with one partition each (:mod:`streams.memory_kafka`), read read_committed.
+Records written to a repartition topic are fed to the downstream task as one batch, as the
+worker would poll them. Commits happen every ``commit_every`` input records and on
 :meth:`commit`, :meth:`table` and :meth:`close` — not after every record, so batch bugs show.
 
 >>> from streams import Topology
@@ -83,7 +84,7 @@ def open_task(topology: Topology, sub: SubTopology, partition: int, state_dir: P
         return opened
     consumer = MemoryRestoreConsumer(kafka)
     while not opened.done:
-        run_sync(opened.step(consumer))  # type: ignore[arg-type]
+        run_sync(opened.step(consumer))
     task, repair = opening.start_restored(new_task, sub, opened)
     committer.started(task)
     if repair:
@@ -234,7 +235,8 @@ class TopologyTestDriver:
         self.pipe_raw(topic, *_encode(key, value), timestamp, headers)
 
     def pipe_raw(self, topic: str, key: bytes | None, value: bytes | None,
-                 timestamp: int | None = None, headers: list[tuple[str, bytes]] | None = None) -> None:
+                 timestamp: int | None = None,
+                 headers: list[tuple[str, bytes]] | None = None) -> None:
         self._run(topic, [self._input(topic, key, value, timestamp, headers or [])])
 
     def pipe_batch(self, topic: str, records: list[tuple[Any, ...]]) -> None:

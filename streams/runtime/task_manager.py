@@ -225,7 +225,7 @@ class TaskManager:
             task_id, sub = self._pending.popitem()
             try:
                 await self._open(task_id, sub)
-            except (KafkaError, asyncio.TimeoutError, OSError) as exc:
+            except (KafkaError, TimeoutError, OSError) as exc:
                 if classify(exc) != "retriable":
                     raise
                 # Broker unreachable: keep the task pending and try again later; one line

@@ -261,7 +261,7 @@ class TaskTransactions:
         results = await asyncio.gather(*(self._commit_one(t) for t in tasks),
                                        return_exceptions=True)
         out = CommitResult()
-        for task, result in zip(tasks, results):
+        for task, result in zip(tasks, results, strict=True):
             if isinstance(result, BaseException):
                 if isinstance(result, asyncio.CancelledError):
                     raise result

@@ -1,5 +1,5 @@
-"""Benchmark: restoring a table from its changelog (streams.state.recovery.Restoration, as the worker
-restores).
+"""Benchmark: restoring a table from its changelog (streams.state.recovery.Restoration, as the
+worker restores).
 
 Steps (all in one run, against one broker):
 
