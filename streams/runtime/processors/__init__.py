@@ -37,8 +37,8 @@ from .stateful import AggregateProc, ProcessProc, TableSourceProc
 from .table_joins import GlobalTableJoinProc, StreamTableJoinProc
 from .versioned import VersionedTableJoinProc, VersionedTableSourceProc
 from .stateless import BranchProc, FilterProc, FlatMapProc, MapProc, PeekProc, SelectKeyProc
-from .windowed import (SessionWindowAggregateProc, SlidingWindowAggregateProc,
-                       TimeWindowAggregateProc)
+from .sliding_windows import SlidingWindowAggregateProc
+from .windowed import SessionWindowAggregateProc, TimeWindowAggregateProc
 
 
 def window_aggregate(node: n.Node, ctx: ProcessorContext) -> Processor:
