@@ -6,7 +6,7 @@ PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import streams, pytest, xdist, hypothesis, yaml, faust, quixstreams, matplotlib, ruff, mypy" 2>/dev/null \
+if ! .venv/bin/python -c "import streams, pytest, hypothesis, yaml, faust, quixstreams, matplotlib, ruff, mypy" 2>/dev/null \
    || [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
   echo "installing the project into .venv (log: .venv/install.log) ..."
   if ! { .venv/bin/pip install --upgrade pip && .venv/bin/pip install -e '.[test,bench]'; } \

@@ -12,9 +12,25 @@ if [ -z "${STREAMS_BROKER:-}" ]; then
   fi
   export STREAMS_BROKER=127.0.0.1:9092
 fi
-# Two pytest workers: the shared broker's tests run one after another on one of them, the
-# tests with brokers of their own on the other (see tests/conftest.py).
-python -m pytest -p no:cacheprovider -n 2 --dist loadgroup "$@"
-status=$?
+if [ "$#" -gt 0 ]; then
+  python -m pytest -p no:cacheprovider "$@"
+  status=$?
+else
+  # The whole suite as two pytest processes side by side: the shared broker's tests one after
+  # another (they share topology topics), and everything else (broker-free tests, tests that
+  # start brokers of their own) in the other, whose report follows the first one's.
+  others_log="$(mktemp -t streams-tests.XXXXXX)"
+  python -m pytest -p no:cacheprovider -m "not shared_broker" >"$others_log" 2>&1 &
+  others=$!
+  echo "== tests on the shared broker $STREAMS_BROKER"
+  python -m pytest -p no:cacheprovider -m shared_broker
+  status=$?
+  wait "$others"
+  others_status=$?
+  echo "== broker-free tests and tests with brokers of their own"
+  cat "$others_log"
+  rm -f "$others_log"
+  if [ "$status" = 0 ]; then status=$others_status; fi
+fi
 if [ "$started" = 1 ]; then streams kafka stop; fi
 exit $status

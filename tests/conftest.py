@@ -61,17 +61,13 @@ def stop_gracefully(procs: list[subprocess.Popen[bytes]], timeout: float = 30.0)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``-n 2 --dist loadgroup``, as scripts/test.sh runs) the tests of
-    the shared broker run one after another on one pytest worker, as they would without xdist:
-    they share topology topics. The integration tests that start brokers of their own (on free
-    ports, with their own data) run one after another on the other worker, with the
-    broker-free tests spread over both."""
-    integration = ROOT / "tests" / "integration"
+    """Mark the tests of the shared broker (those using the ``kafka`` fixture): scripts/test.sh
+    runs them one after another in one pytest process (they share topology topics), and
+    everything else (broker-free tests, tests with brokers of their own) in a second process
+    alongside."""
     for item in items:
         if "kafka" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("shared-broker"))
-        elif integration in item.path.parents:
-            item.add_marker(pytest.mark.xdist_group("own-brokers"))
+            item.add_marker(pytest.mark.shared_broker)
 
 
 @pytest.fixture(scope="session")
