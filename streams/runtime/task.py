@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from ..dsl.topology import Topology
 from ..state.meta import (CHANNELS_HEADER, OFFSETS_HEADER, STREAM_TIME_HEADER, UPSTREAM_HEADER,
@@ -41,6 +41,13 @@ def _wall_clock_ms() -> int:
     return int(time.time() * 1000)
 
 
+
+class GlobalViews(Protocol):
+    """The worker's global tables as a task reads them: a view by table name (a dict in tests,
+    :class:`~streams.runtime.global_tables.GlobalTables` in the worker)."""
+
+    def __getitem__(self, name: str) -> Any: ...
+
 class Task:
     """``partitions``: partition counts of the repartition topics the task reads or writes
     (default 1 each): how many upstream partitions its watermark waits for, and how many
@@ -50,12 +57,12 @@ class Task:
     ``repartition_idle_ms``: the watermark's wake hold (:mod:`streams.runtime.watermarks`)."""
 
     def __init__(self, topology: Topology, sub: SubTopology, partition: int,
-                 store: TaskStore | None, global_tables: Mapping[str, Any] | None = None,
+                 store: TaskStore | None, global_tables: GlobalViews | None = None,
                  partitions: Mapping[str, int] | None = None, max_task_idle_ms: int = 0,
                  max_future_ms: int = -1, wall_clock: Callable[[], int] | None = None,
                  repartition_idle_ms: int = 0) -> None:
         self.topology = topology
-        self.global_tables = global_tables or {}  # the worker's, shared by its tasks
+        self.global_tables: GlobalViews = {} if global_tables is None else global_tables  # shared
         self.sub = sub
         self.partition = partition
         self.id = TaskId(sub.id, partition)

@@ -30,7 +30,7 @@ from .commit_outcome import CommitResult, classify
 from .committer import Committer
 from .compile import SubTopology
 from .opening import StateShapeMismatch, check_state_shape, open_task, start_restored
-from .task import Task
+from .task import GlobalViews, Task
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class TaskManager:
                  bootstrap: Kafka, consumer: AIOKafkaConsumer, transport: CommitTransport,
                  committer: Committer,
                  on_remaining: Callable[[str, int], None] | None = None,
-                 global_tables: Mapping[str, Any] | None = None,
+                 global_tables: GlobalViews | None = None,
                  task_options: Mapping[str, Any] | None = None) -> None:
         self.topology = topology
         # keyword arguments of every Task (partition counts, ordering and event-time settings)

@@ -120,7 +120,7 @@ class Worker:
             self.topology, self.subs, self.state_root, self.kafka, consumer, transport,
             committer_for(self.topology, s, self.kafka, m, transport),
             on_remaining=lambda table, n: remaining.labels(name, table).set(n),
-            global_tables=self.global_tables,  # type: ignore[arg-type]  # (a read-only mapping)
+            global_tables=self.global_tables,
             task_options={"partitions": partitions, "max_task_idle_ms": s.max_task_idle_ms,
                           "max_future_ms": s.max_future_ms,
                           "repartition_idle_ms": s.repartition_idle_ms})
