@@ -271,7 +271,7 @@ def variants(bootstrap: str, partitions: int, work: Path) -> list[Variant]:
                  "--metrics-port", "0"],
                 {"STREAMS_BROKER": bootstrap}),
         Variant("b", "faust agent", FAUST_APP, FAUST_OUT,
-                [py, str(HERE / "faust_baseline.py"), "worker", "-l", "warn"],
+                [py, str(HERE / "faust_baseline.py"), "worker", "-l", "warn", "--without-web"],
                 {"BENCH_BROKER": bootstrap, "BENCH_FAUST_APP_ID": FAUST_APP,
                  "BENCH_IN_TOPIC": INPUT_TOPIC, "BENCH_OUT_TOPIC": FAUST_OUT,
                  "BENCH_PARTITIONS": str(partitions),
