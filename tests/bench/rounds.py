@@ -1,8 +1,8 @@
 """What every benchmark in tests/bench shares so that its numbers can be trusted and compared:
 
 - rounds of interleaved variants: round r runs every variant once, starting with the r-th
-  (a b c, b c a, c a b, ...), so no variant always runs first, right after the input was
-  produced, or always after the same neighbour; at least ``DEFAULT_ROUNDS`` by default;
+  (a b c, b c a, c a b, ...), so every variant takes every position in turn and none always
+  runs first, right after the input was produced, or last; ``DEFAULT_ROUNDS`` by default;
 - the median and the min-max of a variant's rounds (``spread``);
 - the machine's load average at the start and at the end of a run (the machine may be shared);
 - one fresh scratch directory per run (logs, state, temp files), under ``--work-dir``;
