@@ -258,6 +258,7 @@ def isolated_costs(broker: str, n: int, tmp: Path) -> dict:
         out["write_raw_s"] = time.perf_counter() - t0
     finally:
         store.close()
+        TaskStore.destroy(tmp / "isolated")
     return out
 
 
@@ -272,6 +273,7 @@ def profile_restore(broker: str, n: int, tmp: Path, top: int = 25) -> tuple[dict
         prof.disable()
     finally:
         store.close()
+        TaskStore.destroy(tmp / "profiled")
     buf = io.StringIO()
     stats = pstats.Stats(prof, stream=buf)
     stats.sort_stats("tottime").print_stats(top)
