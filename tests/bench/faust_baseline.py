@@ -74,7 +74,7 @@ async def notify(stream):  # type: ignore[no-untyped-def]
 
 if __name__ == "__main__":
     # `faust worker` overrides web_enabled with its --with-web flag (on by default) and would
-    # serve on 0.0.0.0:6066: always run without the web server
-    if sys.argv[1:2] == ["worker"] and "--without-web" not in sys.argv:
+    # serve on 0.0.0.0:6066: run without the web server unless --with-web is asked for
+    if sys.argv[1:2] == ["worker"] and not {"--with-web", "--without-web"} & set(sys.argv):
         sys.argv.append("--without-web")
     app.main()
