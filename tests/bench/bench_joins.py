@@ -12,19 +12,24 @@ Standalone script (not collected by pytest), against a running broker::
    10 min out of order; event time from an hour ago on, so that the broker's time retention
    deletes nothing during the run) into ``jbench-orders`` / ``jbench-shipments`` (4 partitions
    each, keyed by order id, Kafka timestamp = ts);
-2. runs each variant as a subprocess with a fresh consumer group and state directory, timing
-   from process start until its group has committed the end offset of every input partition
-   (polled every 0.2 s), then stops it with SIGTERM:
+2. runs ``--repeat`` rounds (default 3), each running every variant once in an order rotated
+   each round (join window quix, window quix join, ...); each run is a subprocess with a fresh
+   consumer group, state directory and output/internal topics, timed from process start until
+   its group has committed the end offset of every input partition (polled every 0.2 s), then
+   stopped with SIGTERM:
 
    a. ``join``: the framework running order_shipments' left join (tests/bench/joins_topology.py);
    b. ``window``: the framework running a tumbling 1 h count per key on the same two topics
       (the same records through windowed aggregations: the baseline for a);
    c. ``quix``: Quix Streams' inner ``join_interval`` (tests/bench/joins_quix.py);
 
-3. checks the outputs against an oracle computed here (pairs: same order id, shipment in
-   [order ts, order ts + 7 d]; unshipped: orders without one), reports events/s, the ratios
-   a/b and a/c, and the size on disk of each run's state directory (for a: the join buffers),
-   and writes tests/bench/results/joins.json.
+3. checks each run's outputs against an oracle computed here (pairs: same order id, shipment
+   in [order ts, order ts + 7 d]; unshipped: orders without one), reports the median and
+   min-max events/s per variant, the ratios a/b and a/c of the medians, and the size on disk of
+   each run's state directory (for a: the join buffers), and writes ``--results`` (default
+   tests/bench/results/joins.json) with the load average at start and end.
+
+Logs and state go under one fresh directory per run (``--work-dir`` names its parent).
 """
 
 from __future__ import annotations
@@ -37,7 +42,6 @@ import platform
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +55,8 @@ if str(ROOT) not in sys.path:
 
 from streams.devtools import generate  # noqa: E402
 from streams.kafka import admin  # noqa: E402
+from tests.bench.rounds import RunInfo, add_run_options, delete_groups, fmt_spread, spread  # noqa: E402,E501
+from tests.bench.rounds import write_results  # noqa: E402
 
 INPUTS = ["jbench-orders", "jbench-shipments"]
 PARTITIONS = 4
@@ -58,16 +64,21 @@ SEED = 42
 DAY = 86_400_000
 RESULTS = HERE / "results" / "joins.json"
 
+# "topics": the variant's own output and internal topics (names, or prefixes ending in "-"),
+# deleted before each of its runs so that it starts without state and writes fresh outputs
 VARIANTS: dict[str, dict[str, Any]] = {
     "join": {"group": "jbench_join", "label": "streams: order_shipments join",
              "cmd": [sys.executable, str(HERE / "joins_runner.py")],
-             "env": {"BENCH_VARIANT": "join"}},
+             "env": {"BENCH_VARIANT": "join"},
+             "topics": ["jbench-out-pairs", "jbench-out-unshipped", "jbench_join-"]},
     "window": {"group": "jbench_window", "label": "streams: tumbling 1 h count (same input)",
                "cmd": [sys.executable, str(HERE / "joins_runner.py")],
-               "env": {"BENCH_VARIANT": "window"}},
+               "env": {"BENCH_VARIANT": "window"},
+               "topics": ["jbench-out-windows", "jbench_window-"]},
     "quix": {"group": "jbench-quix", "label": "Quix Streams join_interval (inner)",
              "cmd": [sys.executable, str(HERE / "joins_quix.py")],
-             "env": {"BENCH_GROUP": "jbench-quix"}},
+             "env": {"BENCH_GROUP": "jbench-quix"},
+             "topics": ["jbench-out-quix", "changelog__jbench-quix-", "repartition__jbench-quix-"]},
 }
 
 
@@ -111,11 +122,19 @@ async def produce(bootstrap: str, events: list[tuple[str, str, dict[str, Any]]])
 
 
 def delete_ours(bootstrap: str) -> None:
-    from tests.bench.bench_windows import _delete_groups
-
-    admin.run(_delete_groups(bootstrap, [v["group"] for v in VARIANTS.values()]))
+    admin.run(delete_groups(bootstrap, [v["group"] for v in VARIANTS.values()]))
     doomed = [t for t in admin.run(admin.list_topics(bootstrap))
               if t.startswith(("jbench-", "jbench_")) or "jbench" in t]
+    if doomed:
+        admin.run(admin.delete_topics(bootstrap, doomed))
+
+
+def reset_variant(bootstrap: str, key: str) -> None:
+    """A fresh group and no output or internal topics of ``key``'s previous run."""
+    v = VARIANTS[key]
+    admin.run(delete_groups(bootstrap, [v["group"]]))
+    doomed = [t for t in admin.run(admin.list_topics(bootstrap))
+              if t in v["topics"] or any(t.startswith(p) for p in v["topics"] if p.endswith("-"))]
     if doomed:
         admin.run(admin.delete_topics(bootstrap, doomed))
 
@@ -132,6 +151,7 @@ def dir_bytes(path: Path) -> int:
 def run(key: str, bootstrap: str, total: int, ends: dict, run_dir: Path,
         timeout: float) -> dict[str, Any]:
     v = VARIANTS[key]
+    run_dir.mkdir(parents=True, exist_ok=True)
     state = run_dir / f"state-{key}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "BENCH_BROKER": bootstrap,
            "BENCH_STATE_DIR": str(state), **v["env"],
@@ -196,14 +216,34 @@ def check_pairs(bootstrap: str, topic: str, pairs: set) -> dict[str, Any]:
             "duplicates": sum(got.values()) - len(got)}
 
 
+def check(key: str, bootstrap: str, pairs: set, unshipped: set) -> dict[str, Any]:
+    """The run's outputs against the oracle."""
+    if key == "join":
+        out = check_pairs(bootstrap, "jbench-out-pairs", pairs)
+        got_unshipped = {json.loads(r.value)["order_id"]
+                         for r in asyncio.run(read(bootstrap, "jbench-out-unshipped"))}
+        out.update(unshipped_expected=len(unshipped),
+                   unshipped_emitted=len(got_unshipped & unshipped),
+                   unshipped_extra=len(got_unshipped - unshipped))
+        return out
+    if key == "quix":
+        return check_pairs(bootstrap, "jbench-out-quix", pairs)
+    return {}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=1_000_000, help="orders (shipments: ~0.9x)")
     ap.add_argument("--variants", default="join,window,quix")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--broker", default=os.environ.get("STREAMS_BROKER", "127.0.0.1:9092"))
+    add_run_options(ap, RESULTS)
     args = ap.parse_args(argv)
     bootstrap = args.broker
+    keys = args.variants.split(",")
+    if set(keys) - set(VARIANTS):
+        ap.error(f"--variants: choose from {','.join(VARIANTS)}")
+    info = RunInfo.start(args, "jbench-", _log)
     _log(f"generating {args.count} orders and their shipments")
     # Event time starts an hour ago: records (and outputs, written with event time) older than
     # the broker's 7-day time retention would be deleted under the running benchmark.
@@ -221,26 +261,29 @@ def main(argv: list[str] | None = None) -> int:
     for t in INPUTS:
         ends.update({(t, p): o for p, o in admin.run(admin.end_offsets(bootstrap, t)).items()})
     total = sum(ends.values())
-    run_dir = Path(tempfile.mkdtemp(prefix="jbench-"))
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
+    for rnd, order in enumerate(info.order(keys), start=1):
+        for key in order:
+            _log(f"running {key}, round {rnd}/{args.repeat}")
+            reset_variant(bootstrap, key)
+            r = run(key, bootstrap, total, ends, info.work / f"{key}-{rnd}", args.timeout)
+            r.update(check(key, bootstrap, pairs, unshipped))
+            runs[key].append(r)
+            _log(f"  {key}: {r['seconds']} s, {r['events_per_s']} events/s, "
+                 f"state {r['state_bytes'] / 1e6:.1f} MB")
+
     results: dict[str, Any] = {}
-    for key in args.variants.split(","):
-        _log(f"running {key}")
-        results[key] = run(key, bootstrap, total, ends, run_dir, args.timeout)
-        _log(f"  {key}: {results[key]['seconds']} s, {results[key]['events_per_s']} events/s, "
-             f"state {results[key]['state_bytes'] / 1e6:.1f} MB")
-    if "join" in results:
-        results["join"].update(check_pairs(bootstrap, "jbench-out-pairs", pairs))
-        got_unshipped = {json.loads(r.value)["order_id"]
-                         for r in asyncio.run(read(bootstrap, "jbench-out-unshipped"))}
-        results["join"]["unshipped_expected"] = len(unshipped)
-        results["join"]["unshipped_emitted"] = len(got_unshipped & unshipped)
-        results["join"]["unshipped_extra"] = len(got_unshipped - unshipped)
-    if "quix" in results:
-        results["quix"].update(check_pairs(bootstrap, "jbench-out-quix", pairs))
+    for key, rs in runs.items():
+        results[key] = {"label": VARIANTS[key]["label"],
+                        "events_per_s": spread((r["events_per_s"] for r in rs), 1),
+                        "seconds": spread((r["seconds"] for r in rs), 2),
+                        "state_bytes": spread((r["state_bytes"] for r in rs), 0),
+                        "runs": rs}
 
     def ratio(a: str, b: str) -> float | None:
         if a in results and b in results:
-            return round(results[a]["events_per_s"] / results[b]["events_per_s"], 3)
+            return round(results[a]["events_per_s"]["median"]
+                         / results[b]["events_per_s"]["median"], 3)
         return None
 
     import quixstreams
@@ -252,17 +295,25 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_join_to_window": ratio("join", "window"),
         "ratio_join_to_quix": ratio("join", "quix"),
         "quixstreams": quixstreams.__version__, "python": platform.python_version(),
-        "cpus": os.cpu_count(), "loadavg_after": list(os.getloadavg()),
-        "notes": ("Timing: process start until the group committed every input offset. "
-                  "state_bytes: the run's RocksDB directory after SIGTERM (for 'join': the join "
-                  "buffers and unmatched markers). With 100 ms per order the whole input spans "
-                  "less than the 7-day window, so the buffers hold every record until the end. "
-                  "Unshipped orders are emitted only once window + grace closed by stream time; "
-                  "the last ones stay open (no later record closes them)."),
+        "cpus": os.cpu_count(), **info.finish(),
+        "notes": ("Timing: process start until the group committed every input offset; "
+                  "events_per_s / seconds: median and min-max over the rounds, ratios of the "
+                  "medians. state_bytes: the run's RocksDB directory after SIGTERM (for "
+                  "'join': the join buffers and unmatched markers). With 100 ms per order the "
+                  "whole input spans less than the 7-day window, so the buffers hold every "
+                  "record until the end. Unshipped orders are emitted only once window + grace "
+                  "closed by stream time; the last ones stay open (no later record closes "
+                  "them)."),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
-    _log(json.dumps(summary, indent=2))
+    print()
+    print(f"joins: {args.count:,} orders, {total:,} records, {args.repeat} round(s) "
+          f"({'; '.join(info.orders)}), load average {summary['load_average_1_5_15_min']}")
+    for key, r in results.items():
+        print(f"{key:<7} {r['label']:<42} events/s {fmt_spread(r['events_per_s'])}")
+    print(f"ratio join/window {summary['ratio_join_to_window']}, "
+          f"join/quix {summary['ratio_join_to_quix']} (medians)")
+    out = write_results(args.results, json.dumps(summary, indent=2) + "\n")
+    _log(f"results written to {out}")
     return 0
 
 

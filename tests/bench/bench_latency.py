@@ -5,9 +5,11 @@ Standalone script (not collected by pytest)::
     python tests/bench/bench_latency.py [--rate 1000 --seconds 20 --repeat 3 --count 200000]
                                         [--baseline-checkout /path/to/other/checkout]
 
-Needs a running broker (``STREAMS_BROKER`` or 127.0.0.1:9092). Per repeat and per variant
-(``throughput`` mode, ``latency`` mode, and optionally the same worker from another checkout
-of the project as a baseline, e.g. the code before this change):
+Needs a running broker (``STREAMS_BROKER`` or 127.0.0.1:9092). ``--repeat`` rounds (default 3),
+each running every variant once in an order rotated each round (``throughput`` mode,
+``latency`` mode, and optionally the same worker from another checkout of the project as a
+baseline, e.g. the code before this change); per run (each on fresh topics and a deleted
+consumer group):
 
 - **latency**: fresh topics, start ``streams worker profile_notifications``; once it owns its
   partitions, an external producer sends profile views at ``--rate`` events/s for
@@ -22,8 +24,10 @@ of the project as a baseline, e.g. the code before this change):
   interpreter's start-up).
 
 The producer (linger 0) and the consumer (fetch wait 5 ms) are part of what is measured, as a
-user's would be. Results (every repeat, median and spread) go to
-tests/bench/results/latency.json. The machine may be shared: compare variants within one run.
+user's would be. Results (every run, median and min-max, load average at start and end) go to
+``--results`` (default tests/bench/results/latency.json); logs and worker state to one fresh
+directory per run (``--work-dir`` names its parent). The machine may be shared: compare
+variants within one run.
 """
 
 from __future__ import annotations
@@ -35,10 +39,8 @@ import os
 import platform
 import re
 import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -54,6 +56,8 @@ if str(ROOT) not in sys.path:
 from streams.devtools import generate  # noqa: E402
 from streams.serdes import json_dumps  # noqa: E402
 from streams.kafka import admin  # noqa: E402
+from tests.bench.rounds import RunInfo, add_run_options, delete_groups, spread  # noqa: E402
+from tests.bench.rounds import write_results  # noqa: E402
 
 TOPOLOGY = "profile_notifications"
 INPUT, OUTPUT, DLQ = "profile-views", "profile-view-notifications", "profile_notifications-dlq"
@@ -75,7 +79,8 @@ def fresh_topics(bootstrap: str, partitions: int) -> None:
     admin.run(admin.delete_topics(bootstrap, [INPUT, OUTPUT, DLQ]))
     admin.run(admin.ensure_topics(bootstrap, [admin.TopicSpec(t, partitions)
                                               for t in (INPUT, OUTPUT, DLQ)]))
-    admin.run(admin.reset_group_to_earliest(bootstrap, TOPOLOGY, [INPUT]))
+    # no committed offsets: the worker starts from the earliest offset of the new topics
+    admin.run(delete_groups(bootstrap, [TOPOLOGY]))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -106,6 +111,7 @@ def histogram_quantile(text: str, q: float) -> float | None:
 
 class WorkerRun:
     def __init__(self, variant: dict[str, Any], bootstrap: str, work: Path, tag: str) -> None:
+        work.mkdir(parents=True, exist_ok=True)
         self.log_path = work / f"{tag}.log"
         env = {**os.environ, "STREAMS_BROKER": bootstrap, "PYTHONUNBUFFERED": "1",
                "PYTHONPATH": str(variant["checkout"])}
@@ -113,7 +119,7 @@ class WorkerRun:
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker", TOPOLOGY, "--state-dir",
-             str(work / "state"), "--metrics-port", "0", *variant["args"]],
+             str(work / f"{tag}-state"), "--metrics-port", "0", *variant["args"]],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=variant["checkout"], env=env)
 
     def log(self) -> str:
@@ -268,8 +274,7 @@ def run_throughput(variant: dict[str, Any], args: argparse.Namespace, work: Path
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    return {"median": round(statistics.median(values), 1), "min": round(min(values), 1),
-            "max": round(max(values), 1)}
+    return spread(values, 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,11 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s (default 1000)")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per run")
     parser.add_argument("--count", type=int, default=200_000, help="events for throughput")
-    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--baseline-checkout", default=None,
                         help="another checkout of the project to run as variant 'baseline'")
-    parser.add_argument("--results", default=str(RESULTS))
+    add_run_options(parser, RESULTS)
     args = parser.parse_args(argv)
     if not admin.broker_answers(args.broker):
         parser.error(f"no Kafka broker answers at {args.broker}")
@@ -296,12 +300,13 @@ def main(argv: list[str] | None = None) -> int:
     variants["throughput"] = {"checkout": ROOT, "args": ["--processing-mode", "throughput"]}
     variants["latency"] = {"checkout": ROOT, "args": ["--processing-mode", "latency"]}
 
-    work = Path(tempfile.mkdtemp(prefix="bench-latency-"))
-    _log(f"logs in {work}")
+    info = RunInfo.start(args, "bench-latency-", _log)
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {
         k: {"latency": [], "throughput": []} for k in variants}
-    for rep in range(args.repeat):
-        for key, variant in variants.items():
+    for rep, order in enumerate(info.order(list(variants))):
+        for key in order:
+            variant = variants[key]
+            work = info.work / f"{key}-{rep}"   # own state dir per run
             r = run_latency(variant, args, work, f"{key}-lat-{rep}")
             runs[key]["latency"].append(r)
             _log(f"#{rep} {key:<10} latency: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
@@ -354,14 +359,13 @@ def main(argv: list[str] | None = None) -> int:
                                   "assignment) until the output holds every expected "
                                   "notification (input produced first)"},
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                    "platform": platform.platform(), "load_avg": os.getloadavg()},
+                    "platform": platform.platform()},
+        **info.finish(),
         "variants": {k: {kk: str(vv) for kk, vv in v.items() if kk != "args"}
                      | {"args": v["args"]} for k, v in variants.items()},
         "summary": report, "ratios": ratios, "runs": runs,
     }
-    out = Path(args.results)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2) + "\n")
+    out = write_results(args.results, json.dumps(doc, indent=2) + "\n")
     print(f"results written to {out}")
     return 0
 

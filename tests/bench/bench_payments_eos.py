@@ -2,19 +2,24 @@
 run, real broker, one ``streams worker`` subprocess each.
 
     STREAMS_BROKER=127.0.0.1:9092 python tests/bench/bench_payments_eos.py \
-        [--count 60000] [--accounts 1000] [--latency-seconds 30] [--latency-rate 1000]
+        [--count 60000] [--accounts 1000] [--latency-seconds 30] [--latency-rate 1000] \
+        [--repeat 3] [--results PATH] [--work-dir DIR]
 
 1. Throughput: the input (deposits + ``--count`` payments) is produced first; a worker starts
    on fresh topics and state; the time from its start until the group's committed offsets
    reach the ends of ``deposits`` and ``payments`` and the internal credit topic is drained
-   (its offsets reach its ends twice in a row) gives events/s. Done once per guarantee, topics
-   recreated in between, so both read the same records.
+   (its offsets reach its ends twice in a row) gives events/s. Topics recreated and the group
+   deleted before each run, so every run reads the same records from the start.
 2. Latency at a fixed rate: payments produced at ``--latency-rate``/s for
    ``--latency-seconds`` to a running worker (default settings: commit_interval_ms 1000); a
    read_committed consumer of payment-results records, per payment_id, the wall time its result
    arrived minus the wall time the payment was handed to the producer. p50/p99 per guarantee.
 
-Results go to tests/bench/results/payments_eos.json.
+``--repeat`` rounds (default 3), each running both guarantees once for throughput and then
+once for latency, in an order rotated each round; median and min-max per guarantee, the ratio
+of the medians. Results (every run, load average at start and end) go to ``--results``
+(default tests/bench/results/payments_eos.json); logs and worker state to one fresh directory
+per run (``--work-dir`` names its parent).
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +46,8 @@ from streams import registry  # noqa: E402
 from streams.devtools import generate  # noqa: E402
 from streams.kafka import admin  # noqa: E402
 from streams.runtime.topics import topic_specs  # noqa: E402
+from tests.bench.rounds import RunInfo, add_run_options, delete_groups, spread  # noqa: E402
+from tests.bench.rounds import write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "payments_eos.json"
 NAME = "payments"
@@ -53,15 +59,13 @@ def fresh_topics(kafka: str) -> Any:
               + [topology.dlq_topic])
     admin.run(admin.delete_topics(kafka, topics))
     admin.run(admin.ensure_topics(kafka, topic_specs(topology, 4)))
-    try:
-        admin.run(admin.reset_group_to_earliest(kafka, NAME, topology.input_topics()
-                                                + topology.internal_topics()))
-    except Exception:  # noqa: BLE001 - no group yet
-        pass
+    # no committed offsets: the worker reads the new topics from their earliest offsets
+    admin.run(delete_groups(kafka, [NAME]))
     return topology
 
 
 def start_worker(kafka: str, guarantee: str, work: Path) -> subprocess.Popen[bytes]:
+    work.mkdir(parents=True, exist_ok=True)
     state = work / f"state-{guarantee}"
     shutil.rmtree(state, ignore_errors=True)
     config = work / f"{guarantee}.toml"
@@ -187,32 +191,51 @@ def latency(kafka: str, guarantee: str, seconds: float, rate: float, work: Path,
             "max_ms": round(lat[-1], 1)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", type=int, default=60000)
     ap.add_argument("--accounts", type=int, default=1000)
     ap.add_argument("--latency-seconds", type=float, default=30)
     ap.add_argument("--latency-rate", type=float, default=1000)
-    args = ap.parse_args()
+    add_run_options(ap, RESULTS)
+    args = ap.parse_args(argv)
     kafka = os.environ.get("STREAMS_BROKER", "127.0.0.1:9092")
+    info = RunInfo.start(args, "bench-payments-")
     events = generate.events(NAME, args.count, seed=3, accounts=args.accounts)
-    work = Path(tempfile.mkdtemp(prefix="bench-payments-"))
-    out: dict[str, Any] = {"machine": f"{platform.machine()} {os.cpu_count()} cpus",
-                           "command": " ".join(sys.argv), "throughput": {}, "latency": {}}
-    for guarantee in ("at_least_once", "exactly_once"):
-        out["throughput"][guarantee] = throughput(kafka, guarantee, events, work)
-        print(guarantee, out["throughput"][guarantee], flush=True)
+    guarantees = ["at_least_once", "exactly_once"]
+    tput: dict[str, list[dict[str, Any]]] = {g: [] for g in guarantees}
+    lat: dict[str, list[dict[str, Any]]] = {g: [] for g in guarantees}
+    for rnd, order in enumerate(info.order(guarantees), start=1):
+        for g in order:
+            r = throughput(kafka, g, events, info.work / f"tput-{g}-{rnd}")
+            tput[g].append(r)
+            print(f"round {rnd} throughput {g}", r, flush=True)
+        for g in order:
+            r = latency(kafka, g, args.latency_seconds, args.latency_rate,
+                        info.work / f"lat-{g}-{rnd}", args.accounts)
+            lat[g].append(r)
+            print(f"round {rnd} latency {g}", r, flush=True)
+    out: dict[str, Any] = {
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        "command": " ".join(sys.argv),
+        "throughput": {g: {"events_per_s": spread((r["events_per_s"] for r in rs), 0),
+                           "runs": rs} for g, rs in tput.items()},
+        "latency": {g: {"p50_ms": spread((r["p50_ms"] for r in rs), 1),
+                        "p99_ms": spread((r["p99_ms"] for r in rs), 1), "runs": rs}
+                    for g, rs in lat.items()},
+        "measure": "median and min-max over the rounds; the ratio is of the medians",
+        **info.finish(),
+    }
     t = out["throughput"]
     out["exactly_once_vs_at_least_once"] = round(
-        t["exactly_once"]["events_per_s"] / t["at_least_once"]["events_per_s"], 3)
-    for guarantee in ("at_least_once", "exactly_once"):
-        out["latency"][guarantee] = latency(kafka, guarantee, args.latency_seconds,
-                                            args.latency_rate, work, args.accounts)
-        print(guarantee, out["latency"][guarantee], flush=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps(out, indent=2))
-    shutil.rmtree(work, ignore_errors=True)
+        t["exactly_once"]["events_per_s"]["median"]
+        / t["at_least_once"]["events_per_s"]["median"], 3)
+    path = write_results(args.results, json.dumps(out, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in out.items() if k not in ("throughput", "latency")}
+                     | {"throughput": {g: v["events_per_s"] for g, v in t.items()},
+                        "latency": {g: {"p50_ms": v["p50_ms"], "p99_ms": v["p99_ms"]}
+                                    for g, v in out["latency"].items()}}, indent=2))
+    print(f"results written to {path}")
 
 
 if __name__ == "__main__":

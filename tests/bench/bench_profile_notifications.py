@@ -9,9 +9,11 @@ It needs a running broker (``streams kafka start --port PORT``) and:
 
 1. deletes and recreates the topics it uses (so every consumer group starts without committed
    offsets), then produces the same COUNT profile views (seed 42) once into ``profile-views``;
-2. runs, one after the other, each variant as a subprocess with its own consumer group and its
-   own output topic, timing from process start until the output topic holds the expected
-   number of notifications (computed here with the same filter), then stops it with SIGTERM:
+2. runs ``--repeat`` rounds (default 3), each running every variant once in an order rotated
+   each round (a b c d, b c d a, ...); each run is a subprocess with its own consumer group
+   (deleted before the run) and its own output topic (recreated empty before the run), timed
+   from process start until the output topic holds the expected number of notifications
+   (computed here with the same filter), then stopped with SIGTERM:
 
    a. ``streams worker profile_notifications`` (group ``profile_notifications``, output
       ``profile-view-notifications``);
@@ -22,8 +24,11 @@ It needs a running broker (``streams kafka start --port PORT``) and:
    d. the same logic as a Faust-style agent of this framework (tests/bench/agent_baseline.py,
       group ``bench-agent``, output ``bench-agent-out``): ``async for view in stream`` and
       ``await topic.send(key=profile_id, value=view)``, as the faust agent (b) is written;
-3. checks each output (exact count, same keys and values as expected), prints a table and
-   writes it as JSON to tests/bench/results/profile_notifications.json.
+3. checks each run's output (exact count, same keys and values as expected), prints the median
+   and min-max events/s per variant and writes them, every run and the load average at start
+   and end as JSON to ``--results`` (default tests/bench/results/profile_notifications.json).
+
+Logs and worker state go under one fresh directory per run (``--work-dir`` names its parent).
 """
 
 from __future__ import annotations
@@ -36,7 +41,6 @@ import platform
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -53,6 +57,8 @@ if str(ROOT) not in sys.path:
 
 from streams.devtools import generate  # noqa: E402
 from streams.kafka import admin  # noqa: E402
+from tests.bench.rounds import RunInfo, add_run_options, delete_groups, fmt_spread, spread  # noqa: E402,E501
+from tests.bench.rounds import write_results  # noqa: E402
 
 TOPOLOGY = "profile_notifications"
 INPUT_TOPIC = "profile-views"
@@ -85,6 +91,7 @@ class Variant:
     out_topic: str
     cmd: list[str]
     env: dict[str, str]
+    dlq: str | None = None    # its dead-letter topic, recreated empty with the output
 
 
 @dataclass
@@ -153,6 +160,15 @@ def committed_offsets(bootstrap: str, group: str, topics: list[str],
             time.sleep(0.5)
 
 
+def reset_variant(bootstrap: str, v: Variant, partitions: int) -> None:
+    """No committed offsets for ``v``'s group, its output (and dead-letter) topic empty."""
+    admin.run(delete_groups(bootstrap, [v.group]))
+    topics = [v.out_topic] + ([v.dlq] if v.dlq else [])
+    admin.run(admin.delete_topics(bootstrap, topics))
+    admin.run(admin.ensure_topics(bootstrap, [admin.TopicSpec(t, partitions) for t in topics]))
+    check_fresh_group(bootstrap, v.group)
+
+
 def check_fresh_group(bootstrap: str, group: str) -> None:
     committed = committed_offsets(bootstrap, group, [INPUT_TOPIC])
     if committed:
@@ -170,6 +186,7 @@ async def measure(v: Variant, bootstrap: str, partitions: int, expected: int, co
     tps = [TopicPartition(v.out_topic, p) for p in range(partitions)]
     probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await probe.start()
+    log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{v.key}.log"
     notes: list[str] = []
     try:
@@ -269,9 +286,9 @@ def variants(bootstrap: str, partitions: int, work: Path) -> list[Variant]:
         Variant("a", "streams worker", WORKER_GROUP, WORKER_OUT,
                 [py, "-m", "streams.cli", "worker", TOPOLOGY, "--state-dir", str(work / "state"),
                  "--metrics-port", "0"],
-                {"STREAMS_BROKER": bootstrap}),
+                {"STREAMS_BROKER": bootstrap}, WORKER_DLQ),
         Variant("b", "faust agent", FAUST_APP, FAUST_OUT,
-                [py, str(HERE / "faust_baseline.py"), "worker", "-l", "warn"],
+                [py, str(HERE / "faust_baseline.py"), "worker", "-l", "warn", "--without-web"],
                 {"BENCH_BROKER": bootstrap, "BENCH_FAUST_APP_ID": FAUST_APP,
                  "BENCH_IN_TOPIC": INPUT_TOPIC, "BENCH_OUT_TOPIC": FAUST_OUT,
                  "BENCH_PARTITIONS": str(partitions),
@@ -284,14 +301,20 @@ def variants(bootstrap: str, partitions: int, work: Path) -> list[Variant]:
                 [py, str(HERE / "agent_baseline.py")],
                 {"BENCH_BROKER": bootstrap, "BENCH_AGENT_APP": AGENT_APP,
                  "BENCH_IN_TOPIC": INPUT_TOPIC, "BENCH_OUT_TOPIC": AGENT_OUT,
-                 "BENCH_STATE_DIR": str(work / "agent-state")}),
+                 "BENCH_STATE_DIR": str(work / "agent-state")}, f"{AGENT_APP}-dlq"),
     ]
 
 
-def ratio(results: dict[str, Result], a: str, b: str) -> float | None:
-    if a in results and b in results:
-        return round(results[a].events_per_s / results[b].events_per_s, 3)
+def ratio(summary: dict[str, dict[str, Any]], a: str, b: str) -> float | None:
+    """Ratio of the median events/s."""
+    if a in summary and b in summary:
+        return round(summary[a]["events_per_s"]["median"] / summary[b]["events_per_s"]["median"],
+                     3)
     return None
+
+
+def run_ok(r: Result) -> bool:
+    return r.exact and r.content_ok is not False and not r.notes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,10 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds per variant (default max(120, count/500))")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip comparing output contents with the expected records")
-    parser.add_argument("--work-dir", default=None,
-                        help="parent of the run's scratch dir (logs, worker state, faust data); "
-                             "default the system temp dir")
-    parser.add_argument("--results", default=str(RESULTS), help="JSON results file")
+    add_run_options(parser, RESULTS)
     args = parser.parse_args(argv)
 
     bootstrap = args.broker
@@ -324,44 +344,57 @@ def main(argv: list[str] | None = None) -> int:
                      "(start one with `streams kafka start --port PORT`)")
     timeout = args.timeout or max(120.0, args.count / 500)
 
+    info = RunInfo.start(args, "bench-profile-notifications-", _log)
     expected = prepare(bootstrap, args.count, args.partitions)
     n_expected = sum(expected.values())
-    if args.work_dir:
-        Path(args.work_dir).mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="bench-profile-notifications-", dir=args.work_dir))
-    _log(f"logs and worker state in {work}")
-    results: dict[str, Result] = {}
-    for v in variants(bootstrap, args.partitions, work):
-        if v.key not in args.variants:
-            continue
-        check_fresh_group(bootstrap, v.group)
-        _log(f"({v.key}) {v.label}: {' '.join(v.cmd[1:])}")
-        r = asyncio.run(measure(v, bootstrap, args.partitions, n_expected, args.count, timeout,
-                                work))
-        if not args.no_verify:
-            got = asyncio.run(read_output(bootstrap, v.out_topic, args.partitions, n_expected))
-            r.content_ok = same_content(got, expected)
-            if not r.content_ok:
-                r.notes.append("output records differ from the expected keys/values")
-        results[v.key] = r
-        _log(f"({v.key}) {v.label}: {r.seconds:.2f}s, {r.events_per_s:,.0f} events/s"
-             + (f" -- {'; '.join(r.notes)}" if r.notes else ""))
-    if "a" in args.variants:
-        dlq = sum(admin.run(admin.end_offsets(bootstrap, WORKER_DLQ)).values())
-        if dlq:
-            results["a"].notes.append(f"{dlq} records in {WORKER_DLQ}")
+    keys = [k for k in "abcd" if k in args.variants]
+    runs: dict[str, list[Result]] = {k: [] for k in keys}
+    for rnd, order in enumerate(info.order(keys), start=1):
+        for key in order:
+            run_dir = info.work / f"{key}-{rnd}"
+            [v] = [v for v in variants(bootstrap, args.partitions, run_dir) if v.key == key]
+            reset_variant(bootstrap, v, args.partitions)
+            _log(f"({v.key}) {v.label}, round {rnd}/{args.repeat}: {' '.join(v.cmd[1:])}")
+            r = asyncio.run(measure(v, bootstrap, args.partitions, n_expected, args.count,
+                                    timeout, run_dir))
+            if not args.no_verify:
+                got = asyncio.run(read_output(bootstrap, v.out_topic, args.partitions,
+                                              n_expected))
+                r.content_ok = same_content(got, expected)
+                if not r.content_ok:
+                    r.notes.append("output records differ from the expected keys/values")
+            if v.dlq:
+                dlq = sum(admin.run(admin.end_offsets(bootstrap, v.dlq)).values())
+                if dlq:
+                    r.notes.append(f"{dlq} records in {v.dlq}")
+            runs[key].append(r)
+            _log(f"({v.key}) {v.label}: {r.seconds:.2f}s, {r.events_per_s:,.0f} events/s"
+                 + (f" -- {'; '.join(r.notes)}" if r.notes else ""))
 
-    r_ab, r_ac = ratio(results, "a", "b"), ratio(results, "a", "c")
-    r_da, r_db = ratio(results, "d", "a"), ratio(results, "d", "b")
+    summary: dict[str, dict[str, Any]] = {}
+    for key, rs in runs.items():
+        summary[key] = {"label": rs[0].label, "runs": len(rs),
+                        "events_per_s": spread((r.events_per_s for r in rs), 1),
+                        "seconds": spread((r.seconds for r in rs), 3),
+                        "first_output_s": spread((r.first_output_s for r in rs), 3),
+                        "all_ok": all(run_ok(r) for r in rs),
+                        "runs_detail": [asdict(r) for r in rs]}
+    r_ab, r_ac = ratio(summary, "a", "b"), ratio(summary, "a", "c")
+    r_da, r_db = ratio(summary, "d", "a"), ratio(summary, "d", "b")
+    finish = info.finish()
     print()
     print(f"profile_notifications: {args.count} events, {n_expected} notifications, "
-          f"{args.partitions} partitions, broker {bootstrap}")
-    print(f"{'variant':<18} {'seconds':>9} {'events/s':>11} {'1st out s':>10} {'outputs':>9}  ok")
-    for r in results.values():
-        ok = r.exact and r.content_ok is not False and not r.notes
-        print(f"({r.key}) {r.label:<14} {r.seconds:>9.2f} {r.events_per_s:>11,.0f} "
-              f"{r.first_output_s:>10.2f} {r.output_records:>9}  "
-              f"{'yes' if ok else 'NO: ' + '; '.join(r.notes)}")
+          f"{args.partitions} partitions, broker {bootstrap}; {args.repeat} round(s) "
+          f"({'; '.join(info.orders)}); load average "
+          f"{finish['load_average_1_5_15_min']['start']} -> "
+          f"{finish['load_average_1_5_15_min']['end']}")
+    print(f"{'variant':<18} {'events/s median [min-max]':>32} {'median s':>9} "
+          f"{'1st out s':>10}  ok")
+    for key, sm in summary.items():
+        bad = [n for r in runs[key] for n in r.notes]
+        print(f"({key}) {sm['label']:<14} {fmt_spread(sm['events_per_s']):>32} "
+              f"{sm['seconds']['median']:>9.2f} {sm['first_output_s']['median']:>10.2f}  "
+              f"{'yes' if sm['all_ok'] else 'NO: ' + '; '.join(bad)}")
     if r_ab is not None:
         print(f"throughput ratio (a)/(b) streams/faust: {r_ab:.3f}")
     if r_ac is not None:
@@ -377,18 +410,18 @@ def main(argv: list[str] | None = None) -> int:
         "broker": bootstrap, "count": args.count, "partitions": args.partitions, "seed": SEED,
         "expected_outputs": n_expected,
         "measure": "seconds from subprocess start until the output topic holds the expected "
-                   "number of records; events/s = count / seconds",
+                   "number of records; events/s = count / seconds; median and min-max over "
+                   "the rounds (every variant once per round, order rotated), ratios of the "
+                   "medians",
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                     "platform": platform.platform()},
-        "variants": {r.key: asdict(r) for r in results.values()},
+        **finish,
+        "variants": summary,
         "ratios": {"a_over_b": r_ab, "a_over_c": r_ac, "d_over_a": r_da, "d_over_b": r_db},
     }
-    out = Path(args.results)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2) + "\n")
+    out = write_results(args.results, json.dumps(doc, indent=2) + "\n")
     print(f"results written to {out}")
-    ok = all(r.exact and r.content_ok is not False and not r.notes for r in results.values())
-    return 0 if ok else 1
+    return 0 if all(sm["all_ok"] for sm in summary.values()) else 1
 
 
 if __name__ == "__main__":

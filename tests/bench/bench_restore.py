@@ -12,8 +12,12 @@ Steps (all in one run, against one broker):
 3. Restore: a fresh TaskStore (table ``t``) in a temp dir, restored with
    committed={("bench-input", 0): N} (every record applies); verify N keys and sample values.
 4. Filtered restore: committed={("bench-input", 0): N//2} -> exactly N//2 keys (verified).
-5. Print records/s of baseline and restore and their ratio; write
-   tests/bench/results/restore.json.
+5. Steps 2 and 3 run ``--repeat`` rounds (default 3), in an order rotated each round (baseline
+   restore, restore baseline, ...). Print the median and min-max records/s of baseline and
+   restore and the ratio of the medians; write them, every run and the load average at start
+   and end to ``--results`` (default tests/bench/results/restore.json).
+
+The restored stores go under one fresh directory per run (``--work-dir`` names its parent).
 
 Optional ``--profile``: an extra full restore under cProfile (top functions printed and saved),
 plus isolated timings of the header decode and of the RocksDB writes over the same data.
@@ -32,21 +36,25 @@ import json
 import os
 import platform
 import pstats
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.kafka.admin import TopicSpec, delete_topics, ensure_topics
-from streams.state.meta import OFFSETS_HEADER
-from streams.state.recovery import (ChangelogFilter, OpenDecision, Restoration,
+ROOT = Path(__file__).resolve().parent.parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from streams.kafka.admin import TopicSpec, delete_topics, ensure_topics  # noqa: E402
+from streams.state.meta import OFFSETS_HEADER  # noqa: E402
+from streams.state.recovery import (ChangelogFilter, OpenDecision, Restoration,  # noqa: E402
                                     restore_consumer)
-from streams.state.meta import TaskMeta
-from streams.state.meta import encode_offsets
-from streams.state.store import TaskStore
+from streams.state.meta import TaskMeta  # noqa: E402
+from streams.state.meta import encode_offsets  # noqa: E402
+from streams.state.store import TaskStore  # noqa: E402
+from tests.bench.rounds import RunInfo, add_run_options, fmt_spread, spread  # noqa: E402
+from tests.bench.rounds import write_results  # noqa: E402
 
 TOPIC = "bench-restore-changelog"
 INPUT_TOPIC = "bench-input"
@@ -250,6 +258,7 @@ def isolated_costs(broker: str, n: int, tmp: Path) -> dict:
         out["write_raw_s"] = time.perf_counter() - t0
     finally:
         store.close()
+        TaskStore.destroy(tmp / "isolated")
     return out
 
 
@@ -264,6 +273,7 @@ def profile_restore(broker: str, n: int, tmp: Path, top: int = 25) -> tuple[dict
         prof.disable()
     finally:
         store.close()
+        TaskStore.destroy(tmp / "profiled")
     buf = io.StringIO()
     stats = pstats.Stats(prof, stream=buf)
     stats.sort_stats("tottime").print_stats(top)
@@ -292,15 +302,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--broker", default=os.environ.get("STREAMS_BROKER", "127.0.0.1:9092"))
     ap.add_argument("--keys", type=int, default=1_000_000)
     ap.add_argument("--value-bytes", type=int, default=60)
-    ap.add_argument("--repeat", type=int, default=2,
-                    help="runs of the baseline and of the full restore (best is reported)")
     ap.add_argument("--profile", action="store_true",
                     help="also cProfile a restore and time its steps in isolation")
     ap.add_argument("--skip-produce", action="store_true",
                     help="reuse the topic from a previous run (must hold exactly --keys records)")
-    ap.add_argument("--output", type=Path, default=RESULTS)
+    add_run_options(ap, RESULTS)
+    ap.add_argument("--output", dest="results", default=argparse.SUPPRESS,
+                    help="the same as --results")
     args = ap.parse_args(argv)
     n = args.keys
+    results_path = Path(args.results)
+    info = RunInfo.start(args, "bench-restore-")
 
     results: dict = {"benchmark": "restore", "broker": args.broker, "keys": n,
                      "value_bytes": args.value_bytes,
@@ -315,69 +327,70 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  produced in {results['produce']['seconds']:.2f}s "
               f"({results['produce']['records_per_s']:,.0f} records/s)", flush=True)
 
-    baselines, restores = [], []
-    with tempfile.TemporaryDirectory(prefix="bench-restore-") as tmpdir:
-        tmp = Path(tmpdir)
-        for r in range(args.repeat):
-            b = asyncio.run(baseline_consume(args.broker))
-            if b["records"] != n:
-                raise AssertionError(f"baseline consumed {b['records']} records, expected {n}")
-            baselines.append(b)
-            print(f"baseline #{r + 1}: {b['records']} records in {b['seconds']:.2f}s "
-                  f"({b['records_per_s']:,.0f} records/s)", flush=True)
-
+    baselines: list[dict] = []
+    restores: list[dict] = []
+    tmp = info.work
+    for r, order in enumerate(info.order(["baseline", "restore"]), start=1):
+        for step in order:
+            if step == "baseline":
+                b = asyncio.run(baseline_consume(args.broker))
+                if b["records"] != n:
+                    raise AssertionError(f"baseline consumed {b['records']} records, "
+                                         f"expected {n}")
+                baselines.append(b)
+                print(f"baseline #{r}: {b['records']} records in {b['seconds']:.2f}s "
+                      f"({b['records_per_s']:,.0f} records/s)", flush=True)
+                continue
             res = restore_and_verify(args.broker, tmp / f"full-{r}", n, args.value_bytes)
             res["records_per_s"] = n / res["seconds"]
             restores.append(res)
-            print(f"restore  #{r + 1}: {res['applied']} records in {res['seconds']:.2f}s "
+            print(f"restore  #{r}: {res['applied']} records in {res['seconds']:.2f}s "
                   f"({res['records_per_s']:,.0f} records/s); verified {res['keys']} keys, "
                   f"{res['sampled_values']} sampled values", flush=True)
 
-        half = n // 2
-        filt = restore_and_verify(args.broker, tmp / "filtered", half, args.value_bytes)
-        filt["records_read_per_s"] = n / filt["seconds"]
-        print(f"filtered restore (committed={half}): applied {filt['applied']} of {n} records "
-              f"in {filt['seconds']:.2f}s ({filt['records_read_per_s']:,.0f} records read/s); "
-              f"verified {filt['keys']} keys", flush=True)
+    half = n // 2
+    filt = restore_and_verify(args.broker, tmp / "filtered", half, args.value_bytes)
+    filt["records_read_per_s"] = n / filt["seconds"]
+    print(f"filtered restore (committed={half}): applied {filt['applied']} of {n} records "
+          f"in {filt['seconds']:.2f}s ({filt['records_read_per_s']:,.0f} records read/s); "
+          f"verified {filt['keys']} keys", flush=True)
 
-        best_b = max(baselines, key=lambda x: x["records_per_s"])
-        best_r = max(restores, key=lambda x: x["records_per_s"])
-        ratio = best_r["records_per_s"] / best_b["records_per_s"]
-        results.update({
-            "baseline_runs": baselines, "restore_runs": restores, "filtered_restore": filt,
-            "baseline_records_per_s": best_b["records_per_s"],
-            "baseline_seconds": best_b["seconds"],
-            "restore_records_per_s": best_r["records_per_s"],
-            "restore_seconds": best_r["seconds"],
-            "restore_records_per_s_median": statistics.median(x["records_per_s"] for x in restores),
-            "ratio_restore_to_baseline": ratio,
-        })
-        print()
-        print(f"baseline (aiokafka count only): {best_b['records_per_s']:>12,.0f} records/s "
-              f"({best_b['seconds']:.2f}s)")
-        print(f"restore (all applied):          {best_r['records_per_s']:>12,.0f} records/s "
-              f"({best_r['seconds']:.2f}s)")
-        print(f"ratio restore/baseline:         {ratio:>12.3f}")
+    base_rate = spread((x["records_per_s"] for x in baselines), 0)
+    rest_rate = spread((x["records_per_s"] for x in restores), 0)
+    ratio = rest_rate["median"] / base_rate["median"]
+    results.update({
+        "baseline_runs": baselines, "restore_runs": restores, "filtered_restore": filt,
+        "baseline_records_per_s": base_rate,
+        "baseline_seconds": spread((x["seconds"] for x in baselines), 3),
+        "restore_records_per_s": rest_rate,
+        "restore_seconds": spread((x["seconds"] for x in restores), 3),
+        "ratio_restore_to_baseline": ratio,
+        "measure": "median and min-max over the rounds; the ratio is of the medians",
+    })
+    print()
+    print(f"baseline (aiokafka count only): {fmt_spread(base_rate):>30} records/s")
+    print(f"restore (all applied):          {fmt_spread(rest_rate):>30} records/s")
+    print(f"ratio restore/baseline:         {ratio:>12.3f} (medians)")
 
-        if args.profile:
-            iso = isolated_costs(args.broker, n, tmp)
-            results["isolated_costs"] = iso
-            print("\nisolated per-step costs over the same records:")
-            for k, v in iso.items():
-                print(f"  {k:40s} {v:.3f}" if isinstance(v, float) else f"  {k:40s} {v}")
-            cum, text = profile_restore(args.broker, n, tmp)
-            results["profile_cumulative"] = cum
-            print("\ncProfile of the restore (cumulative seconds, under profiler overhead):")
-            for k, v in cum.items():
-                print(f"  {k:40s} {v:.3f}")
-            print(text)
-            prof_path = args.output.with_name(args.output.stem + "_profile.txt")
-            prof_path.parent.mkdir(parents=True, exist_ok=True)
-            prof_path.write_text(text)
+    if args.profile:
+        iso = isolated_costs(args.broker, n, tmp)
+        results["isolated_costs"] = iso
+        print("\nisolated per-step costs over the same records:")
+        for k, v in iso.items():
+            print(f"  {k:40s} {v:.3f}" if isinstance(v, float) else f"  {k:40s} {v}")
+        cum, text = profile_restore(args.broker, n, tmp)
+        results["profile_cumulative"] = cum
+        print("\ncProfile of the restore (cumulative seconds, under profiler overhead):")
+        for k, v in cum.items():
+            print(f"  {k:40s} {v:.3f}")
+        print(text)
+        prof_path = results_path.with_name(results_path.stem + "_profile.txt")
+        prof_path.parent.mkdir(parents=True, exist_ok=True)
+        prof_path.write_text(text)
 
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nresults written to {args.output}")
+    results.update(info.finish())
+    write_results(results_path, json.dumps(results, indent=2) + "\n")
+    print(f"\nresults written to {results_path}")
     return 0
 
 

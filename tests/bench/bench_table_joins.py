@@ -12,9 +12,12 @@ commit protocol over in-memory topics) on the same COUNT transactions, piped in 
   b. ``stream.join(table, joiner).to(out)`` (a co-partitioned table);
   c. ``stream.join(global_table, key_selector, joiner).to(out)``.
 
-The time covers piping the transactions and the final commit. Prints records/s per variant and
-the ratios b/a and c/a (best of REPEAT runs each), and writes them to
-tests/bench/results/table_joins.json.
+The time covers piping the transactions and the final commit. ``--repeat`` rounds (default 3)
+each run every variant once, in an order rotated each round (map table global, table global
+map, ...). Prints the median and min-max records/s per variant and the ratios b/a and c/a of
+the medians, and writes them with the load average at start and end to ``--results`` (default
+tests/bench/results/table_joins.json). The drivers' state goes under one fresh directory per
+run (``--work-dir`` names its parent).
 """
 
 from __future__ import annotations
@@ -22,12 +25,19 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from streams import Topology
-from streams.testing import TopologyTestDriver
+ROOT = Path(__file__).resolve().parent.parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from streams import Topology  # noqa: E402
+from streams.testing import TopologyTestDriver  # noqa: E402
+from tests.bench.rounds import RunInfo, add_run_options, fmt_spread, spread  # noqa: E402
+from tests.bench.rounds import write_results  # noqa: E402
 
 BATCH = 5000
 RESULTS = Path(__file__).resolve().parent / "results" / "table_joins.json"
@@ -52,8 +62,8 @@ def topology(variant: str) -> Topology:
     return t
 
 
-def run(variant: str, count: int, rows: int) -> float:
-    with TopologyTestDriver(topology(variant), commit_every=50_000) as d:
+def run(variant: str, count: int, rows: int, state: Path) -> float:
+    with TopologyTestDriver(topology(variant), state_dir=state, commit_every=50_000) as d:
         ref = "rows" if variant != "global" else "grows"
         if variant != "map":
             d.pipe_batch(ref, [(f"k{i}", {"name": f"name-{i}"}, 0) for i in range(rows)])
@@ -69,24 +79,31 @@ def run(variant: str, count: int, rows: int) -> float:
     return count / elapsed
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", type=int, default=200_000)
     ap.add_argument("--rows", type=int, default=10_000)
-    ap.add_argument("--repeat", type=int, default=3)
-    args = ap.parse_args()
-    best = {v: max(run(v, args.count, args.rows) for _ in range(args.repeat))
-            for v in ("map", "table", "global")}
-    result = {"count": args.count, "rows": args.rows, "repeat": args.repeat,
+    add_run_options(ap, RESULTS)
+    args = ap.parse_args(argv)
+    info = RunInfo.start(args, "bench-table-joins-")
+    rates: dict[str, list[float]] = {v: [] for v in ("map", "table", "global")}
+    for rnd, order in enumerate(info.order(list(rates)), start=1):
+        for v in order:
+            rates[v].append(run(v, args.count, args.rows, info.work / f"{v}-{rnd}"))
+    med = {v: spread(r, 0) for v, r in rates.items()}
+    result = {"count": args.count, "rows": args.rows,
               "python": platform.python_version(),
-              "records_per_s": {k: round(v) for k, v in best.items()},
-              "table_over_map": round(best["table"] / best["map"], 3),
-              "global_over_map": round(best["global"] / best["map"], 3)}
-    for v, rate in best.items():
-        print(f"{v:7s} {rate:12,.0f} records/s")
-    print(f"table/map {result['table_over_map']}, global/map {result['global_over_map']}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+              "records_per_s": med,
+              "records_per_s_runs": {v: [round(x) for x in r] for v, r in rates.items()},
+              "table_over_map": round(med["table"]["median"] / med["map"]["median"], 3),
+              "global_over_map": round(med["global"]["median"] / med["map"]["median"], 3),
+              **info.finish()}
+    for v, s in med.items():
+        print(f"{v:7s} {fmt_spread(s):>28} records/s (median [min-max])")
+    print(f"table/map {result['table_over_map']}, global/map {result['global_over_map']} "
+          f"(medians); load average {result['load_average_1_5_15_min']}")
+    out = write_results(args.results, json.dumps(result, indent=2) + "\n")
+    print(f"results written to {out}")
 
 
 if __name__ == "__main__":

@@ -83,8 +83,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import GroupCoordinatorNotAvailableError, KafkaError
-from aiokafka.protocol.admin import DeleteGroupsRequest
+from aiokafka.errors import KafkaError
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -92,6 +91,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from streams.kafka import admin  # noqa: E402
+from tests.bench.rounds import delete_groups, loadavg, round_orders, scratch_dir  # noqa: E402
 
 INPUT_TOPIC = "wbench-rides"
 WORKLOADS = ("city", "driver-repartition")
@@ -225,33 +225,6 @@ async def _produce(bootstrap: str, data: list[tuple[str, dict[str, Any]]]) -> di
         await producer.stop()
 
 
-async def _delete_groups(bootstrap: str, groups: list[str], timeout: float = 60.0) -> None:
-    """Delete consumer groups (waiting while a stopped member still counts as a member)."""
-    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    await client.start()
-    try:
-        for group in groups:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    node = await client.find_coordinator(group)
-                except GroupCoordinatorNotAvailableError:
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.5)  # a fresh broker creates __consumer_offsets first
-                    continue
-                resp = await client._send_request(DeleteGroupsRequest([group]), node)
-                code = dict(resp.results).get(group, 0)
-                if code in (0, 69):       # deleted / GROUP_ID_NOT_FOUND
-                    break
-                if code in (68, 14, 15, 16) and time.monotonic() < deadline:
-                    await asyncio.sleep(0.5)  # NON_EMPTY_GROUP / coordinator loading, moving
-                    continue
-                raise RuntimeError(f"cannot delete consumer group {group}: error code {code}")
-    finally:
-        await client.close()
-
-
 def _ours(topic: str) -> bool:
     return (topic.startswith(("wbench-", f"{STREAMS_TOPOLOGY}-"))
             or f"__{QUIX_GROUP}--" in topic)
@@ -291,7 +264,7 @@ def prepare(bootstrap: str, count: int, partitions: int, reuse: bool, drivers: i
             _log(f"reusing {count} rides in {INPUT_TOPIC} (produced {meta['produced_at']})")
             data = rides(count, SEED, meta["start_ms"], drivers)
             return oracle_for(data, meta["city_partition"], workload)
-    admin.run(_delete_groups(bootstrap, ALL_GROUPS))
+    admin.run(delete_groups(bootstrap, ALL_GROUPS))
     reset_topics(bootstrap, [INPUT_TOPIC, STREAMS_OUT, STREAMS_LATE, QUIX_OUT,
                              f"{STREAMS_TOPOLOGY}-", f"{FAUST_APP}-",
                              f"changelog__{QUIX_GROUP}--", QUIX_REPARTITION],
@@ -436,7 +409,7 @@ def variants(bootstrap: str, partitions: int, workload: str = "city") -> list[Va
                 [STREAMS_OUT, STREAMS_LATE], read_final_topic(STREAMS_OUT),
                 count_topic(STREAMS_LATE)),
         Variant("b", "faust-streaming", FAUST_APP,
-                [py, str(HERE / "windows_faust.py"), "worker", "-l", "warn"],
+                [py, str(HERE / "windows_faust.py"), "worker", "-l", "warn", "--without-web"],
                 {**common, "BENCH_FAUST_APP_ID": FAUST_APP},
                 [INPUT_TOPIC], [f"{FAUST_APP}-"], [], read_faust_changelog),
         Variant("c", "quixstreams", QUIX_GROUP,
@@ -700,13 +673,6 @@ def machine() -> dict[str, Any]:
             "memory_gib": mem, "python": platform.python_version()}
 
 
-def loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
 def write_chart(path: Path, summary: dict[str, dict[str, Any]], count: int,
                 what: str = "city") -> str | None:
     try:
@@ -741,7 +707,7 @@ def write_chart(path: Path, summary: dict[str, dict[str, Any]], count: int,
 
 
 def reset_for(v: Variant, bootstrap: str, partitions: int) -> None:
-    admin.run(_delete_groups(bootstrap, [v.group]))
+    admin.run(delete_groups(bootstrap, [v.group]))
     reset_topics(bootstrap, v.reset_names, v.create_topics, partitions)
 
 
@@ -795,9 +761,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 3:
         _log(f"only {args.repeat} round(s): a functional check, not a measurement")
     timeout = args.timeout or max(180.0, args.count / 1000)
-    if args.work_dir:
-        Path(args.work_dir).mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="wbench-", dir=args.work_dir))
+    work = scratch_dir(args.work_dir, "wbench-")
     _log(f"logs and state in {work}")
 
     load_before = loadavg()
@@ -812,11 +776,7 @@ def main(argv: list[str] | None = None) -> int:
     finals: dict[str, dict[Window, Agg]] = {}
     failures: dict[str, str] = {}
     orders: list[str] = []
-    for rnd in range(1, args.repeat + 1):
-        # rotate the order each round (a b c, b c a, c a b, ...): no variant always runs first,
-        # right after the input was produced, or always after the same neighbour
-        shift = (rnd - 1) % len(chosen)
-        order = chosen[shift:] + chosen[:shift]
+    for rnd, order in enumerate(round_orders(chosen, args.repeat), start=1):
         orders.append("".join(v.key for v in order))
         for v in order:
             if v.key in failures:

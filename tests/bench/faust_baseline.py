@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import tempfile
 
 import faust
@@ -38,7 +39,10 @@ app = faust.App(
     broker=f"kafka://{BROKER}",
     store="memory://",
     datadir=os.environ.get("BENCH_FAUST_DATADIR") or tempfile.mkdtemp(prefix="bench-faust-"),
+    # web_enabled alone is not enough: `faust worker` sets it from its own --with-web /
+    # --without-web flag, default --with-web (see __main__ below); loopback if ever on
     web_enabled=False,
+    web_bind="127.0.0.1",
     topic_partitions=int(os.environ.get("BENCH_PARTITIONS", "4")),
     key_serializer="raw",
     value_serializer="raw",
@@ -69,4 +73,8 @@ async def notify(stream):  # type: ignore[no-untyped-def]
 
 
 if __name__ == "__main__":
+    # `faust worker` overrides web_enabled with its --with-web flag (on by default) and would
+    # serve on 0.0.0.0:6066: run without the web server unless --with-web is asked for
+    if sys.argv[1:2] == ["worker"] and not {"--with-web", "--without-web"} & set(sys.argv):
+        sys.argv.append("--without-web")
     app.main()

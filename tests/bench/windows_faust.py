@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from datetime import timedelta
 from decimal import Decimal
@@ -57,7 +58,10 @@ app = faust.App(
     broker=f"kafka://{BROKER}",
     store="memory://",
     datadir=os.environ.get("BENCH_FAUST_DATADIR") or tempfile.mkdtemp(prefix="wbench-faust-"),
+    # web_enabled alone is not enough: `faust worker` sets it from its own --with-web /
+    # --without-web flag, default --with-web (see __main__ below); loopback if ever on
     web_enabled=False,
+    web_bind="127.0.0.1",
     topic_partitions=PARTITIONS,
     consumer_auto_offset_reset="earliest",
     broker_commit_interval=1.0,
@@ -92,4 +96,8 @@ async def count_rides(stream):  # type: ignore[no-untyped-def]
 
 
 if __name__ == "__main__":
+    # `faust worker` overrides web_enabled with its --with-web flag (on by default) and would
+    # serve on 0.0.0.0:6066: run without the web server unless --with-web is asked for
+    if sys.argv[1:2] == ["worker"] and not {"--with-web", "--without-web"} & set(sys.argv):
+        sys.argv.append("--without-web")
     app.main()
