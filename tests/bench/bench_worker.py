@@ -16,8 +16,9 @@ import tempfile
 from typing import Any
 
 
-def run(topology: Any, tag: str) -> int:
-    """Run ``topology`` until SIGTERM; ``tag`` names the log lines and the temporary state dir."""
+def run(topology: Any, tag: str, **settings_overrides: Any) -> int:
+    """Run ``topology`` until SIGTERM; ``tag`` names the log lines and the temporary state dir;
+    ``settings_overrides`` are settings other than the defaults."""
     # Until the worker's event loop installs its handlers, a stop request simply exits.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     logging.basicConfig(level=logging.WARNING,
@@ -29,5 +30,5 @@ def run(topology: Any, tag: str) -> int:
     settings = Settings(
         broker=os.environ.get("BENCH_BROKER", "127.0.0.1:9092"),
         state_dir=os.environ.get("BENCH_STATE_DIR") or tempfile.mkdtemp(prefix=f"{tag}-"),
-        metrics_port=-1)
+        metrics_port=-1, **settings_overrides)
     return run_worker(topology, settings)
