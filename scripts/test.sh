@@ -22,6 +22,9 @@ else
   others_log="$(mktemp -t streams-tests.XXXXXX)"
   python -m pytest -p no:cacheprovider -m "not shared_broker" >"$others_log" 2>&1 &
   others=$!
+  # Interrupted (Ctrl-C, a CI timeout): stop the other process too, through its fixtures'
+  # teardown (which stops the brokers its tests started).
+  trap 'kill -INT "$others" 2>/dev/null; wait "$others"; rm -f "$others_log"; exit 130' INT TERM
   echo "== tests on the shared broker $STREAMS_BROKER"
   python -m pytest -p no:cacheprovider -m shared_broker
   status=$?

@@ -334,6 +334,9 @@ class TopologyTestDriver:
             _raise_failed(run_in_loop(self._committer.commit(self._tasks.values())).failed)
             if not self._feed_downstream():
                 break
+        else:  # a topology feeding itself for ever: say so rather than leave records unread
+            raise RuntimeError("commit did not settle: repartition records still flowing after "
+                               "100 rounds of commits")
         self._since_commit = 0
 
     def advance_stream_time(self, ts: int) -> None:

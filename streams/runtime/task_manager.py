@@ -106,7 +106,8 @@ class TaskManager:
             else:
                 # Stateless: nothing to open or restore, and the group's offsets are where it
                 # resumes, so it starts right away (no paused poll in between).
-                self.running[task_id] = self.new_task(sub, tp.partition, None)
+                task = self.running[task_id] = self.new_task(sub, tp.partition, None)
+                self.committer.started(task)
         paused = [tp for tp in tps
                   if TaskId(self.sub_of_topic[tp.topic].id, tp.partition) in self._pending]
         if paused:

@@ -410,15 +410,6 @@ class JoinBufferView(TimeKeyedView):
             self._write(pk, t, None)
         return out, left
 
-    def pop_before(self, ts: int) -> list[tuple[Any, int, Any]]:
-        """Delete every entry with a timestamp below ``ts`` and return them as [(key, ts,
-        value)], by ts then key bytes then insertion (reads the time index)."""
-        out = []
-        for pk, value in self._entries(self._indexed(None, ts - 1)):
-            key, (t,) = self._split(pk, 1)
-            out.append((key, t, value))
-            self._write(pk, t, None)
-        return out
 
 
 _ABSENT: Any = object()

@@ -51,9 +51,9 @@ DEFAULT_ROUNDS = 3
 # DeleteGroups / FindCoordinator error codes
 GROUP_DELETED = 0
 GROUP_ID_NOT_FOUND = 69
-# worth waiting for: the coordinator is loading (14), not available yet (15) or moved (16);
-# the group still has a member that is leaving (68, NON_EMPTY_GROUP)
-RETRIABLE_CODES = frozenset({14, 15, 16, 68})
+# worth waiting for: the request timed out (7); the coordinator is loading (14), not available
+# yet (15) or moved (16); the group still has a member that is leaving (68, NON_EMPTY_GROUP)
+RETRIABLE_CODES = frozenset({7, 14, 15, 16, 68})
 _COORDINATOR_ERRORS = (CoordinatorLoadInProgressError, CoordinatorNotAvailableError,
                        NotCoordinatorError, KafkaConnectionError, KafkaTimeoutError,
                        RequestTimedOutError)

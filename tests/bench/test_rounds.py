@@ -16,6 +16,7 @@ from aiokafka.errors import (
     CoordinatorLoadInProgressError,
     CoordinatorNotAvailableError,
     NotCoordinatorError,
+    RequestTimedOutError,
 )
 
 from tests.bench.rounds import RunInfo, add_run_options, delete_groups_with, round_orders, spread
@@ -78,9 +79,9 @@ def _delete(client: FakeAdmin, timeout: float = 5.0) -> None:
 
 def test_group_deletion_waits_while_the_coordinator_is_not_available() -> None:
     client = FakeAdmin([CoordinatorNotAvailableError(), CoordinatorLoadInProgressError(),
-                        NotCoordinatorError(), 15, 16, 14, 68, 0])
+                        NotCoordinatorError(), RequestTimedOutError(), 15, 16, 14, 68, 0])
     _delete(client)
-    assert client.attempts == 8
+    assert client.attempts == 9
 
 
 def test_a_missing_group_counts_as_deleted() -> None:
