@@ -20,6 +20,7 @@ from aiokafka.errors import (
 )
 
 from tests.bench.rounds import RunInfo, add_run_options, delete_groups_with, round_orders, spread
+from tests.bench.saturation import BacklogTooSmall, Saturation, measure
 
 
 def test_every_round_runs_every_variant_once_and_each_variant_leads_once() -> None:
@@ -102,3 +103,29 @@ def test_group_deletion_does_not_retry_other_errors() -> None:
     with pytest.raises(RuntimeError, match="error code 30"):
         _delete(client)
     assert client.attempts == 1
+
+
+# -- saturation ------------------------------------------------------------------------------------
+def _sampler(samples: list[tuple[float, int]]) -> Any:
+    it = iter(samples)
+
+    async def sample() -> tuple[float, int]:
+        return next(it)
+    return sample
+
+
+def test_saturation_counts_between_two_commit_events_after_the_warm_up() -> None:
+    # first commit at t=2; warm-up over at t=9; the next commit event (t=10, 100) opens the
+    # span; the first commit event 30 s later (t=43, 430; t=42 repeats 410) closes it
+    samples = [(0.0, 0), (1.0, 0), (2.0, 10), (9.0, 80), (9.5, 80), (10.0, 100), (25.0, 250),
+               (41.0, 410), (42.0, 410), (43.0, 430)]
+    got = asyncio.run(measure(_sampler(samples), end_total=10_000, warmup_s=5, span_s=30,
+                              pause=0))
+    assert got == Saturation(records=330, seconds=33.0)
+    assert got.rate == 10.0
+
+
+def test_saturation_refuses_a_backlog_drained_within_the_span() -> None:
+    samples = [(0.0, 0), (2.0, 10), (8.0, 60), (9.0, 70), (20.0, 100), (50.0, 100)]
+    with pytest.raises(BacklogTooSmall, match="larger backlog"):
+        asyncio.run(measure(_sampler(samples), end_total=100, warmup_s=5, span_s=30, pause=0))
