@@ -72,7 +72,13 @@ class _TimeWindows(_Graced):
         raise NotImplementedError
 
     def windows_for(self, ts: int) -> list[tuple[int, int]]:
-        """[(start, end)] of the windows holding ``ts``, by start (empty for ``ts < 0``)."""
+        """[(start, end)] of the windows holding ``ts``, by start (empty for ``ts < 0``).
+
+        >>> HoppingWindows(size=10, advance=5).windows_for(12)
+        [(5, 15), (10, 20)]
+        >>> HoppingWindows(size=10, advance=5).windows_for(-1)
+        []
+        """
         size, advance = self.size_ms, self.advance_ms
         start = max(0, ts - size + advance) // advance * advance
         out = []
