@@ -21,7 +21,6 @@ Keys in paths are percent-encoded UTF-8 (``/`` as ``%2F``).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Callable, Mapping
