@@ -9,7 +9,8 @@ its uncommitted writes.
 
 Every read runs on the worker's event loop, synchronously, so a task cannot close (a rebalance)
 in the middle of one; scans stop after ``limit`` entries (at most :data:`MAX_LIMIT`) per request,
-so one request holds the loop for about a millisecond, never for a whole table.
+so one request holds the loop for a bounded time, never for a whole table (measured on a loaded
+2-core machine: a key lookup ~5 µs, a 1000-entry scan 6-16 ms median).
 """
 
 from __future__ import annotations

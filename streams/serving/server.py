@@ -375,13 +375,14 @@ class QueryServer:
         serialize = self.topology.stores[table].key_serde.serialize
 
         def bound(name: str) -> bytes:
-            value = _key(query[name])
-            return serialize(value) or b""
+            if query[name] == "":  # (an empty bound: no bound)
+                return b""
+            return serialize(_key(query[name])) or b""
 
         start, end = prefix_range(bound("prefix")) if "prefix" in query else (b"", None)
         if "from_key" in query:
             start = max(start, bound("from_key"))
-        if "to_key" in query:
+        if query.get("to_key"):
             to = bound("to_key")
             end = to if end is None else min(end, to)
         return start, end

@@ -208,6 +208,8 @@ def test_scans_page_through_every_partition_in_key_order(stores: FakeTasks) -> N
                     break
                 path = f"/tables/counts/keys?limit=7&from_key={quote(doc['next_from_key'])}"
             assert seen == sorted(KEYS, key=lambda k: k.encode())
+            _, _, doc = await get(srv, "/tables/counts/keys?prefix=&to_key=&limit=1000")
+            assert len(doc["entries"]) == len(KEYS) and doc["more"] is False
             _, _, doc = await get(srv, "/tables/counts/keys?prefix=user-1")
             assert [e["key"] for e in doc["entries"]] == sorted(
                 k for k in KEYS if k.startswith("user-1"))
