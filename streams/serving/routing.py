@@ -17,10 +17,10 @@ something else, e.g. payments' ``processed``) cannot be routed by key: ask with 
 >>> _ = t.stream("clicks").group_by_key().count(name="clicks-per-user")
 >>> router = TableRouter(t, {"clicks": 4})
 >>> router.partition_for("clicks-per-user", "user-1")  # murmur2(b"user-1") % 4
-3
+0
 >>> routes = Routes({"10.0.0.1:9400": {"clicks": [0, 1]}, "10.0.0.2:9400": {"clicks": [2, 3]}})
 >>> router.owner("clicks-per-user", "user-1", routes)
-(3, '10.0.0.2:9400')
+(0, '10.0.0.1:9400')
 """
 
 from __future__ import annotations
