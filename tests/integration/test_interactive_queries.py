@@ -115,6 +115,12 @@ def test_any_worker_answers_any_key_before_and_after_a_rebalance(kafka: str, wor
     wait_for("worker a healthy", lambda: healthy(port_a), 90, (a,))
     alone = wait_for("balances via a", lambda: all_balances_right(port_a), 60, (a,))
     assert set(alone.values()) == {f"127.0.0.1:{port_a}"}
+    with urllib.request.urlopen(f"http://127.0.0.1:{port_a}/metrics", timeout=15) as resp:
+        text = resp.read().decode()
+    assert "streams_commits_total{" in text and 'guarantee="exactly_once"' in text
+    for path in ("/", "/metricz", "/metrics/x"):  # metrics on /metrics only
+        status, doc = http(port_a, path)
+        assert status == 404 and doc["reason"] == "no-such-path", (path, doc)
 
     b = workers("payments", kafka, state_dir=tmp_path / "b", args=args)
     port_b = port_of(b)
