@@ -29,7 +29,8 @@ from ..state.meta import TaskId
 from ..state.store_view import StoreView, TableView
 from ..state.versioned_store import VersionedTableView
 from ..state.views import open_view
-from ..state.window_store import SessionStoreView, WindowStoreView, prefix_end
+from ..state.window_store import (SessionStoreView, WindowStoreView, prefix_end, time_bytes,
+                                  time_of)
 from ..tables.inspect import window_end, window_spec
 
 MAX_LIMIT = 1000
@@ -38,6 +39,9 @@ KEY_VALUE_KINDS = ("aggregate", "table", "store")
 WINDOWED_KINDS = ("window", "session")
 VERSIONED_KIND = "versioned"
 _MIN, _MAX = -(1 << 63), (1 << 63) - 1
+# The first byte of a window/session store's time index entries, ``0xff + time + primary key``
+# (streams.state.window_store).
+_INDEX = b"\xff"
 
 
 class NotServedHere(Exception):
@@ -126,6 +130,37 @@ class LocalTables:
             out = [{"window_start": s, "window_end": window_end(spec, s), "value": v}
                    for s, v in view.fetch(key, lo, hi)]
         return out[:limit], len(out) > limit
+
+    def windows_in_range(self, table: str, partitions: list[int], t_from: int | None,
+                         t_to: int | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """Every key's windows of the local ``partitions`` whose indexed time is in
+        ``[t_from, t_to]`` (window stores: the start; sessions: the end), in the time index's
+        order: by that time, then by key (shorter keys first, then bytes), at most ``limit``,
+        and whether there are more. Reads the index lazily: the cost is what is returned."""
+        streams = [self._indexed_windows(table, p, t_from, t_to) for p in partitions]
+        merged = list(itertools.islice(heapq.merge(*streams, key=lambda e: e[0]), limit + 1))
+        return [w for _, w in merged[:limit]], len(merged) > limit
+
+    def _indexed_windows(self, table: str, partition: int, t_from: int | None,
+                         t_to: int | None
+                         ) -> Iterator[tuple[tuple[int, int, bytes], dict[str, Any]]]:
+        view = self._view(table, partition)
+        spec = window_spec(self.topology.stores[table])
+        session = isinstance(view, SessionStoreView)
+        start = _INDEX if t_from is None else _INDEX + time_bytes(t_from)
+        end = None if t_to is None else prefix_end(_INDEX + time_bytes(t_to))
+        for ik, _ in view.range_bytes(start, end):
+            pk = ik[1 + 8:]
+            value = view.get_by_bytes(pk)
+            if value is None:
+                continue
+            n = int.from_bytes(pk[:4], "big")
+            kb = pk[4:4 + n]
+            w_start = time_of(pk, 4 + n)
+            w_end = time_of(pk, 4 + n + 8) if session else window_end(spec, w_start)
+            yield (time_of(ik, 1), len(kb), kb), {"key": view.key_serde.deserialize(kb),
+                                        "window_start": w_start, "window_end": w_end,
+                                        "value": value}
 
     # -- scans ------------------------------------------------------------------------------------
     def scan(self, table: str, partitions: list[int], start: bytes, end: bytes | None,

@@ -14,7 +14,9 @@ queries and health"; every answer but ``/metrics`` is JSON, every error one line
   relays the answer;
 * ``GET /tables/<table>/owners/<key>`` — the partition and owner of a key, without reading it;
 * ``GET /tables/<table>/keys?prefix=&from_key=&to_key=&limit=`` — a scan of the whole table in
-  key order: the worker reads its own partitions and asks the owners of the others.
+  key order: the worker reads its own partitions and asks the owners of the others;
+* ``GET /tables/<table>/windows?from=&to=&limit=`` — every key's windows in a time range, from
+  every partition likewise.
 
 Keys in paths are percent-encoded UTF-8 (``/`` as ``%2F``).
 """
@@ -165,6 +167,8 @@ class QueryServer:
                 return self._table_info(self._queryable(table))
             if len(parts) == 3 and parts[2] == "keys":
                 return await self._scan(request, self._queryable(table), query)
+            if len(parts) == 3 and parts[2] == "windows":
+                return await self._windows(request, self._queryable(table), query)
             if len(parts) == 4 and parts[2] in ("keys", "owners"):
                 key = _key(parts[3])
                 if parts[2] == "owners":
@@ -173,7 +177,8 @@ class QueryServer:
                 return await self._get(request, table, key, query)
         raise HttpError(404, f"no such path {'/' + '/'.join(parts)!r}; paths: /metrics, "
                         "/health, /tables, /tables/<table>, /tables/<table>/keys[/<key>], "
-                        "/tables/<table>/owners/<key>", "no-such-path")
+                        "/tables/<table>/windows, /tables/<table>/owners/<key>",
+                        "no-such-path")
 
     # -- health and metadata ----------------------------------------------------------------------
     def _health(self) -> web.Response:
@@ -321,6 +326,7 @@ class QueryServer:
     # -- scans ------------------------------------------------------------------------------------
     async def _scan(self, request: web.Request, table: str,
                     query: dict[str, str]) -> web.Response:
+        """A key range of a key/value table, from every partition, in key bytes order."""
         _only(query, "prefix", "from_key", "to_key", "limit", "partitions")
         if table in self.topology.global_tables or self.tables.kind(table) not in KEY_VALUE_KINDS:
             kind = "global" if table in self.topology.global_tables else self.tables.kind(table)
@@ -328,48 +334,88 @@ class QueryServer:
                        "(/tables/<table>/keys/<key>)")
         limit = _limit(query)
         start, end = self._scan_range(table, query)
+        serialize = self.topology.stores[table].key_serde.serialize
+
+        def local(partitions: list[int]) -> tuple[list[dict[str, Any]], bool]:
+            page = self.tables.scan(table, partitions, start, end, limit)
+            return [{"key": k, "value": v} for _, k, v in page.entries], page.more
+
+        out = await self._gather(request, table, query, "keys", local,
+                                 lambda e: (serialize(e["key"]) or b"",))
+        if out["more"] and out["entries"]:
+            # the next page starts right after the last key (its smallest successor)
+            out["next_from_key"] = f"{out['entries'][-1]['key']}\u0000"
+        return _json(200, out)
+
+    async def _windows(self, request: web.Request, table: str,
+                       query: dict[str, str]) -> web.Response:
+        """Every key's windows in a time range, from every partition, by time then key
+        (shorter keys first, as the store's time index orders them): window stores by start
+        (``start`` in ``[from, to]``), session stores by end."""
+        _only(query, "from", "to", "limit", "partitions")
+        kind = "global" if table in self.topology.global_tables else self.tables.kind(table)
+        if kind not in WINDOWED_KINDS:
+            raise _bad(f"table {table!r} ({kind}) has no windows")
+        t_from = _int(query, "from") if "from" in query else None
+        t_to = _int(query, "to") if "to" in query else None
+        if t_from is not None and t_to is not None and t_from > t_to:
+            raise _bad(f"from ({t_from}) is after to ({t_to})")
+        limit = _limit(query)
+        serialize = self.topology.stores[table].key_serde.serialize
+        by = "window_end" if kind == "session" else "window_start"
+
+        def local(partitions: list[int]) -> tuple[list[dict[str, Any]], bool]:
+            return self.tables.windows_in_range(table, partitions, t_from, t_to, limit)
+
+        def order(window: dict[str, Any]) -> tuple[Any, ...]:  # the time index's order
+            kb = serialize(window["key"]) or b""
+            return window[by], len(kb), kb
+
+        out = await self._gather(request, table, query, "windows", local, order)
+        out["windows"] = out.pop("entries")
+        return _json(200, out)
+
+    async def _gather(self, request: web.Request, table: str, query: dict[str, str],
+                      what: str, local: Callable[[list[int]], tuple[list[dict[str, Any]], bool]],
+                      order: Callable[[dict[str, Any]], tuple[Any, ...]]) -> dict[str, Any]:
+        """Scatter-gather: ``local(partitions)`` reads this worker's partitions, the owners of
+        the others are asked for theirs (``/tables/<table>/<what>?...&partitions=``); the
+        entries are merged by ``order`` and cut at ``limit``. A forwarded request reads only
+        locally. Partitions nobody answered for are listed in ``unavailable``."""
+        limit = _limit(query)
         n = self.router.table_partitions(table)
         wanted = (_partition_list(query["partitions"], n) if "partitions" in query
                   else list(range(n)))
-        local = set(self.tables.running_partitions(table)) & set(wanted)
+        here = set(self.tables.running_partitions(table)) & set(wanted)
+        opening = set(self.tables.opening_partitions(table))
         remote: dict[str, list[int]] = {}
         unavailable: list[dict[str, Any]] = []
         forwarded = bool(request.headers.get(FORWARDED))
         for p in wanted:
-            if p in local:
+            if p in here:
                 continue
             owner = self.router.owner_of_partition(table, p, self.routes)
             if forwarded or owner is None or owner == self.endpoint:
-                unavailable.append({"partition": p, "reason": "restoring" if p in
-                                    self.tables.opening_partitions(table) else "rebalancing"})
+                unavailable.append({"partition": p,
+                                    "reason": "restoring" if p in opening else "rebalancing"})
             else:
                 remote.setdefault(owner, []).append(p)
-        page = self.tables.scan(table, sorted(local), start, end, limit)
-        key_bytes = self.topology.stores[table].key_serde.serialize
-        entries = [(kb, k, v) for kb, k, v in page.entries]
-        more = page.more
+        entries, more = local(sorted(here))
         for owner, parts in sorted(remote.items()):
-            doc, status = await self._remote_scan(owner, table, query, parts)
+            doc, status = await self._remote(owner, table, what, query, parts)
             if status != 200:
                 unavailable += [{"partition": p, "reason": doc.get("reason", "error"),
                                  "endpoint": owner} for p in parts]
                 continue
             unavailable += doc.get("unavailable", [])
             more = more or bool(doc.get("more"))
-            entries += [(key_bytes(e["key"]) or b"", e["key"], e["value"])
-                        for e in doc.get("entries", [])]
-        entries.sort(key=lambda e: e[0])
+            entries += doc.get(what if what != "keys" else "entries", [])
+        entries.sort(key=order)
         if len(entries) > limit:
             entries, more = entries[:limit], True
-        out: dict[str, Any] = {"table": table, "served_by": self.endpoint,
-                               "entries": [{"key": k, "value": v} for _, k, v in entries],
-                               "more": more,
-                               "complete": not unavailable,
-                               "unavailable": sorted(unavailable, key=lambda u: u["partition"])}
-        if more and entries:
-            # the next page starts right after the last key (its smallest successor)
-            out["next_from_key"] = f"{entries[-1][1]}\u0000"
-        return _json(200, out)
+        return {"table": table, "served_by": self.endpoint, "entries": entries, "more": more,
+                "complete": not unavailable,
+                "unavailable": sorted(unavailable, key=lambda u: u["partition"])}
 
     def _scan_range(self, table: str, query: dict[str, str]) -> tuple[bytes, bytes | None]:
         serialize = self.topology.stores[table].key_serde.serialize
@@ -387,12 +433,12 @@ class QueryServer:
             end = to if end is None else min(end, to)
         return start, end
 
-    async def _remote_scan(self, owner: str, table: str, query: dict[str, str],
-                           parts: list[int]) -> tuple[dict[str, Any], int]:
+    async def _remote(self, owner: str, table: str, what: str, query: dict[str, str],
+                      parts: list[int]) -> tuple[dict[str, Any], int]:
         args = {**{k: v for k, v in query.items() if k != "partitions"},
                 "partitions": ",".join(map(str, parts))}
         qs = "&".join(f"{quote(k)}={quote(v, safe='')}" for k, v in args.items())
-        path = f"/tables/{quote(table, safe='')}/keys?{qs}"
+        path = f"/tables/{quote(table, safe='')}/{what}?{qs}"
         try:
             status, body, _ = await self._forward(owner, path)
         except HttpError as exc:

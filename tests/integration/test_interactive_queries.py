@@ -229,6 +229,10 @@ def test_health_is_503_while_restoring_and_windows_are_served(kafka: str, worker
     assert {x["value"]["rides"] for x in hopping} == {12}
     ranged = windows("rides-per-city-5m", f"?from={t0 - 120_000}&to={t0 - 60_000}")
     assert [x["window_start"] for x in ranged] == [t0 - 120_000, t0 - 60_000]
+    status, doc = http(port, f"/tables/rider-sessions/windows?from={t0}")
+    assert status == 200 and doc["complete"] is True
+    assert doc["windows"] == [{"key": "iq-rider", "window_start": t0, "window_end": t0 + 11_000,
+                               "value": {"rider_id": "iq-rider", "rides": 12}}]
     env = {**os.environ, "STREAMS_BROKER": kafka}
     out = subprocess.run([sys.executable, "-m", "streams.cli", "tables", "get", "trip_stats",
                           "rides-per-city-1m", "iq-city", "--worker", f"127.0.0.1:{port}"],

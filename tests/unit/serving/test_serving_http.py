@@ -220,6 +220,25 @@ def test_scans_page_through_every_partition_in_key_order(stores: FakeTasks) -> N
     asyncio.run(run())
 
 
+def test_every_keys_windows_in_a_time_range_in_the_time_index_order(stores: FakeTasks) -> None:
+    async def run() -> None:
+        async with server(stores) as srv:
+            status, _, doc = await get(srv, "/tables/per-minute/windows?from=0&to=0&limit=1000")
+            assert status == 200 and doc["complete"] is True and doc["more"] is False
+            index_order = sorted(KEYS, key=lambda k: (len(k.encode()), k.encode()))
+            assert [w["key"] for w in doc["windows"]] == index_order
+            assert {(w["window_start"], w["window_end"], w["value"])
+                    for w in doc["windows"]} == {(0, 60_000, 1)}
+            _, _, doc = await get(srv, "/tables/per-minute/windows?limit=50")
+            got = [(w["window_start"], w["key"]) for w in doc["windows"]]
+            every = [(t, k) for t in (0, 60_000) for k in index_order]
+            assert got == every[:50] and doc["more"] is True
+            status, _, doc = await get(srv, "/tables/per-minute/windows?from=120000")
+            assert status == 200 and doc["windows"] == []
+
+    asyncio.run(run())
+
+
 BAD_REQUESTS = [
     ("/tables/counts/keys?limit=-1", 400, "limit must be between 1 and 1000"),
     ("/tables/counts/keys?limit=0", 400, "limit must be between 1 and 1000"),
@@ -232,6 +251,9 @@ BAD_REQUESTS = [
     ("/tables/per-minute/keys/k?from=5&to=1", 400, "from (5) is after to (1)"),
     ("/tables/per-minute/keys/k?from=1e3", 400, "from must be an integer"),
     ("/tables/per-minute/keys?limit=1", 400, "cannot be scanned"),
+    ("/tables/counts/windows", 400, "has no windows"),
+    ("/tables/per-minute/windows?from=2&to=1", 400, "from (2) is after to (1)"),
+    ("/tables/per-minute/windows?prefix=a", 400, "unknown parameter 'prefix'"),
     ("/tables/counts/keys/%FF%FE", 400, "not valid percent-encoded UTF-8"),
     ("/tables/counts/keys?prefix=%C3", 400, "not valid percent-encoded UTF-8"),
     ("/tables/counts/keys/k?partition=2", 400, "partition must be between 0 and 1"),
@@ -324,6 +346,8 @@ def test_a_key_owned_elsewhere_is_forwarded_once(tmp_path: Path) -> None:
             _, _, doc = await get(a, "/tables/counts/keys?limit=1000")
             assert sorted(e["key"] for e in doc["entries"]) == sorted(KEYS)
             assert doc["complete"] is True
+            _, _, doc = await get(a, "/tables/per-minute/windows?to=0&limit=1000")
+            assert sorted(w["key"] for w in doc["windows"]) == sorted(KEYS)
             _, _, doc = await get(a, f"/tables/counts/owners/{quote(remote)}")
             assert doc == {"table": "counts", "key": remote, "partition": 1,
                            "endpoint": b.endpoint}
