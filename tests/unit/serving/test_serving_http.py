@@ -239,6 +239,17 @@ def test_every_keys_windows_in_a_time_range_in_the_time_index_order(stores: Fake
     asyncio.run(run())
 
 
+def test_a_time_range_merges_partitions_in_the_index_order_for_every_limit(
+        stores: FakeTasks) -> None:
+    tables = LocalTables(TOPO, lambda: stores)  # type: ignore[arg-type, return-value]
+    every = [(t, k) for t in (0, 60_000)
+             for k in sorted(KEYS, key=lambda k: (len(k.encode()), k.encode()))]
+    for limit in range(1, len(every) + 2):
+        windows, more = tables.windows_in_range("per-minute", [0, 1], None, None, limit)
+        assert [(w["window_start"], w["key"]) for w in windows] == every[:limit]
+        assert more == (limit < len(every))
+
+
 BAD_REQUESTS = [
     ("/tables/counts/keys?limit=-1", 400, "limit must be between 1 and 1000"),
     ("/tables/counts/keys?limit=0", 400, "limit must be between 1 and 1000"),
@@ -346,6 +357,9 @@ def test_a_key_owned_elsewhere_is_forwarded_once(tmp_path: Path) -> None:
             _, _, doc = await get(a, "/tables/counts/keys?limit=1000")
             assert sorted(e["key"] for e in doc["entries"]) == sorted(KEYS)
             assert doc["complete"] is True
+            _, _, doc = await get(a, "/tables/counts/keys?limit=5")
+            assert [e["key"] for e in doc["entries"]] == sorted(KEYS, key=str.encode)[:5]
+            assert doc["more"] is True
             _, _, doc = await get(a, "/tables/per-minute/windows?to=0&limit=1000")
             assert sorted(w["key"] for w in doc["windows"]) == sorted(KEYS)
             _, _, doc = await get(a, f"/tables/counts/owners/{quote(remote)}")
