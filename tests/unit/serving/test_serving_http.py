@@ -384,3 +384,34 @@ def test_a_key_owned_elsewhere_is_forwarded_once(tmp_path: Path) -> None:
     finally:
         for store in stores:
             store.close()
+
+
+def test_a_global_table_answers_from_the_workers_own_copy() -> None:
+    t = Topology("serving_globals")
+    t.global_table("iq-products", name="products")
+    t.stream("iq-orders").to("iq-out")
+    loaded: dict[str, Any] = {}
+    copy = type("Copy", (), {"views": loaded, "__getitem__": lambda self, name: loaded[name]})()
+    view = type("View", (), {"get": lambda self, key: {"name": "tea"} if key == "p1" else None})()
+    srv = QueryServer(t, Metrics(t.name), LocalTables(t, lambda: None, copy),
+                      TableRouter(t, {"iq-orders": 1}), lambda: Health("running"))
+
+    async def run() -> None:
+        port = await srv.start("127.0.0.1", 0)
+        srv.endpoint = f"127.0.0.1:{port}"
+        try:
+            status, _, doc = await get(srv, "/tables/products/keys/p1")
+            assert status == 503 and doc["reason"] == "restoring"  # not loaded yet
+            loaded["products"] = view
+            status, _, doc = await get(srv, "/tables/products/keys/p1")
+            assert status == 200 and doc["value"] == {"name": "tea"}
+            status, _, doc = await get(srv, "/tables/products/keys/p2")
+            assert status == 404 and doc["error"] == "key 'p2' not found in global table 'products'"
+            status, _, doc = await get(srv, "/tables/products/keys")
+            assert status == 400 and "cannot be scanned" in doc["error"]
+            _, _, doc = await get(srv, "/tables")
+            assert doc["tables"] == [{"table": "products", "kind": "global", "partitions": None}]
+        finally:
+            await srv.stop()
+
+    asyncio.run(run())
