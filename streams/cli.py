@@ -369,17 +369,42 @@ def tables_list(name: str | None, as_json: bool, state_dir: str | None, broker: 
               help="versioned tables: the value as of this time (epoch ms)")
 @click.option("--versions", "all_versions", is_flag=True,
               help="versioned tables: every stored version of KEY, oldest first")
+@click.option("--worker", default=None, metavar="URL|auto",
+              help="ask a running worker over HTTP (it forwards to the key's owner): its "
+                   "http://host:port, or auto to find one through the consumer group; "
+                   "default: this host's state")
 @_state_dir_option
+@_broker_option
 def tables_get(name: str, table: str, key: str, as_json: bool, as_of: int | None,
-               all_versions: bool, state_dir: str | None) -> None:
+               all_versions: bool, worker: str | None, state_dir: str | None,
+               broker: str | None) -> None:
     """Print the value of KEY in TABLE (from this host's state); for a windowed table every
     window of KEY, one line each (with --json: {"window_start", "window_end", "value"}); for
     a versioned table the latest value, or with --as-of the value as of that time, or with
-    --versions every version (with --json: {"timestamp", "value"}, value null: deleted)."""
+    --versions every version (with --json: {"timestamp", "value"}, value null: deleted).
+    With --worker, a running worker answers from its committed state, whichever host holds
+    KEY."""
     from .serdes import json_dumps
     from .tables.inspect import get_value, get_versions, get_windows, is_windowed
 
     topology = registry.load(name)
+    if worker is not None:
+        if all_versions:
+            raise UserError("--versions reads this host's state only (no --worker)")
+        value = _remote_get(name, table, key, as_of, worker, broker)
+        windows = value.get("windows")
+        if windows is None:
+            text = json_dumps(value["value"]).decode()
+            click.echo(text if as_json else f"{key}: {text}")
+            return
+        for w in windows:
+            if as_json:
+                click.echo(json_dumps(w).decode())
+            else:
+                s, e = w["window_start"], w["window_end"]
+                bounds = f"[{s}, {e})" if _end_exclusive(topology, table) else f"[{s}, {e}]"
+                click.echo(f"{key} {bounds}: {json_dumps(w['value']).decode()}")
+        return
     settings = load_settings(name, state_dir=state_dir)
     if all_versions:
         for v in get_versions(topology, settings.state_dir, table, key):
@@ -398,6 +423,27 @@ def tables_get(name: str, table: str, key: str, as_json: bool, as_of: int | None
     value = get_value(topology, settings.state_dir, table, key, as_of=as_of)
     text = json_dumps(value).decode()
     click.echo(text if as_json else f"{key}: {text}")
+
+
+def _remote_get(name: str, table: str, key: str, as_of: int | None, worker: str,
+                broker: str | None) -> dict[str, Any]:
+    """A worker's answer for KEY; ``auto``: the first of the group's workers that answers."""
+    from .serving.client import WorkerUnavailable, get_key, group_endpoints
+
+    if worker != "auto":
+        candidates = [worker]
+    else:
+        candidates = group_endpoints(_bootstrap(broker), name)
+        if not candidates:
+            raise UserError(f"no running worker of {name!r} serves its tables (none in its "
+                            "consumer group advertises an HTTP endpoint)")
+    problem = ""
+    for candidate in candidates:
+        try:
+            return get_key(candidate, table, key, as_of)
+        except WorkerUnavailable as exc:
+            problem = str(exc)
+    raise UserError(problem)
 
 
 def _end_exclusive(topology: Any, table: str) -> bool:

@@ -95,6 +95,9 @@ class Settings:
     repartition_idle_ms: int = 2000
     metrics_port: int = 9400
     metrics_host: str = "127.0.0.1"
+    # The host other workers and clients reach this worker's HTTP server at (its tables):
+    # "" = metrics_host, or this machine's name when metrics_host listens on every interface.
+    advertised_host: str = ""
     # Replication of the topics a worker creates: "auto" = min(3, brokers in the cluster);
     # min.insync.replicas "auto" = 2 when the replication factor is 3 or more, else 1.
     replication_factor: int | str = "auto"
@@ -242,6 +245,7 @@ _ENV = {
     "STREAMS_BROKER": "broker",
     "STREAMS_STATE_DIR": "state_dir",
     "STREAMS_METRICS_HOST": "metrics_host",
+    "STREAMS_ADVERTISED_HOST": "advertised_host",
 }
 
 # Environment overrides of the [security] table (never the password itself: that variable is

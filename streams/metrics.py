@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from importlib import metadata
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (CollectorRegistry, Counter, Gauge, GCCollector, Histogram, Info,
+                               PlatformCollector, ProcessCollector)
 
 from .dsl.topology import Topology
 
@@ -60,6 +62,26 @@ class Metrics:
         self.recovery_remaining = Gauge("streams_recovery_records_remaining",
                                         "Changelog records left to restore", t + ["table"],
                                         registry=r)
+        # streams_worker_info{topology, version, guarantee, ...} 1 (set by describe_worker)
+        self.info = Info("streams_worker", "The worker: its topology, the topology's declared "
+                         "version, the delivery guarantee, processing mode, framework version",
+                         t, registry=r)
+        # process_* (CPU, memory, open files) and python_info / python_gc_* of this worker
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+
+    def describe_worker(self, version: str, guarantee: str, processing_mode: str,
+                        endpoint: str | None) -> None:
+        """Set ``streams_worker_info``: one series per worker, value 1, facts as labels (join
+        it in PromQL to break other series down by version or guarantee)."""
+        try:
+            framework = metadata.version("streams")
+        except metadata.PackageNotFoundError:  # (run from a source tree)
+            framework = "unknown"
+        self.info.labels(self.topology).info({
+            "version": version, "guarantee": guarantee, "processing_mode": processing_mode,
+            "streams_version": framework, "endpoint": endpoint or ""})
 
     def initialise(self, topology: Topology) -> None:
         """Export every label value known up front at 0, so that dashboards and alerts see a
@@ -113,12 +135,3 @@ class Metrics:
             self._lag_partitions = set(lags)
         else:
             self._lag_partitions.update(lags)
-
-    def serve(self, host: str, port: int) -> int:
-        """Serve /metrics; if ``port`` is taken, use a free one. Returns the bound port."""
-        try:
-            server, _ = start_http_server(port, addr=host, registry=self.registry)
-        except OSError:
-            server, _ = start_http_server(0, addr=host, registry=self.registry)
-            log.warning("metrics port %s is taken; serving on %s", port, server.server_port)
-        return server.server_port

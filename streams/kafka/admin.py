@@ -226,6 +226,19 @@ async def group_members(bootstrap: Kafka, group: str) -> int:
         await admin.close()
 
 
+async def group_member_metadata(bootstrap: Kafka, group: str) -> list[bytes]:
+    """The member metadata (the assignor's JoinGroup bytes) of each live member of ``group``
+    ([] if the group is empty or unknown)."""
+    admin = await _admin(bootstrap)
+    try:
+        responses = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    # members: (member_id, client_id, client_host, member_metadata, member_assignment)
+    return [bytes(member[3]) for response in responses for entry in response.groups
+            for member in entry[5]]
+
+
 async def topic_partitions(bootstrap: Kafka, topics: Iterable[str]) -> dict[str, list[int]]:
     """Partition numbers of each existing topic among ``topics`` (missing topics are left out)."""
     admin = await _admin(bootstrap)

@@ -16,6 +16,12 @@ every other member an empty assignment whose ``user_data`` says what differs. Th
 
 The group's shape is the one of its longest-running member (earliest start, by the workers'
 clocks): a newcomer never displaces the workers already running.
+
+**Endpoints (interactive queries).** A member that serves its tables over HTTP puts its
+``host:port`` in its metadata (key ``endpoint``); the leader gives every accepted member the
+whole map of endpoint -> partitions (key ``endpoints`` of the assignment's ``user_data``), as
+Kafka Streams hands every member its partitions-by-host, so any worker can tell who owns a key
+(:mod:`streams.serving.routing`).
 """
 
 from __future__ import annotations
@@ -123,16 +129,20 @@ class ShapeCheckingAssignor(AbstractPartitionAssignor):
     version = 0
 
     def __init__(self, topology: Topology, on_refused: Callable[[str], None],
-                 started_ms: int | None = None) -> None:
+                 started_ms: int | None = None, endpoint: str | None = None,
+                 on_endpoints: Callable[[EndpointMap], None] | None = None) -> None:
         self.shape = TopologyShape.of(topology)
         self.started_ms = int(time.time() * 1000) if started_ms is None else started_ms
         self.on_refused = on_refused
+        self.endpoint = endpoint          # this member's "host:port" (None: serves nothing)
+        self.on_endpoints = on_endpoints  # called with the group's map on every assignment
 
     # (aiokafka declares these as classmethods; instances are used the same way)
     def metadata(self,
                  topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
         doc = {"fingerprint": self.shape.fingerprint, "started_ms": self.started_ms,
                "shape": asdict(self.shape)}
+        add_endpoint(doc, self.endpoint)
         return ConsumerProtocolMemberMetadata(self.version, sorted(topics),
                                               json.dumps(doc).encode())
 
@@ -148,7 +158,7 @@ class ShapeCheckingAssignor(AbstractPartitionAssignor):
         assert group is not None
         accepted = {m: meta for m, meta in members.items()
                     if (docs[m] or {}).get("fingerprint") == group["fingerprint"]}
-        out = RangePartitionAssignor.assign(cluster, accepted)
+        out = with_endpoint_map(RangePartitionAssignor.assign(cluster, accepted), docs)
         for member in members.keys() - accepted.keys():
             refusal = {"refused": self._refusal(docs[member], group)}
             out[member] = ConsumerProtocolMemberAssignment(self.version, [],
@@ -175,6 +185,67 @@ class ShapeCheckingAssignor(AbstractPartitionAssignor):
         doc = _decode(assignment.user_data) if assignment.user_data else None
         if doc is not None and "refused" in doc:
             self.on_refused(str(doc["refused"]))
+        if self.on_endpoints is not None:
+            self.on_endpoints(read_endpoint_map(doc))
 
 
-__all__ = ["ShapeCheckingAssignor", "TopologyMismatch", "TopologyShape"]
+# -- endpoints: where each member serves its tables ------------------------------------------------
+#: endpoint ("host:port") -> topic -> the partitions its member was assigned
+EndpointMap = dict[str, dict[str, list[int]]]
+ENDPOINT_KEY = "endpoint"    # member metadata: the member's own endpoint
+ENDPOINTS_KEY = "endpoints"  # assignment user_data: the group's EndpointMap
+
+
+def add_endpoint(doc: dict[str, Any], endpoint: str | None) -> dict[str, Any]:
+    """Put this member's endpoint in its metadata document (nothing if it serves none)."""
+    if endpoint:
+        doc[ENDPOINT_KEY] = endpoint
+    return doc
+
+
+def endpoint_map(assignments: Mapping[str, ConsumerProtocolMemberAssignment],
+                 docs: Mapping[str, dict[str, Any] | None]) -> EndpointMap:
+    """Every member's endpoint with the partitions assigned to it (members without one are
+    left out: nobody can ask them)."""
+    out: EndpointMap = {}
+    for member, assignment in assignments.items():
+        endpoint = (docs.get(member) or {}).get(ENDPOINT_KEY)
+        if isinstance(endpoint, str) and endpoint:
+            topics = out.setdefault(endpoint, {})
+            for topic, partitions in assignment.assignment:
+                topics.setdefault(topic, []).extend(sorted(partitions))
+    return out
+
+
+def with_endpoint_map(assignments: dict[str, ConsumerProtocolMemberAssignment],
+                      docs: Mapping[str, dict[str, Any] | None]
+                      ) -> dict[str, ConsumerProtocolMemberAssignment]:
+    """The assignments, each with the group's :data:`EndpointMap` added to its JSON
+    ``user_data`` (other keys there are kept)."""
+    endpoints = endpoint_map(assignments, docs)
+    out = {}
+    for member, a in assignments.items():
+        doc = (_decode(a.user_data) if a.user_data else None) or {}
+        doc[ENDPOINTS_KEY] = endpoints
+        out[member] = ConsumerProtocolMemberAssignment(a.version, a.assignment,
+                                                       json.dumps(doc).encode())
+    return out
+
+
+def read_endpoint_map(doc: dict[str, Any] | None) -> EndpointMap:
+    """The :data:`EndpointMap` of an assignment's decoded ``user_data`` ({} without one,
+    e.g. from a leader that sends none); malformed entries are skipped."""
+    raw = (doc or {}).get(ENDPOINTS_KEY)
+    out: EndpointMap = {}
+    if not isinstance(raw, dict):
+        return out
+    for endpoint, topics in raw.items():
+        if not isinstance(topics, dict):
+            continue
+        out[str(endpoint)] = {str(t): [p for p in ps if isinstance(p, int)]
+                              for t, ps in topics.items() if isinstance(ps, list)}
+    return out
+
+
+__all__ = ["EndpointMap", "ShapeCheckingAssignor", "TopologyMismatch", "TopologyShape",
+           "add_endpoint", "endpoint_map", "read_endpoint_map", "with_endpoint_map"]

@@ -127,6 +127,10 @@ class TaskManager:
                 keys[table] = keys.get(table, 0) + n
         return keys
 
+    def opening(self) -> set[TaskId]:
+        """The tasks assigned here that do not run yet (waiting to open, or restoring)."""
+        return set(self._pending) | set(self.restoring)
+
     def task_for(self, tp: TopicPartition) -> Task | None:
         sub = self.sub_of_topic.get(tp.topic)
         return None if sub is None else self.running.get(TaskId(sub.id, tp.partition))

@@ -27,8 +27,11 @@ from ..kafka.admin import Replication
 from ..kafka.clients import KafkaConnection
 from ..kafka.outage import BrokerOutageLog
 from ..metrics import Metrics
+from ..serving.routing import Routes
+from ..serving.server import QueryServer
+from ..serving.worker_http import advertised_endpoint, query_server
 from ..state.store import StateCorrupted, StateStorageError
-from .assignor import TopologyMismatch
+from .assignor import EndpointMap, TopologyMismatch
 from .compile import subtopologies
 from .global_tables import GlobalTableConsumer, GlobalTables
 from .idle import IdleTracker
@@ -86,10 +89,19 @@ class Worker:
         self.global_consumer: GlobalTableConsumer | None = None
         self.outage_log = BrokerOutageLog()
         self._assignment_pending = False  # assigned tasks not all running yet (see _loop)
+        # the HTTP server (/metrics, /health, tables: streams.serving) and its state
+        self.http: QueryServer | None = None
+        self.endpoint: str | None = None  # where others reach it ("host:port")
+        self.joined = False        # got a first assignment
+        self.rebalancing = False   # partitions revoked, the next assignment not there yet
 
     # -- lifecycle --------------------------------------------------------------------------------
     def stop(self) -> None:
         self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
     def fail(self, exc: BaseException) -> None:
         log.error("fatal: %s: %s", type(exc).__name__, exc)
@@ -104,14 +116,23 @@ class Worker:
         except TopicLayoutError as exc:
             raise WorkerFailed(str(exc)) from None
         if s.metrics_port >= 0:
-            self.metrics_port = m.serve(s.metrics_host, s.metrics_port)
+            self.http = query_server(self, partitions)
+            self.metrics_port = await self.http.start(s.metrics_host, s.metrics_port)
+            self.endpoint = self.http.endpoint = advertised_endpoint(s, self.metrics_port)
             log.info("metrics on http://%s:%d/metrics", s.metrics_host, self.metrics_port)
+        m.describe_worker(self.topology.version, s.processing_guarantee, s.processing_mode,
+                          self.endpoint)
         consumer = group_consumer(self.topology, s, self.kafka, self.tuning,
-                                  lambda why: self.fail(TopologyMismatch(why)))
+                                  lambda why: self.fail(TopologyMismatch(why)),
+                                  endpoint=self.endpoint, on_endpoints=self._on_endpoints)
         self.transport = transport = shared_transport(
             self.topology, m, consumer, producer_factory(s, self.kafka, self.tuning))
-        await transport.producer.start()
-        await consumer.start()
+        try:
+            await transport.producer.start()
+            await consumer.start()
+        except BaseException:
+            await self._stop_http()
+            raise
         remaining = m.recovery_remaining
         if self.global_tables is not None:
             self.global_consumer = global_table_consumer(self.global_tables, self.kafka, m,
@@ -220,7 +241,18 @@ class Worker:
         if self.transport is not None:  # (not forever with the broker away)
             await stop_producer(self.transport.producer, timeout_s=30.0)
         await self.purger.close()
+        await self._stop_http()
         log.info("worker for %s stopped", name)
+
+    async def _stop_http(self) -> None:
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
+
+    def _on_endpoints(self, endpoints: EndpointMap) -> None:
+        """The group's endpoint map of the new assignment (from the assignor)."""
+        if self.http is not None:
+            self.http.set_routes(Routes(endpoints))
 
     # -- commit -----------------------------------------------------------------------------------
     async def _commit(self) -> None:
@@ -253,6 +285,7 @@ class Worker:
     # -- rebalancing (called by aiokafka's coordinator; only bookkeeping and the final commit) ----
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
         assert self.tasks is not None and self.processing is not None
+        self.rebalancing = True
         if revoked:  # (the first join reports an empty revocation)
             log.info("revoked %d partitions: committing and closing %d tasks", len(revoked),
                      len(self.tasks.running) + len(self.tasks.restoring))
@@ -271,6 +304,7 @@ class Worker:
         assert self.tasks is not None
         async with self._lock:
             self.metrics.rebalances.labels(self.topology.name).inc()
+            self.joined, self.rebalancing = True, False
             self.tasks.assigned(assigned)
             self._assignment_pending = True
 

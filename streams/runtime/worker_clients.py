@@ -13,7 +13,7 @@ from ..config import Settings
 from ..dsl.topology import Topology
 from ..kafka.clients import KafkaConnection, client_kwargs
 from ..metrics import Metrics
-from .assignor import ShapeCheckingAssignor
+from .assignor import EndpointMap, ShapeCheckingAssignor
 from .committer import AtLeastOnce, Committer, ExactlyOnce, is_exactly_once
 from .global_tables import GlobalTableConsumer, GlobalTables
 from .transactions import FAIL_COMMIT_ENV, TaskTransactions
@@ -26,14 +26,20 @@ ISOLATION_LEVEL = "read_committed"
 
 
 def group_consumer(topology: Topology, settings: Settings, kafka: KafkaConnection, tune: Tuning,
-                   refused: Callable[[str], None]) -> AIOKafkaConsumer:
+                   refused: Callable[[str], None], endpoint: str | None = None,
+                   on_endpoints: Callable[[EndpointMap], None] | None = None
+                   ) -> AIOKafkaConsumer:
     """The consumer of the topology's group (named after the topology); ``refused`` is called
-    when the group runs another shape of the topology (:mod:`streams.runtime.assignor`)."""
+    when the group runs another shape of the topology (:mod:`streams.runtime.assignor`).
+    ``endpoint``: where this worker serves its tables, told to the group; ``on_endpoints``:
+    called with the group's endpoint map on every assignment."""
     s = settings
+    assignor = ShapeCheckingAssignor(topology, refused, endpoint=endpoint,
+                                     on_endpoints=on_endpoints)
     return AIOKafkaConsumer(
         **client_kwargs(kafka), group_id=topology.name, enable_auto_commit=False,
         auto_offset_reset="earliest", isolation_level=ISOLATION_LEVEL,
-        partition_assignment_strategy=(ShapeCheckingAssignor(topology, refused),),
+        partition_assignment_strategy=(assignor,),
         max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_wait_ms=tune.fetch_max_wait_ms,
         session_timeout_ms=s.session_timeout_ms,
         heartbeat_interval_ms=max(100, s.session_timeout_ms // 5), max_poll_interval_ms=300000,

@@ -247,6 +247,17 @@ class TaskStore:
             db = _keeping(self, cf.items(from_key=start, read_opt=opts), opts)
         return overlay(db, self._pending[table], start, end)
 
+    def committed_reader(self) -> TaskStore:
+        """A reader of this store that sees only what is committed (RocksDB, no buffered
+        writes): served reads never show half of a batch, and under exactly-once only state
+        whose transaction committed (RocksDB is written after the commit). It shares the
+        open database: use it synchronously, never after :meth:`close`. Not for writes."""
+        reader = object.__new__(TaskStore)
+        reader.__dict__.update(self.__dict__)
+        reader._pending = {t: {} for t in self.tables}
+        reader.read_only = True  # (a corruption it finds is the owner's to mark)
+        return reader
+
     def has_pending(self, table: str) -> bool:
         """Whether ``table`` has writes buffered for the next WriteBatch."""
         return bool(self._pending.get(table))
