@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 import click
+from click.utils import PacifyFlushWrapper
 
 from .. import registry
 from ..config import ConfigError
@@ -97,6 +98,8 @@ class MainGroup(Group):
             code: Any = 0
         except SystemExit as exc:
             result, code = None, exc.code
+            if isinstance(sys.stdout, PacifyFlushWrapper):  # click met the closed pipe itself
+                code = BROKEN_PIPE_EXIT
         try:
             sys.stdout.flush()
         except BrokenPipeError:
