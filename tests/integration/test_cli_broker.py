@@ -168,3 +168,29 @@ def test_reset_dry_run_says_live_members_would_refuse_it(kafka: str, tmp_path: P
     assert down.exit_code == 1
     assert down.output.strip() == ("error: no Kafka broker answers at 127.0.0.1:1 (start one "
                                    "with `streams kafka start` or set STREAMS_BROKER)")
+
+
+def test_a_worker_says_when_it_has_caught_up_a_backlog(kafka: str, workers,
+                                                        tmp_path: Path) -> None:
+    from tests.conftest import produce
+
+    name = f"cli_backlog_{uuid.uuid4().hex[:8]}"
+    (tmp_path / "cli_backlog_mod.py").write_text(textwrap.dedent(f"""\
+        from streams import Topology
+        topology = Topology("{name}")
+        topology.stream("{name}-in").filter(lambda v: True).to("{name}-out")
+        """))
+    config = tmp_path / "small-commits.toml"  # several commits while the backlog lasts
+    config.write_text("commit_every_records = 500\nmax_batch_records = 500\n")
+    _topic(kafka, f"{name}-in", partitions=2)
+    produce(kafka, [(f"{name}-in", f"k{i}", {"i": i}) for i in range(10_000)])
+    w = workers("cli_backlog_mod:topology", kafka, args=["--config", str(config)],
+                extra_env={"PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])})
+    deadline = time.monotonic() + 120
+    while "caught up:" not in w.log() and time.monotonic() < deadline:
+        assert w.running, w.log()[-3000:]
+        time.sleep(0.5)
+    line = next((x for x in w.log().splitlines() if "caught up:" in x), None)
+    assert line is not None, w.log()[-3000:]
+    assert "records/s" in line
+    assert w.terminate() == 0
