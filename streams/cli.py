@@ -76,8 +76,9 @@ def tables_list(name: str | None, as_json: bool, state_dir: str | None, broker: 
     shared with the task's other tables (WAL, metadata, logs)."""
     from .tables.inspect import table_infos
 
+    errors: list[str] = []
     if name:
-        topologies, errors = [registry.load(name)], []
+        topologies = [registry.load(name)]
     else:
         topologies, errors = registry.load_all()
     rows = []

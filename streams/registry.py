@@ -123,9 +123,10 @@ def _where(exc: BaseException, module_name: str) -> str:
     mine = [f for f in frames if origin and Path(f.filename).resolve() == Path(origin).resolve()]
     user = [f for f in frames if not str(Path(f.filename).resolve()).startswith(package)
             and "importlib" not in f.filename]
-    frame = (mine or user or frames or [None])[-1]
-    if frame is None:
+    candidates = mine or user or list(frames)
+    if not candidates:
         return f"{module_name}: {what}"
+    frame = candidates[-1]
     return f"{_shown(frame.filename)}:{frame.lineno}: {what}"
 
 

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 def _label(node: n.Node, topology: Topology | None = None) -> str:
     if isinstance(node, n.AgentNode) and topology is not None:
         tables = ",".join(node.store_names()) or "-"
-        return f"agent {node.name} tables={tables} sinks={','.join(agent_writes(topology, node)) or '-'}"
+        sinks = ",".join(agent_writes(topology, node)) or "-"
+        return f"agent {node.name} tables={tables} sinks={sinks}"
     return node.label()
 
 

@@ -47,7 +47,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "shop" / "flows.py").write_text(textwrap.dedent("""\
         from streams import Topology
         orders = Topology("shop_orders")
-        orders.stream("orders").filter(lambda k, v: True).to("big-orders")
+        orders.stream("orders").filter(lambda v: True).to("big-orders")
         loop = Topology("shop_loop")
         loop.stream("a").to("a")
         not_a_topology = 42
