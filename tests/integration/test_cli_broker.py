@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -110,6 +111,8 @@ def test_follow_prints_records_as_they_arrive(kafka: str) -> None:
                 await p.stop()
 
         asyncio.run(produce())
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready, "no record printed within 60 s"
         line = proc.stdout.readline()  # type: ignore[union-attr]
         assert json.loads(line)["value"] == "late"
         assert proc.poll() is None  # still following
