@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -89,8 +90,9 @@ async def read(kafka: Kafka, sel: Selection, emit: Callable[[Any], None],
         while sel.limit is None or records < sel.limit:
             positions = {tp: await consumer.position(tp) for tp in tps}
             seen = sum(max(0, min(positions[tp], ends[tp]) - starts[tp]) for tp in tps)
-            if progress is not None:
-                progress(seen, total)
+            if progress is not None:  # offsets read of the total, or records of the limit
+                limited = sel.limit is not None and sel.limit < total
+                progress(*((records, sel.limit) if limited else (seen, total)))
             if not sel.follow and all(positions[tp] >= ends[tp] for tp in tps):
                 break
             if not sel.follow and loop.time() - last_progress > sel.timeout:
@@ -139,7 +141,9 @@ def consume_cmd(topic: str, limit: int | None, timeout: float, count_only: bool,
     if limit is None and not follow and not count_only:
         limit = DEFAULT_LIMIT
     sel = Selection(topic, partitions, offset, None if count_only else limit, follow, timeout)
-    bar = TerminalProgress("read offsets" if count_only else "read", None)
+    # Progress (stderr, on a terminal) unless records go to that same terminal or it follows.
+    bar = TerminalProgress("read", None)
+    with_progress = count_only or not (follow or sys.stdout.isatty())
 
     def show(done: int, total: int) -> None:
         bar.total = total
@@ -147,11 +151,10 @@ def consume_cmd(topic: str, limit: int | None, timeout: float, count_only: bool,
 
     def emit(rec: Any) -> None:
         if not count_only:
-            bar.close()  # (records and the progress line never share the terminal)
             click.echo(record_json(rec, with_headers))
 
     try:
-        records, offsets = asyncio.run(read(kafka, sel, emit, show if count_only else None))
+        records, offsets = asyncio.run(read(kafka, sel, emit, show if with_progress else None))
     finally:
         bar.close()
     if count_only:
