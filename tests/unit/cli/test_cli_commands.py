@@ -212,3 +212,15 @@ def test_dot_draws_the_edges_mermaid_draws(name: str) -> None:
     assert m_dashed, "a repartition (internal topic) edge is drawn"
     assert m_solid == d_solid
     assert m_dashed == d_dashed
+
+
+def test_a_users_topology_reads_its_settings_from_streams_config_dir(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = project / "conf"
+    config.mkdir()
+    (config / "defaults.toml").write_text("")
+    # the file is named after the Topology (its consumer group), not after the reference
+    (config / "shop_orders.toml").write_text("commit_interval_ms = -1\n")
+    monkeypatch.setenv("STREAMS_CONFIG_DIR", str(config))
+    _one_line_error(_run(["worker", "shop.flows:orders", "--broker", "127.0.0.1:1"]),
+                    "shop_orders.toml", "commit_interval_ms")
