@@ -315,8 +315,10 @@ def record_timestamps(items: list[Event]) -> list[int | None]:
     return out
 
 
-async def produce(bootstrap: Kafka, items: list[Event], rate: float | None = None) -> int:
-    """Send ``items``; at most ``rate`` events/s if given. Returns the number sent."""
+async def produce(bootstrap: Kafka, items: list[Event], rate: float | None = None,
+                  progress: Callable[[int], None] | None = None) -> int:
+    """Send ``items``; at most ``rate`` events/s if given. Returns the number sent.
+    ``progress(n)`` is called with the number handed to the producer so far, every 100."""
     producer = AIOKafkaProducer(**client_kwargs(bootstrap), linger_ms=10, acks="all",
                                 max_batch_size=512 * 1024)
     await producer.start()
@@ -329,6 +331,8 @@ async def produce(bootstrap: Kafka, items: list[Event], rate: float | None = Non
             data = value if isinstance(value, bytes) else json_dumps(value)
             futures.append(await producer.send(topic, data, key=key.encode(),
                                                timestamp_ms=stamps[i]))
+            if progress is not None and i % 100 == 99:
+                progress(i + 1)
             if rate and i % 100 == 99:
                 ahead = (i + 1) / rate - (time.monotonic() - started)
                 if ahead > 0:

@@ -71,11 +71,11 @@ def fetch_position(consumer: Any, tp: TopicPartition) -> int | None:
 
 
 def report_lag(metrics: Any, consumer: Any, tasks: Any,
-               tps: Iterable[TopicPartition] | None = None) -> None:
+               tps: Iterable[TopicPartition] | None = None) -> int:
     """``streams_consumer_lag`` of ``tps`` (``tasks``: the worker's
     :class:`~streams.runtime.task_manager.TaskManager`); ``None``: of every assigned partition
     (at each commit, so partitions without new input are current too), and the series of
-    partitions this worker no longer owns are removed."""
+    partitions this worker no longer owns are removed. Returns the total lag reported."""
     complete = tps is None
     lags: dict[tuple[str, int], int] = {}
     for tp in (consumer.assignment() if tps is None else tps):
@@ -88,6 +88,7 @@ def report_lag(metrics: Any, consumer: Any, tasks: Any,
         lags[(tp.topic, tp.partition)] = partition_lag(
             end, processed, fetch_position(consumer, tp), int(task.buffered(tp.topic)))
     metrics.set_lag(lags, complete=complete)
+    return sum(lags.values())
 
 
 __all__ = ["end_offset", "fetch_position", "partition_lag", "report_lag"]

@@ -35,6 +35,7 @@ from .assignor import EndpointMap, TopologyMismatch
 from .compile import subtopologies
 from .global_tables import GlobalTableConsumer, GlobalTables
 from .idle import IdleTracker
+from .catchup import CatchUpProgress
 from .lag import report_lag
 from .lifecycle import BrokerWatch
 from .processing import Processing
@@ -81,6 +82,8 @@ class Worker:
         self.kafka = KafkaConnection.from_settings(settings)
         self.purger = RepartitionPurger(topology, self.kafka)
         self._last_commit_records, self._last_commit = 0, time.monotonic()
+        self._processed = 0  # input records processed since the start (committed ones)
+        self.catch_up = CatchUpProgress()  # a progress line while a backlog is worked off
         self.transport: KafkaTransport | None = None
         self.tasks: TaskManager | None = None
         self.processing: Processing | None = None
@@ -258,7 +261,9 @@ class Worker:
     async def _commit(self) -> None:
         assert self.processing is not None and self.tasks is not None
         m, name, work = self.metrics, self.topology.name, self.processing
-        report_lag(m, work.consumer, self.tasks)  # every assigned partition, with input or not
+        # every assigned partition, with input or not
+        lag = report_lag(m, work.consumer, self.tasks)
+        self.catch_up.observe(lag, self._processed + work.since_commit, time.monotonic())
         started = time.monotonic()
         await work.progress_markers()
         try:
@@ -266,6 +271,7 @@ class Worker:
         except Exception:
             m.commit_failures.labels(name).inc()
             raise
+        self._processed += work.since_commit
         self._last_commit_records, work.since_commit = work.since_commit, 0
         self._last_commit = time.monotonic()
         if result.failed:

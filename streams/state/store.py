@@ -305,6 +305,16 @@ class TaskStore:
             return 0
         return int(cf.property_int_value("rocksdb.estimate-num-keys") or 0)
 
+    def approximate_bytes(self, table: str) -> int:
+        """The size of ``table``'s column family: its SST files plus its memtables (RocksDB's
+        ``total-sst-files-size`` and ``size-all-mem-tables`` properties; the WAL and the
+        task's metadata are shared by the task's tables and not counted)."""
+        cf = self._cf.get(table)
+        if cf is None:
+            return 0
+        return sum(int(cf.property_int_value(p) or 0)
+                   for p in ("rocksdb.total-sst-files-size", "rocksdb.size-all-mem-tables"))
+
     # -- writes -----------------------------------------------------------------------------------
     def put(self, table: str, key: bytes, value: bytes | None) -> None:
         self._pending[table][key] = value

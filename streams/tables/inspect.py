@@ -39,7 +39,7 @@ class TableInfo:
     partitions: int
     keys: int
     keys_exact: bool
-    bytes_on_disk: int
+    bytes_on_disk: int  # this table's RocksDB column family (SST files + memtables), local tasks
     changelog: str
     changelog_end_offsets: dict[int, int]
     local_tasks: list[str]
@@ -53,6 +53,8 @@ class TableInfo:
     # per local task: the input offsets its state reflects; under exactly_once those of the
     # task's last committed transaction (RocksDB is written only after the commit)
     task_offsets: dict[str, dict[str, int]] = field(default_factory=dict)
+    # the local task directories holding the table, whole (shared with the task's other tables)
+    task_bytes_on_disk: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,7 +141,7 @@ async def _table_infos(topology: Topology, state_root: Path, bootstrap: Kafka,
     for name in names:
         spec = topology.stores[name]
         ends = await admin.end_offsets(bootstrap, spec.changelog)
-        keys = size = windows = versions = 0
+        keys = size = task_size = windows = versions = 0
         exact = True
         local_offsets: dict[str, int] = {}
         task_offsets: dict[str, dict[str, int]] = {}
@@ -163,16 +165,17 @@ async def _table_infos(topology: Topology, state_root: Path, bootstrap: Kafka,
                 for (topic, part), off in TaskMeta.decode(store.meta()).offsets.items():
                     local_offsets[f"{topic}:{part}"] = off
                     task_offsets.setdefault(path.name, {})[f"{topic}:{part}"] = off
+                size += store.approximate_bytes(name)
             finally:
                 store.close()
-            size += _dir_bytes(path)
+            task_size += _dir_bytes(path)
             tasks.append(path.name)
         sub_topics = {t for s in subs.values() if name in s.stores for t in s.topics}
         infos.append(TableInfo(
             topology=topology.name, table=name, kind=spec.kind, partitions=len(ends),
             keys=keys, keys_exact=exact, bytes_on_disk=size, changelog=spec.changelog,
             changelog_end_offsets=ends, local_tasks=tasks, local_input_offsets=local_offsets,
-            task_offsets=task_offsets,
+            task_offsets=task_offsets, task_bytes_on_disk=task_size,
             committed_input_offsets={f"{t}:{p}": o for (t, p), o in sorted(committed.items())
                                      if t in sub_topics}))
         if spec.kind in WINDOWED_KINDS:
@@ -205,19 +208,21 @@ async def global_table_info(topology: Topology, state_root: Path, bootstrap: Kaf
     most advanced copy; ``local_tasks`` names every copy (one per worker)."""
     spec = topology.global_tables[name]
     ends = await admin.end_offsets(bootstrap, spec.topic)
-    keys, exact, offsets = 0, True, {}
+    keys, exact, offsets, size = 0, True, {}, 0
     newest = newest_global_copy(topology, state_root)
     if newest is not None:
         path, meta = newest
         store = open_read_only(path, list(topology.global_tables))
         try:
             keys, exact = store.count_keys(name)
+            size = store.approximate_bytes(name)
         finally:
             store.close()
         offsets = {f"{t}:{p}": o for (t, p), o in sorted(meta.offsets.items()) if t == spec.topic}
     dirs = global_dirs(state_root / topology.name)
     return TableInfo(topology=topology.name, table=name, kind="global", partitions=len(ends),
-                     keys=keys, keys_exact=exact, bytes_on_disk=sum(_dir_bytes(p) for p in dirs),
+                     keys=keys, keys_exact=exact, bytes_on_disk=size,
+                     task_bytes_on_disk=sum(_dir_bytes(p) for p in dirs),
                      changelog=spec.topic, changelog_end_offsets=ends,
                      local_tasks=[p.name for p in dirs], local_input_offsets=offsets)
 

@@ -108,13 +108,23 @@ def _plan_reset(topology: Topology, state_dir: str, partitions: int, tables: lis
     return ResetPlan(topology.name, stores, inputs, recreate, dirs)
 
 
+def _refusal(group: str, members: int) -> str:
+    return (f"consumer group {group!r} has {members} live member(s); stop its workers first "
+            "(or use --force)")
+
+
+async def live_members_refusal(bootstrap: Kafka, group: str, force: bool) -> str | None:
+    """Why a reset of ``group`` would be refused now (live members, no --force), or None."""
+    members = await admin.group_members(bootstrap, group)
+    return _refusal(group, members) if members and not force else None
+
+
 async def execute_reset(plan: ResetPlan, bootstrap: Kafka, force: bool,
                         say: Callable[[str], None],
                         replication: Replication = Replication()) -> None:
     members = await admin.group_members(bootstrap, plan.topology)
     if members and not force:
-        raise ResetRefused(f"consumer group {plan.topology!r} has {members} live member(s); "
-                           "stop its workers first (or use --force)")
+        raise ResetRefused(_refusal(plan.topology, members))
     say(f"[1/4] consumer group {plan.topology!r}: {members} live members")
     names = [s.name for s in plan.recreate_topics]
     # Recreate internal topics with the partition counts they had (derived from the inputs).

@@ -1,0 +1,1 @@
+"""The ``streams`` command line by concern; :mod:`streams.cli` assembles it."""
