@@ -125,7 +125,7 @@ def tables_list(name: str | None, as_json: bool, state_dir: str | None, broker: 
 @click.argument("name")
 @click.argument("table")
 @click.argument("key")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output, one JSON per line")
 @click.option("--as-of", "as_of", type=int, default=None,
               help="versioned tables: the value as of this time (epoch ms)")
 @click.option("--versions", "all_versions", is_flag=True,
@@ -152,7 +152,7 @@ def tables_get(name: str, table: str, key: str, as_json: bool, as_of: int | None
     if worker is not None:
         if all_versions:
             raise UserError("--versions reads this host's state only (no --worker)")
-        value = _remote_get(name, table, key, as_of, worker, broker)
+        value = _remote_get(topology.name, table, key, as_of, worker, broker)
         windows = value.get("windows")
         if windows is None:
             text = json_dumps(value["value"]).decode()
@@ -166,7 +166,7 @@ def tables_get(name: str, table: str, key: str, as_json: bool, as_of: int | None
                 bounds = f"[{s}, {e})" if _end_exclusive(topology, table) else f"[{s}, {e}]"
                 click.echo(f"{key} {bounds}: {json_dumps(w['value']).decode()}")
         return
-    settings = load_settings(name, state_dir=state_dir)
+    settings = load_settings(topology.name, state_dir=state_dir)
     if all_versions:
         for v in get_versions(topology, settings.state_dir, table, key):
             text = json_dumps(v if as_json else v["value"]).decode()
