@@ -30,6 +30,7 @@ from ..metrics import Metrics
 from ..state.store import StateCorrupted, StateStorageError
 from .assignor import TopologyMismatch
 from .compile import subtopologies
+from .discovery import Registration, announce
 from .global_tables import GlobalTableConsumer, GlobalTables
 from .idle import IdleTracker
 from .lag import report_lag
@@ -72,6 +73,7 @@ class Worker:
         self.metrics.initialise(topology)
         self.tuning = tuning(settings)
         self.metrics_port: int | None = None
+        self.discovery: Registration | None = None
         self._lock = asyncio.Lock()  # the main loop vs. the rebalance listener
         self._stopping = asyncio.Event()
         self._fatal: BaseException | None = None
@@ -106,6 +108,7 @@ class Worker:
         if s.metrics_port >= 0:
             self.metrics_port = m.serve(s.metrics_host, s.metrics_port)
             log.info("metrics on http://%s:%d/metrics", s.metrics_host, self.metrics_port)
+            self.discovery = announce(s, name, s.metrics_host, self.metrics_port)
         consumer = group_consumer(self.topology, s, self.kafka, self.tuning,
                                   lambda why: self.fail(TopologyMismatch(why)))
         self.transport = transport = shared_transport(
@@ -147,6 +150,9 @@ class Worker:
             # After an error (a failed send, a task that could not open) nothing may be
             # committed: offsets would move past outputs that never reached Kafka.
             await self._shutdown(commit=clean)
+            # Kept after a failure: Prometheus then reports this worker down (StreamsWorkerDown).
+            if self.discovery is not None and self._fatal is None:
+                self.discovery.remove()
         if self._fatal is not None:
             raise WorkerFailed(str(self._fatal)) from self._fatal
 
