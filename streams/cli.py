@@ -244,7 +244,7 @@ def generate_cmd(name: str, count: int, rate: float | None, seed: int, accounts:
                  start: int | None, broker: str | None) -> None:
     """Write realistic input events for reference topology NAME. Event time continues where
     the previous run left it (see --start)."""
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
     from .devtools import generate
     from .runtime.topics import topic_specs
@@ -263,7 +263,7 @@ def generate_cmd(name: str, count: int, rate: float | None, seed: int, accounts:
                                     admin.Replication.from_settings(settings)))
     sent = asyncio.run(generate.produce(bootstrap, items, rate))
     topics = sorted({t for t, _, _ in items})
-    began = datetime.fromtimestamp(start / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    began = datetime.fromtimestamp(start / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     click.echo(f"sent {sent} events to {', '.join(topics)} (event time from {began}, {start})")
 
 

@@ -224,8 +224,9 @@ def report_payments(run: Run) -> None:
     print(f"deposits this run: {deposits}; payments: {len(payments)} "
           f"({len(ids) - len(set(ids))} sent twice, "
           f"{len(payments) - len(ids)} not JSON objects with a payment_id)")
+    one_each = set(result_ids) == set(ids) and max(result_ids.values(), default=1) == 1
     print(f"payment-results: {len(results)} for {len(set(ids))} distinct payment ids "
-          f"(exactly one each: {set(result_ids) == set(ids) and max(result_ids.values(), default=1) == 1}): "
+          f"(exactly one each: {'yes' if one_each else 'NO'}): "
           + ", ".join(f"{k} {n}" for k, n in sorted(outcome.items())))
     print(f"payments-dlq: {len(dlq)} records, reasons "
           f"{dict(Counter(r.headers.get('reason', '?') for r in dlq))}")

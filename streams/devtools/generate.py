@@ -235,9 +235,9 @@ def payments(rng: random.Random, count: int, start_ms: int, step_ms: float = 10,
         roll -= PAYMENT_DUPLICATE_SHARE
         if roll < PAYMENT_GARBAGE_SHARE:
             # ... and a well-formed payment in UTF-16: only UTF-8 is JSON on a topic
+            utf16 = json_dumps({"payment_id": f"p{n}{run}"}).decode().encode("utf-16")
             garbage = rng.choice([b"not json", b"{\"payment_id\": ", b"\xff\xfe\x00",
-                                  b"payment p" + str(n).encode(),
-                                  json_dumps({"payment_id": f"p{n}{run}"}).decode().encode("utf-16")])
+                                  b"payment p" + str(n).encode(), utf16])
             yield "payments", rng.choice(names), garbage
             i += 1
             continue

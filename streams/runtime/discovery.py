@@ -86,7 +86,8 @@ def register(directory: str | Path, topology: str, host: str, port: int,
             json.dump(doc, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from a Prometheus running as another user
+        # (mkstemp's 0600 would hide it from a Prometheus running as another user)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

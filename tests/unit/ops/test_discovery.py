@@ -1,6 +1,7 @@
 """Workers announce their metrics endpoint to Prometheus through file_sd files
 (streams.runtime.discovery): the file's content, its atomic replacement, its removal, and the
-``discovery_dir`` setting. A real Prometheus reading these files: tests/integration/test_prometheus.py."""
+``discovery_dir`` setting. A real Prometheus reading these files:
+tests/integration/test_prometheus.py."""
 
 from __future__ import annotations
 
