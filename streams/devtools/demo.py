@@ -2,8 +2,8 @@
 group has caught up, and what this run added to the reference topologies' topics.
 
 ``python -m streams.devtools.demo mark FILE`` records the end offsets of the demo's topics;
-``wait NAME`` waits until group NAME has committed everything its topics hold;
-``report NAME FILE`` prints what the records after the marked offsets say (this run's, not
+``wait NAME...`` waits until each group NAME has committed everything its topics hold;
+``report FILE NAME...`` prints what the records after the marked offsets say (this run's, not
 the whole topic's, which would include earlier runs).
 """
 
@@ -185,9 +185,6 @@ def report_trip_stats(run: Run) -> None:
     print(f"late rides: {len(late_rides)} of {len(rides)} arrived after their window's grace "
           f"and were dropped from it; rides-late got {len(late)} records, one per windowed "
           f"aggregation a ride missed: {dict(sorted(per_node.items()))}")
-    drivers = Counter(v["driver_id"] for v in rides if isinstance(v, dict))
-    if drivers:
-        print(f"busiest driver this run: {drivers.most_common(1)[0][0]}")
 
 
 def report_order_shipments(run: Run) -> None:
@@ -235,14 +232,20 @@ def report_payments(run: Run) -> None:
         print(f"account-balances updates this run: {len(balances)}, e.g. {_show(balances[-1])}")
 
 
-REPORTS: dict[str, tuple[tuple[str, ...], Callable[[Run], None]]] = {
-    "trip_stats": (("rides", "rides-per-city-1m", "rides-late"), report_trip_stats),
+# topology -> (the topics its report reads, its title, the report)
+REPORTS: dict[str, tuple[tuple[str, ...], str, Callable[[Run], None]]] = {
+    "trip_stats": (("rides", "rides-per-city-1m", "rides-late"),
+                   "trip_stats: windows (tumbling 1 min, grace 30 s, emitted once final)",
+                   report_trip_stats),
     "order_shipments": (("orders", "shipments", "order-shipments", "unshipped-orders"),
+                        "order_shipments: orders joined with their shipments",
                         report_order_shipments),
     "enrichment": (("transactions", "premium-transactions", "regular-transactions",
-                    "other-transactions", "unenriched-transactions"), report_enrichment),
+                    "other-transactions", "unenriched-transactions"),
+                   "enrichment: transactions joined with users and products, by tier",
+                   report_enrichment),
     "payments": (("deposits", "payments", "payment-results", "payments-dlq",
-                  "account-balances"), report_payments),
+                  "account-balances"), "payments (exactly-once)", report_payments),
 }
 
 
@@ -251,26 +254,32 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     mark = sub.add_parser("mark", help="record the end offsets of the demo's topics")
     mark.add_argument("file")
-    wait = sub.add_parser("wait", help="wait until a topology's group has caught up")
-    wait.add_argument("name")
-    wait.add_argument("--timeout", type=float, default=90.0)
-    report = sub.add_parser("report", help="what this run added to a topology's topics")
-    report.add_argument("name", choices=sorted(REPORTS))
+    wait = sub.add_parser("wait", help="wait until topologies' groups have caught up")
+    wait.add_argument("names", nargs="+")
+    wait.add_argument("--timeout", type=float, default=90.0, help="seconds, per group")
+    report = sub.add_parser("report", help="what this run added to topologies' topics")
     report.add_argument("file")
+    report.add_argument("names", nargs="+", choices=sorted(REPORTS))
     args = parser.parse_args(argv)
     bootstrap = KafkaConnection.from_settings(load_settings())
     if args.cmd == "mark":
-        topics = [t for topics, _ in REPORTS.values() for t in topics]
+        topics = [t for topics, _, _ in REPORTS.values() for t in topics]
         marks = asyncio.run(end_offsets(bootstrap, topics))
         Path(args.file).write_text(json.dumps(marks))
         return 0
     if args.cmd == "wait":
-        ok = asyncio.run(wait_caught_up(bootstrap, args.name, group_topics(args.name),
-                                        args.timeout))
-        return 0 if ok else 1
+        for name in args.names:
+            if not asyncio.run(wait_caught_up(bootstrap, name, group_topics(name),
+                                              args.timeout)):
+                return 1
+        return 0
     marks = {t: {int(p): o for p, o in parts.items()}
              for t, parts in json.loads(Path(args.file).read_text()).items()}
-    REPORTS[args.name][1](Run(bootstrap, marks))
+    run = Run(bootstrap, marks)
+    for name in args.names:
+        _, title, show = REPORTS[name]
+        print(f"\n== {title}")
+        show(run)
     return 0
 
 
