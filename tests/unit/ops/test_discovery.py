@@ -72,6 +72,7 @@ def test_discovery_off_writes_nothing(tmp_path: Path) -> None:
 
 def test_discovery_dir_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("STREAMS_CONFIG_DIR", raising=False)
+    monkeypatch.delenv("STREAMS_DISCOVERY_DIR", raising=False)
     assert load_settings().discovery_dir == ".streams/discovery"
     monkeypatch.setenv("STREAMS_DISCOVERY_DIR", str(tmp_path / "sd"))
     assert load_settings().discovery_dir == str(tmp_path / "sd")
