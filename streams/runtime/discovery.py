@@ -97,10 +97,17 @@ def register(directory: str | Path, topology: str, host: str, port: int,
 
 def announce(settings: Settings, topology: str, host: str, port: int) -> Registration | None:
     """:func:`register` with the worker's settings; None when ``discovery_dir`` is empty
-    (discovery off)."""
+    (discovery off) or cannot be written: then one warning, and the worker runs on (its
+    metrics are served, only Prometheus does not find them)."""
     if not settings.discovery_dir:
         return None
-    return register(settings.discovery_dir, topology, host, port, settings.processing_guarantee)
+    try:
+        return register(settings.discovery_dir, topology, host, port,
+                        settings.processing_guarantee)
+    except OSError as exc:
+        log.warning("not announced to Prometheus: cannot write to discovery_dir %s: %s",
+                    settings.discovery_dir, exc.strerror or exc)
+        return None
 
 
 __all__ = ["Registration", "announce", "register", "target_address", "worker_id"]

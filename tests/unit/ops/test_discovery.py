@@ -70,6 +70,16 @@ def test_discovery_off_writes_nothing(tmp_path: Path) -> None:
     assert discovery.announce(Settings(discovery_dir=""), "x", "127.0.0.1", 1) is None
 
 
+def test_an_unwritable_discovery_dir_is_one_warning(tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("")  # (a directory below a file: the same error for root, too)
+    settings = Settings(discovery_dir=str(a_file / "sd"))
+    assert discovery.announce(settings, "x", "127.0.0.1", 1) is None
+    [record] = caplog.records
+    assert record.levelname == "WARNING" and "cannot write to discovery_dir" in record.message
+
+
 def test_discovery_dir_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("STREAMS_CONFIG_DIR", raising=False)
     monkeypatch.delenv("STREAMS_DISCOVERY_DIR", raising=False)
