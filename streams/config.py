@@ -98,6 +98,9 @@ class Settings:
     # The host other workers and clients reach this worker's HTTP server at (its tables):
     # "" = metrics_host, or this machine's name when metrics_host listens on every interface.
     advertised_host: str = ""
+    # Each worker writes its metrics endpoint here for Prometheus' file_sd
+    # (streams.runtime.discovery); "" = off.
+    discovery_dir: str = ".streams/discovery"
     # Replication of the topics a worker creates: "auto" = min(3, brokers in the cluster);
     # min.insync.replicas "auto" = 2 when the replication factor is 3 or more, else 1.
     replication_factor: int | str = "auto"
@@ -246,6 +249,7 @@ _ENV = {
     "STREAMS_STATE_DIR": "state_dir",
     "STREAMS_METRICS_HOST": "metrics_host",
     "STREAMS_ADVERTISED_HOST": "advertised_host",
+    "STREAMS_DISCOVERY_DIR": "discovery_dir",
 }
 
 # Environment overrides of the [security] table (never the password itself: that variable is
@@ -291,6 +295,11 @@ def _value_problem(key: str, value: Any) -> str | None:
             return f"{name} must be a non-empty string, not {_short(value)}"
         if key == "broker":
             return _broker_problem(value)
+    elif key == "discovery_dir":
+        if not isinstance(value, str):
+            return f"discovery_dir must be a string (a directory; \"\" = off), not {_short(value)}"
+        if value and Path(value).exists() and not Path(value).is_dir():
+            return f"discovery_dir must be a directory, but {value} is a file"
     elif key in ("replication_factor", "min_insync_replicas"):
         if value != "auto" and not (_is_int(value) and value >= 1):
             return f"{name} must be \"auto\" or a positive integer, not {_short(value)}"

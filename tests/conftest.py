@@ -7,10 +7,13 @@ Integration tests talk to a real Kafka broker: ``STREAMS_BROKER`` if set (CI sta
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +28,14 @@ from streams.devtools import broker as local_broker
 from streams.kafka import admin
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The workers tests start announce themselves for Prometheus (streams.runtime.discovery); the
+# killed ones leave their file. Not in the repository's .streams/discovery, where
+# config/prometheus.yml would find them and report them down.
+if not os.environ.get("STREAMS_DISCOVERY_DIR"):
+    _DISCOVERY = tempfile.mkdtemp(prefix="streams-test-discovery-")
+    os.environ["STREAMS_DISCOVERY_DIR"] = _DISCOVERY
+    atexit.register(shutil.rmtree, _DISCOVERY, True)
 
 # Hypothesis profiles. "ci" (selected where CI is set) runs every property test with its full
 # number of examples: Hypothesis' default of 100, or the test's own ``examples(n)``. "dev", the

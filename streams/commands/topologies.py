@@ -115,20 +115,29 @@ def worker_cmd(name: str, config_file: str | None, state_dir: str | None,
               help="the same seed gives the same events")
 @click.option("--accounts", type=click.IntRange(min=2), default=None,
               help="payments only: number of accounts (default: count / 20, at least 10)")
+@click.option("--start", type=click.IntRange(min=0), default=None,
+              help="event time of the first event, epoch ms (default: just after the latest "
+                   "event time already in NAME's input topics, or now if later)")
 @broker_option
 def generate_cmd(name: str, count: int, rate: float | None, seed: int, accounts: int | None,
-                 broker: str | None) -> None:
-    """Write realistic input events for reference topology NAME (progress on a terminal)."""
+                 start: int | None, broker: str | None) -> None:
+    """Write realistic input events for reference topology NAME (progress on a terminal).
+    Event time continues where the previous run left it (see --start)."""
+    from datetime import UTC, datetime
+
     from ..devtools import generate
     from ..runtime.topics import topic_specs
 
     topology = registry.load(name)
     settings = load_settings(topology.name, broker=broker)
+    bootstrap = KafkaConnection.from_settings(settings)
     try:
-        items = generate.events(name, count, seed, rate=rate, accounts=accounts)
+        generate.check_options(name, accounts)
     except ValueError as exc:  # an option that does not fit this generator
         raise UserError(str(exc)) from None
-    bootstrap = KafkaConnection.from_settings(settings)
+    if start is None:
+        start = asyncio.run(generate.continued_start(bootstrap, name))
+    items = generate.events(name, count, seed, start_ms=start, rate=rate, accounts=accounts)
     asyncio.run(admin.ensure_topics(bootstrap, topic_specs(topology, settings.partitions),
                                     admin.Replication.from_settings(settings)))
     progress = TerminalProgress("sent", len(items))
@@ -137,7 +146,8 @@ def generate_cmd(name: str, count: int, rate: float | None, seed: int, accounts:
     finally:
         progress.close()
     topics = sorted({t for t, _, _ in items})
-    click.echo(f"sent {sent} events to {', '.join(topics)}")
+    began = datetime.fromtimestamp(start / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    click.echo(f"sent {sent} events to {', '.join(topics)} (event time from {began}, {start})")
 
 
 def commands() -> list[Any]:

@@ -207,7 +207,10 @@ def payments(rng: random.Random, count: int, start_ms: int, step_ms: float = 10,
     earlier payment sent again unchanged), 1 % INVALID payments (a bad amount, from == to or a
     missing field; amounts include "NaN" and Unicode digits), 0.5 % garbage (bytes that are not
     JSON in UTF-8), and about 5 % overdrafts (an
-    amount far above any balance). ``ts`` advances ``step_ms`` per event."""
+    amount far above any balance). ``ts`` advances ``step_ms`` per event. Deposit and payment
+    ids end with ``-<start_ms>``: a later run (another start) never repeats an earlier run's
+    payment_id, which payments would drop as a duplicate."""
+    run = f"-{start_ms}"
     n_accounts = max(2, accounts if accounts is not None else max(10, count // 20))
     names = [f"acc{i}" for i in range(n_accounts)]
     i = 0
@@ -217,7 +220,7 @@ def payments(rng: random.Random, count: int, start_ms: int, step_ms: float = 10,
 
     for account in names:
         for _ in range(rng.randint(1, 3)):
-            yield "deposits", account, {"deposit_id": f"d{i}", "account": account,
+            yield "deposits", account, {"deposit_id": f"d{i}{run}", "account": account,
                                         "amount": _money(rng.randrange(1_000, 100_001)),
                                         "ts": ts()}
             i += 1
@@ -232,9 +235,9 @@ def payments(rng: random.Random, count: int, start_ms: int, step_ms: float = 10,
         roll -= PAYMENT_DUPLICATE_SHARE
         if roll < PAYMENT_GARBAGE_SHARE:
             # ... and a well-formed payment in UTF-16: only UTF-8 is JSON on a topic
+            utf16 = json_dumps({"payment_id": f"p{n}{run}"}).decode().encode("utf-16")
             garbage = rng.choice([b"not json", b"{\"payment_id\": ", b"\xff\xfe\x00",
-                                  b"payment p" + str(n).encode(),
-                                  json_dumps({"payment_id": f"p{n}"}).decode().encode("utf-16")])
+                                  b"payment p" + str(n).encode(), utf16])
             yield "payments", rng.choice(names), garbage
             i += 1
             continue
@@ -243,7 +246,7 @@ def payments(rng: random.Random, count: int, start_ms: int, step_ms: float = 10,
         cents = (rng.randrange(500_000, 10_000_000) if rng.random() < PAYMENT_OVERDRAFT_SHARE
                  else rng.randrange(1, 20_001))
         payment: dict[str, Any] = {
-            "payment_id": f"p{n}", "from_account": source, "to_account": target,
+            "payment_id": f"p{n}{run}", "from_account": source, "to_account": target,
             "amount": _money(cents), "currency": rng.choice(CURRENCIES), "ts": ts()}
         if roll < PAYMENT_INVALID_SHARE:
             kind = rng.randrange(5)
@@ -271,6 +274,80 @@ GENERATORS: dict[str, Callable[..., Iterator[Event]]] = {
 }
 
 
+# The topics each generator writes (what a later run continues after).
+GENERATOR_TOPICS: dict[str, tuple[str, ...]] = {
+    "profile_notifications": ("profile-views",),
+    "payments": ("deposits", "payments"),
+    "trip_stats": ("rides",),
+    "enrichment": ("users", "products", "transactions"),
+    "fraud_alerts": ("card-transactions",),
+    "order_shipments": ("orders", "shipments"),
+}
+TAIL_RECORDS = 2000  # per partition: the newest event times are among the last records
+
+
+async def latest_event_time(bootstrap: Kafka, topics: list[str], tail: int = TAIL_RECORDS
+                            ) -> int | None:
+    """The largest record timestamp among the last ``tail`` records of every partition of
+    ``topics`` (None: no records). Generated events carry their ``ts`` as record timestamp;
+    events arrive out of order by far less than ``tail`` records, so the maximum is there."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from ..kafka import admin
+
+    parts = await admin.topic_partitions(bootstrap, topics)
+    tps = [TopicPartition(t, p) for t, ps in parts.items() for p in ps]
+    if not tps:
+        return None
+    consumer = AIOKafkaConsumer(**client_kwargs(bootstrap), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        begins, ends = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
+        todo = {tp for tp in tps if ends[tp] > begins[tp]}
+        for tp in todo:
+            consumer.seek(tp, max(begins[tp], ends[tp] - tail))
+        latest: int | None = None
+        empty_polls = 0
+        while todo and empty_polls < 3:  # (a trailing marker may keep a position short)
+            batch = await consumer.getmany(*todo, timeout_ms=1000)
+            empty_polls = 0 if batch else empty_polls + 1
+            for records in batch.values():
+                for rec in records:
+                    latest = rec.timestamp if latest is None else max(latest, rec.timestamp)
+            todo = {tp for tp in todo if await consumer.position(tp) < ends[tp]}
+        return latest
+    finally:
+        await consumer.stop()
+
+
+async def continued_start(bootstrap: Kafka, name: str, now_ms: int | None = None,
+                          topics: list[str] | None = None) -> int:
+    """Where the event time of a new run of generator ``name`` starts: just after the latest
+    event time already in its topics, or now if that is later. Starting at now regardless
+    would put a second run behind the stream time the first one left in the workers (the
+    generators run event time ahead of the wall clock), and windows and joins would drop
+    almost all of it as late. ``topics``: instead of the generator's own."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    if topics is None:
+        topics = list(GENERATOR_TOPICS.get(name, ()))
+    latest = await latest_event_time(bootstrap, topics)
+    return now if latest is None else max(now, latest + 1)
+
+
+def check_options(name: str, accounts: int | None = None) -> None:
+    """LookupError for a topology without a generator, ValueError for an option that does not
+    fit its generator."""
+    if name not in GENERATORS:
+        raise LookupError(f"no generator for topology {name!r} (have: {', '.join(GENERATORS)})")
+    if accounts is not None:
+        if name != "payments":
+            raise ValueError(f"--accounts applies to the payments generator, not {name!r}")
+        if accounts < 2:
+            raise ValueError(f"--accounts must be at least 2 (payments go between accounts), "
+                             f"got {accounts}")
+
+
 def events(name: str, count: int, seed: int = 42, start_ms: int | None = None,
            rate: float | None = None, step_ms: float | None = None,
            accounts: int | None = None) -> list[Event]:
@@ -278,18 +355,12 @@ def events(name: str, count: int, seed: int = 42, start_ms: int | None = None,
     starts at ``start_ms`` (default: now) and advances ``step_ms`` per event (default
     ``1000 / rate`` with a ``rate``, else the generator's own step). ``accounts``: how many
     accounts the payments generator uses (only it takes this option)."""
-    if name not in GENERATORS:
-        raise LookupError(f"no generator for topology {name!r} (have: {', '.join(GENERATORS)})")
+    check_options(name, accounts)
     start = int(time.time() * 1000) if start_ms is None else start_ms
     if step_ms is None and rate:
         step_ms = 1000 / rate
     extra: dict[str, Any] = {} if step_ms is None else {"step_ms": step_ms}
     if accounts is not None:
-        if name != "payments":
-            raise ValueError(f"--accounts applies to the payments generator, not {name!r}")
-        if accounts < 2:
-            raise ValueError(f"--accounts must be at least 2 (payments go between accounts), "
-                             f"got {accounts}")
         extra["accounts"] = accounts
     return list(GENERATORS[name](random.Random(seed), count, start, **extra))
 

@@ -33,6 +33,7 @@ from ..serving.worker_http import advertised_endpoint, query_server
 from ..state.store import StateCorrupted, StateStorageError
 from .assignor import EndpointMap, TopologyMismatch
 from .compile import subtopologies
+from .discovery import Registration, announce
 from .global_tables import GlobalTableConsumer, GlobalTables
 from .idle import IdleTracker
 from .catchup import CatchUpProgress
@@ -76,6 +77,7 @@ class Worker:
         self.metrics.initialise(topology)
         self.tuning = tuning(settings)
         self.metrics_port: int | None = None
+        self.discovery: Registration | None = None
         self._lock = asyncio.Lock()  # the main loop vs. the rebalance listener
         self._stopping = asyncio.Event()
         self._fatal: BaseException | None = None
@@ -123,6 +125,7 @@ class Worker:
             self.metrics_port = await self.http.start(s.metrics_host, s.metrics_port)
             self.endpoint = self.http.endpoint = advertised_endpoint(s, self.metrics_port)
             log.info("metrics on http://%s:%d/metrics", s.metrics_host, self.metrics_port)
+            self.discovery = announce(s, name, s.metrics_host, self.metrics_port)
         m.describe_worker(self.topology.version, s.processing_guarantee, s.processing_mode,
                           self.endpoint)
         consumer = group_consumer(self.topology, s, self.kafka, self.tuning,
@@ -171,6 +174,9 @@ class Worker:
             # After an error (a failed send, a task that could not open) nothing may be
             # committed: offsets would move past outputs that never reached Kafka.
             await self._shutdown(commit=clean)
+            # Kept after a failure: Prometheus then reports this worker down (StreamsWorkerDown).
+            if self.discovery is not None and self._fatal is None:
+                self.discovery.remove()
         if self._fatal is not None:
             raise WorkerFailed(str(self._fatal)) from self._fatal
 

@@ -6,7 +6,8 @@ One scenario (module fixture) runs two workers against the shared broker, on top
 else uses: ``profile_notifications`` (stateless, cwd = the repository) and ``ops_clicks`` (a
 table and a windowed table, defined here in a temp project's ``topologies/`` package, which
 the worker finds from its cwd). Prometheus (``scripts/install-prometheus.sh``) runs on a free
-loopback port with its own storage and a config derived from ``config/prometheus.yml``.
+loopback port with its own storage and a config derived from ``config/prometheus.yml``: it
+finds the workers through the discovery files they write (``STREAMS_DISCOVERY_DIR``).
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class Worker:
 def start_worker(name: str, bootstrap: str, cwd: Path, state: Path, log_path: Path,
                  *args: str) -> Worker:
     env = {**os.environ, "STREAMS_BROKER": bootstrap, "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": str(ROOT), "STREAMS_DISCOVERY_DIR": str(state.parent / "discovery")}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker", name, "--state-dir", str(state),
@@ -181,21 +182,17 @@ class Prometheus:
                 self.proc.wait(10)
 
 
-def prometheus_config(workers: list[Worker]) -> dict[str, Any]:
-    """config/prometheus.yml with a 1 s scrape, the real alert rules, and jobs for the running
-    workers shaped like the file's own (``streams-<topology>``, their actual ports)."""
+def prometheus_config(discovery: Path) -> dict[str, Any]:
+    """config/prometheus.yml with a 1 s scrape, the real alert rules, and its file_sd job
+    reading the discovery directory of this test's workers (not the repository's: someone
+    else's workers)."""
     doc = yaml.safe_load((ROOT / "config" / "prometheus.yml").read_text())
     doc["global"]["scrape_interval"] = "1s"
     doc["global"]["evaluation_interval"] = "1s"
     doc["rule_files"] = [str(ROOT / "config" / rule) for rule in doc["rule_files"]]
-    template = next(j for j in doc["scrape_configs"] if j["job_name"] == f"streams-{PROFILE}")
-    jobs = []
-    for w in workers:
-        job = json.loads(json.dumps(template))
-        job["job_name"] = f"streams-{w.name}"
-        job["static_configs"] = [{"targets": [f"127.0.0.1:{w.port}"]}]
-        jobs.append(job)
-    doc["scrape_configs"] = jobs  # not the other reference ports: someone else's workers
+    [job] = doc["scrape_configs"]
+    [sd] = job["file_sd_configs"]
+    sd["files"] = [str(discovery / "*.json")]
     return doc
 
 
@@ -209,6 +206,7 @@ def load_topology(path: Path) -> Any:
 
 @dataclass
 class Scenario:
+    work: Path
     prom: Prometheus
     workers: dict[str, Worker]
     views: int
@@ -241,7 +239,7 @@ def scenario(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         started += [profile, clicks]
         for w in started:
             w.wait_ready()
-        prom = Prometheus(prometheus_config(started), work)
+        prom = Prometheus(prometheus_config(work / "discovery"), work)
         # Label values initialised at 0 are there before any input (and so is the target).
         assert prom.wait_for(f'up{{job="streams-{PROFILE}"}}', 1) == 1
         dead_before = prom.value(f'sum(streams_dead_letters_total{{topology="{PROFILE}"}})')
@@ -268,7 +266,7 @@ def scenario(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         time.sleep(3)
         commits = (prom.value(f'sum(streams_commits_total{{topology="{PROFILE}"}} offset 2s)'),
                    prom.value(f'sum(streams_commits_total{{topology="{PROFILE}"}})'))
-        yield Scenario(prom, {w.name: w for w in started}, len(views), notifications,
+        yield Scenario(work, prom, {w.name: w for w in started}, len(views), notifications,
                        dead_before, (commits[0] or 0.0, commits[1] or 0.0), len(USERS),
                        {v["viewer_id"] for _, _, v in views})
     finally:
@@ -305,6 +303,40 @@ def test_prometheus_sees_what_the_workers_did(scenario: Scenario) -> None:
                    f'table="ops-clicks-per-user"}})')
     assert keys == pytest.approx(scenario.users, abs=3)
     assert p.value(f'sum(streams_recovery_records_remaining{{topology="{CLICKS}"}})') == 0
+
+
+def _targets(prom: Prometheus) -> list[dict[str, Any]]:
+    return [t for t in prom.api("targets")["data"]["activeTargets"]
+            if t["scrapePool"] == "streams"]
+
+
+def _poll(what: str, check: Any, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    got = check()
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.5)
+        got = check()
+    assert got, f"not within {timeout}s: {what}"
+    return got
+
+
+def test_prometheus_scrapes_exactly_the_discovered_workers(scenario: Scenario) -> None:
+    """Prometheus scrapes the workers it found in their discovery files, on the ports they got
+    (``--metrics-port 0``), labelled with topology, worker id and guarantee; nothing else."""
+    p, discovery = scenario.prom, scenario.work / "discovery"
+    by_job = {t["labels"]["job"]: t for t in _targets(p)}
+    assert set(by_job) == {f"streams-{PROFILE}", f"streams-{CLICKS}"}  # no other slot
+    for w in scenario.workers.values():
+        target = by_job[f"streams-{w.name}"]
+        assert target["labels"]["instance"] == f"127.0.0.1:{w.port}"
+        assert target["labels"]["topology"] == w.name
+        assert target["labels"]["guarantee"] == "at_least_once"
+        assert target["labels"]["worker_id"].endswith(f"-{w.proc.pid}")
+        assert target["health"] == "up", target
+    assert p.value(f'count(streams_commits_total{{job="streams-{CLICKS}"}})') == 1
+    assert not p.query('{exported_topology!=""}')  # honor_labels: one topology label
+    files = sorted(f.name for f in discovery.glob("*.json"))
+    assert len(files) == 2, files
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
@@ -363,3 +395,31 @@ def test_json_logs_one_lifecycle_object_per_line(scenario: Scenario) -> None:
     assert len(info) < 60, messages
     text = "\n".join(messages)
     assert not [v for v in scenario.viewer_ids if re.search(rf"\b{v}\b", text)]
+
+
+def test_stopped_worker_leaves_killed_worker_stays_down(scenario: Scenario) -> None:
+    """A worker stopped cleanly takes its target with it; a killed worker's file stays, so
+    its target stays, is reported down and StreamsWorkerDown becomes pending (it fires after
+    its 1 m)."""
+    p, discovery = scenario.prom, scenario.work / "discovery"
+    profile, clicks = scenario.workers[PROFILE], scenario.workers[CLICKS]
+    assert profile.stop() == 0  # SIGTERM (maybe already sent): its file goes, and its target
+    assert not list(discovery.glob(f"{PROFILE}-*.json"))
+    _poll("the stopped worker's target is gone",
+          lambda: {t["labels"]["job"] for t in _targets(p)} == {f"streams-{CLICKS}"})
+    _poll("its up series ended", lambda: not p.query(f'up{{job="streams-{PROFILE}"}}'))
+
+    clicks.proc.kill()  # SIGKILL: nothing removes its file
+    clicks.proc.wait(30)
+    assert list(discovery.glob(f"{CLICKS}-*.json"))
+    _poll("the killed worker's target is down",
+          lambda: p.value(f'up{{job="streams-{CLICKS}"}}') == 0)
+
+    def worker_down_alert() -> list[dict[str, Any]]:
+        return [a for a in p.api("alerts")["data"]["alerts"]
+                if a["labels"]["alertname"] == "StreamsWorkerDown"]
+
+    [alert] = _poll("StreamsWorkerDown pending for the killed worker", worker_down_alert)
+    assert alert["labels"]["job"] == f"streams-{CLICKS}"
+    assert alert["labels"]["instance"] == f"127.0.0.1:{clicks.port}"
+    assert alert["state"] in ("pending", "firing")

@@ -6,7 +6,6 @@ Prometheus in tests/integration/test_prometheus.py."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -74,23 +73,23 @@ def test_alert_tests_fail_when_the_alert_never_fires(alert: str, tmp_path: Path)
     assert alert in done.stdout + done.stderr
 
 
-def test_scrape_config_follows_the_port_convention() -> None:
-    """One job per reference topology, ``streams-<topology>``, targets in its block of ten
-    ports (9400 + 10 * i) as documented at the top of the file."""
-    from streams import registry
+def test_scrape_config_discovers_the_workers_files() -> None:
+    """No static targets: one job reads the workers' discovery files from the default
+    ``discovery_dir`` (relative to the config file, as Prometheus resolves it) and names each
+    target's job ``streams-<topology>``."""
+    from streams.config import Settings
 
     doc = yaml.safe_load((CONFIG / "prometheus.yml").read_text())
-    jobs = {j["job_name"]: [t for sc in j["static_configs"] for t in sc["targets"]]
-            for j in doc["scrape_configs"]}
-    header = (CONFIG / "prometheus.yml").read_text()
-    blocks = {name: int(lo) for name, lo in re.findall(r"#\s+(\w+)\s+(94\d0)-94\d9", header)}
-    for name in registry.names():
-        assert f"streams-{name}" in jobs, f"no scrape job for {name}"
-    for name, lo in blocks.items():
-        for target in jobs[f"streams-{name}"]:
-            port = int(target.rsplit(":", 1)[1])
-            assert lo <= port < lo + 10, (name, target)
     assert doc["rule_files"] == ["alerts.yml"]
+    [job] = doc["scrape_configs"]
+    assert "static_configs" not in job
+    [sd] = job["file_sd_configs"]
+    [pattern] = sd["files"]
+    assert (CONFIG / pattern).resolve() == (ROOT / Settings().discovery_dir / "*.json").resolve()
+    [relabel] = job["relabel_configs"]
+    assert (relabel["source_labels"], relabel["target_label"], relabel["replacement"]) == \
+        (["topology"], "job", "streams-$1")
+    assert job["honor_labels"] is True  # no exported_topology next to topology
 
 
 def test_dashboard_has_every_required_panel() -> None:
