@@ -24,6 +24,7 @@ from .commands import consume as consume_commands
 from .commands import topologies as topology_commands
 from .commands.errors import Group, MainGroup, OptionError, UserError
 from .commands.kafka import kafka
+from .commands.options import bootstrap as _bootstrap
 from .commands.options import broker_option as _broker_option
 from .commands.options import state_dir_option as _state_dir_option
 from .config import load_settings
