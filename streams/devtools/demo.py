@@ -21,6 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
+    KafkaConnectionError,
+    NotCoordinatorError,
+    RequestTimedOutError,
+)
 
 from .. import registry
 from ..config import load_settings
@@ -29,6 +36,8 @@ from ..kafka.clients import Kafka, KafkaConnection, client_kwargs
 from ..runtime.compile import subtopologies
 
 Offsets = dict[str, dict[int, int]]  # topic -> partition -> offset
+COORDINATOR_NOT_READY = (CoordinatorNotAvailableError, CoordinatorLoadInProgressError,
+                         NotCoordinatorError, KafkaConnectionError, RequestTimedOutError)
 
 
 def group_topics(name: str) -> list[str]:
@@ -82,7 +91,12 @@ async def wait_caught_up(bootstrap: Kafka, group: str, topics: list[str], timeou
     started, settled = time.monotonic(), 0
     left: dict[tuple[str, int], int] = {}
     while time.monotonic() < deadline:
-        left = await behind(bootstrap, group, topics)
+        try:
+            left = await behind(bootstrap, group, topics)
+        except COORDINATOR_NOT_READY:   # a fresh broker creates __consumer_offsets on first use
+            left, settled = {("(group coordinator not available yet)", -1): 0}, 0
+            await asyncio.sleep(1.0)
+            continue
         settled = 0 if left else settled + 1
         if settled >= 2:
             say(f"{group}: caught up after {time.monotonic() - started:.0f} s "
