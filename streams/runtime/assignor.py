@@ -16,6 +16,14 @@ every other member an empty assignment whose ``user_data`` says what differs. Th
 
 The group's shape is the one of its longest-running member (earliest start, by the workers'
 clocks): a newcomer never displaces the workers already running.
+
+**Standby replicas.** With ``num_standby_replicas`` > 0 (the leader's setting decides) every
+member also reports its local state per task (``task_offsets``: task id -> changelog offset
+sum; ``previous_active``: the tasks it ran) and the leader assigns whole tasks with
+:func:`~streams.runtime.task_assignment.assign_tasks` instead of ranges: actives to members
+with caught-up state, standbys elsewhere. Each member's standby tasks travel in its
+assignment's ``user_data`` (``standby``); :meth:`~ShapeCheckingAssignor.on_assignment` hands
+them to the worker.
 """
 
 from __future__ import annotations
@@ -37,6 +45,8 @@ from aiokafka.coordinator.protocol import (ConsumerProtocolMemberAssignment,
 
 from ..dsl import nodes as n
 from ..dsl.topology import Topology
+from .compile import subtopologies
+from .task_assignment import MemberTasks, assign_tasks
 
 
 class TopologyMismatch(RuntimeError):
@@ -123,16 +133,25 @@ class ShapeCheckingAssignor(AbstractPartitionAssignor):
     version = 0
 
     def __init__(self, topology: Topology, on_refused: Callable[[str], None],
-                 started_ms: int | None = None) -> None:
+                 started_ms: int | None = None, standby_replicas: int = 0,
+                 local_tasks: Callable[[], dict[str, int]] | None = None,
+                 on_standby: Callable[[list[str]], None] | None = None) -> None:
         self.shape = TopologyShape.of(topology)
         self.started_ms = int(time.time() * 1000) if started_ms is None else started_ms
         self.on_refused = on_refused
+        # standby replicas: see the module docstring
+        self.standby_replicas = standby_replicas
+        self.local_tasks = local_tasks  # task id -> changelog offset sum of local state
+        self.on_standby = on_standby    # called with this member's standby task ids
+        self.tasks = _TaskLayout(topology)
+        self.previous_active: list[str] = []
 
     # (aiokafka declares these as classmethods; instances are used the same way)
     def metadata(self,
                  topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
         doc = {"fingerprint": self.shape.fingerprint, "started_ms": self.started_ms,
                "shape": asdict(self.shape)}
+        doc.update(self._task_state_keys())
         return ConsumerProtocolMemberMetadata(self.version, sorted(topics),
                                               json.dumps(doc).encode())
 
@@ -148,7 +167,10 @@ class ShapeCheckingAssignor(AbstractPartitionAssignor):
         assert group is not None
         accepted = {m: meta for m, meta in members.items()
                     if (docs[m] or {}).get("fingerprint") == group["fingerprint"]}
-        out = RangePartitionAssignor.assign(cluster, accepted)
+        if self.standby_replicas > 0:
+            out = self._assign_tasks(cluster, accepted, docs)
+        else:
+            out = RangePartitionAssignor.assign(cluster, accepted)
         for member in members.keys() - accepted.keys():
             refusal = {"refused": self._refusal(docs[member], group)}
             out[member] = ConsumerProtocolMemberAssignment(self.version, [],
@@ -175,6 +197,78 @@ class ShapeCheckingAssignor(AbstractPartitionAssignor):
         doc = _decode(assignment.user_data) if assignment.user_data else None
         if doc is not None and "refused" in doc:
             self.on_refused(str(doc["refused"]))
+        self._take_task_state(assignment, doc)
+
+    # -- standby replicas (task state in the group protocol) --------------------------------------
+    def _task_state_keys(self) -> dict[str, Any]:
+        """This member's ``task_offsets`` and ``previous_active`` for the leader."""
+        offsets = self.local_tasks() if self.local_tasks is not None else {}
+        return {"task_offsets": offsets, "previous_active": self.previous_active}
+
+    def _assign_tasks(self, cluster: ClusterMetadata,
+                      members: Mapping[str, ConsumerProtocolMemberMetadata],
+                      docs: Mapping[str, dict[str, Any] | None]
+                      ) -> dict[str, ConsumerProtocolMemberAssignment]:
+        """Whole tasks to members by their local state, standbys in ``user_data``."""
+        reports = {m: _member_tasks(docs.get(m)) for m in members}
+        tasks = self.tasks.tasks(cluster)
+        # partition by partition (a member gets all the sub-topologies of a partition, as
+        # with range assignment), so no member ends up with all the stateful work
+        order = sorted(tasks, key=lambda t: (int(t.rpartition("_")[2]), t))
+        plan = assign_tasks(order, self.tasks.stateful(tasks), reports, self.standby_replicas)
+        out = {}
+        for member in members:
+            topics: dict[str, list[int]] = {}
+            for task in plan.active[member]:
+                for topic, partition in tasks[task]:
+                    topics.setdefault(topic, []).append(partition)
+            user_data = json.dumps({"standby": plan.standby[member]}).encode()
+            out[member] = ConsumerProtocolMemberAssignment(
+                self.version, sorted((t, sorted(ps)) for t, ps in topics.items()), user_data)
+        return out
+
+    def _take_task_state(self, assignment: ConsumerProtocolMemberAssignment,
+                         doc: dict[str, Any] | None) -> None:
+        """Remember the tasks this member now runs (reported at the next rebalance) and hand
+        its standby tasks to the worker (none when the leader assigns no standbys)."""
+        self.previous_active = self.tasks.of_partitions(assignment.partitions())
+        standby = [str(t) for t in (doc or {}).get("standby", [])]
+        if self.on_standby is not None:
+            self.on_standby(standby)
+
+
+class _TaskLayout:
+    """The topology's tasks in terms of topic partitions: task id ``<sub>_<partition>``."""
+
+    def __init__(self, topology: Topology) -> None:
+        self.subs = subtopologies(topology)
+        self.sub_of_topic = {t: s.id for s in self.subs for t in s.topics}
+        self.with_state = {s.id for s in self.subs if s.stores}
+
+    def tasks(self, cluster: ClusterMetadata) -> dict[str, list[tuple[str, int]]]:
+        """Task id -> its topic partitions, for the topics the cluster knows."""
+        out: dict[str, list[tuple[str, int]]] = {}
+        for sub in self.subs:
+            for topic in sub.topics:
+                for partition in sorted(cluster.partitions_for_topic(topic) or ()):
+                    out.setdefault(f"{sub.id}_{partition}", []).append((topic, partition))
+        return out
+
+    def stateful(self, tasks: Iterable[str]) -> set[str]:
+        return {t for t in tasks if t.rpartition("_")[0] in self.with_state}
+
+    def of_partitions(self, tps: Iterable[tuple[str, int]]) -> list[str]:
+        return sorted({f"{self.sub_of_topic[t]}_{p}" for t, p in tps if t in self.sub_of_topic})
+
+
+def _member_tasks(doc: dict[str, Any] | None) -> MemberTasks:
+    """A member's reported task state (nothing, for a member that reports none)."""
+    doc = doc or {}
+    offsets = doc.get("task_offsets")
+    previous = doc.get("previous_active")
+    return MemberTasks(
+        {str(k): int(v) for k, v in offsets.items()} if isinstance(offsets, dict) else {},
+        frozenset(str(t) for t in previous) if isinstance(previous, list) else frozenset())
 
 
 __all__ = ["ShapeCheckingAssignor", "TopologyMismatch", "TopologyShape"]

@@ -26,14 +26,21 @@ ISOLATION_LEVEL = "read_committed"
 
 
 def group_consumer(topology: Topology, settings: Settings, kafka: KafkaConnection, tune: Tuning,
-                   refused: Callable[[str], None]) -> AIOKafkaConsumer:
+                   refused: Callable[[str], None],
+                   local_tasks: Callable[[], dict[str, int]] | None = None,
+                   on_standby: Callable[[list[str]], None] | None = None) -> AIOKafkaConsumer:
     """The consumer of the topology's group (named after the topology); ``refused`` is called
-    when the group runs another shape of the topology (:mod:`streams.runtime.assignor`)."""
+    when the group runs another shape of the topology (:mod:`streams.runtime.assignor`);
+    ``local_tasks`` reports this worker's task state and ``on_standby`` receives its standby
+    tasks (standby replicas)."""
     s = settings
+    assignor = ShapeCheckingAssignor(topology, refused,
+                                     standby_replicas=s.num_standby_replicas,
+                                     local_tasks=local_tasks, on_standby=on_standby)
     return AIOKafkaConsumer(
         **client_kwargs(kafka), group_id=topology.name, enable_auto_commit=False,
         auto_offset_reset="earliest", isolation_level=ISOLATION_LEVEL,
-        partition_assignment_strategy=(ShapeCheckingAssignor(topology, refused),),
+        partition_assignment_strategy=(assignor,),
         max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_wait_ms=tune.fetch_max_wait_ms,
         session_timeout_ms=s.session_timeout_ms,
         heartbeat_interval_ms=max(100, s.session_timeout_ms // 5), max_poll_interval_ms=300000,
