@@ -19,11 +19,12 @@ TASKS = [f"s_{p}" for p in range(4)]
 
 
 def test_a_moved_task_goes_to_the_member_with_a_caught_up_standby() -> None:
-    # "a" ran s_0 and left the group; "c" keeps a standby of it, "b" has nothing
-    members = {"b": MemberTasks({}, {"s_1"}), "c": MemberTasks({"s_0": 5000}, {"s_2"})}
-    plan = assign_tasks(["s_0", "s_1", "s_2"], {"s_0", "s_1", "s_2"}, members, standbys=1)
-    assert "s_0" in plan.active["c"]
-    assert plan.active["b"][0] == "s_1"
+    # "a" ran s_0 and left the group; "c" keeps a standby of it (and runs s_2), "b" has
+    # nothing: s_0 goes to "c" although "b" is less loaded at that point
+    members = {"b": MemberTasks(), "c": MemberTasks({"s_0": 5000, "s_2": 100}, {"s_2"})}
+    plan = assign_tasks(["s_2", "s_0", "s_1"], {"s_0", "s_1", "s_2"}, members, standbys=1)
+    assert plan.active == {"b": ["s_1"], "c": ["s_2", "s_0"]}
+    assert plan.standby == {"b": ["s_2", "s_0"], "c": ["s_1"]}
 
 
 def test_a_lagging_copy_is_not_caught_up() -> None:
