@@ -82,7 +82,7 @@ class StandbyTask:
         """Buffer fetched ``records``; ``next_offset`` is the consumer's position after them
         (past transaction markers), the position once everything buffered is applied."""
         buffer = self.buffers[topic]
-        buffer.extend(r for r in records if r.offset >= self.positions[topic])
+        buffer.extend(r for r in records if r.offset >= self.fetched_to[topic])
         self.fetched_to[topic] = max(self.fetched_to[topic], next_offset)
         if not buffer:
             self.positions[topic] = self.fetched_to[topic]
@@ -144,6 +144,8 @@ class StandbyTasks:
         self._committed_at = 0.0
         self._committed: Offsets = {}
         self._seek: set[TopicPartition] = set()
+        self._retry_at = 0.0
+        self._failing = False
 
     # -- assignment -------------------------------------------------------------------------------
     def assign(self, standby: Collection[str], active: Collection[TaskId]) -> None:
@@ -170,10 +172,8 @@ class StandbyTasks:
         return {str(t): s.offset_sum for t, s in self.tasks.items()}
 
     def _close(self, task_id: TaskId) -> None:
+        # (its changelog partitions leave the fetcher at the next step: _fetcher)
         task = self.tasks.pop(task_id)
-        if self._consumer is not None:
-            keep = [tp for tp in self._consumer.assignment() if tp not in set(task.tps())]
-            self._consumer.assign(keep)
         task.close()
         log.info("standby %s closed (applied %d changelog records)", task_id, task.applied)
 
@@ -194,7 +194,24 @@ class StandbyTasks:
     # -- tailing ----------------------------------------------------------------------------------
     async def step(self, max_records: int = 5000) -> int:
         """Open new standbys, fetch what arrived, apply what is finished; returns the number
-        of records applied. Never blocks on a fetch (the worker's own input comes first)."""
+        of records applied. Never blocks on a fetch (the worker's own input comes first).
+        Kafka errors (the broker away) only postpone the standbys: the next step retries."""
+        if time.monotonic() < self._retry_at:
+            return 0
+        try:
+            applied = await self._step(max_records)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            if not self._failing:
+                log.info("standby tasks paused (%s: %s); retrying", type(exc).__name__, exc)
+            self._failing = True
+            self._retry_at = time.monotonic() + 1.0
+            return 0
+        if self._failing:
+            log.info("standby tasks tailing again")
+            self._failing = False
+        return applied
+
+    async def _step(self, max_records: int) -> int:
         if not self.wanted and not self.tasks:
             return 0
         for task_id in sorted(self.wanted - self.tasks.keys()):
@@ -205,7 +222,7 @@ class StandbyTasks:
         for tp in list(self._seek):
             task = self._owner(tp)
             if task is not None:
-                position = task.positions[tp.topic]
+                position = task.fetched_to[tp.topic]
                 if position <= 0:
                     await consumer.seek_to_beginning(tp)
                 else:
@@ -244,10 +261,10 @@ class StandbyTasks:
             self._consumer = restore_consumer(self.bootstrap)
             await self._consumer.start()
         wanted = {tp for task in self.tasks.values() for tp in task.tps()}
-        current = set(self._consumer.assignment())
-        if wanted != current:
+        if wanted != set(self._consumer.assignment()):
+            # (assign forgets every partition's position: all are sought again)
             self._consumer.assign(sorted(wanted))
-            self._seek |= wanted - current
+            self._seek = set(wanted)
         return self._consumer
 
     async def _refresh_committed(self) -> None:
