@@ -290,7 +290,6 @@ class Worker:
             self.tasks.assigned(assigned)
             self._assignment_pending = True
 
-
     # -- standby replicas (called by the assignor, inside the group protocol: no I/O) ------------
     def _local_tasks(self) -> dict[str, int]:
         """Task id -> changelog offset sum of the state this worker holds (for the leader)."""

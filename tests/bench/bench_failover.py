@@ -74,7 +74,7 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-# -- workers -----------------------------------------------------------------------------------------
+# -- workers --------------------------------------------------------------------------------------
 class Worker:
     def __init__(self, broker: str, state: Path, log_path: Path, standbys: int,
                  session_timeout_ms: int) -> None:
@@ -210,7 +210,7 @@ def standby_position(state: Path) -> int:
         store.close()
 
 
-# -- one failover ------------------------------------------------------------------------------------
+# -- one failover ---------------------------------------------------------------------------------
 async def wait_probe(broker: str, key: bytes, start: dict[TopicPartition, int],
                      timeout: float) -> float:
     c = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)

@@ -29,6 +29,7 @@ from tests.integration.tables_support import driver_totals_oracle, latest_by_key
 pytestmark = pytest.mark.broker
 
 TABLE = "driver-totals"
+PARTITIONS = 2  # (few tasks: a short test)
 SETTINGS = {"num_standby_replicas": 1, "session_timeout_ms": 6000, "commit_interval_ms": 200}
 
 
@@ -71,7 +72,7 @@ def updates_per_driver(records: list[Any]) -> dict[str, Counter[int]]:
 def test_standby_takes_over_without_a_full_restore(kafka: str, workers: Any,
                                                    tmp_path: Path) -> None:
     delete_topology_topics(kafka, trip_stats)
-    create_topology_topics(kafka, trip_stats, partitions=4)
+    create_topology_topics(kafka, trip_stats, partitions=PARTITIONS)
     rides = generate.events("trip_stats", 3000, seed=41)
     first, second = rides[:2000], rides[2000:]
     a = workers("trip_stats", kafka, tmp_path / "a", args=config(tmp_path))
@@ -89,7 +90,7 @@ def test_standby_takes_over_without_a_full_restore(kafka: str, workers: Any,
     # and both copies agree.
     def copies_agree() -> bool:
         ta, tb = table_by_task(tmp_path / "a"), table_by_task(tmp_path / "b")
-        return (len(ta) == len(tb) == 4 and ta == tb
+        return (len(ta) == len(tb) == PARTITIONS and ta == tb
                 and sum(len(t) for t in ta.values()) == len(driver_totals_oracle(first)))
 
     wait_until("the standby copies to catch up", copies_agree)

@@ -71,7 +71,7 @@ def test_stateless_tasks_get_no_standby() -> None:
     assert sorted(t for ts in plan.standby.values() for t in ts) == ["s_0"]
 
 
-# -- through the assignor (the group protocol's JSON) -----------------------------------------------
+# -- through the assignor (the group protocol's JSON) ---------------------------------------------
 def counting() -> Topology:
     t = Topology("counts")
     (t.stream("counts-in").group_by(lambda r: r["k"], name="by-key")
