@@ -61,6 +61,17 @@ def wait_until(what: str, check: Any, timeout: float = 60.0) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def settled_with_standbys(worker: Any) -> bool:
+    """The worker's latest assignment came with standby tasks and its tasks run."""
+    lines = worker.log().splitlines()
+    assigned = [i for i, line in enumerate(lines) if "-> tasks" in line]
+    if not assigned or assigned[-1] == 0:
+        return False
+    last = assigned[-1]
+    return ("standby tasks: ['" in lines[last - 1]
+            and any("tasks running" in line for line in lines[last:]))
+
+
 def updates_per_driver(records: list[Any]) -> dict[str, Counter[int]]:
     """Per driver, how often each running count (``rides``) was emitted."""
     out: dict[str, Counter[int]] = {}
@@ -76,10 +87,9 @@ def test_standby_takes_over_without_a_full_restore(kafka: str, workers: Any,
     rides = generate.events("trip_stats", 3000, seed=41)
     first, second = rides[:2000], rides[2000:]
     a = workers("trip_stats", kafka, tmp_path / "a", args=config(tmp_path))
-    a.wait_running()
     b = workers("trip_stats", kafka, tmp_path / "b", args=config(tmp_path))
-    wait_until("both workers to run their share",
-               lambda: "tasks running" in b.log() and a.log().count("tasks running") >= 2)
+    wait_until("both workers to run their share with standbys",
+               lambda: settled_with_standbys(a) and settled_with_standbys(b))
     produce(kafka, first)
     out = read_topic(kafka, TABLE, expect=len(first), timeout=60)
     # Standbys process no input and write nothing: each update exactly once.
@@ -105,6 +115,10 @@ def test_standby_takes_over_without_a_full_restore(kafka: str, workers: Any,
                timeout=60)
     takeover = survivor.log()[mark:]
     assert "wipe: no local state" not in takeover, takeover[-3000:]
+    # the victim's driver-totals task opened over the standby's state: current, or a tail
+    assert (f"task {sub}_0: resume: local state is current" in takeover
+            or f"task {sub}_0: restore: the changelog moved past local state" in takeover), \
+        takeover[-3000:]
     restored = [int(n) for n in re.findall(r"restored \d+ of (\d+) changelog", takeover)]
     assert sum(restored) < len(first) // 10, takeover[-3000:]
 
