@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -129,14 +129,12 @@ class StandbyTasks:
     """The worker's standby tasks: opened and closed as assignments say, tailed in steps."""
 
     def __init__(self, topology: Topology, subs: list[SubTopology], state_root: Path,
-                 bootstrap: Kafka, group: str,
-                 on_applied: Callable[[str, int], None] | None = None) -> None:
+                 bootstrap: Kafka, group: str) -> None:
         self.topology = topology
         self.subs = {s.id: s for s in subs}
         self.state_root = state_root
         self.bootstrap = bootstrap
         self.group = group
-        self.on_applied = on_applied  # (task id, records applied) after each step
         self.tasks: dict[TaskId, StandbyTask] = {}
         self.wanted: set[TaskId] = set()  # the latest assignment's standbys
         self._consumer: AIOKafkaConsumer | None = None
@@ -241,10 +239,7 @@ class StandbyTasks:
         await self._refresh_committed()
         applied = 0
         for task in self.tasks.values():
-            n = task.apply(self._committed)
-            applied += n
-            if n and self.on_applied is not None:
-                self.on_applied(str(task.id), n)
+            applied += task.apply(self._committed)
         consumer.resume(*[tp for tp in full if (t := self._owner(tp)) is not None
                           and len(t.buffers[tp.topic]) < MAX_BUFFERED])
         return applied
