@@ -109,6 +109,9 @@ class Settings:
     # "throughput": large batches, long fetch waits; "latency": small batches, sent at once
     # (see :mod:`streams.runtime.tuning`). TOML: ``processing.mode = "latency"``.
     processing_mode: str = "throughput"
+    # Warm copies of each stateful task on other workers (Kafka Streams' num.standby.replicas):
+    # a task that moves resumes from a standby's state instead of restoring its changelog.
+    num_standby_replicas: int = 0
 
     def with_overrides(self, **overrides: Any) -> Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -142,6 +145,7 @@ INT_RANGES: dict[str, tuple[int, int | None]] = {
     "idle_close_ms": (0, None),
     "max_task_idle_ms": (-1, None),     # -1: never wait
     "metrics_port": (-1, 65_535),       # -1: no metrics server; 0: any free port
+    "num_standby_replicas": (0, None),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "processing_guarantee": GUARANTEES,

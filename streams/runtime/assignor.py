@@ -22,6 +22,14 @@ clocks): a newcomer never displaces the workers already running.
 whole map of endpoint -> partitions (key ``endpoints`` of the assignment's ``user_data``), as
 Kafka Streams hands every member its partitions-by-host, so any worker can tell who owns a key
 (:mod:`streams.serving.routing`).
+
+**Standby replicas.** With ``num_standby_replicas`` > 0 (the leader's setting decides) every
+member also reports its local state per task (``task_offsets``: task id -> changelog offset
+sum; ``previous_active``: the tasks it ran) and the leader assigns whole tasks with
+:func:`~streams.runtime.task_assignment.assign_tasks` instead of ranges: actives to members
+with caught-up state, standbys elsewhere. Each member's standby tasks travel in its
+assignment's ``user_data`` (``standby``); :meth:`~ShapeCheckingAssignor.on_assignment` hands
+them to the worker.
 """
 
 from __future__ import annotations
@@ -43,6 +51,8 @@ from aiokafka.coordinator.protocol import (ConsumerProtocolMemberAssignment,
 
 from ..dsl import nodes as n
 from ..dsl.topology import Topology
+from .compile import subtopologies
+from .task_assignment import MemberTasks, assign_tasks
 
 
 class TopologyMismatch(RuntimeError):
@@ -130,12 +140,21 @@ class ShapeCheckingAssignor(AbstractPartitionAssignor):
 
     def __init__(self, topology: Topology, on_refused: Callable[[str], None],
                  started_ms: int | None = None, endpoint: str | None = None,
-                 on_endpoints: Callable[[EndpointMap], None] | None = None) -> None:
+                 on_endpoints: Callable[[EndpointMap], None] | None = None,
+                 standby_replicas: int = 0,
+                 local_tasks: Callable[[], dict[str, int]] | None = None,
+                 on_standby: Callable[[list[str]], None] | None = None) -> None:
         self.shape = TopologyShape.of(topology)
         self.started_ms = int(time.time() * 1000) if started_ms is None else started_ms
         self.on_refused = on_refused
         self.endpoint = endpoint          # this member's "host:port" (None: serves nothing)
         self.on_endpoints = on_endpoints  # called with the group's map on every assignment
+        # standby replicas: see the module docstring
+        self.standby_replicas = standby_replicas
+        self.local_tasks = local_tasks  # task id -> changelog offset sum of local state
+        self.on_standby = on_standby    # called with this member's standby task ids
+        self.tasks = _TaskLayout(topology)
+        self.previous_active: list[str] = []
 
     # (aiokafka declares these as classmethods; instances are used the same way)
     def metadata(self,
@@ -143,6 +162,7 @@ class ShapeCheckingAssignor(AbstractPartitionAssignor):
         doc = {"fingerprint": self.shape.fingerprint, "started_ms": self.started_ms,
                "shape": asdict(self.shape)}
         add_endpoint(doc, self.endpoint)
+        doc.update(self._task_state_keys())
         return ConsumerProtocolMemberMetadata(self.version, sorted(topics),
                                               json.dumps(doc).encode())
 
@@ -158,7 +178,11 @@ class ShapeCheckingAssignor(AbstractPartitionAssignor):
         assert group is not None
         accepted = {m: meta for m, meta in members.items()
                     if (docs[m] or {}).get("fingerprint") == group["fingerprint"]}
-        out = with_endpoint_map(RangePartitionAssignor.assign(cluster, accepted), docs)
+        if self.standby_replicas > 0:
+            out = self._assign_tasks(cluster, accepted, docs)
+        else:
+            out = RangePartitionAssignor.assign(cluster, accepted)
+        out = with_endpoint_map(out, docs)
         for member in members.keys() - accepted.keys():
             refusal = {"refused": self._refusal(docs[member], group)}
             out[member] = ConsumerProtocolMemberAssignment(self.version, [],
@@ -187,6 +211,78 @@ class ShapeCheckingAssignor(AbstractPartitionAssignor):
             self.on_refused(str(doc["refused"]))
         if self.on_endpoints is not None:
             self.on_endpoints(read_endpoint_map(doc))
+        self._take_task_state(assignment, doc)
+
+    # -- standby replicas (task state in the group protocol) --------------------------------------
+    def _task_state_keys(self) -> dict[str, Any]:
+        """This member's ``task_offsets`` and ``previous_active`` for the leader."""
+        offsets = self.local_tasks() if self.local_tasks is not None else {}
+        return {"task_offsets": offsets, "previous_active": self.previous_active}
+
+    def _assign_tasks(self, cluster: ClusterMetadata,
+                      members: Mapping[str, ConsumerProtocolMemberMetadata],
+                      docs: Mapping[str, dict[str, Any] | None]
+                      ) -> dict[str, ConsumerProtocolMemberAssignment]:
+        """Whole tasks to members by their local state, standbys in ``user_data``."""
+        reports = {m: _member_tasks(docs.get(m)) for m in members}
+        tasks = self.tasks.tasks(cluster)
+        # partition by partition (a member gets all the sub-topologies of a partition, as
+        # with range assignment), so no member ends up with all the stateful work
+        order = sorted(tasks, key=lambda t: (int(t.rpartition("_")[2]), t))
+        plan = assign_tasks(order, self.tasks.stateful(tasks), reports, self.standby_replicas)
+        out = {}
+        for member in members:
+            topics: dict[str, list[int]] = {}
+            for task in plan.active[member]:
+                for topic, partition in tasks[task]:
+                    topics.setdefault(topic, []).append(partition)
+            user_data = json.dumps({"standby": plan.standby[member]}).encode()
+            out[member] = ConsumerProtocolMemberAssignment(
+                self.version, sorted((t, sorted(ps)) for t, ps in topics.items()), user_data)
+        return out
+
+    def _take_task_state(self, assignment: ConsumerProtocolMemberAssignment,
+                         doc: dict[str, Any] | None) -> None:
+        """Remember the tasks this member now runs (reported at the next rebalance) and hand
+        its standby tasks to the worker (none when the leader assigns no standbys)."""
+        self.previous_active = self.tasks.of_partitions(assignment.partitions())
+        standby = [str(t) for t in (doc or {}).get("standby", [])]
+        if self.on_standby is not None:
+            self.on_standby(standby)
+
+
+class _TaskLayout:
+    """The topology's tasks in terms of topic partitions: task id ``<sub>_<partition>``."""
+
+    def __init__(self, topology: Topology) -> None:
+        self.subs = subtopologies(topology)
+        self.sub_of_topic = {t: s.id for s in self.subs for t in s.topics}
+        self.with_state = {s.id for s in self.subs if s.stores}
+
+    def tasks(self, cluster: ClusterMetadata) -> dict[str, list[tuple[str, int]]]:
+        """Task id -> its topic partitions, for the topics the cluster knows."""
+        out: dict[str, list[tuple[str, int]]] = {}
+        for sub in self.subs:
+            for topic in sub.topics:
+                for partition in sorted(cluster.partitions_for_topic(topic) or ()):
+                    out.setdefault(f"{sub.id}_{partition}", []).append((topic, partition))
+        return out
+
+    def stateful(self, tasks: Iterable[str]) -> set[str]:
+        return {t for t in tasks if t.rpartition("_")[0] in self.with_state}
+
+    def of_partitions(self, tps: Iterable[tuple[str, int]]) -> list[str]:
+        return sorted({f"{self.sub_of_topic[t]}_{p}" for t, p in tps if t in self.sub_of_topic})
+
+
+def _member_tasks(doc: dict[str, Any] | None) -> MemberTasks:
+    """A member's reported task state (nothing, for a member that reports none)."""
+    doc = doc or {}
+    offsets = doc.get("task_offsets")
+    previous = doc.get("previous_active")
+    return MemberTasks(
+        {str(k): int(v) for k, v in offsets.items()} if isinstance(offsets, dict) else {},
+        frozenset(str(t) for t in previous) if isinstance(previous, list) else frozenset())
 
 
 # -- endpoints: where each member serves its tables ------------------------------------------------

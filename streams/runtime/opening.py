@@ -93,6 +93,9 @@ async def open_task(topology: Topology, new_task: NewTask, sub: SubTopology, par
         raise
     decision = decide_open(local, committed, ends)
     if decision.action == "resume":
+        if not local.empty:
+            log.info("task %s: resume: %s (changelog positions %s)", task_id, decision.reason,
+                     local.changelog or "none")
         task.offsets = {tp: off for tp, off in decision.resume_offsets.items()
                         if tp in set(task.tps)}
         if decision.finish_commit:

@@ -86,6 +86,9 @@ class TaskManager:
         self.running: dict[TaskId, Task] = {}
         self.restoring: dict[TaskId, Restoration] = {}
         self._pending: dict[TaskId, SubTopology] = {}  # assigned, not opened yet
+        # changelog offset sums of the local state of tasks closed here (standby replicas:
+        # reported to the group leader, see offset_sums)
+        self._closed_sums: dict[TaskId, int] = {}
         self._restorer: AIOKafkaConsumer | None = None
         self._last_log = 0.0
         self._retry_at = 0.0  # opening failed (broker unreachable): next attempt
@@ -115,6 +118,10 @@ class TaskManager:
         log.info("assigned %d partitions -> tasks %s", len(tps),
                  sorted({str(TaskId(self.sub_of_topic[tp.topic].id, tp.partition)) for tp in tps}))
 
+    def task_ids(self, tps: list[TopicPartition]) -> list[TaskId]:
+        return [TaskId(self.sub_of_topic[tp.topic].id, tp.partition) for tp in tps
+                if tp.topic in self.sub_of_topic]
+
     def new_task(self, sub: SubTopology, partition: int, store: TaskStore | None) -> Task:
         return Task(self.topology, sub, partition, store, self.global_tables,
                     **self.task_options)
@@ -130,6 +137,21 @@ class TaskManager:
     def opening(self) -> set[TaskId]:
         """The tasks assigned here that do not run yet (waiting to open, or restoring)."""
         return set(self._pending) | set(self.restoring)
+
+    def offset_sums(self) -> dict[str, int]:
+        """Task id -> sum of the changelog positions its local state here reflects (the
+        stateful tasks running, restoring or run here before)."""
+        sums = {str(t): n for t, n in self._closed_sums.items()}
+        for task_id, r in self.restoring.items():
+            sums[str(task_id)] = sum(r.positions.values())
+        for task_id, task in self.running.items():
+            if task.changelogs:
+                sums[str(task_id)] = sum(task.changelog_positions.values())
+        return sums
+
+    def _remember(self, task_id: TaskId, positions: Mapping[str, int]) -> None:
+        if positions:
+            self._closed_sums[task_id] = sum(positions.values())
 
     def task_for(self, tp: TopicPartition) -> Task | None:
         sub = self.sub_of_topic.get(tp.topic)
@@ -188,6 +210,7 @@ class TaskManager:
             return
         task.abandon()
         task.close()
+        self._remember(task_id, task.changelog_positions)
         await self.committer.abort(task_id)
         tps = [TopicPartition(t, p) for t, p in task.tps]
         assignment = self.consumer.assignment()
@@ -201,8 +224,10 @@ class TaskManager:
         for task in self.running.values():
             task.abandon()
             task.close()
-        for restoration in self.restoring.values():
+            self._remember(task.id, task.changelog_positions)
+        for task_id, restoration in self.restoring.items():
             restoration.store.close()
+            self._remember(task_id, restoration.positions)
         n = len(self.running) + len(self.restoring)
         self.running.clear()
         self.restoring.clear()

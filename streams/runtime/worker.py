@@ -40,6 +40,7 @@ from .catchup import CatchUpProgress
 from .lag import report_lag
 from .lifecycle import BrokerWatch
 from .processing import Processing
+from .standby import StandbyTasks
 from .task_manager import TaskManager
 from .topics import RepartitionPurger, TopicLayoutError, prepare_topics
 from .transport import KafkaTransport, stop_producer
@@ -99,6 +100,12 @@ class Worker:
         self.endpoint: str | None = None  # where others reach it ("host:port")
         self.joined = False        # got a first assignment
         self.rebalancing = False   # partitions revoked, the next assignment not there yet
+        # standby replicas (streams.runtime.standby); the assignor hands over this worker's
+        # standby tasks just before the rebalance listener's on_partitions_assigned
+        self.standbys = StandbyTasks(topology, self.subs, self.state_root, self.kafka,
+                                     group=topology.name)
+        self._standby_assigned: list[str] = []
+        self._standby_behind = False  # the last standby step had more to apply
 
     # -- lifecycle --------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -130,7 +137,8 @@ class Worker:
                           self.endpoint)
         consumer = group_consumer(self.topology, s, self.kafka, self.tuning,
                                   lambda why: self.fail(TopologyMismatch(why)),
-                                  endpoint=self.endpoint, on_endpoints=self._on_endpoints)
+                                  endpoint=self.endpoint, on_endpoints=self._on_endpoints,
+                                  local_tasks=self._local_tasks, on_standby=self._on_standby)
         self.transport = transport = shared_transport(
             self.topology, m, consumer, producer_factory(s, self.kafka, self.tuning))
         try:
@@ -192,13 +200,17 @@ class Worker:
                     async with self._lock:
                         await tasks.open_pending()
                         await tasks.restore_step()
+                if self.standbys.wanted and not tasks.busy:
+                    async with self._lock:
+                        self._standby_behind = await self.standbys.step() > 0
                 if self._assignment_pending and not tasks.busy:
                     # One line per assignment once all its tasks run (opened and restored).
                     self._assignment_pending = False
                     log.info("all %d tasks running", len(tasks.running))
                 fetch = asyncio.ensure_future(work.consumer.getmany(
                     *work.fetch_first(), max_records=tune.max_batch_records,
-                    timeout_ms=0 if tasks.restoring else tune.poll_timeout_ms))
+                    timeout_ms=0 if tasks.restoring or self._standby_behind
+                    else tune.poll_timeout_ms))
                 await asyncio.wait([fetch, stop_wait], return_when=asyncio.FIRST_COMPLETED)
                 if not fetch.done():
                     fetch.cancel()
@@ -243,6 +255,7 @@ class Worker:
                         "input will be processed again", name)
         if self.tasks is not None:
             await self.tasks.stop()
+        await self.standbys.stop()
         if self.global_consumer is not None:
             await self.global_consumer.stop()
         if self.processing is not None:
@@ -317,8 +330,20 @@ class Worker:
         async with self._lock:
             self.metrics.rebalances.labels(self.topology.name).inc()
             self.joined, self.rebalancing = True, False
+            # Standbys that become active here stop tailing before the task opens their state.
+            self.standbys.assign(self._standby_assigned, self.tasks.task_ids(assigned))
             self.tasks.assigned(assigned)
             self._assignment_pending = True
+
+    # -- standby replicas (called by the assignor, inside the group protocol: no I/O) ------------
+    def _local_tasks(self) -> dict[str, int]:
+        """Task id -> changelog offset sum of the state this worker holds (for the leader)."""
+        sums = self.tasks.offset_sums() if self.tasks is not None else {}
+        sums.update(self.standbys.offset_sums())
+        return sums
+
+    def _on_standby(self, standby: list[str]) -> None:
+        self._standby_assigned = standby
 
 
 def run_worker(topology: Topology, settings: Settings) -> int:

@@ -27,15 +27,19 @@ ISOLATION_LEVEL = "read_committed"
 
 def group_consumer(topology: Topology, settings: Settings, kafka: KafkaConnection, tune: Tuning,
                    refused: Callable[[str], None], endpoint: str | None = None,
-                   on_endpoints: Callable[[EndpointMap], None] | None = None
-                   ) -> AIOKafkaConsumer:
+                   on_endpoints: Callable[[EndpointMap], None] | None = None,
+                   local_tasks: Callable[[], dict[str, int]] | None = None,
+                   on_standby: Callable[[list[str]], None] | None = None) -> AIOKafkaConsumer:
     """The consumer of the topology's group (named after the topology); ``refused`` is called
     when the group runs another shape of the topology (:mod:`streams.runtime.assignor`).
     ``endpoint``: where this worker serves its tables, told to the group; ``on_endpoints``:
-    called with the group's endpoint map on every assignment."""
+    called with the group's endpoint map on every assignment; ``local_tasks`` reports this
+    worker's task state and ``on_standby`` receives its standby tasks (standby replicas)."""
     s = settings
     assignor = ShapeCheckingAssignor(topology, refused, endpoint=endpoint,
-                                     on_endpoints=on_endpoints)
+                                     on_endpoints=on_endpoints,
+                                     standby_replicas=s.num_standby_replicas,
+                                     local_tasks=local_tasks, on_standby=on_standby)
     return AIOKafkaConsumer(
         **client_kwargs(kafka), group_id=topology.name, enable_auto_commit=False,
         auto_offset_reset="earliest", isolation_level=ISOLATION_LEVEL,

@@ -116,6 +116,14 @@ class ChangelogFilter:
         self._last_ok = False
         self._last_upstream: bytes | None = None
 
+    def set_committed(self, committed: Offsets) -> None:
+        """The group's committed offsets moved on (a standby's filter follows them)."""
+        new = {f"{t}:{p}": o for (t, p), o in committed.items()}
+        if new != self.committed:
+            self.committed = new
+            # the cached decision was made against the old offsets
+            self._last_header, self._last_ok = None, False
+
     def _finished(self, header: bytes | None) -> bool:
         if header is None:
             return False

@@ -68,6 +68,8 @@ def _one_line_error(result: Any, *fragments: str) -> str:
     ("partitions = true", "partitions"),
     ("idle_close_ms = -1", "idle_close_ms"),
     ("max_task_idle_ms = -2", "max_task_idle_ms"),
+    ("num_standby_replicas = -1", "num_standby_replicas"),
+    ('num_standby_replicas = "one"', "num_standby_replicas"),
     ('broker = "localhost"', "broker"),
     ('broker = "127.0.0.1:99999"', "broker"),
     ('state_dir = ""', "state_dir"),
