@@ -130,3 +130,27 @@ def test_without_standby_replicas_the_assignment_is_range_and_has_no_standbys() 
         assert [tp.partition for tp in out[m].partitions() if tp.topic == topics[0]] == (
             [0, 1] if m == "a" else [2, 3])
     assert got == [[], []]
+
+
+def test_standbys_and_the_endpoint_map_travel_together_in_one_assignment() -> None:
+    """Interactive queries route by the endpoint map: it names where each partition is active,
+    never a standby copy, and the standby list next to it in the same user_data is kept."""
+    topology = counting()
+    (stateful,) = [s.id for s in subtopologies(topology) if s.stores]
+    got: dict[str, Any] = {}
+    a, b = (ShapeCheckingAssignor(topology, lambda why: None, started_ms=i, standby_replicas=1,
+                                  local_tasks=dict, endpoint=f"127.0.0.1:{8000 + i}",
+                                  on_endpoints=lambda e, m=m: got.update({f"map-{m}": e}),
+                                  on_standby=lambda s, m=m: got.update({f"standby-{m}": s}))
+            for i, m in ((1, "a"), (2, "b")))
+    topics = sorted({t for s in subtopologies(topology) for t in s.topics})
+    out = a.assign(Cluster(), {"a": a.metadata(topics), "b": b.metadata(topics)})
+    a.on_assignment(out["a"])
+    b.on_assignment(out["b"])
+    assert got["map-a"] == got["map-b"]
+    for member, endpoint in (("a", "127.0.0.1:8001"), ("b", "127.0.0.1:8002")):
+        active = sorted((tp.topic, tp.partition) for tp in out[member].partitions())
+        mapped = sorted((t, p) for t, ps in got["map-a"][endpoint].items() for p in ps)
+        assert mapped == active
+    standbys = sorted(got["standby-a"] + got["standby-b"])
+    assert standbys == [f"{stateful}_{p}" for p in range(4)]
