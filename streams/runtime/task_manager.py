@@ -24,6 +24,7 @@ from ..dsl.topology import Topology
 from ..kafka.clients import Kafka
 from ..state.meta import Offsets, TaskId
 from ..state.recovery import Restoration, restore_consumer
+from ..state.restorer import ChangelogRestorer, RestoreProgress
 from ..state.store import TaskStore
 from .checkpoint import CommitTransport
 from .commit_outcome import CommitResult, classify
@@ -89,8 +90,8 @@ class TaskManager:
         # changelog offset sums of the local state of tasks closed here (standby replicas:
         # reported to the group leader, see offset_sums)
         self._closed_sums: dict[TaskId, int] = {}
-        self._restorer: AIOKafkaConsumer | None = None
-        self._last_log = 0.0
+        self._restorer: ChangelogRestorer | None = None
+        self._progress = RestoreProgress(on_remaining)
         self._retry_at = 0.0  # opening failed (broker unreachable): next attempt
         self._backoff = 0.0
 
@@ -232,6 +233,9 @@ class TaskManager:
         self.running.clear()
         self.restoring.clear()
         self._pending.clear()
+        if self._restorer is not None:
+            self._restorer.forget()
+        self._progress.update(())  # (the gauge: nothing left to restore here)
         if n:
             log.info("closed %d tasks", n)
 
@@ -239,7 +243,7 @@ class TaskManager:
         self.close()
         await self.committer.close()
         if self._restorer is not None:
-            await self._restorer.stop()
+            await self._restorer.consumer.stop()
             self._restorer = None
 
     # -- main loop --------------------------------------------------------------------------------
@@ -273,34 +277,27 @@ class TaskManager:
             self._backoff = 0.0
 
     async def restore_step(self, budget_s: float = 0.5) -> None:
-        """Restore for about ``budget_s``, then return so the worker polls and processes."""
+        """Restore for about ``budget_s``, then return so the worker polls and processes. All
+        restoring tasks are read together (:class:`ChangelogRestorer`); each one starts as soon
+        as its own restore is complete."""
         if not self.restoring:
             return
         if self._restorer is None:
-            self._restorer = restore_consumer(self.bootstrap)
-            await self._restorer.start()
+            consumer = restore_consumer(self.bootstrap)
+            await consumer.start()
+            self._restorer = ChangelogRestorer(consumer, self._progress)
         deadline = time.monotonic() + budget_s
-        for task_id, restoration in list(self.restoring.items()):
-            while not restoration.done and time.monotonic() < deadline:
-                await restoration.step(self._restorer)
-            self._report(restoration)
-            if restoration.done:
-                del self.restoring[task_id]
-                await self._start(task_id, restoration)
+        while self.restoring:
+            await self._restorer.poll(self.restoring)
+            for task_id, restoration in list(self.restoring.items()):
+                if restoration.done:
+                    del self.restoring[task_id]
+                    await self._start(task_id, restoration)
             if time.monotonic() >= deadline:
                 break
-
-    def _report(self, r: Restoration) -> None:
-        for topic, table in r.changelogs.items():
-            if self.on_remaining is not None:
-                self.on_remaining(table, r.remaining(topic))
-        now = time.monotonic()
-        if now - self._last_log > 2 or r.done:
-            self._last_log = now
-            left = sum(r.remaining(t) for t in r.changelogs)
-            pct = 100 if not r.total else 100 * (r.total - left) // r.total
-            log.info("task %s: restoring: %d%% (%d of %d changelog records)", r.task_id, pct,
-                     r.total - left, r.total)
+        if not self.restoring:
+            self._restorer.forget()  # (no fetching ahead into memory until the next restore)
+            self._progress.update(())
 
     # -- opening ----------------------------------------------------------------------------------
     async def _committed(self, tps: list[tuple[str, int]]) -> Offsets:

@@ -19,13 +19,13 @@ step at a time (:func:`restore_consumer` is its consumer).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ..kafka.clients import Kafka, client_kwargs
@@ -35,7 +35,6 @@ from .store import TaskStore
 
 log = logging.getLogger(__name__)
 
-_raw_decode = json.JSONDecoder().raw_decode
 
 
 @dataclass(frozen=True)
@@ -128,27 +127,40 @@ class ChangelogFilter:
         if header is None:
             return False
         inputs = self.inputs
-        for tp, off in _raw_decode(header.decode())[0].items():
+        committed = self.committed
+        # (orjson: this runs once per distinct commit header while restoring; offsets fit in
+        # 64 bits, so it reads them exactly)
+        for tp, off in orjson.loads(header).items():
             if inputs is not None and tp not in inputs:
                 continue
-            if off > self.committed.get(tp, 0):
+            if off > committed.get(tp, 0):
                 return False
         return True
 
     def accept(self, headers: dict[str, bytes]) -> bool:
-        header = headers.get(OFFSETS_HEADER)
-        if header != self._last_header:
-            self._last_header = header
-            self._last_ok = self._finished(header)
+        return self.accept_pairs(headers.items())
+
+    def accept_pairs(self, headers: Iterable[tuple[str, bytes]]) -> bool:
+        """:meth:`accept` over a record's header pairs as Kafka hands them over (no dict)."""
+        offsets = st = ch = up = None
+        for name, value in headers:
+            if name == OFFSETS_HEADER:
+                offsets = value
+            elif name == STREAM_TIME_HEADER:
+                st = value
+            elif name == CHANNELS_HEADER:
+                ch = value
+            elif name == UPSTREAM_HEADER:
+                up = value
+        if offsets != self._last_header:
+            self._last_header = offsets
+            self._last_ok = self._finished(offsets)
         if self._last_ok:
-            st = headers.get(STREAM_TIME_HEADER)
             if st is not None and int(st) > self.stream_time:
                 self.stream_time = int(st)
-            ch = headers.get(CHANNELS_HEADER)
             if ch and ch != self._last_channels:
                 self._last_channels = ch
                 merge_channels(self.channels, decode_channels(ch))
-            up = headers.get(UPSTREAM_HEADER)
             if up and up != self._last_upstream:
                 self._last_upstream = up
                 for k, pos in decode_upstream(up).items():
@@ -176,15 +188,28 @@ def apply_changelog(store: TaskStore, table: str, records: Iterable[Any],
     commit (:meth:`Task.repair`): otherwise compaction may keep only the unfinished record of a
     key and a later restore would lose the key's finished value."""
     pending: list[tuple[bytes, bytes | None]] = []
+    add = pending.append
+    # All records of one commit carry equal header tuples: decide once per run of them (a
+    # tuple comparison in C), so the per-record cost is a compare and an append.
+    last: Any = _NO_HEADERS
+    ok = False
     for rec in records:
-        if accept.accept(dict(rec.headers or ())):
-            pending.append((rec.key, rec.value))
-            skipped.discard(rec.key)
+        headers = rec.headers
+        if headers != last:
+            last = headers
+            ok = accept.accept_pairs(headers or ())
+        if ok:
+            add((rec.key, rec.value))
+            if skipped:  # (empty unless unfinished commits were met)
+                skipped.discard(rec.key)
         else:
             skipped.add(rec.key)
     if pending or meta is not None:
         store.write_raw(table, pending, meta)
     return len(pending)
+
+
+_NO_HEADERS = object()
 
 
 def restored_meta(local: TaskMeta, decision: OpenDecision, committed: Offsets,
@@ -224,7 +249,8 @@ class Restoration:
         self.positions = {t: decision.restore_from.get(t, ends[t]) for t in ends}
         self.repairs: dict[str, set[bytes]] = {table: set() for table in changelogs.values()}
         self.total = sum(max(0, ends[t] - p) for t, p in self.positions.items())
-        self.applied = 0
+        self.applied = 0  # records written to the store
+        self.read = 0  # changelog records read below the ends (applied or skipped)
         self.started = time.monotonic()
 
     @property
@@ -242,12 +268,34 @@ class Restoration:
                         {**self.base.changelog, **self.positions}, self.shape, channels)
         return meta.encode()
 
+    def pending(self) -> dict[str, int]:
+        """The changelog topics still to restore, each with the offset to read from."""
+        return {t: p for t, p in self.positions.items() if p < self.ends[t]}
+
+    def apply(self, topic: str, records: list[Any], position: int) -> int:
+        """Apply one fetch of ``topic``'s changelog (records in offset order, as the consumer
+        returned them) whose consumer ``position`` is now ``position``, in one WriteBatch with
+        the progress so far; returns the records applied. Records at or past the changelog end
+        taken when the task was opened are left out (they belong to a later owner)."""
+        start, end = self.positions[topic], self.ends[topic]
+        if records and records[-1].offset >= end:
+            records = [r for r in records if r.offset < end]
+        new_position = min(end, max(start, position))
+        if not records and new_position == start:
+            return 0
+        self.positions[topic] = new_position
+        table = self.changelogs[topic]
+        applied = apply_changelog(self.store, table, records, self.accept, self.repairs[table],
+                                  self._progress())
+        self.applied += applied
+        self.read += len(records)
+        return applied
+
     async def step(self, consumer: AIOKafkaConsumer, max_records: int = 20000) -> int:
-        """Read and apply one fetch of the first unfinished changelog; returns records read."""
-        for topic, table in self.changelogs.items():
-            position, end = self.positions[topic], self.ends[topic]
-            if position >= end:
-                continue
+        """Read and apply one fetch of the first unfinished changelog; returns records read.
+        (The worker restores all its tasks at once through :class:`ChangelogRestorer`; this is
+        the one-task path of the test driver.)"""
+        for topic, position in self.pending().items():
             tp = TopicPartition(topic, self.partition)
             consumer.assign([tp])
             if position <= 0:
@@ -256,11 +304,9 @@ class Restoration:
                 consumer.seek(tp, position)
             fetched = (await consumer.getmany(tp, timeout_ms=1000, max_records=max_records)
                        ).get(tp, [])
-            records = [r for r in fetched if r.offset < end]
-            self.positions[topic] = min(end, max(position, await consumer.position(tp)))
-            self.applied += apply_changelog(self.store, table, records, self.accept,
-                                            self.repairs[table], self._progress())
-            return len(records)
+            before = self.read
+            self.apply(topic, fetched, await consumer.position(tp))
+            return self.read - before
         return 0
 
     def finish(self) -> TaskMeta:

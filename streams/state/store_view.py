@@ -51,11 +51,20 @@ class StoreView:
         self._undo: dict[bytes, tuple[Any, Any]] = {}
         # the dirty keys in order, built on the first range scan and then kept up to date
         self._sorted: list[bytes] | None = None
+        self._last_key: Any = _MISSING  # key_bytes' last str key and its bytes
+        self._last_kb = b""
 
     def key_bytes(self, key: Any) -> bytes:
+        # An agent typically reads and writes the same key of an event several times
+        # (``counts[key] += 1; yield counts[key]``): the last str key's bytes are kept (by the
+        # object itself, so an equal identity means the same immutable string).
+        if key is self._last_key:
+            return self._last_kb
         data = self.key_serde.serialize(key)
         if data is None:
             raise ValueError(f"table {self.name!r} cannot hold a null key")
+        if type(key) is str:
+            self._last_key, self._last_kb = key, data
         return data
 
     # -- reads ------------------------------------------------------------------------------------

@@ -125,7 +125,9 @@ class AgentProc(Processor):
               headers: list | None) -> None:
         if self.event is None:
             raise RuntimeError(f"agent {self.name!r} sent to {topic!r} outside an event")
-        size = len(key or b"") + len(value or b"") + headers_bytes(headers)
+        size = len(key or b"") + len(value or b"")
+        if headers:
+            size += headers_bytes(headers)
         if size > MAX_RECORD_BYTES:
             raise too_large(size, f"record for {topic!r}", self.event.raw)
         staged = self._staged
