@@ -2,13 +2,17 @@
 run, one ``streams worker`` subprocess per measurement.
 
     STREAMS_BROKER=127.0.0.1:9092 python tests/bench/bench_payments_eos.py \
-        [--backlog 1000000] [--accounts 1000] [--warmup 5] [--span 30] \
-        [--latency-seconds 20] [--latency-rate 1000] [--commit-intervals 50,100,200,500,1000] \
-        [--profile] [--repeat 3] [--results PATH] [--work-dir DIR]
+        [--backlog 600000] [--accounts 1000] [--warmup 5] [--span 30] \
+        [--latency-seconds 20] [--latency-rate 1000] [--commit-intervals 50,200,1000] \
+        [--sweep-saturation] \
+        [--no-profile] [--repeat 3] [--results PATH] [--work-dir DIR]
 
-The pipeline is the payments topology itself (two sub-topologies joined by the internal credit
-topic, two tables with changelogs, three output topics): the bench does no correctness checks
-(tests/integration/test_payments* do), so they cost nothing here.
+Throughput runs the payments topology itself (two sub-topologies joined by the internal credit
+topic, two tables with changelogs, three output topics; the bench does no correctness checks,
+tests/integration/test_payments* do). Latency runs a simpler pipeline, profile_notifications
+(stateless), under both guarantees: on 2 shared cores payments' own work per event leaves too
+little headroom at 1,000 events/s (its results queue up and the latency measures the backlog),
+and what the guarantee changes is the transactions, not the topology's work.
 
 1. Throughput at saturation (:mod:`tests.bench.saturation`): a backlog of deposits and
    ``--backlog`` payments is produced once; for each run the internal, changelog and output
@@ -16,19 +20,21 @@ topic, two tables with changelogs, three output topics): the bench does no corre
    read from the group's committed input offsets between two commit events ``--span`` seconds
    apart after a ``--warmup``. The worker is stopped after the span: the backlog is never
    drained (:class:`~tests.bench.saturation.BacklogTooSmall` if it would be).
-2. Latency at ``--latency-rate`` payments/s for ``--latency-seconds`` to a running worker (fresh
-   topics, deposits applied first): a read_committed consumer of payment-results takes, per
-   payment_id, the wall time its result arrived minus the wall time the payment was handed to
-   the producer. Variants: at_least_once, exactly_once with the default commit interval, and
-   exactly_once with each ``--commit-intervals`` value (the commit-interval table).
+2. Latency at ``--latency-rate`` events/s for ``--latency-seconds`` (bench_latency.py's run,
+   throughput mode): an external producer stamps each view with its send time, a
+   read_committed consumer of the notifications takes receive time - send time. Variants:
+   at_least_once, exactly_once with its default commit interval, and exactly_once with each
+   ``--commit-intervals`` value (the commit-interval table; with ``--sweep-saturation`` each
+   interval also gets saturation runs).
 
 ``--repeat`` rounds (default 3), each running every variant once in an order rotated each
-round; median and min-max per variant. ``--profile``: one more exactly-once saturation run under
-cProfile (not counted), its top functions stored. Results (every run, load average at start and
-end) go to ``--results`` (default tests/bench/results/payments_eos.json) with a top-level
-``summary``: ``eos_over_alos_throughput``, ``alos_events_per_s``, ``eos_events_per_s``,
-``eos_p50_ms``, ``eos_p99_ms``, ``alos_p50_ms``, ``alos_p99_ms``, ``eos_commit_interval_ms`` (each
-a median/min/max dict except the last).
+round; median and min-max per variant. Then one more exactly-once saturation run under cProfile
+(not counted; ``--no-profile`` skips it), its top functions by own time stored. Results (every
+run, load average at start and end) go to ``--results`` (default
+tests/bench/results/payments_eos.json) with a top-level ``summary``:
+``eos_over_alos_throughput``, ``alos_events_per_s``, ``eos_events_per_s``, ``eos_p50_ms``,
+``eos_p99_ms``, ``alos_p50_ms``, ``alos_p99_ms`` (each a median/min/max dict) and
+``eos_commit_interval_ms``.
 """
 
 from __future__ import annotations
@@ -52,8 +58,6 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
-
 from streams import registry  # noqa: E402
 from streams.config import Settings  # noqa: E402
 from streams.devtools import generate  # noqa: E402
@@ -61,6 +65,7 @@ from streams.kafka import admin  # noqa: E402
 from streams.runtime.topics import topic_specs  # noqa: E402
 from tests.bench.rounds import RunInfo, add_run_options, delete_groups, spread  # noqa: E402
 from tests.bench.rounds import write_results  # noqa: E402
+from tests.bench import bench_latency  # noqa: E402
 from tests.bench.saturation import measure_group  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "payments_eos.json"
@@ -99,7 +104,8 @@ def worker_cmd(guarantee: str, work: Path, interval: int | None, profile: Path |
     config.write_text("\n".join(lines) + "\n")
     runner = ["-m", "cProfile", "-o", str(profile)] if profile else []
     return [sys.executable, *runner, "-m", "streams.cli", "worker", NAME, "--config",
-            str(config), "--state-dir", str(work / "state"), "--metrics-port", "-1"]
+            str(config), "--state-dir", str(work / "state"), "--metrics-port",
+            os.environ.get("BENCH_METRICS_PORT", "-1")]
 
 
 def start_worker(kafka: str, guarantee: str, work: Path, interval: int | None = None,
@@ -156,79 +162,24 @@ def top_functions(path: Path, n: int = 15) -> list[str]:
 
 
 # -- latency at a fixed rate ---------------------------------------------------------------------
-async def _feed_timed(kafka: str, events: list[Any], rate: float,
-                      sent: dict[bytes, float]) -> None:
-    """Produce at ``rate``/s (paced every 10 events), noting each payment's send time."""
-    producer = AIOKafkaProducer(bootstrap_servers=kafka, linger_ms=0, acks="all")
-    await producer.start()
-    try:
-        started = time.monotonic()
-        futures = []
-        for i, (topic, key, value) in enumerate(events):
-            data = value if isinstance(value, bytes) else json.dumps(value).encode()
-            if isinstance(value, dict) and "payment_id" in value:
-                sent.setdefault(str(value["payment_id"]).encode(), time.time() * 1000)
-            futures.append(await producer.send(topic, data, key=key.encode()))
-            if i % 10 == 9:
-                ahead = (i + 1) / rate - (time.monotonic() - started)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-
-
-async def _latencies(kafka: str, events: list[Any], rate: float) -> list[float]:
-    """Per payment: wall time its result became visible to a read_committed consumer minus
-    the wall time its payment was handed to the producer."""
-    consumer = AIOKafkaConsumer("payment-results", bootstrap_servers=kafka,
-                                isolation_level="read_committed", auto_offset_reset="latest",
-                                enable_auto_commit=False, fetch_max_wait_ms=5)
-    await consumer.start()
-    try:
-        await asyncio.sleep(2)  # (assignment; then only new results)
-        expected = sum(1 for t, _k, v in events if t == "payments" and isinstance(v, dict))
-        sent: dict[bytes, float] = {}
-        feeder = asyncio.ensure_future(_feed_timed(kafka, events, rate, sent))
-        out: list[float] = []
-        seen: set[bytes] = set()
-        deadline = time.monotonic() + len(events) / rate + 60
-        while len(seen) < expected and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=100)
-            now = time.time() * 1000
-            for recs in batch.values():
-                for r in recs:
-                    if r.key in seen or r.key not in sent:
-                        continue
-                    seen.add(r.key)
-                    out.append(now - sent[r.key])
-        await feeder
-        return out
-    finally:
-        await consumer.stop()
-
-
 def latency(kafka: str, guarantee: str, interval: int | None, work: Path,
             args: argparse.Namespace) -> dict[str, Any]:
-    recreate(kafka, inputs_too=True)
-    asyncio.run(generate.produce(kafka, generate.events(NAME, 0, accounts=args.accounts)))
-    proc = start_worker(kafka, guarantee, work, interval)
-    try:
-        time.sleep(8)  # joined, tasks open, deposits applied
-        payments = [e for e in generate.events(NAME, int(args.latency_seconds * args.latency_rate),
-                                               seed=5, rate=args.latency_rate,
-                                               accounts=args.accounts) if e[0] == "payments"]
-        lat = sorted(asyncio.run(_latencies(kafka, payments, args.latency_rate)))
-    finally:
-        stop_worker(proc)
-    pick = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 1)  # noqa: E731
-    return {"rate": args.latency_rate, "commit_interval_ms": interval, "results": len(lat),
-            "p50_ms": pick(0.50), "p99_ms": pick(0.99), "max_ms": round(lat[-1], 1)}
+    """bench_latency's run (profile_notifications, throughput mode) under ``guarantee``."""
+    work.mkdir(parents=True, exist_ok=True)
+    config = work / "worker.toml"
+    config.write_text(f'processing_guarantee = "{guarantee}"\n' + (
+        "" if interval is None else f"commit_interval_ms = {interval}\n"))
+    variant = {"checkout": ROOT, "args": ["--processing-mode", "throughput", "--config",
+                                          str(config)]}
+    opts = argparse.Namespace(broker=kafka, partitions=4, rate=args.latency_rate,
+                              seconds=args.latency_seconds)
+    r = bench_latency.run_latency(variant, opts, work, "latency")
+    return {"rate": args.latency_rate, "commit_interval_ms": interval, **r}
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--backlog", type=int, default=1_000_000,
+    ap.add_argument("--backlog", type=int, default=600_000,
                     help="payments in the saturation backlog (must outlast warm-up + span)")
     ap.add_argument("--accounts", type=int, default=1000)
     ap.add_argument("--warmup", type=float, default=5.0)
@@ -239,8 +190,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="comma-separated exactly_once commit intervals (ms) to measure the "
                          "latency of, besides the default (e.g. 50,100,200,500,1000)")
     ap.add_argument("--skip-saturation", action="store_true")
-    ap.add_argument("--profile", action="store_true",
-                    help="one more exactly_once saturation run under cProfile (not counted)")
+    ap.add_argument("--sweep-saturation", action="store_true",
+                    help="a saturation run per --commit-intervals value too (else latency only)")
+    ap.add_argument("--no-profile", dest="profile", action="store_false",
+                    help="skip the extra exactly_once saturation run under cProfile")
     add_run_options(ap, RESULTS)
     args = ap.parse_args(argv)
     kafka = os.environ.get("STREAMS_BROKER", "127.0.0.1:9092")
@@ -260,16 +213,15 @@ def main(argv: list[str] | None = None) -> None:
         _log(f"backlog: {backlog:,} records")
     tput: dict[str, list[dict[str, Any]]] = {v[0]: [] for v in variants}
     lat: dict[str, list[dict[str, Any]]] = {v[0]: [] for v in variants}
-    for rnd, order in enumerate(info.order(variants, label=lambda v: v[0])):
-        if not args.skip_saturation:
-            for key, g, interval in order:
-                r = saturation(kafka, g, interval, info.work / f"sat-{key}-{rnd}", args)
-                tput[key].append(r)
-                _log(f"round {rnd} saturation {key}: {r}")
+    orders = info.order(variants, label=lambda v: v[0])
+    # Every saturation run first, on the one backlog (the latency runs recreate the inputs).
+    for rnd, order in enumerate(orders if not args.skip_saturation else []):
         for key, g, interval in order:
-            r = latency(kafka, g, interval, info.work / f"lat-{key}-{rnd}", args)
-            lat[key].append(r)
-            _log(f"round {rnd} latency {key}: {r}")
+            if interval is not None and not args.sweep_saturation:
+                continue
+            r = saturation(kafka, g, interval, info.work / f"sat-{key}-{rnd}", args)
+            tput[key].append(r)
+            _log(f"round {rnd} saturation {key}: {r}")
     profile: list[str] = []
     if args.profile and not args.skip_saturation:
         prof = info.work / "eos-saturation.prof"
@@ -278,19 +230,25 @@ def main(argv: list[str] | None = None) -> None:
         _log("profile of an exactly_once saturation run (not counted): " + json.dumps(r))
         for line in profile:
             print("   ", line)
+    for rnd, order in enumerate(orders):
+        for key, g, interval in order:
+            r = latency(kafka, g, interval, info.work / f"lat-{key}-{rnd}", args)
+            lat[key].append(r)
+            _log(f"round {rnd} latency {key}: {r}")
 
     out: dict[str, Any] = {
         "benchmark": "payments_eos", "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
         "command": " ".join(sys.argv), "broker": kafka,
-        "pipeline": "the payments topology (no correctness checks in the bench)",
+        "pipeline": {"throughput": "the payments topology (no correctness checks in the bench)",
+                     "latency": "profile_notifications (stateless), throughput mode"},
         "exactly_once_default_commit_interval_ms": eos_default,
         "measure": {
             "throughput": f"committed input offsets of the group between two commits >= "
                           f"{args.span:.0f} s apart after a {args.warmup:.0f} s warm-up, on a "
                           f"backlog of {args.backlog:,} payments (tests/bench/saturation.py)",
-            "latency": "payment handed to the producer -> its result read by a read_committed "
-                       "consumer (fetch wait 5 ms)",
+            "latency": "bench_latency.py's run: view sent (linger 0) -> notification read by a "
+                       "read_committed consumer (fetch wait 5 ms), after a 3 s warm-up",
             "spread": "median and min-max over the rounds; the ratio is per round (EOS over "
                       "the at-least-once run of the same round), then its median"},
         **info.finish(),
@@ -298,8 +256,10 @@ def main(argv: list[str] | None = None) -> None:
     summary: dict[str, Any] = {"eos_commit_interval_ms": eos_default}
     if tput[ALOS]:
         out["throughput"] = {k: {"events_per_s": spread((r["rate"] for r in rs), 0),
-                                 "runs": rs} for k, rs in tput.items()}
+                                 "runs": rs} for k, rs in tput.items() if rs}
         for k, rs in tput.items():  # per round: over the at-least-once run of the same round
+            if not rs:
+                continue
             out["throughput"][k]["over_alos"] = spread(
                 (r["rate"] / a["rate"] for a, r in zip(tput[ALOS], rs, strict=True)), 3)
         summary["eos_over_alos_throughput"] = out["throughput"][EOS]["over_alos"]
