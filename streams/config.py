@@ -70,7 +70,8 @@ class Settings:
     partitions: int = 4
     # "at_least_once" or "exactly_once" (streams.runtime.transactions); the only switch.
     processing_guarantee: str = "at_least_once"
-    commit_interval_ms: int = 1000
+    # None (not set): the guarantee's default, see effective_commit_interval_ms
+    commit_interval_ms: int | None = None
     # exactly_once: the broker aborts a transaction open longer than this; well above the
     # commit interval, so only a stuck or dead worker's transaction times out.
     transaction_timeout_ms: int = 60000
@@ -113,8 +114,32 @@ class Settings:
     # a task that moves resumes from a standby's state instead of restoring its changelog.
     num_standby_replicas: int = 0
 
+    @property
+    def effective_commit_interval_ms(self) -> int:
+        """``commit_interval_ms`` if set, else the default of the guarantee: exactly-once
+        outputs become visible at the commit, so it commits every
+        :data:`EXACTLY_ONCE_COMMIT_INTERVAL_MS` (as Kafka Streams does); at-least-once outputs
+        are visible when sent, so it commits every :data:`COMMIT_INTERVAL_MS`.
+
+        >>> Settings(processing_guarantee="exactly_once").effective_commit_interval_ms
+        100
+        >>> Settings(processing_guarantee="exactly_once",
+        ...          commit_interval_ms=500).effective_commit_interval_ms
+        500
+        """
+        if self.commit_interval_ms is not None:
+            return self.commit_interval_ms
+        if self.processing_guarantee == "exactly_once":
+            return EXACTLY_ONCE_COMMIT_INTERVAL_MS
+        return COMMIT_INTERVAL_MS
+
     def with_overrides(self, **overrides: Any) -> Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+# The commit interval when commit_interval_ms is not set, per guarantee.
+COMMIT_INTERVAL_MS = 1000
+EXACTLY_ONCE_COMMIT_INTERVAL_MS = 100
 
 
 class ConfigError(ValueError):
@@ -347,15 +372,19 @@ def validate(settings: Settings, origins: dict[str, str] | None = None) -> Setti
     for f in fields(Settings):
         if f.name == "security":
             continue
-        problem = _value_problem(f.name, getattr(settings, f.name))
+        value = getattr(settings, f.name)
+        if value is None and f.name == "commit_interval_ms":
+            continue  # the guarantee's default
+        problem = _value_problem(f.name, value)
         if problem:
             raise ConfigError(f"{_origin(origins, f.name)}{problem}")
-    if settings.transaction_timeout_ms < 5 * settings.commit_interval_ms:
+    interval = settings.effective_commit_interval_ms
+    if settings.transaction_timeout_ms < 5 * interval:
         # named where the user changed it last: the other one is usually the default
         order = list(origins)
         last = max(("transaction_timeout_ms", "commit_interval_ms"),
                    key=lambda k: order.index(k) if k in origins else -1)
         raise ConfigError(f"{_origin(origins, last)}transaction_timeout_ms "
                           f"({settings.transaction_timeout_ms}) must be at least 5 x "
-                          f"commit_interval_ms ({settings.commit_interval_ms})")
+                          f"commit_interval_ms ({interval})")
     return settings

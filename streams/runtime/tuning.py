@@ -33,11 +33,11 @@ def tuning(settings: Settings) -> Tuning:
     if settings.processing_mode == "latency":
         return Tuning(fetch_max_wait_ms=5, poll_timeout_ms=50, linger_ms=0,
                       max_batch_records=min(settings.max_batch_records, 500),
-                      commit_interval_ms=settings.commit_interval_ms,
+                      commit_interval_ms=settings.effective_commit_interval_ms,
                       commit_every_records=settings.commit_every_records)
     return Tuning(fetch_max_wait_ms=100, poll_timeout_ms=200, linger_ms=5,
                   max_batch_records=settings.max_batch_records,
-                  commit_interval_ms=settings.commit_interval_ms,
+                  commit_interval_ms=settings.effective_commit_interval_ms,
                   commit_every_records=settings.commit_every_records)
 
 

@@ -93,7 +93,7 @@ def committer_for(topology: Topology, settings: Settings, kafka: KafkaConnection
     return ExactlyOnce(TaskTransactions(
         name, name, kafka, transaction_timeout_ms=s.transaction_timeout_ms,
         request_timeout_ms=s.request_timeout_ms,
-        commit_timeout_s=max(10.0, 3 * s.commit_interval_ms / 1000),
+        commit_timeout_s=max(10.0, 3 * s.effective_commit_interval_ms / 1000),
         on_produced=lambda topic, n: produced.labels(name, topic).inc(n),
         on_result=lambda result: results.labels(name, result).inc(),
         fail_commit=os.environ.get(FAIL_COMMIT_ENV) or None))

@@ -150,7 +150,7 @@ def test_a_bad_number_on_the_command_line_is_one_line_naming_the_option(
 def test_the_shipped_settings_are_valid() -> None:
     for name in registry.names():
         settings = load_settings(name)
-        assert settings.commit_interval_ms >= 1 and settings.session_timeout_ms >= 6000
+        assert settings.effective_commit_interval_ms >= 1 and settings.session_timeout_ms >= 6000
 
 
 def test_valid_settings_from_every_layer_still_load(tmp_path: Path,
