@@ -56,7 +56,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -67,7 +68,7 @@ from ..kafka.clients import Kafka, client_kwargs
 from ..state.meta import Offsets, TaskId
 from .commit_outcome import CommitResult, classify
 from .task import Output, Task
-from .transport import KafkaTransport, stop_producer
+from .transport import E2E_SAMPLES_PER_BATCH, KafkaTransport, stop_producer
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ EXACTLY_ONCE = "exactly_once"  # Settings.processing_guarantee
 #: Test hook: when set to a task id (or ``*``), that task's next commit raises after its
 #: records were produced and before the transaction commits (the injected-abort test).
 FAIL_COMMIT_ENV = "STREAMS_TEST_FAIL_COMMIT"
+MAX_LATENCY_SAMPLES = 64  # end-to-end latency samples per transaction
 
 
 class InjectedFailure(KafkaConnectionError):
@@ -122,15 +124,26 @@ class KafkaTaskProducer:
     """A :class:`TransactionalProducer` on aiokafka (outputs through a :class:`KafkaTransport`)."""
 
     def __init__(self, producer: AIOKafkaProducer,
-                 on_produced: Callable[[str, int], None] | None = None) -> None:
+                 on_produced: Callable[[str, int], None] | None = None,
+                 on_latency: Callable[[float], None] | None = None,
+                 latency_topics: Collection[str] = ()) -> None:
         self.producer = producer
         self.transport = KafkaTransport(producer, None, on_produced=on_produced)
+        # End-to-end latency under exactly-once ends when the transaction commits (its outputs
+        # become visible to read_committed consumers then), not when the broker acknowledges a
+        # send: a few timestamps per send, observed at the commit.
+        self.on_latency = on_latency
+        self.latency_topics = frozenset(latency_topics) if on_latency is not None else frozenset()
+        self._stamps: list[int] = []
 
     async def begin(self) -> None:
         await self.producer.begin_transaction()
 
     async def send(self, outputs: list[Output]) -> None:
         await self.transport.send(outputs)
+        if self.latency_topics and len(self._stamps) < MAX_LATENCY_SAMPLES:
+            timed = [out[4] for out in outputs if out[0] in self.latency_topics and out[4]]
+            self._stamps += timed[::max(1, len(timed) // E2E_SAMPLES_PER_BATCH)]
 
     async def flush(self) -> dict[tuple[str, int], int]:
         return await self.transport.flush()
@@ -141,9 +154,15 @@ class KafkaTaskProducer:
 
     async def commit(self) -> None:
         await self.producer.commit_transaction()
+        stamps, self._stamps = self._stamps, []
+        if stamps and self.on_latency is not None:
+            now_ms = time.time() * 1000
+            for ts in stamps:
+                self.on_latency(max(0.0, (now_ms - ts) / 1000))
 
     def discard(self) -> None:
         self.transport.discard()
+        self._stamps = []   # never visible: no latency
 
     async def close(self) -> None:
         # (without waiting long for an unreachable broker: its unsent records belong to a
@@ -162,7 +181,9 @@ async def _fence_previous_owner(producer: AIOKafkaProducer) -> None:
 
 def kafka_producers(bootstrap: Kafka, *, transaction_timeout_ms: int,
                     request_timeout_ms: int = 30000,
-                    on_produced: Callable[[str, int], None] | None = None) -> OpenProducer:
+                    on_produced: Callable[[str, int], None] | None = None,
+                    on_latency: Callable[[float], None] | None = None,
+                    latency_topics: Collection[str] = ()) -> OpenProducer:
     """Opens :class:`KafkaTaskProducer` s on ``bootstrap``."""
 
     async def open_producer(txn_id: str) -> TransactionalProducer:
@@ -177,7 +198,7 @@ def kafka_producers(bootstrap: Kafka, *, transaction_timeout_ms: int,
         except BaseException:
             await stop_producer(producer, 5.0)
             raise
-        return KafkaTaskProducer(producer, on_produced)
+        return KafkaTaskProducer(producer, on_produced, on_latency, latency_topics)
 
     return open_producer
 
@@ -200,6 +221,8 @@ class TaskTransactions:
                  request_timeout_ms: int = 30000,
                  on_produced: Callable[[str, int], None] | None = None,
                  on_result: Callable[[str], None] | None = None,
+                 on_latency: Callable[[float], None] | None = None,
+                 latency_topics: Collection[str] = (),
                  fail_commit: str | None = None,
                  open_producer: OpenProducer | None = None) -> None:
         self.topology = topology
@@ -209,7 +232,8 @@ class TaskTransactions:
         self.fail_commit = fail_commit
         self.open_producer = open_producer or kafka_producers(
             bootstrap, transaction_timeout_ms=transaction_timeout_ms,
-            request_timeout_ms=request_timeout_ms, on_produced=on_produced)
+            request_timeout_ms=request_timeout_ms, on_produced=on_produced,
+            on_latency=on_latency, latency_topics=latency_topics)
         self._producers: dict[TaskId, _TaskProducer] = {}
 
     # -- producers --------------------------------------------------------------------------------

@@ -96,6 +96,7 @@ def committer_for(topology: Topology, settings: Settings, kafka: KafkaConnection
         commit_timeout_s=max(10.0, 3 * s.effective_commit_interval_ms / 1000),
         on_produced=lambda topic, n: produced.labels(name, topic).inc(n),
         on_result=lambda result: results.labels(name, result).inc(),
+        on_latency=metrics.e2e.labels(name).observe, latency_topics=topology.output_topics(),
         fail_commit=os.environ.get(FAIL_COMMIT_ENV) or None))
 
 
