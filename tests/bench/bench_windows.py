@@ -934,7 +934,7 @@ def main(argv: list[str] | None = None) -> int:
         if not s["saturated"]:
             note.append("backlog drained: not at saturation")
         if not s["all_checks_ok"]:
-            note.append("CHECK FAILED")
+            note.append("outputs FAILED the oracle check")
         if s["late_reported"] and s["late_reported"][0] is not None:
             note.append(f"late counted {'/'.join(str(x) for x in s['late_reported'])}")
         if k == "a" and profile and profile.get("top3"):
@@ -974,8 +974,10 @@ def main(argv: list[str] | None = None) -> int:
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results_path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     print(f"results written to {results_path}")
-    ok = (not failures and all(s["all_checks_ok"] for s in summary.values())
-          and agree.get("agree") is not False)
+    # exit status: whether the benchmark ran and this framework's outputs are right; a peer
+    # failing a check (e.g. Quix counting on-time rides late behind a repartition) is a finding,
+    # reported in its row and the results, not a failed run
+    ok = not failures and ("a" not in summary or summary["a"]["all_checks_ok"])
     return 0 if ok else 1
 
 
