@@ -1,5 +1,5 @@
-"""Stream-stream join benchmark: order_shipments' join vs. a windowed aggregation of the same
-input (this framework) vs. Quix Streams' ``join_interval``.
+"""Stream-stream join benchmark at saturation: order_shipments' join (this framework) vs. Quix
+Streams' ``join_interval``, on 1,000,000 orders and their shipments.
 
 Standalone script (not collected by pytest), against a running broker::
 
@@ -13,21 +13,25 @@ Standalone script (not collected by pytest), against a running broker::
    deletes nothing during the run) into ``jbench-orders`` / ``jbench-shipments`` (4 partitions
    each, keyed by order id, Kafka timestamp = ts);
 2. runs ``--repeat`` rounds (default 3), each running every variant once in an order rotated
-   each round (join window quix, window quix join, ...); each run is a subprocess with a fresh
-   consumer group, state directory and output/internal topics, timed from process start until
-   its group has committed the end offset of every input partition (polled every 0.2 s), then
-   stopped with SIGTERM:
+   each round; each run is a subprocess with a fresh consumer group, state directory and
+   output/internal topics. Its rate is measured at saturation (tests/bench/saturation.py): the
+   group's committed offsets over both inputs between two commit events ``--span`` (30 s)
+   apart, ``--warmup`` (5 s) after its first commit. Then it runs on until every input offset
+   is committed (outside the span: the checks need every record) and is stopped with SIGTERM:
 
    a. ``join``: the framework running order_shipments' left join (tests/bench/joins_topology.py);
-   b. ``window``: the framework running a tumbling 1 h count per key on the same two topics
-      (the same records through windowed aggregations: the baseline for a);
-   c. ``quix``: Quix Streams' inner ``join_interval`` (tests/bench/joins_quix.py);
+   b. ``quix``: Quix Streams' inner ``join_interval`` (tests/bench/joins_quix.py), the same
+      interval (0 to 7 days after the order);
+   c. ``window`` (only with ``--variants``): a tumbling 1 h count per key on the same two
+      topics, the same records through windowed aggregations: a baseline for a;
 
 3. checks each run's outputs against an oracle computed here (pairs: same order id, shipment
-   in [order ts, order ts + 7 d]; unshipped: orders without one), reports the median and
-   min-max events/s per variant, the ratios a/b and a/c of the medians, and the size on disk of
-   each run's state directory (for a: the join buffers), and writes ``--results`` (default
-   tests/bench/results/joins.json) with the load average at start and end.
+   in [order ts, order ts + 7 d]; unshipped: orders without one): 0 pairs missing, none extra,
+   none twice; reports the median and min-max events/s per variant, the ratios of the medians,
+   and the disk usage (like ``du``) of each run's state directory after the stop (both join
+   sides' buffers: the framework's RocksDB, Quix's stores), and writes ``--results`` (default
+   tests/bench/results/joins.json) with the load average at start and end and a ``summary``
+   for tests/bench/run_all.py.
 
 Logs and state go under one fresh directory per run (``--work-dir`` names its parent).
 """
@@ -47,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -57,6 +62,7 @@ from streams.devtools import generate  # noqa: E402
 from streams.kafka import admin  # noqa: E402
 from tests.bench.rounds import RunInfo, add_run_options, delete_groups, fmt_spread, spread  # noqa: E402,E501
 from tests.bench.rounds import write_results  # noqa: E402
+from tests.bench.saturation import BacklogTooSmall, Saturation, measure as saturation  # noqa: E402
 
 INPUTS = ["jbench-orders", "jbench-shipments"]
 PARTITIONS = 4
@@ -139,51 +145,78 @@ def reset_variant(bootstrap: str, key: str) -> None:
         admin.run(admin.delete_topics(bootstrap, doomed))
 
 
-def done(bootstrap: str, group: str, ends: dict[tuple[str, int], int]) -> int:
-    committed = admin.run(admin.committed_offsets(bootstrap, group, INPUTS))
-    return sum(min(committed.get(tp, 0), end) for tp, end in ends.items())
+def du_bytes(path: Path) -> int:
+    """Disk usage of ``path`` (allocated blocks, as ``du`` counts them)."""
+    return sum(f.lstat().st_blocks * 512 for f in path.rglob("*") if f.is_file()) \
+        if path.exists() else 0
 
 
-def dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+async def _measure_and_drain(bootstrap: str, proc: subprocess.Popen, group: str, total: int,
+                             started: float,
+                             warmup: float, span: float, timeout: float,
+                             log_path: Path) -> tuple[Saturation | None, float]:
+    """The rate at saturation over both inputs' committed offsets, then (outside the span) the
+    wait until every input offset is committed: (saturation or None if the backlog drained
+    first, seconds from process start to drained)."""
+    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await client.start()
+    try:
+        async def sample() -> tuple[float, int]:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{group} exited with {proc.returncode}; see {log_path}")
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"{group}: not done after {timeout:.0f} s; see {log_path}")
+            try:
+                offsets = await client.list_consumer_group_offsets(group)
+            except Exception:                    # coordinator not ready yet
+                return time.monotonic(), 0
+            return time.monotonic(), sum(m.offset for tp, m in offsets.items()
+                                         if tp.topic in INPUTS and m.offset > 0)
+        try:
+            sat: Saturation | None = await saturation(sample, end_total=total, warmup_s=warmup,
+                                                      span_s=span, timeout_s=timeout)
+        except BacklogTooSmall:
+            sat = None
+        last = time.monotonic()
+        while True:
+            t, done = await sample()
+            if done >= total:
+                return sat, t - started
+            if t - last > 30:
+                _log(f"  ... {group}: {done}/{total} committed")
+                last = t
+            await asyncio.sleep(0.2)
+    finally:
+        await client.close()
 
 
-def run(key: str, bootstrap: str, total: int, ends: dict, run_dir: Path,
-        timeout: float) -> dict[str, Any]:
+def run(key: str, bootstrap: str, total: int, run_dir: Path, timeout: float,
+        warmup: float, span: float) -> dict[str, Any]:
+    """One run of ``key``: its rate at saturation, then every input processed (for the
+    checks), then SIGTERM; the state directory's disk usage after the stop."""
     v = VARIANTS[key]
     run_dir.mkdir(parents=True, exist_ok=True)
     state = run_dir / f"state-{key}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "BENCH_BROKER": bootstrap,
-           "BENCH_STATE_DIR": str(state), **v["env"],
+           "BENCH_STATE_DIR": str(state), "TMPDIR": str(run_dir), **v["env"],
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     log_path = run_dir / f"{key}.log"
     with open(log_path, "wb") as log:
         started = time.monotonic()
         proc = subprocess.Popen(v["cmd"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         try:
-            last = started
-            while True:
-                consumed = done(bootstrap, v["group"], ends)
-                if consumed >= total:
-                    elapsed = time.monotonic() - started
-                    break
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{key} exited with {proc.returncode}; see {log_path}")
-                if time.monotonic() - started > timeout:
-                    raise RuntimeError(f"{key}: {consumed}/{total} after {timeout}s; {log_path}")
-                if time.monotonic() - last > 30:
-                    _log(f"  ... {key}: {consumed}/{total} committed")
-                    last = time.monotonic()
-                time.sleep(0.2)
+            sat, drained_s = asyncio.run(_measure_and_drain(
+                bootstrap, proc, v["group"], total, started, warmup, span, timeout, log_path))
             proc.send_signal(signal.SIGTERM)
             proc.wait(120)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(30)
-    return {"label": v["label"], "seconds": round(elapsed, 2),
-            "events_per_s": round(total / elapsed, 1), "state_bytes": dir_bytes(state),
-            "exit_code": proc.returncode}
+    rate = sat.rate if sat is not None else total / drained_s
+    return {"label": v["label"], "events_per_s": round(rate, 1), "saturated": sat is not None,
+            "span": sat.as_dict() if sat else None, "seconds_to_drain": round(drained_s, 2),
+            "state_du_bytes": du_bytes(state), "exit_code": proc.returncode}
 
 
 async def read(bootstrap: str, topic: str) -> list[Any]:
@@ -234,7 +267,12 @@ def check(key: str, bootstrap: str, pairs: set, unshipped: set) -> dict[str, Any
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=1_000_000, help="orders (shipments: ~0.9x)")
-    ap.add_argument("--variants", default="join,window,quix")
+    ap.add_argument("--variants", default="join,quix",
+                    help="join, quix, window (the framework's windowed count of the same "
+                         "input: a baseline, not run by default)")
+    ap.add_argument("--warmup", type=float, default=5.0,
+                    help="seconds after the first commit before the span starts")
+    ap.add_argument("--span", type=float, default=30.0, help="measured seconds")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--broker", default=os.environ.get("STREAMS_BROKER", "127.0.0.1:9092"))
     add_run_options(ap, RESULTS)
@@ -266,18 +304,23 @@ def main(argv: list[str] | None = None) -> int:
         for key in order:
             _log(f"running {key}, round {rnd}/{args.repeat}")
             reset_variant(bootstrap, key)
-            r = run(key, bootstrap, total, ends, info.work / f"{key}-{rnd}", args.timeout)
+            r = run(key, bootstrap, total, info.work / f"{key}-{rnd}", args.timeout,
+                    args.warmup, args.span)
             r.update(check(key, bootstrap, pairs, unshipped))
             runs[key].append(r)
-            _log(f"  {key}: {r['seconds']} s, {r['events_per_s']} events/s, "
-                 f"state {r['state_bytes'] / 1e6:.1f} MB")
+            _log(f"  {key}: {r['events_per_s']} events/s "
+                 f"({'span ' + str(r['span']) if r['saturated'] else 'NOT saturated'}), "
+                 f"drained after {r['seconds_to_drain']} s, state on disk "
+                 f"{r['state_du_bytes'] / 1e6:.1f} MB, pairs missing {r.get('pairs_missing')}")
 
     results: dict[str, Any] = {}
     for key, rs in runs.items():
         results[key] = {"label": VARIANTS[key]["label"],
                         "events_per_s": spread((r["events_per_s"] for r in rs), 1),
-                        "seconds": spread((r["seconds"] for r in rs), 2),
-                        "state_bytes": spread((r["state_bytes"] for r in rs), 0),
+                        "seconds_to_drain": spread((r["seconds_to_drain"] for r in rs), 2),
+                        "state_du_bytes": spread((r["state_du_bytes"] for r in rs), 0),
+                        "saturated": all(r["saturated"] for r in rs),
+                        "pairs_missing": [r.get("pairs_missing") for r in rs],
                         "runs": rs}
 
     def ratio(a: str, b: str) -> float | None:
@@ -288,7 +331,18 @@ def main(argv: list[str] | None = None) -> int:
 
     import quixstreams
 
+    rows = []
+    for key, r in results.items():
+        note = [f"state on disk {r['state_du_bytes']['median'] / 1e6:,.0f} MB"]
+        missing = [m for m in r["pairs_missing"] if m is not None]
+        if missing:
+            note.append(f"pairs missing {'/'.join(str(m) for m in missing)}")
+        if not r["saturated"]:
+            note.append("backlog drained: not at saturation")
+        rows.append({"label": r["label"], "unit": "events/s", **r["events_per_s"],
+                     "note": "; ".join(note)})
     summary = {
+        "summary": {"rows": rows, "measurement": args.repeat >= 3 and args.span >= 30},
         "command": "python tests/bench/bench_joins.py " + " ".join(argv or sys.argv[1:]),
         "orders": args.count, "records": total, "partitions": PARTITIONS,
         "results": results,
@@ -296,10 +350,15 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_join_to_quix": ratio("join", "quix"),
         "quixstreams": quixstreams.__version__, "python": platform.python_version(),
         "cpus": os.cpu_count(), **info.finish(),
-        "notes": ("Timing: process start until the group committed every input offset; "
-                  "events_per_s / seconds: median and min-max over the rounds, ratios of the "
-                  "medians. state_bytes: the run's RocksDB directory after SIGTERM (for "
-                  "'join': the join buffers and unmatched markers). With 100 ms per order the "
+        "notes": ("events_per_s: the group's committed input offsets (both inputs) between "
+                  "two commit events >= span apart, warm-up after its first commit "
+                  "(tests/bench/saturation.py); median and min-max over the rounds, ratios of "
+                  "the medians. Then each variant runs until every input offset is committed "
+                  "(seconds_to_drain, from process start; outside the measured span) and its "
+                  "outputs are checked. state_du_bytes: disk usage (allocated blocks, like du) "
+                  "of the run's state directory after SIGTERM: for 'join' the framework's "
+                  "RocksDB with both sides' join buffers and the unmatched markers, for 'quix' "
+                  "Quix's RocksDB stores of both sides of join_interval. With 100 ms per order the "
                   "whole input spans less than the 7-day window, so the buffers hold every "
                   "record until the end. Unshipped orders are emitted only once window + grace "
                   "closed by stream time; the last ones stay open (no later record closes "
@@ -309,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"joins: {args.count:,} orders, {total:,} records, {args.repeat} round(s) "
           f"({'; '.join(info.orders)}), load average {summary['load_average_1_5_15_min']}")
     for key, r in results.items():
-        print(f"{key:<7} {r['label']:<42} events/s {fmt_spread(r['events_per_s'])}")
+        print(f"{key:<7} {r['label']:<42} events/s {fmt_spread(r['events_per_s'])}, state on "
+              f"disk {fmt_spread(r['state_du_bytes'])} B, pairs missing {r['pairs_missing']}")
     print(f"ratio join/window {summary['ratio_join_to_window']}, "
           f"join/quix {summary['ratio_join_to_quix']} (medians)")
     out = write_results(args.results, json.dumps(summary, indent=2) + "\n")
