@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     import quixstreams
 
     rows = []
-    for key, r in results.items():
+    for r in results.values():
         note = [f"state on disk {r['state_du_bytes']['median'] / 1e6:,.0f} MB"]
         missing = [m for m in r["pairs_missing"] if m is not None]
         if missing:

@@ -70,7 +70,6 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from decimal import Decimal
 from importlib import metadata
 from pathlib import Path
 from typing import Any

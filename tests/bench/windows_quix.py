@@ -15,7 +15,8 @@ Environment:
   BENCH_LATE_FILE   where to write, on exit, the number of rides the window dropped as late
 
 Workload ``keys-update``: the rides are keyed by driver; no ``group_by``, and ``.current()``
-instead of ``.final()``: every record emits its window's new value. Workload ``city``: the rides are already keyed by city, so no ``group_by`` (it would add a
+instead of ``.final()``: every record emits its window's new value. Workload ``city``: the
+rides are already keyed by city, so no ``group_by`` (it would add a
 repartition topic that Quix's docs only ask for when the key must change). Workload
 ``driver-repartition``: ``sdf.group_by("driver_id")`` re-keys them by driver through Quix's
 repartition topic ``repartition__<group>--wbench-rides--driver_id``. Event time comes from the

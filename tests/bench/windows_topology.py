@@ -62,7 +62,8 @@ elif WORKLOAD == "driver-repartition":
     grouped = rides.group_by(lambda r: r["driver_id"], name=REPARTITION_NAME)
     table_name = "wbench-rides-per-driver-1m"
 else:
-    raise SystemExit(f"BENCH_WORKLOAD must be city, keys-update or driver-repartition, not {WORKLOAD!r}")
+    raise SystemExit(f"BENCH_WORKLOAD must be city, keys-update or driver-repartition, "
+                     f"not {WORKLOAD!r}")
 (grouped.window(TumblingWindows(size=timedelta(minutes=1), grace=timedelta(seconds=30)))
         .aggregate(new_totals, add_ride, name=table_name, emit=emit)
         .to(OUT_TOPIC))
