@@ -16,8 +16,8 @@ Standalone script (not collected by pytest), against a running broker::
    each round; each run is a subprocess with a fresh consumer group, state directory and
    output/internal topics. Its rate is measured at saturation (tests/bench/saturation.py): the
    group's committed offsets over both inputs between two commit events ``--span`` (30 s)
-   apart, ``--warmup`` (5 s) after its first commit. Then it runs on until every input offset
-   is committed (outside the span: the checks need every record) and is stopped with SIGTERM:
+   apart, ``--warmup`` (5 s) after its first commit. Then it is stopped with SIGTERM (it
+   commits what it processed; with ``--drain`` only once every input offset is committed):
 
    a. ``join``: the framework running order_shipments' left join (tests/bench/joins_topology.py);
    b. ``quix``: Quix Streams' inner ``join_interval`` (tests/bench/joins_quix.py), the same
@@ -26,10 +26,13 @@ Standalone script (not collected by pytest), against a running broker::
       topics, the same records through windowed aggregations: a baseline for a;
 
 3. checks each run's outputs against an oracle computed here (pairs: same order id, shipment
-   in [order ts, order ts + 7 d]; unshipped: orders without one): 0 pairs missing, none extra,
-   none twice; reports the median and min-max events/s per variant, the ratios of the medians,
-   and the disk usage (like ``du``) of each run's state directory after the stop (both join
-   sides' buffers: the framework's RocksDB, Quix's stores), and writes ``--results`` (default
+   in [order ts, order ts + 7 d]; unshipped: orders without one), over the records the run
+   processed (its committed offsets; records go to partition crc32(order id) mod 4 of both
+   topics, in order, so the oracle knows each one's offset): 0 of the pairs whose order and
+   shipment were both processed missing, none outside the oracle, none twice; reports the
+   median and min-max events/s per variant, the ratios of the medians, and the disk usage
+   (like ``du``) of each run's state directory after the stop (both join sides' buffers: the
+   framework's RocksDB, Quix's stores), and writes ``--results`` (default
    tests/bench/results/joins.json) with the load average at start and end and a ``summary``
    for tests/bench/run_all.py.
 
@@ -47,10 +50,11 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 HERE = Path(__file__).resolve().parent
@@ -92,39 +96,82 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def oracle(events: list[tuple[str, str, dict[str, Any]]]) -> tuple[set, set]:
-    shipments: dict[str, list[dict]] = {}
-    for topic, _k, v in events:
+Position = tuple[int, int]          # (partition, offset) of a record in its input topic
+
+
+def positions(events: list[tuple[str, str, dict[str, Any]]]) -> list[Position]:
+    """Where each event lands: partition = crc32(key) mod PARTITIONS (the same for both
+    topics, so they are co-partitioned), offsets in production order (idempotent producer)."""
+    nxt: dict[tuple[str, int], int] = {}
+    out = []
+    for topic, key, _v in events:
+        p = zlib.crc32(key.encode()) % PARTITIONS
+        off = nxt.get((topic, p), 0)
+        nxt[(topic, p)] = off + 1
+        out.append((p, off))
+    return out
+
+
+def oracle(events: list[tuple[str, str, dict[str, Any]]],
+           where: list[Position]) -> tuple[dict[tuple[str, str], tuple[Position, Position]],
+                                           set[str]]:
+    """Pairs (order id, shipment id) with the positions of the order and of the shipment, and
+    the orders without a shipment in [order ts, order ts + 7 d]."""
+    shipments: dict[str, list[tuple[dict, Position]]] = {}
+    for (topic, _k, v), pos in zip(events, where, strict=True):
         if topic == "shipments":
-            shipments.setdefault(v["order_id"], []).append(v)
-    pairs, unshipped = set(), set()
-    for topic, _k, o in events:
+            shipments.setdefault(v["order_id"], []).append((v, pos))
+    pairs: dict[tuple[str, str], tuple[Position, Position]] = {}
+    unshipped = set()
+    for (topic, _k, o), pos in zip(events, where, strict=True):
         if topic != "orders":
             continue
-        matched = [s["shipment_id"] for s in shipments.get(o["order_id"], [])
+        matched = [(s["shipment_id"], spos) for s, spos in shipments.get(o["order_id"], [])
                    if o["ts"] <= s["ts"] <= o["ts"] + 7 * DAY]
-        pairs.update((o["order_id"], s) for s in matched)
+        for sid, spos in matched:
+            pairs[(o["order_id"], sid)] = (pos, spos)
         if not matched:
             unshipped.add(o["order_id"])
     return pairs, unshipped
 
 
-async def produce(bootstrap: str, events: list[tuple[str, str, dict[str, Any]]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all",
-                                max_batch_size=1024 * 1024)
-    await producer.start()
-    try:
-        futures = []
-        for topic, key, value in events:
-            futures.append(await producer.send(
-                f"jbench-{topic}", json.dumps(value, separators=(",", ":")).encode(),
-                key=key.encode(), timestamp_ms=value["ts"]))
-            if len(futures) >= 50_000:
-                await asyncio.gather(*futures)
-                futures.clear()
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
+def pairs_within(pairs: dict[tuple[str, str], tuple[Position, Position]],
+                 committed: dict[tuple[str, int], int]) -> set[tuple[str, str]]:
+    """The pairs whose order and shipment are both in the processed (committed) prefix of
+    their partitions."""
+    return {pair for pair, ((op, oo), (sp, so)) in pairs.items()
+            if oo < committed.get(("jbench-orders", op), 0)
+            and so < committed.get(("jbench-shipments", sp), 0)}
+
+
+def produce(bootstrap: str, events: list[tuple[str, str, dict[str, Any]]],
+            where: list[Position]) -> None:
+    from confluent_kafka import Producer
+
+    prod = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                     "linger.ms": 50, "batch.size": 1_000_000,
+                     "queue.buffering.max.messages": 1_000_000})
+    errors: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    for i, ((topic, key, value), (part, _off)) in enumerate(zip(events, where, strict=True)):
+        payload = json.dumps(value, separators=(",", ":")).encode()
+        while True:
+            try:
+                prod.produce(f"jbench-{topic}", payload, key.encode(), partition=part,
+                             timestamp=value["ts"], on_delivery=on_delivery)
+                break
+            except BufferError:
+                prod.poll(0.05)
+        if i % 10_000 == 0:
+            prod.poll(0)
+    if prod.flush(120):
+        raise SystemExit("could not deliver every record within 120 s")
+    if errors:
+        raise SystemExit(f"{len(errors)} records not delivered: {errors[0]}")
 
 
 def delete_ours(bootstrap: str) -> None:
@@ -151,13 +198,13 @@ def du_bytes(path: Path) -> int:
         if path.exists() else 0
 
 
-async def _measure_and_drain(bootstrap: str, proc: subprocess.Popen, group: str, total: int,
-                             started: float,
-                             warmup: float, span: float, timeout: float,
-                             log_path: Path) -> tuple[Saturation | None, float]:
-    """The rate at saturation over both inputs' committed offsets, then (outside the span) the
-    wait until every input offset is committed: (saturation or None if the backlog drained
-    first, seconds from process start to drained)."""
+async def _measure(bootstrap: str, proc: subprocess.Popen, group: str, total: int,
+                   started: float, warmup: float, span: float, timeout: float, drain: bool,
+                   log_path: Path) -> tuple[Saturation | None, float | None]:
+    """The rate at saturation over both inputs' committed offsets; with ``drain`` (or when the
+    backlog drains before the span is over) also the wait, outside the span, until every input
+    offset is committed: (saturation or None, seconds from process start to drained or
+    None)."""
     client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     await client.start()
     try:
@@ -177,6 +224,8 @@ async def _measure_and_drain(bootstrap: str, proc: subprocess.Popen, group: str,
                                                       span_s=span, timeout_s=timeout)
         except BacklogTooSmall:
             sat = None
+        if sat is not None and not drain:
+            return sat, None
         last = time.monotonic()
         while True:
             t, done = await sample()
@@ -191,9 +240,10 @@ async def _measure_and_drain(bootstrap: str, proc: subprocess.Popen, group: str,
 
 
 def run(key: str, bootstrap: str, total: int, run_dir: Path, timeout: float,
-        warmup: float, span: float) -> dict[str, Any]:
-    """One run of ``key``: its rate at saturation, then every input processed (for the
-    checks), then SIGTERM; the state directory's disk usage after the stop."""
+        warmup: float, span: float, drain: bool) -> dict[str, Any]:
+    """One run of ``key``: its rate at saturation, then SIGTERM (it commits what it processed;
+    with ``drain`` only once every input offset is committed); the state directory's disk
+    usage after the stop."""
     v = VARIANTS[key]
     run_dir.mkdir(parents=True, exist_ok=True)
     state = run_dir / f"state-{key}"
@@ -205,17 +255,23 @@ def run(key: str, bootstrap: str, total: int, run_dir: Path, timeout: float,
         started = time.monotonic()
         proc = subprocess.Popen(v["cmd"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         try:
-            sat, drained_s = asyncio.run(_measure_and_drain(
-                bootstrap, proc, v["group"], total, started, warmup, span, timeout, log_path))
+            sat, drained_s = asyncio.run(_measure(bootstrap, proc, v["group"], total, started,
+                                                  warmup, span, timeout, drain, log_path))
             proc.send_signal(signal.SIGTERM)
             proc.wait(120)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(30)
-    rate = sat.rate if sat is not None else total / drained_s
+    if sat is not None:
+        rate = sat.rate
+    else:
+        assert drained_s is not None
+        rate = total / drained_s
+    processed = sum(admin.run(admin.committed_offsets(bootstrap, v["group"], INPUTS)).values())
     return {"label": v["label"], "events_per_s": round(rate, 1), "saturated": sat is not None,
-            "span": sat.as_dict() if sat else None, "seconds_to_drain": round(drained_s, 2),
+            "span": sat.as_dict() if sat else None, "processed": processed,
+            "seconds_to_drain": None if drained_s is None else round(drained_s, 2),
             "state_du_bytes": du_bytes(state), "exit_code": proc.returncode}
 
 
@@ -238,30 +294,39 @@ async def read(bootstrap: str, topic: str) -> list[Any]:
         await c.stop()
 
 
-def check_pairs(bootstrap: str, topic: str, pairs: set) -> dict[str, Any]:
+def check_pairs(bootstrap: str, topic: str, pairs: dict, expected: set) -> dict[str, Any]:
+    """``expected``: the pairs both of whose records were processed; none of them may be
+    missing, and no pair emitted may be outside the oracle's pairs."""
     got: dict[tuple[str, str], int] = {}
     for r in asyncio.run(read(bootstrap, topic)):
         v = json.loads(r.value)
         k = (v["order_id"], v["shipment_id"])
         got[k] = got.get(k, 0) + 1
-    return {"pairs_expected": len(pairs), "pairs_missing": len(pairs - set(got)),
-            "pairs_extra": len(set(got) - pairs),
+    return {"pairs_expected": len(expected), "pairs_emitted": len(got),
+            "pairs_missing": len(expected - got.keys()),
+            "pairs_extra": len(got.keys() - pairs.keys()),
             "duplicates": sum(got.values()) - len(got)}
 
 
-def check(key: str, bootstrap: str, pairs: set, unshipped: set) -> dict[str, Any]:
-    """The run's outputs against the oracle."""
+def check(key: str, bootstrap: str, pairs: dict, unshipped: set) -> dict[str, Any]:
+    """The run's outputs against the oracle over the records it processed (its group's
+    committed offsets after the stop)."""
+    if key == "window":
+        return {}
+    committed = admin.run(admin.committed_offsets(bootstrap, VARIANTS[key]["group"], INPUTS))
+    expected = pairs_within(pairs, committed)
     if key == "join":
-        out = check_pairs(bootstrap, "jbench-out-pairs", pairs)
+        out = check_pairs(bootstrap, "jbench-out-pairs", pairs, expected)
         got_unshipped = {json.loads(r.value)["order_id"]
                          for r in asyncio.run(read(bootstrap, "jbench-out-unshipped"))}
-        out.update(unshipped_expected=len(unshipped),
-                   unshipped_emitted=len(got_unshipped & unshipped),
+        out.update(unshipped_emitted=len(got_unshipped),
                    unshipped_extra=len(got_unshipped - unshipped))
+        out["ok"] = not (out["pairs_missing"] or out["pairs_extra"] or out["duplicates"]
+                         or out["unshipped_extra"])
         return out
-    if key == "quix":
-        return check_pairs(bootstrap, "jbench-out-quix", pairs)
-    return {}
+    out = check_pairs(bootstrap, "jbench-out-quix", pairs, expected)
+    out["ok"] = not (out["pairs_missing"] or out["pairs_extra"] or out["duplicates"])
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=5.0,
                     help="seconds after the first commit before the span starts")
     ap.add_argument("--span", type=float, default=30.0, help="measured seconds")
+    ap.add_argument("--drain", action="store_true",
+                    help="let every variant finish the input before stopping it (default: "
+                         "stop after the span and check the pairs of the records processed)")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--broker", default=os.environ.get("STREAMS_BROKER", "127.0.0.1:9092"))
     add_run_options(ap, RESULTS)
@@ -288,12 +356,13 @@ def main(argv: list[str] | None = None) -> int:
     start_ms = (int(time.time()) - 3600) * 1000
     events = generate.events("order_shipments", args.count, seed=SEED, start_ms=start_ms,
                              step_ms=100)
-    pairs, unshipped = oracle(events)
+    where = positions(events)
+    pairs, unshipped = oracle(events, where)
     delete_ours(bootstrap)
     admin.run(admin.ensure_topics(bootstrap, [admin.TopicSpec(t, PARTITIONS) for t in INPUTS]))
     _log(f"producing {len(events)} records")
     t0 = time.monotonic()
-    asyncio.run(produce(bootstrap, events))
+    produce(bootstrap, events, where)
     _log(f"produced in {time.monotonic() - t0:.1f}s")
     ends = {}
     for t in INPUTS:
@@ -305,19 +374,20 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"running {key}, round {rnd}/{args.repeat}")
             reset_variant(bootstrap, key)
             r = run(key, bootstrap, total, info.work / f"{key}-{rnd}", args.timeout,
-                    args.warmup, args.span)
+                    args.warmup, args.span, args.drain)
             r.update(check(key, bootstrap, pairs, unshipped))
             runs[key].append(r)
             _log(f"  {key}: {r['events_per_s']} events/s "
                  f"({'span ' + str(r['span']) if r['saturated'] else 'NOT saturated'}), "
-                 f"drained after {r['seconds_to_drain']} s, state on disk "
-                 f"{r['state_du_bytes'] / 1e6:.1f} MB, pairs missing {r.get('pairs_missing')}")
+                 f"processed {r['processed']:,}, state on disk "
+                 f"{r['state_du_bytes'] / 1e6:.1f} MB, pairs missing {r.get('pairs_missing')} "
+                 f"of {r.get('pairs_expected')}, extra {r.get('pairs_extra')}")
 
     results: dict[str, Any] = {}
     for key, rs in runs.items():
         results[key] = {"label": VARIANTS[key]["label"],
                         "events_per_s": spread((r["events_per_s"] for r in rs), 1),
-                        "seconds_to_drain": spread((r["seconds_to_drain"] for r in rs), 2),
+                        "processed": [r["processed"] for r in rs],
                         "state_du_bytes": spread((r["state_du_bytes"] for r in rs), 0),
                         "saturated": all(r["saturated"] for r in rs),
                         "pairs_missing": [r.get("pairs_missing") for r in rs],
@@ -353,12 +423,16 @@ def main(argv: list[str] | None = None) -> int:
         "notes": ("events_per_s: the group's committed input offsets (both inputs) between "
                   "two commit events >= span apart, warm-up after its first commit "
                   "(tests/bench/saturation.py); median and min-max over the rounds, ratios of "
-                  "the medians. Then each variant runs until every input offset is committed "
-                  "(seconds_to_drain, from process start; outside the measured span) and its "
-                  "outputs are checked. state_du_bytes: disk usage (allocated blocks, like du) "
+                  "the medians. Then each variant is stopped (SIGTERM: it commits what it "
+                  "processed; with --drain only after every input offset is committed) and its "
+                  "outputs are checked against the pairs whose order and shipment it both "
+                  "processed (its committed offsets): pairs_missing must be 0, pairs_extra "
+                  "(not in the oracle at all) 0, duplicates 0. state_du_bytes: disk usage "
+                  "(allocated blocks, like du) "
                   "of the run's state directory after SIGTERM: for 'join' the framework's "
                   "RocksDB with both sides' join buffers and the unmatched markers, for 'quix' "
-                  "Quix's RocksDB stores of both sides of join_interval. With 100 ms per order the "
+                  "Quix's RocksDB stores of both sides of join_interval; after a stop at the span "
+                  "end it holds the records processed so far. With 100 ms per order the "
                   "whole input spans less than the 7-day window, so the buffers hold every "
                   "record until the end. Unshipped orders are emitted only once window + grace "
                   "closed by stream time; the last ones stay open (no later record closes "
