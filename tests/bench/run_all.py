@@ -82,7 +82,7 @@ BENCHES: tuple[Bench, ...] = (
           ("--repeat", "1", "--count", "60000", "--span", "8", "--warmup", "2"),
           what="windows per driver behind a repartition, on a backlog, at saturation"),
     Bench("joins", "bench_joins.py", "joins.json", (),
-          ("--repeat", "1", "--count", "20000"),
+          ("--repeat", "1", "--count", "100000", "--span", "8", "--warmup", "2"),
           what="stream-stream join, 1M orders"),
     Bench("table-joins", "bench_table_joins.py", "table_joins.json", (),
           ("--repeat", "1", "--count", "20000"), takes_broker=False,
