@@ -33,6 +33,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -305,13 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.results_dir:
         out_dir = Path(args.results_dir)
     elif args.quick:
-        import tempfile
         out_dir = Path(tempfile.mkdtemp(prefix="bench-quick-"))
     else:
         out_dir = RESULTS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
-    log_dir = out_dir / "logs"
-    log_dir.mkdir(exist_ok=True)
+    # the benchmarks' own logs and scratch files stay out of the results directory (committed)
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-run-all-logs-"))
     readme = Path(args.readme) if args.readme else (out_dir / "table.md" if args.quick
                                                     else README)
     if not readme.exists():
@@ -340,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     chart_note = write_chart(chart, rows)
     (out_dir / "run_all.json").write_text(json.dumps(
         {"quick": args.quick, "broker": args.broker, "seconds_total": total, "runs": runs,
+         "logs": str(log_dir),
          "rows": [r.__dict__ for r in rows], "chart": None if chart_note else str(chart)},
         indent=2) + "\n")
     print(table_markdown(rows))
