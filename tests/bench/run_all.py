@@ -338,8 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     write_table(readme, rows, heading)
     chart = out_dir / "benchmarks.png"
     chart_note = write_chart(chart, rows)
+    # the runs of earlier invocations (of benchmarks not run this time) are kept
+    previous = load_results(out_dir / "run_all.json") or {}
+    kept = {n: r for n, r in (previous.get("runs") or {}).items() if n not in runs}
     (out_dir / "run_all.json").write_text(json.dumps(
-        {"quick": args.quick, "broker": args.broker, "seconds_total": total, "runs": runs,
+        {"quick": args.quick, "broker": args.broker, "seconds_total": total,
+         "runs": {**kept, **runs},
          "logs": str(log_dir),
          "rows": [r.__dict__ for r in rows], "chart": None if chart_note else str(chart)},
         indent=2) + "\n")
