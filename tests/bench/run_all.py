@@ -342,7 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     previous = load_results(out_dir / "run_all.json") or {}
     kept = {n: r for n, r in (previous.get("runs") or {}).items() if n not in runs}
     (out_dir / "run_all.json").write_text(json.dumps(
-        {"quick": args.quick, "broker": args.broker, "seconds_total": total,
+        {"quick": args.quick, "broker": args.broker,
+         "invocations": (previous.get("invocations") or []) + (
+             [{"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ran": list(runs),
+               "seconds_total": total}] if runs else []),
          "runs": {**kept, **runs},
          "logs": str(log_dir),
          "rows": [r.__dict__ for r in rows], "chart": None if chart_note else str(chart)},
