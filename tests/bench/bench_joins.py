@@ -403,7 +403,10 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for r in results.values():
-        note = [f"state on disk {r['state_du_bytes']['median'] / 1e6:,.0f} MB"]
+        done = sorted(r["processed"])[len(r["processed"]) // 2]
+        note = [f"state on disk {r['state_du_bytes']['median'] / 1e6:,.0f} MB after "
+                f"{done:,} of {total:,} records" if not args.drain else
+                f"state on disk {r['state_du_bytes']['median'] / 1e6:,.0f} MB"]
         missing = [m for m in r["pairs_missing"] if m is not None]
         if missing:
             note.append(f"pairs missing {'/'.join(str(m) for m in missing)}")

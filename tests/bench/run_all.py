@@ -1,8 +1,8 @@
 """Every benchmark in one command, in sequence, each with its defaults; then the README's
 performance table and a chart from the benchmarks' results::
 
-    python -m tests.bench.run_all --broker 127.0.0.1:9092            # the full run (~30-40 min)
-    python -m tests.bench.run_all --broker 127.0.0.1:9092 --quick    # functional check (~5 min)
+    python -m tests.bench.run_all --broker 127.0.0.1:9092            # the full run (1 h +)
+    python -m tests.bench.run_all --broker 127.0.0.1:9092 --quick    # functional check (~15 min)
     python -m tests.bench.run_all --only windows-city,joins           # a subset
     python -m tests.bench.run_all --table-only                        # table + chart from the
                                                                       # results already there
@@ -13,6 +13,9 @@ Each benchmark writes its results JSON (``--results``); the runner reads its top
     {"rows": [{"label": "streams", "unit": "events/s", "median": 1.0, "min": 0.9, "max": 1.1,
                "rounds": 3, "load": [1.2, 1.0, 0.9], "note": "..."}, ...]}
     {"label": ..., "unit": ..., "median": ..., "min": ..., "max": ...}       # a single row
+
+On a shared 2-core machine at load ~10 the windows (3 workloads) and joins benchmarks alone
+took 40 min at their defaults (input generation 8 min of it), the quick run 15 min.
 
 ``rounds`` and ``load`` may be left out of a row: the runner takes them from the results'
 top-level ``rounds`` and ``load_average_1_5_15_min.start``. A benchmark whose results file has
