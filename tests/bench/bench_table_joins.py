@@ -91,7 +91,12 @@ def main(argv: list[str] | None = None) -> None:
         for v in order:
             rates[v].append(run(v, args.count, args.rows, info.work / f"{v}-{rnd}"))
     med = {v: spread(r, 0) for v, r in rates.items()}
-    result = {"count": args.count, "rows": args.rows,
+    labels = {"map": "stream map (no join): baseline", "table": "stream-table join",
+              "global": "stream-global-table join"}
+    result = {"summary": {"rows": [{"label": labels[v], "unit": "records/s", **med[v],
+                                    "note": "in-process test driver, no broker"}
+                                   for v in med], "measurement": args.repeat >= 3},
+              "count": args.count, "rows": args.rows,
               "python": platform.python_version(),
               "records_per_s": med,
               "records_per_s_runs": {v: [round(x) for x in r] for v, r in rates.items()},

@@ -42,6 +42,7 @@ import faust
 BROKER = os.environ.get("BENCH_BROKER", "127.0.0.1:9092")
 IN_TOPIC = os.environ.get("BENCH_IN_TOPIC", "wbench-rides")
 PARTITIONS = int(os.environ.get("BENCH_PARTITIONS", "4"))
+KEY_FIELD = os.environ.get("BENCH_KEY_FIELD", "city")   # what the windows are per
 
 
 class Ride(faust.Record, serializer="json"):
@@ -88,8 +89,9 @@ async def count_rides(stream):  # type: ignore[no-untyped-def]
     # to WARNING, do the same here (as tests/bench/faust_baseline.py does).
     logging.getLogger().setLevel(logging.WARNING)
     async for ride in stream:
-        current = totals[ride.city].current()  # the window of this event's timestamp
-        totals[ride.city] = {
+        key = getattr(ride, KEY_FIELD)
+        current = totals[key].current()  # the window of this event's timestamp
+        totals[key] = {
             "rides": current["rides"] + 1,
             "fare_total": f"{Decimal(current['fare_total']) + Decimal(ride.fare):.2f}",
         }

@@ -11,10 +11,12 @@ Environment:
   BENCH_IN_TOPIC    input topic, default wbench-rides
   BENCH_OUT_TOPIC   output topic, default wbench-out-quix
   BENCH_STATE_DIR   Quix's RocksDB state directory, default a fresh temporary directory
-  BENCH_WORKLOAD    city (default) or driver-repartition
+  BENCH_WORKLOAD    city (default), keys-update or driver-repartition
   BENCH_LATE_FILE   where to write, on exit, the number of rides the window dropped as late
 
-Workload ``city``: the rides are already keyed by city, so no ``group_by`` (it would add a
+Workload ``keys-update``: the rides are keyed by driver; no ``group_by``, and ``.current()``
+instead of ``.final()``: every record emits its window's new value. Workload ``city``: the
+rides are already keyed by city, so no ``group_by`` (it would add a
 repartition topic that Quix's docs only ask for when the key must change). Workload
 ``driver-repartition``: ``sdf.group_by("driver_id")`` re-keys them by driver through Quix's
 repartition topic ``repartition__<group>--wbench-rides--driver_id``. Event time comes from the
@@ -89,12 +91,14 @@ def main() -> None:
     workload = os.environ.get("BENCH_WORKLOAD", "city")
     if workload == "driver-repartition":
         sdf = sdf.group_by("driver_id")
-    elif workload != "city":
-        raise SystemExit(f"BENCH_WORKLOAD must be city or driver-repartition, not {workload!r}")
+    elif workload not in ("city", "keys-update"):
+        raise SystemExit(f"BENCH_WORKLOAD must be city, keys-update or driver-repartition, "
+                         f"not {workload!r}")
     late = LateCounter()
-    sdf = (sdf.tumbling_window(duration_ms=60_000, grace_ms=30_000, on_late=late)
-              .reduce(reducer=reducer, initializer=initializer)
-              .final())
+    window = (sdf.tumbling_window(duration_ms=60_000, grace_ms=30_000, on_late=late)
+                 .reduce(reducer=reducer, initializer=initializer))
+    # keys-update: one output per updated window per record, like the framework's emit="update"
+    sdf = window.current() if workload == "keys-update" else window.final()
     sdf = sdf.apply(flatten)
     sdf.to_topic(out)
     logging.getLogger("quixstreams").setLevel(logging.WARNING)

@@ -5,6 +5,8 @@
 - ``city`` (default): wbench-rides {ride_id, rider_id, driver_id, city, fare, ts} keyed by city
   -> grouped by its key, the city (the input is already partitioned by city, so no
   repartition: the same work as the Quix and faust variants);
+- ``keys-update``: rides keyed by driver (100,000 drivers): grouped by that key (no
+  repartition), windows emitted on every update (``emit="update"``);
 - ``driver-repartition``: the same rides re-keyed by ``driver_id`` through the internal topic
   ``wbench_windows-by-driver-repartition`` (the input stays keyed by city);
 
@@ -48,14 +50,20 @@ def add_ride(totals: dict, ride: dict) -> dict:
 
 
 rides = topology.stream(IN_TOPIC, timestamp="ts")
+emit = "final"
 if WORKLOAD == "city":
     grouped = rides.group_by_key()
     table_name = "wbench-rides-per-city-1m"
+elif WORKLOAD == "keys-update":
+    grouped = rides.group_by_key()
+    table_name = "wbench-rides-per-driver-1m"
+    emit = "update"
 elif WORKLOAD == "driver-repartition":
     grouped = rides.group_by(lambda r: r["driver_id"], name=REPARTITION_NAME)
     table_name = "wbench-rides-per-driver-1m"
 else:
-    raise SystemExit(f"BENCH_WORKLOAD must be city or driver-repartition, not {WORKLOAD!r}")
+    raise SystemExit(f"BENCH_WORKLOAD must be city, keys-update or driver-repartition, "
+                     f"not {WORKLOAD!r}")
 (grouped.window(TumblingWindows(size=timedelta(minutes=1), grace=timedelta(seconds=30)))
-        .aggregate(new_totals, add_ride, name=table_name, emit="final")
+        .aggregate(new_totals, add_ride, name=table_name, emit=emit)
         .to(OUT_TOPIC))

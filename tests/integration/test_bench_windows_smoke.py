@@ -1,6 +1,7 @@
-"""Smoke test of tests/bench/bench_windows.py on the real broker: 20,000 rides, one run of each
-variant ((a) this framework, (b) faust, (c) Quix Streams, (d) raw aiokafka). Asserts only that
-every variant finished and that (a), (b) and (c) computed the same windows -- never speed."""
+"""Smoke test of tests/bench/bench_windows.py on the real broker: 20,000 rides, one short run of
+each variant ((a) this framework, (b) faust, (c) Quix Streams, (d) raw aiokafka). Asserts only
+that every variant ran, passed the oracle check over the input it processed, and that (a) and
+(c) emitted the same final windows -- never speed."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ def test_bench_windows_smoke(kafka: str, tmp_path: Path) -> None:
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "bench" / "bench_windows.py"),
-         "--broker", kafka, "--count", "20000", "--repeat", "1",
+         "--broker", kafka, "--count", "20000", "--repeat", "1", "--span", "5",
+         "--warmup", "1", "--no-profile",
          "--results", str(results), "--chart", str(tmp_path / "windows.png"),
          "--work-dir", str(tmp_path / "work")],
         cwd=ROOT, capture_output=True, text=True, timeout=230)
@@ -38,7 +40,7 @@ def test_bench_windows_smoke(kafka: str, tmp_path: Path) -> None:
         assert run["exit_code"] == 0, (key, run["log"], output)
         assert run["check"]["ok"], (key, run["check"], output)
     agreement = doc["agreement"]
-    assert agreement["compared"] == ["a", "b", "c"], agreement
+    assert agreement["compared"] == ["a", "c"], agreement
     assert agreement["agree"] is True and agreement["differing"] == 0, agreement
     assert agreement["common_windows"] > 0, agreement
     assert proc.returncode == 0, output
