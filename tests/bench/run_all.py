@@ -8,11 +8,12 @@ performance table and a chart from the benchmarks' results::
                                                                       # results already there
 
 Each benchmark writes its results JSON (``--results``); the runner reads its top-level
-``summary``, a dict in one of two shapes (see :func:`summary_rows`)::
+``summary``, a dict in one of three shapes (see :func:`summary_rows`)::
 
     {"rows": [{"label": "streams", "unit": "events/s", "median": 1.0, "min": 0.9, "max": 1.1,
                "rounds": 3, "load": [1.2, 1.0, 0.9], "note": "..."}, ...]}
     {"label": ..., "unit": ..., "median": ..., "min": ..., "max": ...}       # a single row
+    {"eos_p99_ms": {"median": ..., "min": ..., "max": ...}, ...}             # named spreads
 
 On a shared 2-core machine at load ~10 the windows (3 workloads) and joins benchmarks alone
 took 40 min at their defaults (input generation 8 min of it), the quick run 15 min.
@@ -138,6 +139,8 @@ def summary_rows(bench: str, doc: dict[str, Any] | None, command: str,
             entries = [e for e in summary["rows"] if isinstance(e, dict)]
         elif "median" in summary:
             entries = [summary]
+        else:
+            entries = named_spreads(summary)
     if not entries:
         return [Row(bench, NA, command=command, quick=quick)]
     assert doc is not None
@@ -150,6 +153,39 @@ def summary_rows(bench: str, doc: dict[str, Any] | None, command: str,
                         e.get("rounds", doc.get("rounds")), e.get("load", default_load),
                         command, str(e.get("note", "")), quick))
     return rows
+
+
+def named_spreads(summary: dict[str, Any], prefix: str = "") -> list[dict[str, Any]]:
+    """The third shape: ``{"eos_p99_ms": {"median", "min", "max"}, "eos_commit_interval_ms":
+    100, "standby1": {"takeover_s": {...}}}`` -- one row per named spread or number (nested
+    names joined), its unit from the name's ending.
+
+    >>> [(r["label"], r["unit"], r["median"]) for r in named_spreads(
+    ...     {"eos_p99_ms": {"median": 417.3, "min": 382.3, "max": 459.1},
+    ...      "standby1": {"takeover_s": {"median": 0.22, "min": 0.17, "max": 0.24}},
+    ...      "restore_over_raw": {"median": 0.64, "min": 0.48, "max": 0.66}})]
+    [('eos p99 ms', 'ms', 417.3), ('standby1 takeover s', 's', 0.22), ('restore over raw', 'ratio', 0.64)]
+    """
+    rows: list[dict[str, Any]] = []
+    for name, value in summary.items():
+        label = f"{prefix}{name}"
+        if isinstance(value, dict) and "median" in value:
+            rows.append({**value, "label": label.replace("_", " "), "unit": _unit_of(label)})
+        elif isinstance(value, dict):
+            rows += named_spreads(value, f"{label} ")
+        elif _num(value) is not None:
+            rows.append({"label": label.replace("_", " "), "unit": _unit_of(label),
+                         "median": value})
+    return rows
+
+
+def _unit_of(name: str) -> str:
+    if "_over_" in name:
+        return "ratio"
+    for suffix, unit in (("events_per_s", "events/s"), ("_ms", "ms"), ("_s", "s")):
+        if name.endswith(suffix):
+            return unit
+    return ""
 
 
 def _num(x: Any) -> float | None:
