@@ -79,7 +79,10 @@ def _finite_float(text: str) -> float:
 
 
 # 19+ digits in a row may be an integer beyond 64 bits, which orjson would turn into a float.
-_LONG_DIGITS = re.compile(rb"\d{19}")
+# Found by mapping every digit to "0" and everything else to a space, then looking for 19
+# zeros: two C passes over the bytes, several times faster than a regex search.
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_RUN = b"0" * 19
 
 
 def json_loads(data: bytes) -> Any:
@@ -96,13 +99,27 @@ def json_loads(data: bytes) -> Any:
     >>> json_loads(b'{"id": 123456789012345678901234567890, "x": 1.5}')
     {'id': 123456789012345678901234567890, 'x': 1.5}
     """
-    if _LONG_DIGITS.search(data) is None:
+    if _LONG_RUN not in data.translate(_DIGITS_AS_ZERO):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
             pass  # the standard decoder below explains it, or accepts what orjson refuses
     return json.loads(data.decode("utf-8"), parse_constant=_reject_constant,
                       parse_float=_finite_float)
+
+
+def _decode_json(data: bytes) -> Any:
+    """:func:`json_loads`, its failures as a :class:`SerdeError` with a readable reason."""
+    try:
+        return json_loads(data)
+    except UnicodeDecodeError as exc:
+        raise SerdeError(
+            f"invalid JSON: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except (ValueError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
+        raise SerdeError(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        # the C decoder recurses per nesting level: b"[" * 100000 is a poison pill
+        raise SerdeError("invalid JSON: nested too deeply") from None
 
 
 class BytesSerde:
@@ -144,18 +161,7 @@ class JsonSerde:
         return None if obj is None else json_dumps(obj)
 
     def deserialize(self, data: bytes | None) -> Any:
-        if data is None:
-            return None
-        try:
-            return json_loads(data)
-        except UnicodeDecodeError as exc:
-            raise SerdeError(
-                f"invalid JSON: not UTF-8 ({exc.reason} at byte {exc.start})") from None
-        except (ValueError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
-            raise SerdeError(f"invalid JSON: {exc}") from None
-        except RecursionError:
-            # the C decoder recurses per nesting level: b"[" * 100000 is a poison pill
-            raise SerdeError("invalid JSON: nested too deeply") from None
+        return None if data is None else _decode_json(data)
 
 
 class JsonObjectSerde(JsonSerde):
@@ -166,8 +172,8 @@ class JsonObjectSerde(JsonSerde):
     def deserialize(self, data: bytes | None) -> Any:
         if data is None:
             return None
-        obj = super().deserialize(data)
-        if not isinstance(obj, dict):
+        obj = _decode_json(data)
+        if obj.__class__ is not dict and not isinstance(obj, dict):
             raise SerdeError(f"expected a JSON object, got {type(obj).__name__}")
         return obj
 
