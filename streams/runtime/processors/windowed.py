@@ -212,9 +212,29 @@ class TimeWindowAggregateProc(_WindowAggregateProc):
         existed: dict[tuple[Any, int], bool] = {}
         stored_ts: dict[tuple[Any, int], int | None] = {}
         applied: dict[tuple[Any, int], list[Rec]] = {}
-        for rec, _before, now in self.accepted(recs):
+        # (what accepted() and _open_tumbling() do, inline: this loop runs once per record)
+        ctx, name = self.ctx, node.name
+        clock = ctx.batch_clock()
+        self.now = ctx.stream_time
+        size = self.size if type(node.window) is TumblingWindows else 0
+        for rec in recs:
             key, value = rec.key, rec.value
-            open_ = self._open_windows(rec, now, grace)
+            if key is None or value is None:
+                ctx.count_dropped(name, "null-key" if key is None else "null-value")
+                continue
+            now = self.now = clock(rec)
+            open_: Sequence[tuple[int, int]]
+            if size:
+                ts = rec.ts
+                if ts < 0:
+                    continue
+                start = ts - ts % size
+                if now >= start + size + grace:
+                    self.late(rec, start, start + size)
+                    continue
+                open_ = ((start, start + size),)
+            else:
+                open_ = self._open_windows(rec, now, grace)
             done: list[tuple[Any, int]] = []
             try:
                 for start, _end in open_:
