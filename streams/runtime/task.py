@@ -202,8 +202,12 @@ class Task:
             raws = [r for r in raws if r.offset >= position]
         if not raws:
             return 0
+        # the values the partition group decoded for its ordering, for the source it decoded
+        # them for (a filtered batch carries none: its source decodes)
+        node = getattr(raws, "node", None)
+        values = getattr(raws, "values", None)
         for source in self._sources[topic]:
-            source.on_raw_batch(raws)
+            source.on_raw_batch(raws, values if source.node is node else None)
         if self.watermark is not None:
             now = self.watermark.end_batch()
             if now > self.stream_time:

@@ -41,6 +41,7 @@ _OFFSET = 1 << 63
 _INDEX = b"\xff"
 _MAX_KEY = 1 << 24  # keeps the first byte of a primary key 0x00, below the index's 0xff
 _SEQ = 4
+_FIRST_SEQ = bytes(_SEQ)
 _STAMP = b"\xfe\x01"
 _STAMPED = len(_STAMP) + 8
 
@@ -116,9 +117,13 @@ class TimeKeyedView(StoreView):
         return (self.key_serde.deserialize(pk[4:4 + n]),
                 [time_of(pk, 4 + n + 8 * i) for i in range(times)])
 
-    def _expire(self, before: int) -> int:
-        """Delete every record whose index time is below ``before``; returns how many."""
-        expired = list(self.range_bytes(_INDEX, _INDEX + time_bytes(before)))
+    def _expire(self, before: int, since: int | None = None) -> int:
+        """Delete every record whose index time is below ``before`` (and at or above
+        ``since``: the caller knows nothing is left below it); returns how many."""
+        if since is not None and since >= before:
+            return 0
+        start = _INDEX if since is None else _INDEX + time_bytes(since)
+        expired = list(self.range_bytes(start, _INDEX + time_bytes(before)))
         for ik, _ in expired:
             self.put_raw(ik[9:], None)
             self.put_raw(ik, None)
@@ -340,15 +345,25 @@ class JoinBufferView(TimeKeyedView):
             raise ValueError(f"join buffer {self.name!r} cannot hold a null value")
         prefix = key_prefix(self.key_bytes(key)) + time_bytes(ts)
         # The next sequence number after the last one at (key, ts): read from the data, so it
-        # survives restarts and rollbacks. Costs one seek; a (key, ts) rarely holds many values.
+        # survives restarts and rollbacks. The values of one (key, ts) are removed together
+        # (by time), so without a first one there is none: a point read answers the usual
+        # case, and only a (key, ts) that holds values already costs a seek.
         seq = 0
-        for pk, _ in self.range_bytes(prefix, prefix_end(prefix)):
-            seq = int.from_bytes(pk[-_SEQ:], "big") + 1
+        first = prefix + _FIRST_SEQ
+        if self._exists(first):
+            for pk, _ in self.range_bytes(first, prefix_end(prefix)):
+                seq = int.from_bytes(pk[-_SEQ:], "big") + 1
         if seq >= 1 << (8 * _SEQ):
             raise ValueError(f"join buffer {self.name!r}: too many values at one timestamp")
         pk = prefix + seq.to_bytes(_SEQ, "big")
         self._write(pk, ts, value)
         return pk
+
+    def _exists(self, kb: bytes) -> bool:
+        dirty = self._dirty
+        if kb in dirty:
+            return dirty[kb] is not None
+        return self.store.get(self.name, kb) is not None
 
     def fetch(self, key: Any, ts_from: int, ts_to: int) -> list[tuple[int, Any]]:
         """[(ts, value)] of ``key`` with ``ts_from <= ts <= ts_to``, by ts then insertion."""
@@ -360,9 +375,11 @@ class JoinBufferView(TimeKeyedView):
         at = len(prefix)
         return [time_of(pk, at) for pk, _ in self._scan(prefix, ts_from, ts_to)]
 
-    def expire_before(self, ts: int) -> int:
-        """Delete the values of every key with a timestamp below ``ts``; returns how many."""
-        return self._expire(ts)
+    def expire_before(self, ts: int, since: int | None = None) -> int:
+        """Delete the values of every key with a timestamp below ``ts``; returns how many.
+        ``since``: nothing is left below it (an earlier call expired up to there), so the scan
+        starts there rather than at the tombstones of what that call deleted."""
+        return self._expire(ts, since)
 
     # -- entries by id (a stream-stream join's "unmatched" markers share the buffer's ids) ------
     def fetch_entries(self, key: Any, ts_from: int, ts_to: int) -> list[tuple[bytes, int, Any]]:

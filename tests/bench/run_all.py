@@ -164,7 +164,9 @@ def named_spreads(summary: dict[str, Any], prefix: str = "") -> list[dict[str, A
     ...     {"eos_p99_ms": {"median": 417.3, "min": 382.3, "max": 459.1},
     ...      "standby1": {"takeover_s": {"median": 0.22, "min": 0.17, "max": 0.24}},
     ...      "restore_over_raw": {"median": 0.64, "min": 0.48, "max": 0.66}})]
-    [('eos p99 ms', 'ms', 417.3), ('standby1 takeover s', 's', 0.22), ('restore over raw', 'ratio', 0.64)]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [('eos p99 ms', 'ms', 417.3), ('standby1 takeover s', 's', 0.22),
+     ('restore over raw', 'ratio', 0.64)]
     """
     rows: list[dict[str, Any]] = []
     for name, value in summary.items():

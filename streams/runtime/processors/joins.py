@@ -150,6 +150,9 @@ class StreamJoinSideProc(Processor):
         self.other_unmatched: JoinBufferView | None = (
             ctx.store(other_marker) if other_marker else None)  # type: ignore[assignment]
         self.closer = _closer(node, ctx)
+        # Own records below this timestamp are expired (none is added there again: it would be
+        # late), so the next expiry scans from here, not over the tombstones of the last ones.
+        self.expired_below: int | None = None
         ctx.on_stream_time(self._on_stream_time)
 
     def on_batch(self, recs: list[Rec]) -> None:
@@ -227,7 +230,10 @@ class StreamJoinSideProc(Processor):
         close the unmatched markers due, and drop own records past the retention."""
         if self.closer is not None:
             self.emit(self.closer.close(now, self.fail))
-        self.own.expire_before(now - self.retention)
+        before = now - self.retention
+        self.own.expire_before(before, self.expired_below)
+        if self.expired_below is None or before > self.expired_below:
+            self.expired_below = before
 
 
 class JoinOutputProc(Processor):

@@ -35,6 +35,7 @@ class SlidingWindowAggregateProc(_WindowAggregateProc):
         self.store = ctx.typed_store(self.wnode.table, WindowStoreView)
         self.d = self.wnode.window.max_difference_ms
         self.records = ctx.typed_store(sliding_buffer(self.wnode.table), JoinBufferView)
+        self.expired_below: int | None = None  # buffered records below it are expired
 
     def _fold(self, key: Any, start: int, end: int) -> tuple[Any, int]:
         """(aggregate, largest timestamp) of the buffered records of ``key`` in [start, end]
@@ -136,15 +137,20 @@ class SlidingWindowAggregateProc(_WindowAggregateProc):
         last_start = now - self.grace - 1 - d
         out = []
         if last_start >= 0:
-            closed = sorted(self.store.fetch_all_stamped(None, last_start),
+            closed = sorted(self.store.fetch_all_stamped(self.closed_below, last_start),
                             key=lambda r: (r[1] + d, str(r[0])))
+            self.closed_below = last_start + 1
             for key, start, agg, newest in closed:
                 if self.final:  # stored without a timestamp: the largest the window can hold
                     out.append(self.closed_output(key, agg, start, start + d,
                                                   start + d if newest is None else newest,
                                                   start + d + self.grace + 1))
                 self.store.delete(key, start)
-        self.records.expire_before(now - 2 * d - self.grace - 1)
+        # (a record below this is late, so none is buffered there again)
+        expire = now - 2 * d - self.grace - 1
+        self.records.expire_before(expire, self.expired_below)
+        if self.expired_below is None or expire > self.expired_below:
+            self.expired_below = expire
         return out
 
 

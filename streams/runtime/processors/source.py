@@ -13,7 +13,10 @@ from ..watermarks import is_marker
 from .base import MAX_TIMESTAMP_MS, Processor, Rec, describe_error, what
 from .validate import value_validator
 
-__all__ = ["SourceProc", "timestamp_extractor"]
+__all__ = ["UNDECODED", "SourceProc", "timestamp_extractor"]
+
+#: in a batch's decoded values: a value not decoded yet (the source decodes it itself)
+UNDECODED: Any = object()
 
 
 class SourceProc(Processor):
@@ -34,7 +37,10 @@ class SourceProc(Processor):
         self._timestamp = timestamp_extractor(node.timestamp)  # type: ignore[attr-defined]
         self._problem = value_validator(node.validate, node.name)  # type: ignore[attr-defined]
 
-    def on_raw_batch(self, raws: list[Any]) -> None:
+    def on_raw_batch(self, raws: list[Any], values: list[Any] | None = None) -> None:
+        """``values``: the raws' values as this source's serde decodes them, where the task
+        decoded them already (to order its inputs by event time); ``UNDECODED`` for one that
+        did not decode (decoded again here, for the dead letter's reason)."""
         node: n.SourceNode = self.node  # type: ignore[assignment]
         kd, vd = node.key_serde.deserialize, node.value_serde.deserialize
         timestamp = self._timestamp
@@ -47,16 +53,23 @@ class SourceProc(Processor):
         watermark = None
         internal = node.internal
         if internal:
-            raws = ctx.skip_replayed(node.topic, raws)
+            fresh = ctx.skip_replayed(node.topic, raws)
+            if len(fresh) != len(raws):
+                values = None
+            raws = fresh
             watermark = ctx.watermark_of(node.topic)
         future = ctx.future_limit()
+        decoded = iter(values) if values is not None else None
         for raw in raws:
+            if decoded is not None:
+                value = next(decoded)
             if internal and raw.value is None and is_marker(raw):
                 if watermark is not None:
                     watermark.marker(node.topic, raw)
                 continue
             try:
-                value = vd(raw.value)
+                if decoded is None or value is UNDECODED:
+                    value = vd(raw.value)
                 key = kd(raw.key)
             except SerdeError as exc:
                 dead_letter(raw, str(exc), reason="invalid" if isinstance(exc, SchemaError)
@@ -133,6 +146,8 @@ def timestamp_extractor(spec: str | Callable[[Any], int] | None) -> Callable[[An
 
     def from_field(value: Any, _raw: Any) -> int:
         ts = value.get(field) if isinstance(value, dict) else getattr(value, field, None)
+        if ts.__class__ is int and 0 <= ts <= MAX_TIMESTAMP_MS:  # the usual case, checked fast
+            return ts
         if ts is None:
             raise SerdeError(f"missing or non-numeric timestamp field {field!r}")
         return checked(ts, f"invalid timestamp field {field!r}")

@@ -12,12 +12,13 @@ record to the dead letters.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import faust
 
 from ...dsl import nodes as n
+from ...dsl.window_specs import TumblingWindows
 from ...serdes import json_dumps
 from ...state.meta import source_headers
 from ...state.window_store import SessionStoreView, WindowStoreView
@@ -59,6 +60,11 @@ class _WindowAggregateProc(Processor):
         self.grace = node_.window.grace_ms
         self.final = node_.emit == "final"
         self.changelog = f"{ctx.topology_name}-{node_.table}-changelog"
+        # Every window below this index time (start, or a session's end) was closed and deleted
+        # by this processor: no record can open one there again (stream time only grows), so
+        # closing scans the time index from here, not over the tombstones of everything closed
+        # since the last compaction. None until the first close (state may be restored).
+        self.closed_below: int | None = None
         ctx.on_stream_time(self._close_until)
 
     def accepted(self, recs: list[Rec]) -> Iterator[tuple[Rec, int, int]]:
@@ -133,6 +139,8 @@ class TimeWindowAggregateProc(_WindowAggregateProc):
         self.store = ctx.typed_store(self.wnode.table, WindowStoreView)
         self.size = self.wnode.window.size_ms
         self.windows_for = self.wnode.window.windows_for
+        if type(self.wnode.window) is TumblingWindows:
+            self._open_windows = self._open_tumbling  # type: ignore[method-assign]
 
     def on_batch(self, recs: list[Rec]) -> None:
         if self.final:
@@ -171,13 +179,26 @@ class TimeWindowAggregateProc(_WindowAggregateProc):
         out.extend(self.close_until(self.now))
         self.emit(out)
 
-    def _open_windows(self, rec: Rec, now: int, grace: int) -> list[tuple[int, int]]:
+    def _open_windows(self, rec: Rec, now: int, grace: int) -> Sequence[tuple[int, int]]:
         """The record's windows still open at ``now``; none: the record is late (reported)."""
         windows = self.windows_for(rec.ts)
         open_ = [(s, e) for s, e in windows if now < e + grace]
         if not open_ and windows:
             self.late(rec, *windows[-1])
         return open_
+
+    def _open_tumbling(self, rec: Rec, now: int, grace: int) -> tuple[tuple[int, int], ...]:
+        """:meth:`_open_windows` for tumbling windows: the one window, computed inline (this
+        runs once per record)."""
+        ts = rec.ts
+        if ts < 0:
+            return ()
+        start = ts - ts % self.size
+        end = start + self.size
+        if now < end + grace:
+            return ((start, end),)
+        self.late(rec, start, end)
+        return ()
 
     def _final_batch(self, recs: list[Rec]) -> None:
         """Final mode: nothing is emitted per record, so each window's aggregate stays the
@@ -191,9 +212,29 @@ class TimeWindowAggregateProc(_WindowAggregateProc):
         existed: dict[tuple[Any, int], bool] = {}
         stored_ts: dict[tuple[Any, int], int | None] = {}
         applied: dict[tuple[Any, int], list[Rec]] = {}
-        for rec, _before, now in self.accepted(recs):
+        # (what accepted() and _open_tumbling() do, inline: this loop runs once per record)
+        ctx, name = self.ctx, node.name
+        clock = ctx.batch_clock()
+        self.now = ctx.stream_time
+        size = self.size if type(node.window) is TumblingWindows else 0
+        for rec in recs:
             key, value = rec.key, rec.value
-            open_ = self._open_windows(rec, now, grace)
+            if key is None or value is None:
+                ctx.count_dropped(name, "null-key" if key is None else "null-value")
+                continue
+            now = self.now = clock(rec)
+            open_: Sequence[tuple[int, int]]
+            if size:
+                ts = rec.ts
+                if ts < 0:
+                    continue
+                start = ts - ts % size
+                if now >= start + size + grace:
+                    self.late(rec, start, start + size)
+                    continue
+                open_ = ((start, start + size),)
+            else:
+                open_ = self._open_windows(rec, now, grace)
             done: list[tuple[Any, int]] = []
             try:
                 for start, _end in open_:
@@ -263,8 +304,9 @@ class TimeWindowAggregateProc(_WindowAggregateProc):
         last_start = now - self.size - self.grace
         if last_start < 0:
             return []
-        closed = sorted(self.store.fetch_all_stamped(None, last_start),
+        closed = sorted(self.store.fetch_all_stamped(self.closed_below, last_start),
                         key=lambda r: (r[1], str(r[0])))
+        self.closed_below = last_start + 1
         out = []
         for key, start, agg, newest in closed:
             end = start + self.size
@@ -339,7 +381,9 @@ class SessionWindowAggregateProc(_WindowAggregateProc):
         """Sessions with ``end + gap + grace < now`` close: no on-time record (``ts >= now -
         grace``) can merge into them any more. Emitted (final mode), deleted."""
         last_end = now - self.gap - self.grace - 1
-        closed = sorted(self.store.fetch_all(None, last_end), key=lambda r: (r[2], str(r[0])))
+        closed = sorted(self.store.fetch_all(self.closed_below, last_end),
+                        key=lambda r: (r[2], str(r[0])))
+        self.closed_below = last_end + 1
         out = []
         for key, start, end, agg in closed:
             if self.final:
