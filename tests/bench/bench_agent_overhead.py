@@ -231,7 +231,8 @@ def produce_backlog(broker: str, count: int, partitions: int) -> None:
           f"{time.monotonic() - started:.0f} s", flush=True)
 
 
-def measure_worker(broker: str, variant: str, app: str, state: Path, log: Path) -> dict:
+def measure_worker(broker: str, variant: str, app: str, state: Path, log: Path,
+                   warmup_s: float = 5.0, span_s: float = 30.0) -> dict:
     """Start the variant's worker, read its rate at saturation, stop it."""
     from tests.bench.saturation import measure_group
 
@@ -241,7 +242,8 @@ def measure_worker(broker: str, variant: str, app: str, state: Path, log: Path) 
         proc = subprocess.Popen([sys.executable, __file__, "--serve", variant], env=env,
                                 stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         try:
-            sat = asyncio.run(measure_group(broker, app, [IN_TOPIC]))
+            sat = asyncio.run(measure_group(broker, app, [IN_TOPIC], warmup_s=warmup_s,
+                                            span_s=span_s))
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -279,7 +281,7 @@ def worker(args: argparse.Namespace) -> int:
                 app = f"bench-ov-{name}-{tag}-{rnd}"
                 apps.append(app)
                 res = measure_worker(args.broker, name, app, info.work / app,
-                                     info.work / f"{app}.log")
+                                     info.work / f"{app}.log", args.warmup, args.span)
                 runs[name].append(res)
                 print(f"round {rnd} {name:<12} {res['rate']:>10,.0f} events/s "
                       f"({res['records']} committed in {res['seconds']:.1f} s)", flush=True)
@@ -315,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=None,
                         help="events (default: worker 1500000, micro 200000)")
     parser.add_argument("--partitions", type=int, default=2)
+    parser.add_argument("--warmup", type=float, default=5.0,
+                        help="worker mode: seconds after the first commit before the span")
+    parser.add_argument("--span", type=float, default=30.0,
+                        help="worker mode: seconds of processing measured (>= 30 to count)")
     parser.add_argument("--skip-produce", action="store_true",
                         help="worker mode: reuse the backlog of a previous run")
     add_run_options(parser, None, rounds=3)

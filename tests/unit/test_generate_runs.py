@@ -23,7 +23,8 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     async def ensure_topics(*_: Any, **__: Any) -> None:
         return None
 
-    async def produce(_bootstrap: Any, items: list[generate.Event], _rate: Any) -> int:
+    async def produce(_bootstrap: Any, items: list[generate.Event], _rate: Any,
+                      **_: Any) -> int:
         out["items"] = items
         return len(items)
 

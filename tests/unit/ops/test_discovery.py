@@ -5,6 +5,7 @@ tests/integration/test_prometheus.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -16,6 +17,8 @@ import pytest
 from streams.config import ConfigError, Settings, load_settings
 from streams.metrics import Metrics
 from streams.runtime import discovery
+from streams.serving.server import Health, QueryServer
+from topologies.trip_stats import topology as trip_stats
 
 
 def test_register_writes_one_file_sd_entry_and_remove_deletes_it(tmp_path: Path) -> None:
@@ -49,21 +52,29 @@ def test_target_address(host: str, want: str) -> None:
 
 
 def test_the_registered_port_is_the_one_the_server_bound(tmp_path: Path) -> None:
-    """The configured port is taken: the metrics server falls back to a free one, and the
+    """The configured port is taken: the worker's HTTP server falls back to a free one, and the
     discovery file names that one, which answers /metrics."""
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        busy = taken.getsockname()[1]
-        metrics = Metrics("trip_stats")
-        port = metrics.serve("127.0.0.1", busy)
-        assert port != busy
-        reg = discovery.announce(Settings(discovery_dir=str(tmp_path)), "trip_stats",
-                                 "127.0.0.1", port)
-        assert reg is not None
-        [target] = json.loads(reg.path.read_text())[0]["targets"]
-        with urllib.request.urlopen(f"http://{target}/metrics", timeout=10) as resp:
-            assert b"streams_commits_total" in resp.read()
+    async def run() -> None:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            busy = taken.getsockname()[1]
+            server = QueryServer(trip_stats, Metrics("trip_stats"), None,  # type: ignore[arg-type]
+                                 None, lambda: Health("running"))  # type: ignore[arg-type]
+            port = await server.start("127.0.0.1", busy)
+            try:
+                assert port != busy
+                reg = discovery.announce(Settings(discovery_dir=str(tmp_path)), "trip_stats",
+                                         "127.0.0.1", port)
+                assert reg is not None
+                [target] = json.loads(reg.path.read_text())[0]["targets"]
+                body = await asyncio.to_thread(lambda: urllib.request.urlopen(
+                    f"http://{target}/metrics", timeout=10).read())
+                assert b"streams_commits_total" in body
+            finally:
+                await server.stop()
+
+    asyncio.run(run())
 
 
 def test_discovery_off_writes_nothing(tmp_path: Path) -> None:
