@@ -12,7 +12,7 @@ a warm-up; a backlog drained within it is refused). The pair: a counter per key,
 ``group_by_key().count().to(out)`` vs ``counts[key] += 1; yield counts[key]`` on a
 ``table_store``.
 
-    python tests/bench/bench_agent_overhead.py --broker 127.0.0.1:9092 [--count 1500000]
+    python tests/bench/bench_agent_overhead.py --broker 127.0.0.1:9092 [--count 4000000]
 
 Results (median and min-max events/s per variant, the load average at start and end) go to
 ``--results`` (default tests/bench/results/agent_overhead.json) with the headline in
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve", choices=list(WORKER_VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--broker", default=os.environ.get("STREAMS_BROKER", "127.0.0.1:9092"))
     parser.add_argument("--count", type=int, default=None,
-                        help="events (default: worker 1500000, micro 200000)")
+                        help="events (default: worker 4000000, micro 200000)")
     parser.add_argument("--partitions", type=int, default=2)
     parser.add_argument("--warmup", type=float, default=5.0,
                         help="worker mode: seconds after the first commit before the span")
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         args.count = args.count or 200_000
         args.results = args.results or str(MICRO_RESULTS)
         return micro(args)
-    args.count = args.count or 1_500_000
+    args.count = args.count or 4_000_000
     args.results = args.results or str(RESULTS)
     return worker(args)
 

@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker", default=os.environ.get("STREAMS_BROKER", "127.0.0.1:9092"))
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s (default 1000)")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per run")
-    parser.add_argument("--backlog", type=int, default=2_000_000,
+    parser.add_argument("--backlog", type=int, default=5_000_000,
                         help="views in the saturation backlog (must outlast warm-up + span)")
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--span", type=float, default=30.0)

@@ -179,7 +179,7 @@ def latency(kafka: str, guarantee: str, interval: int | None, work: Path,
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--backlog", type=int, default=600_000,
+    ap.add_argument("--backlog", type=int, default=1_200_000,
                     help="payments in the saturation backlog (must outlast warm-up + span)")
     ap.add_argument("--accounts", type=int, default=1000)
     ap.add_argument("--warmup", type=float, default=5.0)
