@@ -96,29 +96,38 @@ def test_headers_timestamps_and_one_partition_from_an_offset(kafka: str) -> None
 
 def test_follow_prints_records_as_they_arrive(kafka: str) -> None:
     topic = _topic(kafka, "cli-follow", partitions=1)
+
+    def produce(value: bytes) -> None:
+        async def go() -> None:
+            p = AIOKafkaProducer(bootstrap_servers=kafka)
+            await p.start()
+            try:
+                await p.send_and_wait(topic, value, key=b"k")
+            finally:
+                await p.stop()
+        asyncio.run(go())
+
+    def next_value(proc: subprocess.Popen[str]) -> Any:
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        assert ready, "no record printed within 120 s"
+        return json.loads(proc.stdout.readline())["value"]  # type: ignore[union-attr]
+
+    produce(b"early")
     proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "consume", topic, "--follow",
                              "--broker", kafka], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True)
     try:
-        time.sleep(3)  # (any time: the consumer starts at the beginning, the record is read)
-
-        async def produce() -> None:
-            p = AIOKafkaProducer(bootstrap_servers=kafka)
-            await p.start()
-            try:
-                await p.send_and_wait(topic, b"late", key=b"k")
-            finally:
-                await p.stop()
-
-        asyncio.run(produce())
-        ready, _, _ = select.select([proc.stdout], [], [], 60)
-        assert ready, "no record printed within 60 s"
-        line = proc.stdout.readline()  # type: ignore[union-attr]
-        assert json.loads(line)["value"] == "late"
-        assert proc.poll() is None  # still following
+        assert next_value(proc) == "early"   # it reads: the interrupt below finds it following
+        produce(b"late")
+        assert next_value(proc) == "late"    # a record produced after it reached the end
+        assert proc.poll() is None           # still following
     finally:
         proc.send_signal(2)  # Ctrl-C: a quiet stop
-        _, err = proc.communicate(timeout=60)
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("consume --follow did not stop within 120 s of Ctrl-C") from None
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert proc.returncode == 130
 
