@@ -15,6 +15,7 @@ import json
 import logging
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Iterable
 from typing import Any
 
 import click
@@ -159,13 +160,7 @@ def tables_get(name: str, table: str, key: str, as_json: bool, as_of: int | None
             text = json_dumps(value["value"]).decode()
             click.echo(text if as_json else f"{key}: {text}")
             return
-        for w in windows:
-            if as_json:
-                click.echo(json_dumps(w).decode())
-            else:
-                s, e = w["window_start"], w["window_end"]
-                bounds = f"[{s}, {e})" if _end_exclusive(topology, table) else f"[{s}, {e}]"
-                click.echo(f"{key} {bounds}: {json_dumps(w['value']).decode()}")
+        _print_windows(topology, table, key, windows, as_json)
         return
     settings = load_settings(topology.name, state_dir=state_dir)
     if all_versions:
@@ -174,13 +169,8 @@ def tables_get(name: str, table: str, key: str, as_json: bool, as_of: int | None
             click.echo(text if as_json else f"{key} @{v['timestamp']}: {text}")
         return
     if is_windowed(topology, table):
-        for w in get_windows(topology, settings.state_dir, table, key):
-            if as_json:
-                click.echo(json_dumps(w).decode())
-            else:
-                s, e = w["window_start"], w["window_end"]
-                bounds = f"[{s}, {e})" if _end_exclusive(topology, table) else f"[{s}, {e}]"
-                click.echo(f"{key} {bounds}: {json_dumps(w['value']).decode()}")
+        _print_windows(topology, table, key, get_windows(topology, settings.state_dir, table, key),
+                       as_json)
         return
     value = get_value(topology, settings.state_dir, table, key, as_of=as_of)
     text = json_dumps(value).decode()
@@ -206,6 +196,20 @@ def _remote_get(name: str, table: str, key: str, as_of: int | None, worker: str,
         except WorkerUnavailable as exc:
             problem = str(exc)
     raise UserError(problem)
+
+
+def _print_windows(topology: Any, table: str, key: str, windows: Iterable[dict[str, Any]],
+                   as_json: bool) -> None:
+    """One line per window: its JSON, or ``KEY [start, end): value``."""
+    from .serdes import json_dumps
+
+    for w in windows:
+        if as_json:
+            click.echo(json_dumps(w).decode())
+        else:
+            s, e = w["window_start"], w["window_end"]
+            bounds = f"[{s}, {e})" if _end_exclusive(topology, table) else f"[{s}, {e}]"
+            click.echo(f"{key} {bounds}: {json_dumps(w['value']).decode()}")
 
 
 def _end_exclusive(topology: Any, table: str) -> bool:
