@@ -123,7 +123,7 @@ WORKLOAD_SPECS = {
                             "update", "acd", "windows_keys_update.json",
                             "windows_keys_update.png", optional="b"),
     # ours ~8k ev/s, Quix ~4k ev/s behind the repartition: 600k rides last > 60 s
-    "driver-repartition": Workload("driver-repartition", 600_000, 2_000, 10, "city",
+    "driver-repartition": Workload("driver-repartition", 1_500_000, 2_000, 10, "city",
                                    "driver_id", "final", "ac", "windows_driver_repartition.json",
                                    "windows_driver_repartition.png"),
 }
