@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaProducer
 
 from ..kafka.clients import Kafka, client_kwargs
@@ -288,9 +289,11 @@ TAIL_RECORDS = 2000  # per partition: the newest event times are among the last 
 
 async def latest_event_time(bootstrap: Kafka, topics: list[str], tail: int = TAIL_RECORDS
                             ) -> int | None:
-    """The largest record timestamp among the last ``tail`` records of every partition of
-    ``topics`` (None: no records). Generated events carry their ``ts`` as record timestamp;
-    events arrive out of order by far less than ``tail`` records, so the maximum is there."""
+    """The largest event time among the last ``tail`` records of every partition of ``topics``
+    (None: no records): the record timestamp, or the value's ``ts`` when that is later (what
+    the reference topologies read as event time). Generated events carry their ``ts`` as record
+    timestamp; events arrive out of order by far less than ``tail`` records, so the maximum is
+    there."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from ..kafka import admin
@@ -314,11 +317,23 @@ async def latest_event_time(bootstrap: Kafka, topics: list[str], tail: int = TAI
             empty_polls = 0 if batch else empty_polls + 1
             for records in batch.values():
                 for rec in records:
-                    latest = rec.timestamp if latest is None else max(latest, rec.timestamp)
+                    ts = max(rec.timestamp, _value_ts(rec.value))
+                    latest = ts if latest is None else max(latest, ts)
             todo = {tp for tp in todo if await consumer.position(tp) < ends[tp]}
         return latest
     finally:
         await consumer.stop()
+
+
+def _value_ts(value: bytes | None) -> int:
+    """The event time a reference topology reads: the value's ``ts`` field (-1: none). Input
+    written by others (tests, users' producers) may carry a record timestamp that is not it."""
+    try:
+        doc = orjson.loads(value) if value else None
+    except orjson.JSONDecodeError:
+        return -1
+    ts = doc.get("ts") if isinstance(doc, dict) else None
+    return ts if isinstance(ts, int) and not isinstance(ts, bool) else -1
 
 
 async def continued_start(bootstrap: Kafka, name: str, now_ms: int | None = None,

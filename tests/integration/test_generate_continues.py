@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import uuid
 
+from aiokafka import AIOKafkaProducer
+
 from streams.devtools import generate
 from streams.kafka import admin
 
@@ -15,6 +17,17 @@ GRACE_MS = 30_000  # trip_stats' windows
 def _rides(topic: str, count: int, seed: int, start_ms: int) -> list[generate.Event]:
     return [(topic, k, v) for _, k, v in generate.events("trip_stats", count, seed=seed,
                                                          start_ms=start_ms)]
+
+
+async def _produce_raw(kafka: str, topic: str, value: bytes) -> None:
+    """One record with the producer's own (wall clock) record timestamp."""
+    producer = AIOKafkaProducer(bootstrap_servers=kafka)
+    await producer.start()
+    try:
+        # a record timestamp far behind every event time here
+        await producer.send_and_wait(topic, value, key=b"y", timestamp_ms=1_000)
+    finally:
+        await producer.stop()
 
 
 def test_second_run_starts_after_the_first_runs_event_time(kafka: str) -> None:
@@ -29,6 +42,11 @@ def test_second_run_starts_after_the_first_runs_event_time(kafka: str) -> None:
         newest = max(v["ts"] for _, _, v in first)
         # a record sent last with an old timestamp: the newest event time is not the last one's
         admin.run(generate.produce(kafka, [(topic, "x", {"ts": start})]))
+        # input written by another producer: its record timestamp is the wall clock, its
+        # event time (the value's ts, what the topologies read) an hour past the first run's
+        ahead = newest + 3_600_000
+        admin.run(_produce_raw(kafka, topic, b'{"ts": %d}' % ahead))
+        newest = ahead
         # "now" is where the first run started: the wall clock is behind the generated data
         now = start
         assert admin.run(generate.latest_event_time(kafka, [topic])) == newest
