@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import textwrap
@@ -113,9 +114,13 @@ def test_follow_prints_records_as_they_arrive(kafka: str) -> None:
         return json.loads(proc.stdout.readline())["value"]  # type: ignore[union-attr]
 
     produce(b"early")
+    # As from a terminal: Ctrl-C delivered. (A test run started in the background, as CI may
+    # start it, ignores SIGINT, and a child inherits that: Python then never raises
+    # KeyboardInterrupt, as with nohup.)
     proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "consume", topic, "--follow",
                              "--broker", kafka], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True)
+                            cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert next_value(proc) == "early"   # it reads: the interrupt below finds it following
         produce(b"late")
